@@ -1,0 +1,53 @@
+//! `ecs-vnc-controller`: the controller and its operator tools.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use ecs_vnc_controller::cli::modify::ModifyArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ecs-vnc-controller",
+    version,
+    about = "Manage the VNC passwords of Alibaba Cloud ECS instances from Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Set one instance's VNC password now (password from --password-file or standard input).
+    ModifyVncPassword(ModifyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::ModifyVncPassword(args) => {
+            init_cli_logging();
+            runtime.block_on(ecs_vnc_controller::cli::modify::run(args))
+        }
+    }
+}
+
+fn init_cli_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

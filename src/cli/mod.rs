@@ -1,0 +1,59 @@
+//! Command-line front ends: the one-shot `modify-vnc-password` tool and shared client flags.
+
+pub mod modify;
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::ecs::ClientConfig;
+use crate::ecs::retry::RetryPolicy;
+
+/// How to reach ECS; shared by every subcommand that calls it.
+#[derive(Debug, Clone, Args)]
+pub struct EcsArgs {
+    /// One base URL for all regions instead of https://ecs.<region>.aliyuncs.com (a VPC endpoint,
+    /// a simulator; http:// allowed).
+    #[arg(long, env = "ECS_ENDPOINT", value_name = "URL")]
+    pub ecs_endpoint: Option<String>,
+    /// ECS calls per second this process makes, all actions and regions together. The account's
+    /// limit is shared with the console and every other tool.
+    #[arg(long, default_value_t = 10.0, value_name = "QPS")]
+    pub ecs_qps: f64,
+    /// Calls that may go out at once before the QPS limit applies.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub ecs_burst: u32,
+    /// Retries of throttled, transient (5xx, network) and stale-signature failures per call.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub ecs_max_retries: u32,
+    /// Seconds to wait for a TCP/TLS connection.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    pub ecs_connect_timeout: f64,
+    /// Seconds one HTTP attempt may take in all.
+    #[arg(long, default_value_t = 20.0, value_name = "SECONDS")]
+    pub ecs_timeout: f64,
+}
+
+impl EcsArgs {
+    pub fn client_config(&self) -> Result<ClientConfig, String> {
+        let seconds = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(format!("--{name} must be a positive number of seconds"))
+            }
+        };
+        Ok(ClientConfig {
+            endpoint: self.ecs_endpoint.clone().filter(|e| !e.trim().is_empty()),
+            connect_timeout: seconds("ecs-connect-timeout", self.ecs_connect_timeout)?,
+            request_timeout: seconds("ecs-timeout", self.ecs_timeout)?,
+            qps: self.ecs_qps,
+            burst: self.ecs_burst,
+            retry: RetryPolicy {
+                max_retries: self.ecs_max_retries,
+                ..RetryPolicy::default()
+            },
+            ..ClientConfig::default()
+        })
+    }
+}

@@ -1,0 +1,541 @@
+//! The ECS RPC client: signed calls with a fresh nonce and timestamp per attempt, a process-wide
+//! rate limiter, timeouts, and bounded retries with capped exponential backoff and full jitter.
+//!
+//! Requests are sent as `POST` with a form body, so the VNC password and the SecurityToken never
+//! appear in a URL (proxy and access logs record URLs).
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::de::DeserializeOwned;
+
+use super::credentials::Credentials;
+use super::error::{ApiError, ErrorClass, UnexpectedBody, parse_error_body};
+use super::retry::RetryPolicy;
+use super::signer;
+use super::types::{DescribeInstancesResponse, Instance, RequestIdResponse};
+use crate::password::VncPassword;
+
+pub const API_VERSION: &str = "2014-05-26";
+pub const USER_AGENT: &str = concat!(
+    "ecs-vnc-controller/",
+    env!("CARGO_PKG_VERSION"),
+    " (+https://github.com/ecs-vnc-controller)"
+);
+
+/// How the client reaches ECS and how hard it may push.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// One base URL for every region (a VPC endpoint, a simulator); `None` for
+    /// `https://ecs.<region>.aliyuncs.com`.
+    pub endpoint: Option<String>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Calls per second this process makes, all actions and regions together.
+    pub qps: f64,
+    pub burst: u32,
+    pub retry: RetryPolicy,
+    /// The clock for the `Timestamp` parameter (replaced in tests of clock skew).
+    pub clock: fn() -> jiff::Timestamp,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(20),
+            qps: 10.0,
+            burst: 10,
+            retry: RetryPolicy::default(),
+            clock: jiff::Timestamp::now,
+        }
+    }
+}
+
+/// Told about every HTTP attempt (for metrics). `result` is `Success`, the ECS error code, or one
+/// of `NetworkError`, `Timeout`, `UnexpectedResponse`.
+pub trait CallObserver: Send + Sync {
+    fn observe(&self, action: &str, result: &str, elapsed: Duration);
+}
+
+/// Everything that can go wrong with one call.
+#[derive(Debug, thiserror::Error)]
+pub enum EcsError {
+    /// ECS answered with an error. `client_string_to_sign` (masked) is kept for
+    /// `SignatureDoesNotMatch`, to set beside the server's.
+    #[error("{action}: {error}")]
+    Api {
+        action: &'static str,
+        error: Box<ApiError>,
+        client_string_to_sign: Option<String>,
+    },
+    /// The answer was not what ECS sends (a proxy page, an empty or truncated body).
+    #[error("{action}: {body}")]
+    UnexpectedBody {
+        action: &'static str,
+        body: UnexpectedBody,
+    },
+    /// No answer: connection refused or reset, DNS, TLS, timeout.
+    #[error("{action}: could not reach {endpoint}: {reason}")]
+    Network {
+        action: &'static str,
+        endpoint: String,
+        reason: String,
+        timeout: bool,
+    },
+    /// The request could not be built (bad endpoint or region). Not retryable.
+    #[error("{0}")]
+    InvalidRequest(String),
+}
+
+impl EcsError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Api { error, .. } => error.class(),
+            Self::UnexpectedBody { body, .. } => {
+                let s = body.http_status;
+                if s >= 500 || s == 429 || (200..300).contains(&s) {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Terminal
+                }
+            }
+            Self::Network { .. } => ErrorClass::Transient,
+            Self::InvalidRequest(_) => ErrorClass::Terminal,
+        }
+    }
+
+    /// The ECS error code, when ECS gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { error, .. } => Some(&error.code),
+            _ => None,
+        }
+    }
+
+    pub fn api_error(&self) -> Option<&ApiError> {
+        match self {
+            Self::Api { error, .. } => Some(error.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// A bounded label for metrics: the ECS code or the kind of failure.
+    pub fn result_label(&self) -> &str {
+        match self {
+            Self::Api { error, .. } => &error.code,
+            Self::UnexpectedBody { .. } => "UnexpectedResponse",
+            Self::Network { timeout: true, .. } => "Timeout",
+            Self::Network { .. } => "NetworkError",
+            Self::InvalidRequest(_) => "InvalidRequest",
+        }
+    }
+}
+
+/// A cheap-to-clone handle: clones share the HTTP connection pool and the rate limiter.
+#[derive(Clone)]
+pub struct EcsClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    config: ClientConfig,
+    limiter: DefaultDirectRateLimiter,
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+impl std::fmt::Debug for EcsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EcsClient")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Installs the one rustls crypto provider of this build (ring). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Whether an action may be sent twice without a second effect. A reboot that timed out may have
+/// happened, so it is only retried when ECS said it refused it (throttled, stale signature).
+fn is_idempotent(action: &str) -> bool {
+    action != "RebootInstance"
+}
+
+impl EcsClient {
+    pub fn new(config: ClientConfig) -> Result<Self, EcsError> {
+        Self::with_observer(config, None)
+    }
+
+    pub fn with_observer(
+        config: ClientConfig,
+        observer: Option<Arc<dyn CallObserver>>,
+    ) -> Result<Self, EcsError> {
+        install_crypto_provider();
+        if let Some(endpoint) = &config.endpoint {
+            validate_endpoint(endpoint)?;
+        }
+        if !(config.qps.is_finite() && config.qps > 0.0) {
+            return Err(EcsError::InvalidRequest(format!(
+                "the ECS rate limit must be a positive number of calls per second, got {}",
+                config.qps
+            )));
+        }
+        let period = Duration::from_secs_f64(1.0 / config.qps).max(Duration::from_micros(1));
+        let burst = NonZeroU32::new(config.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .ok_or_else(|| EcsError::InvalidRequest("invalid ECS rate limit".into()))?
+            .allow_burst(burst);
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| EcsError::InvalidRequest(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                limiter: RateLimiter::direct(quota),
+                config,
+                observer,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The base URL calls for `region` go to.
+    pub fn endpoint_for(&self, region: &str) -> Result<String, EcsError> {
+        match &self.inner.config.endpoint {
+            Some(endpoint) => Ok(endpoint.trim_end_matches('/').to_string()),
+            None => {
+                validate_region(region)?;
+                Ok(format!("https://ecs.{region}.aliyuncs.com"))
+            }
+        }
+    }
+
+    /// Sets the VNC password of an instance. Returns the RequestId.
+    pub async fn modify_instance_vnc_passwd(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        instance_id: &str,
+        password: &VncPassword,
+    ) -> Result<String, EcsError> {
+        let response: RequestIdResponse = self
+            .call(
+                credentials,
+                region,
+                "ModifyInstanceVncPasswd",
+                &[
+                    ("RegionId", region),
+                    ("InstanceId", instance_id),
+                    ("VncPassword", password.expose()),
+                ],
+            )
+            .await?;
+        Ok(response.request_id)
+    }
+
+    /// Restarts a `Running` instance. Returns the RequestId.
+    pub async fn reboot_instance(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        instance_id: &str,
+    ) -> Result<String, EcsError> {
+        let response: RequestIdResponse = self
+            .call(
+                credentials,
+                region,
+                "RebootInstance",
+                &[("RegionId", region), ("InstanceId", instance_id)],
+            )
+            .await?;
+        Ok(response.request_id)
+    }
+
+    /// Describes instances of one region by ID, 100 IDs per call, following pages. Instances ECS
+    /// does not know are simply absent from the result.
+    pub async fn describe_instances(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        instance_ids: &[String],
+    ) -> Result<Vec<Instance>, EcsError> {
+        const MAX_IDS: usize = 100;
+        let mut found = Vec::with_capacity(instance_ids.len());
+        for chunk in instance_ids.chunks(MAX_IDS) {
+            let ids = serde_json::to_string(chunk)
+                .map_err(|e| EcsError::InvalidRequest(format!("cannot encode InstanceIds: {e}")))?;
+            let mut page = 1u32;
+            loop {
+                let page_text = page.to_string();
+                let response: DescribeInstancesResponse = self
+                    .call(
+                        credentials,
+                        region,
+                        "DescribeInstances",
+                        &[
+                            ("RegionId", region),
+                            ("InstanceIds", &ids),
+                            ("PageSize", "100"),
+                            ("PageNumber", &page_text),
+                        ],
+                    )
+                    .await?;
+                let got = response.instances.instance.len();
+                found.extend(response.instances.instance);
+                let seen = (page as usize - 1) * 100 + got;
+                if got == 0 || seen >= response.total_count as usize {
+                    break;
+                }
+                page += 1;
+            }
+        }
+        Ok(found)
+    }
+
+    /// One action with retries. `params` are the action's own parameters; common parameters and the
+    /// signature are added here, afresh for every attempt.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        action: &'static str,
+        params: &[(&str, &str)],
+    ) -> Result<T, EcsError> {
+        let endpoint = self.endpoint_for(region)?;
+        let policy = &self.inner.config.retry;
+        let mut attempt = 0u32;
+        loop {
+            self.inner.limiter.until_ready().await;
+            let started = Instant::now();
+            let result = self
+                .attempt::<T>(&endpoint, credentials, action, params)
+                .await;
+            if let Some(observer) = &self.inner.observer {
+                let label = match &result {
+                    Ok(_) => "Success",
+                    Err(e) => e.result_label(),
+                };
+                observer.observe(action, label, started.elapsed());
+            }
+            let error = match result {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let class = error.class();
+            let may_retry = match class {
+                ErrorClass::Throttled | ErrorClass::Resign => true,
+                ErrorClass::Transient => is_idempotent(action),
+                ErrorClass::Terminal | ErrorClass::Credentials => false,
+            };
+            match policy.delay(class, attempt, rand::random::<f64>()) {
+                Some(delay) if may_retry => {
+                    tracing::debug!(
+                        action,
+                        attempt,
+                        code = error.result_label(),
+                        delay_ms = delay.as_millis() as u64,
+                        "retrying ECS call"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        credentials: &Credentials,
+        action: &'static str,
+        params: &[(&str, &str)],
+    ) -> Result<T, EcsError> {
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let timestamp = signer::format_timestamp((self.inner.config.clock)());
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(params.len() + 10);
+        all.extend_from_slice(&[
+            ("Action", action),
+            ("Version", API_VERSION),
+            ("Format", "JSON"),
+            ("AccessKeyId", credentials.access_key_id.as_str()),
+            ("SignatureMethod", signer::SIGNATURE_METHOD),
+            ("SignatureVersion", signer::SIGNATURE_VERSION),
+            ("SignatureNonce", nonce.as_str()),
+            ("Timestamp", timestamp.as_str()),
+        ]);
+        if let Some(token) = &credentials.security_token {
+            all.push(("SecurityToken", token.expose()));
+        }
+        all.extend_from_slice(params);
+        let signed = signer::sign("POST", all.iter().copied(), &credentials.access_key_secret);
+        let body = signer::encode_with_signature(all.iter().copied(), &signed.signature);
+
+        let network = |e: reqwest::Error| EcsError::Network {
+            action,
+            endpoint: endpoint.to_string(),
+            reason: error_chain(&e),
+            timeout: e.is_timeout(),
+        };
+        let response = self
+            .inner
+            .http
+            .post(format!("{endpoint}/"))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(network)?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response.bytes().await.map_err(network)?;
+
+        if (200..300).contains(&status) {
+            return serde_json::from_slice::<T>(&bytes).map_err(|_| EcsError::UnexpectedBody {
+                action,
+                body: UnexpectedBody {
+                    http_status: status,
+                    content_type,
+                    excerpt: super::error::excerpt(&bytes),
+                },
+            });
+        }
+        match parse_error_body(status, content_type.as_deref(), &bytes) {
+            Ok(error) => {
+                let client_string_to_sign = (error.code == "SignatureDoesNotMatch")
+                    .then(|| signer::mask_sensitive(&signed.string_to_sign));
+                Err(EcsError::Api {
+                    action,
+                    error: Box::new(error),
+                    client_string_to_sign,
+                })
+            }
+            Err(body) => Err(EcsError::UnexpectedBody { action, body }),
+        }
+    }
+}
+
+/// The error and its sources on one line ("error sending request: connection refused").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn validate_endpoint(endpoint: &str) -> Result<(), EcsError> {
+    let url = reqwest::Url::parse(endpoint).map_err(|e| {
+        EcsError::InvalidRequest(format!(
+            "the ECS endpoint {endpoint:?} is not a URL ({e}); expected e.g. https://ecs-vpc.cn-hangzhou.aliyuncs.com or http://127.0.0.1:8080"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(EcsError::InvalidRequest(format!(
+            "the ECS endpoint {endpoint:?} must be an http:// or https:// URL with a host"
+        )));
+    }
+    if url.query().is_some() || url.username() != "" || url.password().is_some() {
+        return Err(EcsError::InvalidRequest(format!(
+            "the ECS endpoint {endpoint:?} must not carry a query or credentials"
+        )));
+    }
+    Ok(())
+}
+
+/// Region IDs are lower-case words joined by `-` (`cn-hangzhou`, `ap-southeast-1`); anything else
+/// would let a spec pick an arbitrary host.
+pub fn validate_region(region: &str) -> Result<(), EcsError> {
+    let ok = !region.is_empty()
+        && region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(EcsError::InvalidRequest(format!(
+            "{region:?} is not an ECS region ID (expected e.g. cn-hangzhou)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_endpoint_is_regional_and_override_applies_to_all_regions() {
+        let c = EcsClient::new(ClientConfig::default()).unwrap();
+        assert_eq!(
+            c.endpoint_for("cn-hangzhou").unwrap(),
+            "https://ecs.cn-hangzhou.aliyuncs.com"
+        );
+        assert!(c.endpoint_for("evil.com/x").is_err());
+        let c = EcsClient::new(ClientConfig {
+            endpoint: Some("http://127.0.0.1:9/".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.endpoint_for("cn-beijing").unwrap(), "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn bad_endpoints_are_refused_with_a_hint() {
+        for bad in [
+            "ecs.aliyuncs.com",
+            "ftp://x",
+            "http://u:p@x",
+            "http://x/?a=b",
+        ] {
+            let err = EcsClient::new(ClientConfig {
+                endpoint: Some(bad.into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn user_agent_names_project_and_version() {
+        assert!(
+            USER_AGENT.starts_with(&format!("ecs-vnc-controller/{}", env!("CARGO_PKG_VERSION")))
+        );
+    }
+
+    #[test]
+    fn reboots_are_not_idempotent() {
+        assert!(!is_idempotent("RebootInstance"));
+        assert!(is_idempotent("ModifyInstanceVncPasswd"));
+    }
+}

@@ -1,0 +1,292 @@
+//! ECS errors: parsing error bodies, and classifying them into what a caller should do.
+//!
+//! Classification follows `ECS-API-NOTES.md`: by `Code` first, by HTTP status for codes it does not
+//! know. Every message is passed through [`signer::mask_sensitive`] when parsed, because ECS echoes
+//! the whole string to sign (VncPassword and SecurityToken included) in `SignatureDoesNotMatch`.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use super::signer;
+
+/// What a caller should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// Nothing changes until a person changes the input (instance, region, password).
+    Terminal,
+    /// The instance or the service is briefly unable; retry with backoff.
+    Transient,
+    /// The account's per-API rate limit; retry with backoff and jitter.
+    Throttled,
+    /// The credentials are wrong, inactive or not allowed; no hot retry.
+    Credentials,
+    /// The request went stale (timestamp, nonce): sign it again and retry at once.
+    Resign,
+}
+
+impl ErrorClass {
+    /// Whether the client retries this class inside one call.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Transient | Self::Throttled | Self::Resign)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Terminal => "terminal",
+            Self::Transient => "transient",
+            Self::Throttled => "throttled",
+            Self::Credentials => "credentials",
+            Self::Resign => "resign",
+        }
+    }
+}
+
+/// Classifies an ECS error `Code` (with the HTTP status for codes not listed).
+pub fn classify(code: &str, http_status: u16) -> ErrorClass {
+    match code {
+        "InvalidInstanceId.NotFound"
+        | "InvalidRegionId.NotFound"
+        | "NoSuchResource"
+        | "IncorrectVncPassword.Malformed"
+        | "MissingParameter"
+        | "InvalidParameter"
+        | "InvalidAction.NotFound" => ErrorClass::Terminal,
+        "IncorrectInstanceStatus" | "InstanceNotReady" | "ServiceUnavailable" | "InternalError" => {
+            ErrorClass::Transient
+        }
+        "InvalidTimeStamp.Expired" | "SignatureNonceUsed" => ErrorClass::Resign,
+        "SignatureDoesNotMatch"
+        | "IncompleteSignature"
+        | "Forbidden.RAM"
+        | "Forbidden"
+        | "NoPermission" => ErrorClass::Credentials,
+        c if c.starts_with("Throttling") => ErrorClass::Throttled,
+        c if c.starts_with("InvalidAccessKeyId.") || c.starts_with("InvalidSecurityToken.") => {
+            ErrorClass::Credentials
+        }
+        c if c.starts_with("Forbidden.") => ErrorClass::Credentials,
+        _ if http_status >= 500 => ErrorClass::Transient,
+        _ if http_status == 429 => ErrorClass::Throttled,
+        _ => ErrorClass::Terminal,
+    }
+}
+
+/// An error as ECS reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub http_status: u16,
+    pub code: String,
+    /// ECS's message, with secret parameter values masked.
+    pub message: String,
+    pub request_id: Option<String>,
+    pub recommend: Option<String>,
+}
+
+impl ApiError {
+    pub fn class(&self) -> ErrorClass {
+        classify(&self.code, self.http_status)
+    }
+
+    /// The server's string to sign, from a `SignatureDoesNotMatch` message (already masked).
+    pub fn server_string_to_sign(&self) -> Option<&str> {
+        const MARKER: &str = "server string to sign is:";
+        self.message
+            .find(MARKER)
+            .map(|i| self.message[i + MARKER.len()..].trim())
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ECS returned {} (HTTP {}): {} (RequestId: {})",
+            self.code,
+            self.http_status,
+            self.message,
+            self.request_id.as_deref().unwrap_or("none")
+        )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorBody {
+    code: Option<String>,
+    message: Option<String>,
+    request_id: Option<String>,
+    recommend: Option<String>,
+}
+
+/// Why a response body could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnexpectedBody {
+    pub http_status: u16,
+    pub content_type: Option<String>,
+    /// The first characters of the body, control characters replaced, for a person to read.
+    pub excerpt: String,
+}
+
+impl fmt::Display for UnexpectedBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unexpected response from the ECS endpoint (HTTP {}, content type {}): {}",
+            self.http_status,
+            self.content_type.as_deref().unwrap_or("none"),
+            if self.excerpt.is_empty() {
+                "empty body".to_string()
+            } else {
+                format!("body starts with {:?}", self.excerpt)
+            }
+        )
+    }
+}
+
+const EXCERPT_CHARS: usize = 120;
+
+/// A short, single-line, masked excerpt of a body for error messages.
+pub fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let cut: String = text
+        .chars()
+        .take(EXCERPT_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    signer::mask_sensitive(cut.trim())
+}
+
+/// Parses an ECS error body (JSON or XML, whatever the content type claims).
+pub fn parse_error_body(
+    http_status: u16,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<ApiError, UnexpectedBody> {
+    let parsed = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .or_else(|| parse_xml_error(body));
+    match parsed {
+        Some(ErrorBody {
+            code: Some(code),
+            message,
+            request_id,
+            recommend,
+        }) if !code.is_empty() => Ok(ApiError {
+            http_status,
+            code,
+            message: signer::mask_sensitive(message.as_deref().unwrap_or_default()),
+            request_id,
+            recommend,
+        }),
+        _ => Err(UnexpectedBody {
+            http_status,
+            content_type: content_type.map(str::to_string),
+            excerpt: excerpt(body),
+        }),
+    }
+}
+
+fn parse_xml_error(body: &[u8]) -> Option<ErrorBody> {
+    let text = std::str::from_utf8(body).ok()?;
+    // ECS wraps errors in <Error>; some gateways use <Response><Errors><Error>.
+    quick_xml::de::from_str::<ErrorBody>(text.trim_start_matches('\u{feff}')).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_error_bodies_are_parsed() {
+        let body = br#"{"RequestId":"R1","HostId":"ecs.aliyuncs.com","Code":"InvalidInstanceId.NotFound","Message":"The specified InstanceId does not exist.","Recommend":"https://x"}"#;
+        let e = parse_error_body(404, Some("application/json"), body).unwrap();
+        assert_eq!(e.code, "InvalidInstanceId.NotFound");
+        assert_eq!(e.request_id.as_deref(), Some("R1"));
+        assert_eq!(e.http_status, 404);
+        assert_eq!(e.class(), ErrorClass::Terminal);
+    }
+
+    #[test]
+    fn xml_error_bodies_are_parsed() {
+        let body = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><RequestId>R2</RequestId><HostId>h</HostId><Code>Throttling.User</Code><Message>Request was denied due to user flow control.</Message><Recommend>r</Recommend></Error>";
+        let e = parse_error_body(400, Some("text/xml"), body).unwrap();
+        assert_eq!(e.code, "Throttling.User");
+        assert_eq!(e.request_id.as_deref(), Some("R2"));
+        assert_eq!(e.class(), ErrorClass::Throttled);
+    }
+
+    #[test]
+    fn garbage_bodies_name_status_and_excerpt() {
+        for (body, expect) in [
+            (
+                &b"<html><body>502 Bad Gateway</body></html>"[..],
+                "502 Bad Gateway",
+            ),
+            (&b""[..], "empty body"),
+            (&b"{\"RequestId\":\"R\",\"Co"[..], "RequestId"),
+            (&b"\xff\xfe\x00garbage"[..], "garbage"),
+        ] {
+            let e = parse_error_body(502, Some("text/html"), body).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains("HTTP 502"), "{text}");
+            assert!(text.contains(expect), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_json_body_without_code_is_unexpected() {
+        assert!(parse_error_body(500, None, br#"{"RequestId":"R"}"#).is_err());
+    }
+
+    #[test]
+    fn signature_mismatch_message_is_masked_and_exposes_server_string() {
+        let body = br#"{"Code":"SignatureDoesNotMatch","Message":"Specified signature is not matched with our calculation. server string to sign is:POST&%2F&AccessKeyId%3Did%26SecurityToken%3Dtok%252B%26VncPassword%3DEcs123","RequestId":"R"}"#;
+        let e = parse_error_body(400, None, body).unwrap();
+        assert!(!e.message.contains("Ecs123"));
+        assert!(!e.message.contains("tok"));
+        assert_eq!(
+            e.server_string_to_sign(),
+            Some("POST&%2F&AccessKeyId%3Did%26SecurityToken%3D***%26VncPassword%3D***")
+        );
+        assert_eq!(e.class(), ErrorClass::Credentials);
+    }
+
+    #[test]
+    fn classification_follows_the_notes() {
+        use ErrorClass::*;
+        for (code, status, class) in [
+            ("InvalidInstanceId.NotFound", 404, Terminal),
+            ("InvalidRegionId.NotFound", 404, Terminal),
+            ("NoSuchResource", 404, Terminal),
+            ("IncorrectVncPassword.Malformed", 400, Terminal),
+            ("MissingParameter", 400, Terminal),
+            ("IncorrectInstanceStatus", 403, Transient),
+            ("InstanceNotReady", 403, Transient),
+            ("Throttling", 400, Throttled),
+            ("Throttling.User", 400, Throttled),
+            ("Throttling.Api", 400, Throttled),
+            ("ServiceUnavailable", 503, Transient),
+            ("InternalError", 500, Transient),
+            ("SomethingNew", 502, Transient),
+            ("SomethingNew", 400, Terminal),
+            ("SignatureDoesNotMatch", 400, Credentials),
+            ("IncompleteSignature", 400, Credentials),
+            ("InvalidAccessKeyId.NotFound", 404, Credentials),
+            ("InvalidAccessKeyId.Inactive", 400, Credentials),
+            ("Forbidden.RAM", 403, Credentials),
+            ("InvalidSecurityToken.Expired", 400, Credentials),
+            (
+                "InvalidSecurityToken.MismatchWithAccessKey",
+                400,
+                Credentials,
+            ),
+            ("InvalidTimeStamp.Expired", 400, Resign),
+            ("SignatureNonceUsed", 400, Resign),
+        ] {
+            assert_eq!(classify(code, status), class, "{code}");
+        }
+        assert!(Transient.is_retryable() && Throttled.is_retryable() && Resign.is_retryable());
+        assert!(!Terminal.is_retryable() && !Credentials.is_retryable());
+    }
+}

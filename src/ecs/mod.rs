@@ -1,0 +1,14 @@
+//! Everything Alibaba Cloud: the signature V1 signer (pure), the error classification, credentials
+//! and the HTTP client.
+
+pub mod client;
+pub mod credentials;
+pub mod error;
+pub mod retry;
+pub mod signer;
+pub mod types;
+
+pub use client::{CallObserver, ClientConfig, EcsClient, EcsError};
+pub use credentials::Credentials;
+pub use error::{ApiError, ErrorClass};
+pub use types::Instance;
