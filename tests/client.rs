@@ -1,0 +1,499 @@
+//! The ECS client against a local HTTP server that recomputes and checks every signature and
+//! answers from a script: success, each documented error, throttling and 5xx then success,
+//! timeouts, garbage bodies, STS tokens.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use ecs_vnc_controller::ecs::client::{ClientConfig, EcsClient, EcsError};
+use ecs_vnc_controller::ecs::retry::RetryPolicy;
+use ecs_vnc_controller::ecs::signer;
+use ecs_vnc_controller::ecs::{Credentials, ErrorClass};
+use ecs_vnc_controller::password::VncPassword;
+use ecs_vnc_controller::secret::SecretString;
+
+const SECRET: &str = "scripted-secret";
+
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    delay: Duration,
+}
+
+fn json(status: u16, body: serde_json::Value) -> Reply {
+    Reply {
+        status,
+        content_type: "application/json;charset=utf-8",
+        body: body.to_string(),
+        delay: Duration::ZERO,
+    }
+}
+
+fn ecs_error(status: u16, code: &str, message: &str) -> Reply {
+    json(
+        status,
+        serde_json::json!({"RequestId": format!("REQ-{code}"), "HostId": "ecs.aliyuncs.com", "Code": code, "Message": message, "Recommend": "https://api.aliyun.com/troubleshoot"}),
+    )
+}
+
+fn ok() -> Reply {
+    json(200, serde_json::json!({"RequestId": "REQ-OK"}))
+}
+
+#[derive(Default)]
+struct Script {
+    replies: VecDeque<Reply>,
+    /// Parameters of every request, after the signature was checked.
+    seen: Vec<Vec<(String, String)>>,
+    bad_signatures: usize,
+    user_agents: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Script>>;
+
+async fn handle(State(script): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let signature = params
+        .iter()
+        .find(|(k, _)| k == "Signature")
+        .map(|(_, v)| v.clone());
+    let expected = signer::sign(
+        "POST",
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &SecretString::new(SECRET),
+    );
+    let reply = {
+        let mut s = script.lock().unwrap();
+        s.user_agents.push(
+            headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+        );
+        if signature.as_deref() != Some(expected.signature.as_str()) {
+            s.bad_signatures += 1;
+            ecs_error(
+                400,
+                "SignatureDoesNotMatch",
+                &format!(
+                    "Specified signature is not matched with our calculation. server string to sign is:{}",
+                    expected.string_to_sign
+                ),
+            )
+        } else {
+            s.seen.push(params);
+            s.replies.pop_front().unwrap_or_else(ok)
+        }
+    };
+    tokio::time::sleep(reply.delay).await;
+    (
+        StatusCode::from_u16(reply.status).unwrap(),
+        [("content-type", reply.content_type)],
+        reply.body,
+    )
+        .into_response()
+}
+
+async fn server(replies: Vec<Reply>) -> (String, Shared) {
+    let script: Shared = Arc::new(Mutex::new(Script {
+        replies: replies.into(),
+        ..Default::default()
+    }));
+    let app = axum::Router::new()
+        .route("/", axum::routing::post(handle))
+        .with_state(script.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, script)
+}
+
+fn client(url: &str) -> EcsClient {
+    EcsClient::new(ClientConfig {
+        endpoint: Some(url.to_string()),
+        request_timeout: Duration::from_millis(800),
+        retry: RetryPolicy {
+            max_retries: 3,
+            base_delay: Duration::from_millis(10),
+            throttle_base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+        },
+        qps: 1000.0,
+        burst: 100,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn creds() -> Credentials {
+    Credentials::new("testid", SecretString::new(SECRET), None)
+}
+
+fn pw() -> VncPassword {
+    VncPassword::parse("Ecs123").unwrap()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn success_sends_every_common_parameter_signed() {
+    let (url, script) = server(vec![ok()]).await;
+    let id = client(&url)
+        .modify_instance_vnc_passwd(&creds(), "cn-hangzhou", "i-abc12345678", &pw())
+        .await
+        .unwrap();
+    assert_eq!(id, "REQ-OK");
+    let s = script.lock().unwrap();
+    assert_eq!(s.bad_signatures, 0);
+    let p = &s.seen[0];
+    for (name, value) in [
+        ("Action", "ModifyInstanceVncPasswd"),
+        ("Version", "2014-05-26"),
+        ("Format", "JSON"),
+        ("AccessKeyId", "testid"),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureVersion", "1.0"),
+        ("RegionId", "cn-hangzhou"),
+        ("InstanceId", "i-abc12345678"),
+        ("VncPassword", "Ecs123"),
+    ] {
+        assert_eq!(param(p, name), Some(value), "{name}");
+    }
+    assert!(param(p, "SignatureNonce").is_some_and(|n| n.len() >= 32));
+    assert!(param(p, "Timestamp").is_some_and(|t| t.ends_with('Z') && t.len() == 20));
+    assert_eq!(param(p, "SecurityToken"), None);
+    assert!(s.user_agents[0].starts_with("ecs-vnc-controller/"));
+}
+
+#[tokio::test]
+async fn every_documented_error_reaches_the_caller_with_its_code_and_status() {
+    for (status, code, class) in [
+        (404, "InvalidInstanceId.NotFound", ErrorClass::Terminal),
+        (404, "InvalidRegionId.NotFound", ErrorClass::Terminal),
+        (403, "IncorrectInstanceStatus", ErrorClass::Transient),
+        (400, "IncorrectVncPassword.Malformed", ErrorClass::Terminal),
+        (404, "NoSuchResource", ErrorClass::Terminal),
+    ] {
+        // Transient errors are retried: script enough of them to exhaust the retries.
+        let (url, script) = server(vec![ecs_error(status, code, "documented"); 4]).await;
+        let err = client(&url)
+            .modify_instance_vnc_passwd(&creds(), "cn-hangzhou", "i-abc12345678", &pw())
+            .await
+            .unwrap_err();
+        let api = err.api_error().unwrap_or_else(|| panic!("{code}: {err}"));
+        assert_eq!((api.http_status, api.code.as_str()), (status, code));
+        assert_eq!(
+            api.request_id.as_deref(),
+            Some(format!("REQ-{code}").as_str())
+        );
+        assert_eq!(err.class(), class);
+        let attempts = script.lock().unwrap().seen.len();
+        assert_eq!(
+            attempts,
+            if class == ErrorClass::Terminal { 1 } else { 4 },
+            "{code}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn throttling_then_success_is_retried_with_a_fresh_nonce_each_time() {
+    let (url, script) = server(vec![
+        ecs_error(
+            400,
+            "Throttling.User",
+            "Request was denied due to user flow control.",
+        ),
+        ecs_error(400, "Throttling", "throttled"),
+    ])
+    .await;
+    client(&url)
+        .modify_instance_vnc_passwd(&creds(), "cn-hangzhou", "i-abc12345678", &pw())
+        .await
+        .unwrap();
+    let s = script.lock().unwrap();
+    assert_eq!(s.seen.len(), 3);
+    let nonces: std::collections::HashSet<_> = s
+        .seen
+        .iter()
+        .map(|p| param(p, "SignatureNonce").unwrap().to_string())
+        .collect();
+    assert_eq!(nonces.len(), 3);
+}
+
+#[tokio::test]
+async fn server_errors_then_success_are_retried_but_not_forever() {
+    let (url, script) = server(vec![
+        ecs_error(503, "ServiceUnavailable", "busy"),
+        ecs_error(500, "InternalError", "oops"),
+    ])
+    .await;
+    client(&url)
+        .modify_instance_vnc_passwd(&creds(), "cn-hangzhou", "i-abc12345678", &pw())
+        .await
+        .unwrap();
+    assert_eq!(script.lock().unwrap().seen.len(), 3);
+
+    let (url, script) = server(vec![ecs_error(503, "ServiceUnavailable", "busy"); 10]).await;
+    let err = client(&url)
+        .modify_instance_vnc_passwd(&creds(), "cn-hangzhou", "i-abc12345678", &pw())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ServiceUnavailable"));
+    assert_eq!(
+        script.lock().unwrap().seen.len(),
+        4,
+        "1 attempt + 3 retries"
+    );
+}
+
+#[tokio::test]
+async fn stale_signatures_are_resigned_and_credentials_errors_are_not_retried() {
+    let (url, script) = server(vec![
+        ecs_error(400, "SignatureNonceUsed", "nonce"),
+        ecs_error(400, "InvalidTimeStamp.Expired", "ts"),
+    ])
+    .await;
+    client(&url)
+        .modify_instance_vnc_passwd(&creds(), "cn-hangzhou", "i-abc12345678", &pw())
+        .await
+        .unwrap();
+    assert_eq!(script.lock().unwrap().seen.len(), 3);
+
+    let (url, script) = server(vec![ecs_error(
+        404,
+        "InvalidAccessKeyId.NotFound",
+        "Specified access key is not found.",
+    )])
+    .await;
+    let err = client(&url)
+        .modify_instance_vnc_passwd(&creds(), "cn-hangzhou", "i-abc12345678", &pw())
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Credentials);
+    assert_eq!(script.lock().unwrap().seen.len(), 1);
+}
+
+#[tokio::test]
+async fn a_wrong_secret_gets_both_strings_to_sign_with_secrets_masked() {
+    let (url, _script) = server(vec![]).await;
+    let wrong = Credentials::new(
+        "testid",
+        SecretString::new("not-the-secret"),
+        Some(SecretString::new("CAIS+/tok==")),
+    );
+    let err = client(&url)
+        .modify_instance_vnc_passwd(&wrong, "cn-hangzhou", "i-abc12345678", &pw())
+        .await
+        .unwrap_err();
+    let EcsError::Api {
+        error,
+        client_string_to_sign,
+        ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(error.code, "SignatureDoesNotMatch");
+    let server_side = error.server_string_to_sign().unwrap();
+    let client_side = client_string_to_sign.as_deref().unwrap();
+    for text in [
+        server_side,
+        client_side,
+        &err.to_string(),
+        &format!("{err:?}"),
+    ] {
+        assert!(!text.contains("Ecs123"), "{text}");
+        assert!(!text.contains("CAIS"), "{text}");
+        assert!(!text.contains("not-the-secret"), "{text}");
+    }
+    assert!(client_side.contains("SecurityToken%3D***"));
+    // Apart from the nonce-free parts, both sides signed the same parameter names.
+    assert!(server_side.starts_with("POST&%2F&AccessKeyId%3Dtestid"));
+}
+
+#[tokio::test]
+async fn an_sts_token_is_sent_and_signed() {
+    let (url, script) = server(vec![ok()]).await;
+    let sts = Credentials::new(
+        "STS.id",
+        SecretString::new(SECRET),
+        Some(SecretString::new("CAIS+/abc==")),
+    );
+    client(&url)
+        .modify_instance_vnc_passwd(&sts, "cn-hangzhou", "i-abc12345678", &pw())
+        .await
+        .unwrap();
+    let s = script.lock().unwrap();
+    assert_eq!(s.bad_signatures, 0);
+    assert_eq!(param(&s.seen[0], "SecurityToken"), Some("CAIS+/abc=="));
+}
+
+#[tokio::test]
+async fn a_timeout_is_a_network_error_after_bounded_retries() {
+    let slow = Reply {
+        delay: Duration::from_secs(3),
+        ..ok()
+    };
+    let (url, script) = server(vec![slow; 4]).await;
+    let err = client(&url)
+        .modify_instance_vnc_passwd(&creds(), "cn-hangzhou", "i-abc12345678", &pw())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EcsError::Network { timeout: true, .. }),
+        "{err}"
+    );
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(script.lock().unwrap().seen.len(), 4);
+}
+
+#[tokio::test]
+async fn reboots_are_not_retried_after_a_timeout_since_they_may_have_happened() {
+    let slow = Reply {
+        delay: Duration::from_secs(3),
+        ..ok()
+    };
+    let (url, script) = server(vec![slow; 4]).await;
+    let err = client(&url)
+        .reboot_instance(&creds(), "cn-hangzhou", "i-abc12345678")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EcsError::Network { .. }), "{err}");
+    assert_eq!(script.lock().unwrap().seen.len(), 1);
+}
+
+#[tokio::test]
+async fn garbage_bodies_are_errors_naming_status_and_an_excerpt() {
+    for (reply, expect) in [
+        (
+            Reply {
+                status: 502,
+                content_type: "text/html",
+                body: "<html><h1>502 Bad Gateway</h1></html>".into(),
+                delay: Duration::ZERO,
+            },
+            "502 Bad Gateway",
+        ),
+        (
+            Reply {
+                status: 403,
+                content_type: "text/html",
+                body: "<html>Access denied by proxy</html>".into(),
+                delay: Duration::ZERO,
+            },
+            "Access denied by proxy",
+        ),
+        (
+            Reply {
+                status: 200,
+                content_type: "application/json",
+                body: "{\"RequestId\": \"trunc".into(),
+                delay: Duration::ZERO,
+            },
+            "RequestId",
+        ),
+        (
+            Reply {
+                status: 500,
+                content_type: "application/json",
+                body: String::new(),
+                delay: Duration::ZERO,
+            },
+            "empty body",
+        ),
+        (
+            Reply {
+                status: 200,
+                content_type: "text/plain",
+                body: "hello".into(),
+                delay: Duration::ZERO,
+            },
+            "hello",
+        ),
+    ] {
+        let status = reply.status;
+        let (url, _) = server(vec![reply; 4]).await;
+        let err = client(&url)
+            .modify_instance_vnc_passwd(&creds(), "cn-hangzhou", "i-abc12345678", &pw())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, EcsError::UnexpectedBody { .. }), "{text}");
+        assert!(text.contains(&format!("HTTP {status}")), "{text}");
+        assert!(text.contains(expect), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn describe_instances_pages_and_reads_io_optimized() {
+    let page = |n: usize, total: usize, ids: &[&str]| {
+        json(
+            200,
+            serde_json::json!({
+                "RequestId": "R", "TotalCount": total, "PageNumber": n, "PageSize": 100,
+                "Instances": {"Instance": ids.iter().map(|id| serde_json::json!({"InstanceId": id, "RegionId": "cn-hangzhou", "Status": "Running", "IoOptimized": id.ends_with('1'), "StartTime": "2026-01-01T00:00Z"})).collect::<Vec<_>>()}
+            }),
+        )
+    };
+    let (url, script) = server(vec![
+        page(1, 2, &["i-a0000001"]),
+        page(2, 2, &["i-a0000002"]),
+    ])
+    .await;
+    let ids = vec!["i-a0000001".to_string(), "i-a0000002".to_string()];
+    let got = client(&url)
+        .describe_instances(&creds(), "cn-hangzhou", &ids)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got[0].io_optimized && !got[1].io_optimized);
+    let s = script.lock().unwrap();
+    assert_eq!(
+        param(&s.seen[0], "InstanceIds"),
+        Some(r#"["i-a0000001","i-a0000002"]"#)
+    );
+    assert_eq!(param(&s.seen[1], "PageNumber"), Some("2"));
+}
+
+#[tokio::test]
+async fn the_rate_limiter_is_shared_by_all_calls_of_a_client() {
+    let (url, _) = server(vec![]).await;
+    let c = EcsClient::new(ClientConfig {
+        endpoint: Some(url),
+        qps: 5.0,
+        burst: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let calls = (0..3).map(|_| {
+        let c = c.clone();
+        async move {
+            c.modify_instance_vnc_passwd(&creds(), "cn-hangzhou", "i-abc12345678", &pw())
+                .await
+                .unwrap()
+        }
+    });
+    futures::future::join_all(calls).await;
+    // Three calls at 5/s with a burst of 1 take at least two periods (0.4 s).
+    assert!(
+        started.elapsed() >= Duration::from_millis(380),
+        "{:?}",
+        started.elapsed()
+    );
+}
