@@ -1,8 +1,13 @@
 //! ecs-vnc-controller: manage the VNC passwords of Alibaba Cloud ECS instances from Kubernetes.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod ecs;
+pub mod http;
+pub mod metrics;
 pub mod password;
 pub mod secret;
 pub mod simulator;
+pub mod telemetry;

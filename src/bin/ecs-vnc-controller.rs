@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use ecs_vnc_controller::cli::modify::ModifyArgs;
+use ecs_vnc_controller::controller::RunArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,6 +20,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the controller (kubeconfig from KUBECONFIG or in-cluster).
+    Run(RunArgs),
+    /// Print the VncPassword CustomResourceDefinition as YAML (crds/vncpassword.yaml is this output).
+    Crd,
     /// Set one instance's VNC password now (password from --password-file or standard input).
     ModifyVncPassword(ModifyArgs),
 }
@@ -36,6 +41,27 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Run(args) => {
+            ecs_vnc_controller::telemetry::init(args.log_format);
+            match runtime.block_on(ecs_vnc_controller::controller::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "controller stopped");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Crd => match ecs_vnc_controller::api::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot render the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::ModifyVncPassword(args) => {
             init_cli_logging();
             runtime.block_on(ecs_vnc_controller::cli::modify::run(args))

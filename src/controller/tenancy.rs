@@ -1,0 +1,182 @@
+//! Which credentials a VncPassword may use.
+//!
+//! A `credentialsSecretRef` names a Secret in the object's own namespace. Without one, the
+//! controller's own credentials are used only in namespaces its operator listed: otherwise anyone
+//! allowed to create a VncPassword could change the VNC password of every instance the controller's
+//! identity can reach.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+
+use crate::api::reason;
+use crate::controller::decide::Failure;
+use crate::ecs::Credentials;
+use crate::secret::SecretString;
+
+/// `--default-credentials-namespaces`: a comma list, `*` for all, empty for none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AllowedNamespaces {
+    #[default]
+    None,
+    All,
+    Some(BTreeSet<String>),
+}
+
+impl FromStr for AllowedNamespaces {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let names: BTreeSet<String> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        if names.contains("*") {
+            return if names.len() == 1 {
+                Ok(Self::All)
+            } else {
+                Err("'*' cannot be combined with namespace names".into())
+            };
+        }
+        if let Some(bad) = names.iter().find(|n| {
+            n.len() > 63
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        }) {
+            return Err(format!("{bad:?} is not a namespace name"));
+        }
+        Ok(if names.is_empty() {
+            Self::None
+        } else {
+            Self::Some(names)
+        })
+    }
+}
+
+impl AllowedNamespaces {
+    pub fn allows(&self, namespace: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::Some(names) => names.contains(namespace),
+        }
+    }
+}
+
+pub const KEY_ACCESS_KEY_ID: &str = "accessKeyId";
+pub const KEY_ACCESS_KEY_SECRET: &str = "accessKeySecret";
+pub const KEY_SECURITY_TOKEN: &str = "securityToken";
+
+/// Credentials from a Secret's data, or why not (never quoting values).
+pub fn from_secret_data(
+    secret_name: &str,
+    get: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Result<Credentials, Failure> {
+    let text = |key: &str| -> Result<Option<String>, Failure> {
+        match get(key) {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes)
+                .map(|s| Some(s.trim().to_string()).filter(|s| !s.is_empty()))
+                .map_err(|_| {
+                    Failure::stalled(
+                        reason::CREDENTIALS_NOT_FOUND,
+                        format!("key {key} of Secret {secret_name} is not UTF-8 text"),
+                    )
+                }),
+        }
+    };
+    let required = |key: &str| -> Result<String, Failure> {
+        text(key)?.ok_or_else(|| {
+            Failure::stalled(
+                reason::CREDENTIALS_NOT_FOUND,
+                format!("Secret {secret_name} has no key {key} (it needs {KEY_ACCESS_KEY_ID}, {KEY_ACCESS_KEY_SECRET} and, for STS credentials, {KEY_SECURITY_TOKEN})"),
+            )
+        })
+    };
+    let id = required(KEY_ACCESS_KEY_ID)?;
+    let secret = required(KEY_ACCESS_KEY_SECRET)?;
+    let token = text(KEY_SECURITY_TOKEN)?.map(SecretString::new);
+    Ok(Credentials::new(id, SecretString::new(secret), token))
+}
+
+/// The controller's own credentials for an object without `credentialsSecretRef`, or why not.
+pub fn default_for(
+    namespace: &str,
+    allowed: &AllowedNamespaces,
+    defaults: Option<&Credentials>,
+) -> Result<Credentials, Failure> {
+    if !allowed.allows(namespace) {
+        return Err(Failure::stalled(
+            reason::CREDENTIALS_NOT_ALLOWED,
+            format!(
+                "namespace {namespace} may not use the controller's default credentials: set spec.credentialsSecretRef to a Secret in this namespace, or ask the operator to add {namespace} to --default-credentials-namespaces"
+            ),
+        ));
+    }
+    defaults.cloned().ok_or_else(|| {
+        Failure::stalled(
+            reason::CREDENTIALS_NOT_FOUND,
+            "the controller has no default credentials (ALIBABA_CLOUD_ACCESS_KEY_ID/ALIBABA_CLOUD_ACCESS_KEY_SECRET are not set): set spec.credentialsSecretRef",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_lists_parse() {
+        assert_eq!("".parse::<AllowedNamespaces>(), Ok(AllowedNamespaces::None));
+        assert_eq!("*".parse::<AllowedNamespaces>(), Ok(AllowedNamespaces::All));
+        let some: AllowedNamespaces = "team-a, team-b".parse().unwrap();
+        assert!(some.allows("team-a") && some.allows("team-b") && !some.allows("team-c"));
+        assert!("*,a".parse::<AllowedNamespaces>().is_err());
+        assert!("Team_A".parse::<AllowedNamespaces>().is_err());
+    }
+
+    #[test]
+    fn default_credentials_only_where_allowed() {
+        let creds = Credentials::new("id", SecretString::new("s"), None);
+        let allowed: AllowedNamespaces = "team-a".parse().unwrap();
+        assert!(default_for("team-a", &allowed, Some(&creds)).is_ok());
+        match default_for("team-b", &allowed, Some(&creds)) {
+            Err(Failure::Stalled { reason, .. }) => assert_eq!(reason, "CredentialsNotAllowed"),
+            other => panic!("{other:?}"),
+        }
+        match default_for("team-a", &allowed, None) {
+            Err(Failure::Stalled { reason, .. }) => assert_eq!(reason, "CredentialsNotFound"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn secret_data_needs_id_and_secret_token_optional() {
+        let data = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.as_bytes().to_vec())
+            }
+        };
+        let c = from_secret_data(
+            "c",
+            data(&[
+                ("accessKeyId", "id"),
+                ("accessKeySecret", "s"),
+                ("securityToken", "t+/="),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.security_token.as_ref().map(|t| t.expose()), Some("t+/="));
+        match from_secret_data("c", data(&[("accessKeyId", "id")])) {
+            Err(Failure::Stalled { reason, message }) => {
+                assert_eq!(reason, "CredentialsNotFound");
+                assert!(message.contains("accessKeySecret"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The fake ECS endpoint (see README).
