@@ -1,1 +1,106 @@
-fn main() {}
+//! `ecs-simulator`: a fake Alibaba Cloud ECS endpoint for tests, the local demo and benchmarks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use ecs_vnc_controller::simulator::{AccessKeyConfig, InstanceConfig, Simulator, SimulatorConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ecs-simulator",
+    version,
+    about = "A fake Alibaba Cloud ECS RPC endpoint (signature V1) with an admin API under /_simulator/"
+)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port. Keep it on loopback: the admin API has no
+    /// authentication.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Also write the bound port to this file (atomically).
+    #[arg(long, value_name = "FILE")]
+    port_file: Option<PathBuf>,
+    /// ID:SECRET[:SECURITY_TOKEN] (repeatable); a key with a token is temporary (STS).
+    #[arg(long = "access-key", value_name = "ID:SECRET[:TOKEN]")]
+    access_keys: Vec<AccessKeyConfig>,
+    /// ID,REGION,io-optimized|non-io-optimized[,STATUS] (repeatable; STATUS defaults to Running).
+    #[arg(long = "instance", value_name = "ID,REGION,KIND[,STATUS]")]
+    instances: Vec<InstanceConfig>,
+    /// YAML or JSON file with accessKeys, instances, faults and rebootSeconds (flags add to it).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn load(args: &Args) -> Result<SimulatorConfig, String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
+            serde_yaml::from_str::<SimulatorConfig>(&text)
+                .map_err(|e| format!("--config {}: {e}", path.display()))?
+        }
+        None => SimulatorConfig::default(),
+    };
+    config.access_keys.extend(args.access_keys.iter().cloned());
+    config.instances.extend(args.instances.iter().cloned());
+    Ok(config)
+}
+
+fn write_port_file(path: &PathBuf, port: u16) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{port}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let config = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if config.access_keys.is_empty() {
+        eprintln!(
+            "warning: no --access-key given: every call will fail with InvalidAccessKeyId.NotFound"
+        );
+    }
+    let running = match Simulator::start(args.listen, config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("listening on {}", running.url());
+    if let Some(path) = &args.port_file
+        && let Err(e) = write_port_file(path, running.addr().port())
+    {
+        eprintln!("error: cannot write --port-file {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot handle SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}

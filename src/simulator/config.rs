@@ -1,0 +1,121 @@
+//! Simulator configuration: access keys, instances and faults, from flags or a YAML/JSON file.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SimulatorConfig {
+    pub access_keys: Vec<AccessKeyConfig>,
+    pub instances: Vec<InstanceConfig>,
+    pub faults: FaultConfig,
+    /// Seconds a rebooted instance stays `Starting` before it is `Running` again (0: at once).
+    pub reboot_seconds: f64,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKeyConfig {
+    pub id: String,
+    pub secret: String,
+    /// When set, the key is temporary (STS) and every call must carry this `SecurityToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_token: Option<String>,
+}
+
+impl std::fmt::Debug for AccessKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKeyConfig")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field(
+                "security_token",
+                &self.security_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl std::str::FromStr for AccessKeyConfig {
+    type Err = String;
+    /// `ID:SECRET[:SECURITY_TOKEN]` (the token may itself contain `:`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.splitn(3, ':');
+        let id = parts.next().unwrap_or_default();
+        let secret = parts.next().unwrap_or_default();
+        if id.is_empty() || secret.is_empty() {
+            return Err("expected ID:SECRET[:SECURITY_TOKEN]".into());
+        }
+        Ok(Self {
+            id: id.into(),
+            secret: secret.into(),
+            security_token: parts.next().filter(|t| !t.is_empty()).map(str::to_string),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceConfig {
+    pub id: String,
+    pub region: String,
+    pub io_optimized: bool,
+    /// `Pending`, `Running`, `Starting`, `Stopping`, `Stopped`, or `Released`.
+    #[serde(default = "running")]
+    pub status: String,
+}
+
+fn running() -> String {
+    "Running".into()
+}
+
+impl std::str::FromStr for InstanceConfig {
+    type Err = String;
+    /// `ID,REGION,io-optimized|non-io-optimized[,STATUS]`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        let usage = "expected ID,REGION,io-optimized|non-io-optimized[,STATUS]";
+        if !(3..=4).contains(&parts.len()) || parts[0].is_empty() || parts[1].is_empty() {
+            return Err(usage.into());
+        }
+        let io_optimized = match parts[2] {
+            "io-optimized" => true,
+            "non-io-optimized" => false,
+            _ => return Err(usage.into()),
+        };
+        let status = parts.get(3).map_or_else(running, |s| s.to_string());
+        if !super::state::STATUSES.contains(&status.as_str()) {
+            return Err(format!(
+                "unknown status {status:?}; one of {:?}",
+                super::state::STATUSES
+            ));
+        }
+        Ok(Self {
+            id: parts[0].into(),
+            region: parts[1].into(),
+            io_optimized,
+            status,
+        })
+    }
+}
+
+/// Injected faults. All default to off.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FaultConfig {
+    /// Answer the next N authenticated calls with `Throttling.User`.
+    pub throttle_next: u32,
+    /// Only throttle this action (all when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttle_action: Option<String>,
+    /// A token bucket per AccessKey, in calls per second (burst = one second's worth);
+    /// calls beyond it get `Throttling.User` as ECS's flow control answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qps_per_access_key: Option<f64>,
+    /// Probability (0..1) of answering `ServiceUnavailable` 503 / `InternalError` 500.
+    pub error_rate: f64,
+    /// Probability (0..1) of closing the connection without an answer.
+    pub drop_rate: f64,
+    /// Added latency: fixed milliseconds plus up to `latency_jitter_ms` more.
+    pub latency_ms: u64,
+    pub latency_jitter_ms: u64,
+}

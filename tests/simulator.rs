@@ -1,0 +1,646 @@
+//! The ECS simulator, driven with raw signed requests built from the signer (and by the real
+//! client): authentication failures as ECS reports them, every documented error of
+//! ModifyInstanceVncPasswd, reboot semantics, formats, paging, faults, garbage input. Property
+//! tests: whatever the client signs verifies; any change to a signed parameter does not.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use serde_json::Value;
+
+use ecs_vnc_controller::ecs::client::{ClientConfig, EcsClient};
+use ecs_vnc_controller::ecs::retry::RetryPolicy;
+use ecs_vnc_controller::ecs::{Credentials, signer};
+use ecs_vnc_controller::password::VncPassword;
+use ecs_vnc_controller::secret::SecretString;
+use ecs_vnc_controller::simulator::{
+    AccessKeyConfig, FaultConfig, InstanceConfig, RunningSimulator, Simulator, SimulatorConfig,
+};
+
+const KEY: &str = "testid";
+const SECRET: &str = "testsecret";
+
+fn instance(id: &str, io: bool, status: &str) -> InstanceConfig {
+    InstanceConfig {
+        id: id.into(),
+        region: "cn-hangzhou".into(),
+        io_optimized: io,
+        status: status.into(),
+    }
+}
+
+async fn sim() -> RunningSimulator {
+    Simulator::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimulatorConfig {
+            access_keys: vec![
+                AccessKeyConfig {
+                    id: KEY.into(),
+                    secret: SECRET.into(),
+                    security_token: None,
+                },
+                AccessKeyConfig {
+                    id: "STS.key".into(),
+                    secret: "stssecret".into(),
+                    security_token: Some("CAIS+/tok==".into()),
+                },
+            ],
+            instances: vec![
+                instance("i-io000000001", true, "Running"),
+                instance("i-nonio0000001", false, "Running"),
+                instance("i-starting00001", true, "Starting"),
+                instance("i-pending000001", true, "Pending"),
+                instance("i-stopping00001", true, "Stopping"),
+                instance("i-stopped000001", false, "Stopped"),
+                instance("i-released00001", true, "Released"),
+                InstanceConfig {
+                    region: "cn-beijing".into(),
+                    ..instance("i-beijing000001", true, "Running")
+                },
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("start")
+}
+
+/// Common parameters for a fresh request.
+fn common(action: &str, key: &str) -> Vec<(String, String)> {
+    vec![
+        ("Action".into(), action.into()),
+        ("Version".into(), "2014-05-26".into()),
+        ("Format".into(), "JSON".into()),
+        ("AccessKeyId".into(), key.into()),
+        ("SignatureMethod".into(), "HMAC-SHA1".into()),
+        ("SignatureVersion".into(), "1.0".into()),
+        ("SignatureNonce".into(), uuid::Uuid::new_v4().to_string()),
+        (
+            "Timestamp".into(),
+            signer::format_timestamp(jiff::Timestamp::now()),
+        ),
+    ]
+}
+
+fn signed(method: &str, mut params: Vec<(String, String)>, secret: &str) -> String {
+    let s = signer::sign(
+        method,
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &SecretString::new(secret),
+    );
+    params.retain(|(k, _)| k != "Signature");
+    signer::encode_with_signature(
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &s.signature,
+    )
+}
+
+fn http() -> &'static reqwest::Client {
+    static C: OnceLock<reqwest::Client> = OnceLock::new();
+    C.get_or_init(|| {
+        ecs_vnc_controller::ecs::client::install_crypto_provider();
+        reqwest::Client::new()
+    })
+}
+
+/// POSTs the form body; returns (HTTP status, body).
+async fn post(sim: &RunningSimulator, body: String) -> (u16, String) {
+    let r = http()
+        .post(format!("{}/", sim.url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
+async fn get(sim: &RunningSimulator, query: String) -> (u16, String) {
+    let r = http()
+        .get(format!("{}/?{query}", sim.url()))
+        .send()
+        .await
+        .expect("send");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
+fn code(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["Code"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+async fn modify(sim: &RunningSimulator, region: &str, id: &str, password: &str) -> (u16, String) {
+    let mut p = common("ModifyInstanceVncPasswd", KEY);
+    p.extend([
+        ("RegionId".into(), region.into()),
+        ("InstanceId".into(), id.into()),
+        ("VncPassword".into(), password.into()),
+    ]);
+    post(sim, signed("POST", p, SECRET)).await
+}
+
+#[tokio::test]
+async fn every_documented_error_of_modify_instance_vnc_passwd_with_its_status() {
+    let sim = sim().await;
+    for (region, id, password, status, expected) in [
+        (
+            "cn-hangzhou",
+            "i-io000000001",
+            "bad!!1",
+            400,
+            "IncorrectVncPassword.Malformed",
+        ),
+        (
+            "cn-hangzhou",
+            "i-io000000001",
+            "Ecs1234",
+            400,
+            "IncorrectVncPassword.Malformed",
+        ),
+        (
+            "xx-nowhere-1",
+            "i-io000000001",
+            "Ecs123",
+            404,
+            "InvalidRegionId.NotFound",
+        ),
+        (
+            "cn-hangzhou",
+            "i-unknown00001",
+            "Ecs123",
+            404,
+            "InvalidInstanceId.NotFound",
+        ),
+        (
+            "cn-hangzhou",
+            "i-beijing000001",
+            "Ecs123",
+            404,
+            "InvalidInstanceId.NotFound",
+        ),
+        (
+            "cn-hangzhou",
+            "i-released00001",
+            "Ecs123",
+            404,
+            "NoSuchResource",
+        ),
+        (
+            "cn-hangzhou",
+            "i-starting00001",
+            "Ecs123",
+            403,
+            "IncorrectInstanceStatus",
+        ),
+        (
+            "cn-hangzhou",
+            "i-pending000001",
+            "Ecs123",
+            403,
+            "IncorrectInstanceStatus",
+        ),
+        (
+            "cn-hangzhou",
+            "i-stopping00001",
+            "Ecs123",
+            403,
+            "IncorrectInstanceStatus",
+        ),
+    ] {
+        let (got_status, body) = modify(&sim, region, id, password).await;
+        assert_eq!(
+            (got_status, code(&body)),
+            (status, expected.to_string()),
+            "{region} {id}: {body}"
+        );
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(v["RequestId"].as_str().is_some_and(|r| r.len() == 36));
+    }
+    let mut p = common("ModifyInstanceVncPasswd", KEY);
+    p.push(("RegionId".into(), "cn-hangzhou".into()));
+    p.push(("InstanceId".into(), "i-io000000001".into()));
+    let (status, body) = post(&sim, signed("POST", p, SECRET)).await;
+    assert_eq!((status, code(&body).as_str()), (400, "MissingParameter"));
+    assert!(body.contains("VncPassword"));
+}
+
+#[tokio::test]
+async fn signing_mistakes_are_caught_as_ecs_catches_them() {
+    let sim = sim().await;
+    // Missing common parameter.
+    let mut p = common("DescribeInstances", KEY);
+    p.retain(|(k, _)| k != "SignatureNonce");
+    p.push(("RegionId".into(), "cn-hangzhou".into()));
+    let (s, b) = post(&sim, signed("POST", p, SECRET)).await;
+    assert_eq!((s, code(&b).as_str()), (400, "MissingParameter"));
+    // Unknown key.
+    let mut p = common("DescribeInstances", "nobody");
+    p.push(("RegionId".into(), "cn-hangzhou".into()));
+    let (s, b) = post(&sim, signed("POST", p, SECRET)).await;
+    assert_eq!((s, code(&b).as_str()), (404, "InvalidAccessKeyId.NotFound"));
+    // Wrong secret: the message ends with the server's string to sign.
+    let mut p = common("DescribeInstances", KEY);
+    p.push(("RegionId".into(), "cn-hangzhou".into()));
+    let (s, b) = post(&sim, signed("POST", p.clone(), "wrong")).await;
+    assert_eq!((s, code(&b).as_str()), (400, "SignatureDoesNotMatch"));
+    let expected = signer::sign(
+        "POST",
+        p.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &SecretString::new(SECRET),
+    )
+    .string_to_sign;
+    let message = serde_json::from_str::<Value>(&b).unwrap()["Message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.ends_with(&format!("server string to sign is:{expected}")),
+        "{message}"
+    );
+    // Signed as GET, sent as POST: the method is part of what is signed.
+    let (s, b) = post(&sim, signed("GET", p.clone(), SECRET)).await;
+    assert_eq!((s, code(&b).as_str()), (400, "SignatureDoesNotMatch"));
+    // Expired timestamp.
+    let mut p = common("DescribeInstances", KEY);
+    p.retain(|(k, _)| k != "Timestamp");
+    p.push((
+        "Timestamp".into(),
+        signer::format_timestamp(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(16)),
+    ));
+    p.push(("RegionId".into(), "cn-hangzhou".into()));
+    let (s, b) = post(&sim, signed("POST", p, SECRET)).await;
+    assert_eq!((s, code(&b).as_str()), (400, "InvalidTimeStamp.Expired"));
+    // Reused nonce.
+    let mut p = common("DescribeInstances", KEY);
+    p.push(("RegionId".into(), "cn-hangzhou".into()));
+    let body = signed("POST", p, SECRET);
+    assert_eq!(post(&sim, body.clone()).await.0, 200);
+    let (s, b) = post(&sim, body).await;
+    assert_eq!((s, code(&b).as_str()), (400, "SignatureNonceUsed"));
+}
+
+#[tokio::test]
+async fn sts_keys_need_their_own_token() {
+    let sim = sim().await;
+    let call = |token: Option<&str>| {
+        let mut p = common("DescribeInstances", "STS.key");
+        p.push(("RegionId".into(), "cn-hangzhou".into()));
+        if let Some(t) = token {
+            p.push(("SecurityToken".into(), t.into()));
+        }
+        signed("POST", p, "stssecret")
+    };
+    let (s, b) = post(&sim, call(None)).await;
+    assert!(
+        s == 400 && code(&b).starts_with("InvalidSecurityToken."),
+        "{b}"
+    );
+    let (s, b) = post(&sim, call(Some("CAIS+/other=="))).await;
+    assert!(
+        s == 400 && code(&b).starts_with("InvalidSecurityToken."),
+        "{b}"
+    );
+    let (s, _) = post(&sim, call(Some("CAIS+/tok=="))).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn get_with_a_query_works_and_xml_is_the_default_format() {
+    let sim = sim().await;
+    let mut p = common("DescribeInstances", KEY);
+    p.retain(|(k, _)| k != "Format");
+    p.push(("RegionId".into(), "cn-hangzhou".into()));
+    p.push(("InstanceIds".into(), r#"["i-io000000001"]"#.into()));
+    let (s, body) = get(&sim, signed("GET", p, SECRET)).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.starts_with("<?xml"), "{body}");
+    assert!(
+        body.contains("<DescribeInstancesResponse>")
+            && body.contains("<InstanceId>i-io000000001</InstanceId>"),
+        "{body}"
+    );
+    assert!(body.contains("<IoOptimized>true</IoOptimized>"));
+    // Errors are XML too.
+    let mut p = common("Nope", KEY);
+    p.retain(|(k, _)| k != "Format");
+    let (s, body) = get(&sim, signed("GET", p, SECRET)).await;
+    assert_eq!(s, 404);
+    assert!(
+        body.contains("<Error>") && body.contains("<Code>InvalidAction.NotFound</Code>"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn describe_instances_pages_and_reports_documented_types() {
+    let sim = sim().await;
+    let page = |n: &str| {
+        let mut p = common("DescribeInstances", KEY);
+        p.extend([
+            ("RegionId".into(), "cn-hangzhou".into()),
+            ("PageSize".into(), "2".into()),
+            ("PageNumber".into(), n.into()),
+        ]);
+        signed("POST", p, SECRET)
+    };
+    let first: Value = serde_json::from_str(&post(&sim, page("1")).await.1).unwrap();
+    assert_eq!(
+        first["TotalCount"], 6,
+        "released and other regions are left out: {first}"
+    );
+    assert_eq!(first["Instances"]["Instance"].as_array().unwrap().len(), 2);
+    let last: Value = serde_json::from_str(&post(&sim, page("3")).await.1).unwrap();
+    assert_eq!(last["Instances"]["Instance"].as_array().unwrap().len(), 2);
+    let i = &first["Instances"]["Instance"][0];
+    assert!(i["IoOptimized"].is_boolean());
+    let start = i["StartTime"].as_str().unwrap();
+    assert!(
+        start.len() == 17 && start.ends_with('Z'),
+        "minute precision: {start}"
+    );
+    // DescribeInstanceAttribute reports IoOptimized as a word.
+    let mut p = common("DescribeInstanceAttribute", KEY);
+    p.push(("InstanceId".into(), "i-nonio0000001".into()));
+    let v: Value = serde_json::from_str(&post(&sim, signed("POST", p, SECRET)).await.1).unwrap();
+    assert_eq!(v["IoOptimized"], "none");
+    assert!(v.get("StartTime").is_none());
+}
+
+#[tokio::test]
+async fn a_non_io_optimized_password_takes_effect_only_after_a_restart() {
+    let sim = sim().await;
+    assert_eq!(
+        modify(&sim, "cn-hangzhou", "i-nonio0000001", "Ecs123")
+            .await
+            .0,
+        200
+    );
+    let before = sim.state().instance("i-nonio0000001").unwrap();
+    assert_eq!(before.set_password.as_deref(), Some("Ecs123"));
+    assert_eq!(before.effective_password, None);
+    let mut p = common("RebootInstance", KEY);
+    p.push(("InstanceId".into(), "i-nonio0000001".into()));
+    assert_eq!(post(&sim, signed("POST", p, SECRET)).await.0, 200);
+    let after = sim.state().instance("i-nonio0000001").unwrap();
+    assert_eq!(after.effective_password.as_deref(), Some("Ecs123"));
+    assert_eq!(after.reboot_count, 1);
+    assert!(after.start_time > before.start_time);
+    // A stopped instance cannot be rebooted.
+    let mut p = common("RebootInstance", KEY);
+    p.push(("InstanceId".into(), "i-stopped000001".into()));
+    let (s, b) = post(&sim, signed("POST", p, SECRET)).await;
+    assert_eq!((s, code(&b).as_str()), (403, "IncorrectInstanceStatus"));
+    // I/O-optimized: at once.
+    assert_eq!(
+        modify(&sim, "cn-hangzhou", "i-io000000001", "Ecs456")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        sim.state()
+            .instance("i-io000000001")
+            .unwrap()
+            .effective_password
+            .as_deref(),
+        Some("Ecs456")
+    );
+}
+
+#[tokio::test]
+async fn faults_throttle_fail_and_drop_and_the_admin_api_reports_them() {
+    let sim = sim().await;
+    sim.state().throttle_next(2, None);
+    for _ in 0..2 {
+        let (s, b) = modify(&sim, "cn-hangzhou", "i-io000000001", "Ecs123").await;
+        assert_eq!((s, code(&b).as_str()), (400, "Throttling.User"));
+    }
+    assert_eq!(
+        modify(&sim, "cn-hangzhou", "i-io000000001", "Ecs123")
+            .await
+            .0,
+        200
+    );
+
+    sim.state().set_faults(FaultConfig {
+        error_rate: 1.0,
+        ..Default::default()
+    });
+    let (s, b) = modify(&sim, "cn-hangzhou", "i-io000000001", "Ecs123").await;
+    assert!(
+        s >= 500 && ["ServiceUnavailable", "InternalError"].contains(&code(&b).as_str()),
+        "{s} {b}"
+    );
+
+    sim.state().set_faults(FaultConfig {
+        drop_rate: 1.0,
+        ..Default::default()
+    });
+    let mut p = common("DescribeInstances", KEY);
+    p.push(("RegionId".into(), "cn-hangzhou".into()));
+    let dropped = http()
+        .post(format!("{}/", sim.url()))
+        .body(signed("POST", p, SECRET))
+        .send()
+        .await;
+    assert!(
+        dropped.is_err() || dropped.unwrap().text().await.is_err(),
+        "a dropped connection gives no answer"
+    );
+
+    sim.state().set_faults(FaultConfig {
+        qps_per_access_key: Some(2.0),
+        ..Default::default()
+    });
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        codes.push(code(
+            &modify(&sim, "cn-hangzhou", "i-io000000001", "Ecs123")
+                .await
+                .1,
+        ));
+    }
+    assert!(
+        codes.iter().filter(|c| *c == "Throttling.User").count() >= 3,
+        "{codes:?}"
+    );
+
+    let admin: Value = http()
+        .get(format!("{}/_simulator/calls", sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    assert!(
+        admin["counts"]["ModifyInstanceVncPasswd"]["Throttling.User"]
+            .as_u64()
+            .unwrap()
+            >= 5
+    );
+    let instances: Value = http()
+        .get(format!("{}/_simulator/instances", sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    assert!(
+        instances
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["effectivePassword"] == "Ecs123")
+    );
+    let r = http()
+        .post(format!(
+            "{}/_simulator/instances/i-nonio0000001/reboot",
+            sim.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(
+        sim.state().instance("i-nonio0000001").unwrap().reboot_count,
+        1
+    );
+}
+
+#[tokio::test]
+async fn garbage_input_gets_an_ecs_shaped_error_never_a_crash() {
+    let sim = sim().await;
+    for body in [
+        b"%FF%FE=%C3%28".to_vec(),
+        vec![0xff, 0xfe, 0x00],
+        b"&&&==&".to_vec(),
+        vec![b'a'; 2 * 1024 * 1024],
+    ] {
+        let r = http()
+            .post(format!("{}/", sim.url()))
+            .body(body)
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(r.status().as_u16(), 400);
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("<Error>") && text.contains("<Code>"),
+            "{text}"
+        );
+    }
+    // Still serving.
+    assert_eq!(
+        modify(&sim, "cn-hangzhou", "i-io000000001", "Ecs123")
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_real_client_passes_against_the_simulator() {
+    let sim = sim().await;
+    let client = EcsClient::new(ClientConfig {
+        endpoint: Some(sim.url()),
+        retry: RetryPolicy {
+            max_retries: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let sts = Credentials::new(
+        "STS.key",
+        SecretString::new("stssecret"),
+        Some(SecretString::new("CAIS+/tok==")),
+    );
+    let pw = VncPassword::parse("Ecs789").unwrap();
+    client
+        .modify_instance_vnc_passwd(&sts, "cn-hangzhou", "i-nonio0000001", &pw)
+        .await
+        .unwrap();
+    let ids = vec!["i-nonio0000001".to_string(), "i-unknown00001".to_string()];
+    let found = client
+        .describe_instances(&sts, "cn-hangzhou", &ids)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(!found[0].io_optimized && found[0].started_at().is_some());
+    client
+        .reboot_instance(&sts, "cn-hangzhou", "i-nonio0000001")
+        .await
+        .unwrap();
+    assert_eq!(
+        sim.state()
+            .instance("i-nonio0000001")
+            .unwrap()
+            .effective_password
+            .as_deref(),
+        Some("Ecs789")
+    );
+    let err = client
+        .modify_instance_vnc_passwd(&sts, "cn-hangzhou", "i-unknown00001", &pw)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("InvalidInstanceId.NotFound"));
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+fn shared_sim() -> &'static RunningSimulator {
+    static SIM: OnceLock<RunningSimulator> = OnceLock::new();
+    SIM.get_or_init(|| runtime().block_on(sim()))
+}
+
+fn value() -> impl Strategy<Value = String> {
+    // Printable ASCII and a few multi-byte characters, including everything signature V1 encodes.
+    proptest::string::string_regex("[ -~éü中\u{1F600}]{0,24}").unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_request_the_signer_signs_verifies(extra in value(), token_like in "[A-Za-z0-9+/=]{1,40}") {
+        let sim = shared_sim();
+        let mut p = common("DescribeInstances", KEY);
+        p.push(("RegionId".into(), "cn-hangzhou".into()));
+        p.push(("InstanceName".into(), extra));
+        p.push(("Tag.1.Value".into(), token_like));
+        let (status, body) = runtime().block_on(post(sim, signed("POST", p, SECRET)));
+        prop_assert_eq!(status, 200, "{}", body);
+    }
+
+    #[test]
+    fn any_change_to_a_signed_parameter_fails_verification(extra in value(), index in 0usize..9, replacement in "[A-Za-z0-9 *~/+=&]{1,12}") {
+        let sim = shared_sim();
+        let mut p = common("DescribeInstances", KEY);
+        p.push(("RegionId".into(), "cn-hangzhou".into()));
+        p.push(("InstanceName".into(), extra));
+        let s = signer::sign("POST", p.iter().map(|(k, v)| (k.as_str(), v.as_str())), &SecretString::new(SECRET));
+        let i = index % p.len();
+        prop_assume!(p[i].1 != replacement);
+        // AccessKeyId changes are an unknown key rather than a bad signature; both are refusals.
+        p[i].1 = replacement;
+        let body = signer::encode_with_signature(p.iter().map(|(k, v)| (k.as_str(), v.as_str())), &s.signature);
+        let (status, body) = runtime().block_on(post(sim, body));
+        prop_assert!(status >= 400, "tampered request accepted: {}", body);
+    }
+}
