@@ -1,0 +1,339 @@
+//! The operator CLI end to end: `ecs-vnc-controller modify-vnc-password` against the
+//! `ecs-simulator` binary, both run as a user would run them.
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct SimProcess {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl SimProcess {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port_file = dir.path().join("port");
+        let child = Command::new(env!("CARGO_BIN_EXE_ecs-simulator"))
+            .args(["--listen", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file)
+            .args([
+                "--access-key",
+                "LTAItest:cli-secret",
+                "--access-key",
+                "STS.cli:sts-secret:CAIS+/tok==",
+            ])
+            .args(["--instance", "i-cliio00000001,cn-hangzhou,io-optimized"])
+            .args(["--instance", "i-clinonio00001,cn-hangzhou,non-io-optimized"])
+            .args([
+                "--instance",
+                "i-clistart00001,cn-hangzhou,io-optimized,Starting",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ecs-simulator");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                break p.trim().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ecs-simulator wrote no port file"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    fn calls(&self) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-fsS", &format!("{}/_simulator/calls", self.url)])
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&out.stdout).expect("admin json")
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(sim: &SimProcess, args: &[&str], stdin: &str, key: (&str, &str, Option<&str>)) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecs-vnc-controller"));
+    cmd.arg("modify-vnc-password")
+        .args(args)
+        .env("ECS_ENDPOINT", &sim.url)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", key.0)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", key.1)
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(token) = key.2 {
+        cmd.env("ALIBABA_CLOUD_SECURITY_TOKEN", token);
+    }
+    let mut child = cmd.spawn().expect("run the CLI");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+const KEY: (&str, &str, Option<&str>) = ("LTAItest", "cli-secret", None);
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn changes_a_password_and_says_whether_a_reboot_is_required() {
+    let sim = SimProcess::start();
+    let out = cli(
+        &sim,
+        &[
+            "--region-id",
+            "cn-hangzhou",
+            "--instance-id",
+            "i-cliio00000001",
+        ],
+        "Ecs123\n",
+        KEY,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.starts_with("RequestId: ") && l.len() > 20),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l == "reboot-required: false"),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "Vnc987\n").unwrap();
+    let out = cli(
+        &sim,
+        &[
+            "--region-id",
+            "cn-hangzhou",
+            "--instance-id",
+            "i-clinonio00001",
+            "--password-file",
+            file.to_str().unwrap(),
+        ],
+        "",
+        KEY,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.lines().any(|l| l == "reboot-required: true"),
+        "{stdout}"
+    );
+    let calls = sim.calls();
+    let modify: Vec<_> = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "ModifyInstanceVncPasswd")
+        .collect();
+    assert_eq!(modify.len(), 2);
+    assert_eq!(modify[1]["vncPassword"], "Vnc987");
+}
+
+#[test]
+fn works_with_an_sts_token() {
+    let sim = SimProcess::start();
+    let out = cli(
+        &sim,
+        &[
+            "--region-id",
+            "cn-hangzhou",
+            "--instance-id",
+            "i-cliio00000001",
+        ],
+        "Ecs123\n",
+        ("STS.cli", "sts-secret", Some("CAIS+/tok==")),
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let out = cli(
+        &sim,
+        &[
+            "--region-id",
+            "cn-hangzhou",
+            "--instance-id",
+            "i-cliio00000001",
+        ],
+        "Ecs123\n",
+        ("STS.cli", "sts-secret", Some("CAIS+/wrong==")),
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("Code: InvalidSecurityToken."), "{stderr}");
+    assert!(!stderr.contains("CAIS"), "{stderr}");
+}
+
+#[test]
+fn an_invalid_password_never_leaves_the_machine() {
+    let sim = SimProcess::start();
+    for (input, rule) in [
+        ("Ecs12\n", "has 5 characters"),
+        ("Ecs 12\n", "other than A-Z"),
+        ("\n", "empty"),
+    ] {
+        let out = cli(
+            &sim,
+            &[
+                "--region-id",
+                "cn-hangzhou",
+                "--instance-id",
+                "i-cliio00000001",
+            ],
+            input,
+            KEY,
+        );
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+        assert!(
+            stderr.contains(rule) && stderr.contains("nothing was sent"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("Ecs"), "the password is echoed: {stderr}");
+    }
+    assert_eq!(sim.calls()["calls"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn ecs_errors_show_code_message_and_request_id() {
+    let sim = SimProcess::start();
+    for (instance, region, code) in [
+        (
+            "i-clinothere001",
+            "cn-hangzhou",
+            "InvalidInstanceId.NotFound",
+        ),
+        (
+            "i-cliio00000001",
+            "xx-nowhere-1",
+            "InvalidRegionId.NotFound",
+        ),
+    ] {
+        let out = cli(
+            &sim,
+            &["--region-id", region, "--instance-id", instance],
+            "Ecs123\n",
+            KEY,
+        );
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(&format!("Code: {code}")), "{stderr}");
+        assert!(
+            stderr.contains("Message: ") && stderr.contains("RequestId: "),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_signature_mismatch_shows_both_strings_to_sign_with_secrets_masked() {
+    let sim = SimProcess::start();
+    let out = cli(
+        &sim,
+        &[
+            "--region-id",
+            "cn-hangzhou",
+            "--instance-id",
+            "i-cliio00000001",
+        ],
+        "Ecs123\n",
+        ("LTAItest", "not-the-secret", None),
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("Code: SignatureDoesNotMatch"), "{stderr}");
+    assert!(
+        stderr.contains("client string to sign: POST&%2F&"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("server string to sign: POST&%2F&"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("VncPassword%3D***"), "{stderr}");
+    assert!(
+        !stderr.contains("Ecs123") && !stderr.contains("not-the-secret"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_credentials_are_named() {
+    let sim = SimProcess::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_ecs-vnc-controller"))
+        .args([
+            "modify-vnc-password",
+            "--region-id",
+            "cn-hangzhou",
+            "--instance-id",
+            "i-cliio00000001",
+            "--ecs-endpoint",
+            &sim.url,
+        ])
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b"Ecs123\n")?;
+            c.wait_with_output()
+        })
+        .expect("run");
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("ALIBABA_CLOUD_ACCESS_KEY_ID is not set"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_password_is_never_accepted_on_the_command_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ecs-vnc-controller"))
+        .args([
+            "modify-vnc-password",
+            "--region-id",
+            "cn-hangzhou",
+            "--instance-id",
+            "i-x",
+            "--password",
+            "Ecs123",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
