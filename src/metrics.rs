@@ -1,6 +1,21 @@
-//! Prometheus metrics of the controller and its ECS calls.
+//! Prometheus metrics of the controller and of its ECS calls, served at `/metrics` by [`crate::http`].
+//!
+//! Exposed (OpenMetrics text; prometheus-client adds `_total` to counters itself):
+//!
+//! | name | type | labels |
+//! | --- | --- | --- |
+//! | `ecs_vnc_reconciles_total` | counter | `result`: one of [`RECONCILE_RESULTS`] or `other` |
+//! | `ecs_vnc_reconcile_duration_seconds` | histogram | |
+//! | `ecs_vnc_ecs_calls_total` | counter | `action`, `code` (`Success`, an ECS error code, `NetworkError`, ...) |
+//! | `ecs_vnc_ecs_call_duration_seconds` | histogram | `action` |
+//! | `ecs_vnc_vncpasswords` | gauge | `ready_reason` |
+//! | `ecs_vnc_pending_reboots` | gauge | |
+//!
+//! Every label value is bounded: values come from a fixed list or must look like an ECS error code
+//! (short, `[A-Za-z0-9._]`), anything else is counted as `other`/`Other`, so a strange response body
+//! or a user-chosen string can never create unbounded series.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -8,10 +23,33 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::ecs::CallObserver;
+
+/// The `result` label values of `ecs_vnc_reconciles_total`; anything else is counted as `other`.
+pub const RECONCILE_RESULTS: &[&str] = &[
+    "applied",
+    "unchanged",
+    "reboot_pending",
+    "stalled",
+    "retry",
+    "error",
+    "paused",
+];
+
+/// Seconds; from a cache-hit reconcile (~1 ms) to an ECS call that used its whole retry budget (60 s).
+const DURATION_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The longest label value taken as is; ECS codes are well below this.
+const MAX_LABEL_LEN: usize = 64;
+/// Distinct `ready_reason` values kept; the controller's vocabulary is about 20, so hitting this
+/// means something unexpected is writing reasons, and the rest are counted as `Other`.
+const MAX_READY_REASONS: usize = 32;
+const OTHER: &str = "Other";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -34,6 +72,8 @@ struct ReasonLabel {
     ready_reason: String,
 }
 
+/// The controller's metrics; shared as `Arc<Metrics>` by the reconciler, the ECS client (as its
+/// [`CallObserver`]) and the HTTP server.
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ResultLabel, Counter>,
@@ -42,7 +82,9 @@ pub struct Metrics {
     ecs_call_duration: Family<ActionLabel, Histogram>,
     vncpasswords: Family<ReasonLabel, Gauge>,
     pending_reboots: Gauge,
-    known_reasons: Mutex<Vec<String>>,
+    /// Reasons ever exported: one that disappears from a snapshot is set to 0 rather than dropped,
+    /// so `rate()`/alerts see it fall instead of going stale.
+    known_reasons: Mutex<BTreeSet<String>>,
 }
 
 impl Default for Metrics {
@@ -51,55 +93,68 @@ impl Default for Metrics {
     }
 }
 
-/// Keeps label values bounded: anything that is not a short ECS-code-like word becomes `Other`.
-fn bounded(label: &str) -> String {
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// `label` if it looks like an ECS error code or action name (`Throttling.User`,
+/// `InvalidInstanceId.NotFound`), else `Other`.
+fn bounded(label: &str) -> &str {
     let ok = !label.is_empty()
-        && label.len() <= 64
+        && label.len() <= MAX_LABEL_LEN
         && label
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
-    if ok {
-        label.to_string()
-    } else {
-        "Other".to_string()
-    }
+    if ok { label } else { OTHER }
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ecs_vnc");
+
         let reconciles = Family::<ResultLabel, Counter>::default();
-        registry.register("reconciles", "Reconciles by result", reconciles.clone());
-        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.5, 14));
         registry.register(
-            "reconcile_duration_seconds",
-            "Duration of one reconcile",
+            "reconciles",
+            "Reconciles of VncPasswords by result",
+            reconciles.clone(),
+        );
+        let reconcile_duration = duration_histogram();
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Duration of one VncPassword reconcile, ECS calls included",
+            Unit::Seconds,
             reconcile_duration.clone(),
         );
         let ecs_calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "ecs_calls",
-            "ECS HTTP attempts by action and result code (Success, an ECS error code, NetworkError, Timeout, UnexpectedResponse)",
+            "ECS API attempts by action and result code (Success, an ECS error code, NetworkError, Timeout, UnexpectedResponse, InvalidRequest; Other for anything unrecognisable)",
             ecs_calls.clone(),
         );
-        let ecs_call_duration = Family::<ActionLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.005, 2.0, 14))
-        });
-        registry.register(
-            "ecs_call_duration_seconds",
-            "Latency of ECS HTTP attempts",
+        let ecs_call_duration =
+            Family::<ActionLabel, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
+        registry.register_with_unit(
+            "ecs_call_duration",
+            "Latency of one ECS API attempt",
+            Unit::Seconds,
             ecs_call_duration.clone(),
         );
         let vncpasswords = Family::<ReasonLabel, Gauge>::default();
         registry.register(
             "vncpasswords",
-            "VncPasswords by the reason of their Ready condition",
+            "VncPasswords by the reason of their Ready condition (Unknown: no Ready condition yet)",
             vncpasswords.clone(),
         );
         let pending_reboots = Gauge::default();
         registry.register(
             "pending_reboots",
-            "VncPasswords whose instance must restart for the password to take effect",
+            "VncPasswords whose instance must restart for the applied password to take effect",
             pending_reboots.clone(),
         );
         Self {
@@ -110,41 +165,49 @@ impl Metrics {
             ecs_call_duration,
             vncpasswords,
             pending_reboots,
-            known_reasons: Mutex::new(Vec::new()),
+            known_reasons: Mutex::new(BTreeSet::new()),
         }
     }
 
+    /// Counts one finished reconcile. `result` is one of [`RECONCILE_RESULTS`]; any other value is
+    /// counted as `other`.
     pub fn reconcile_finished(&self, result: &str, elapsed: Duration) {
+        let result = if RECONCILE_RESULTS.contains(&result) {
+            result
+        } else {
+            "other"
+        };
         self.reconciles
             .get_or_create(&ResultLabel {
-                result: bounded(result),
+                result: result.to_string(),
             })
             .inc();
         self.reconcile_duration.observe(elapsed.as_secs_f64());
     }
 
-    /// Replaces the per-reason counts; reasons no longer present drop to 0.
+    /// Replaces the per-reason snapshot of `ecs_vnc_vncpasswords`: reasons in `counts` get their
+    /// count, reasons exported before but absent now drop to 0.
     pub fn set_ready_reasons(&self, counts: &BTreeMap<String, i64>) {
-        let mut known = self.known_reasons.lock().unwrap_or_else(|p| p.into_inner());
-        for reason in known.iter() {
-            if !counts.contains_key(reason) {
-                self.vncpasswords
-                    .get_or_create(&ReasonLabel {
-                        ready_reason: reason.clone(),
-                    })
-                    .set(0);
-            }
-        }
+        let mut known = self
+            .known_reasons
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut snapshot: BTreeMap<String, i64> = BTreeMap::new();
         for (reason, n) in counts {
-            let reason = bounded(reason);
+            let mut label = bounded(reason);
+            if !known.contains(label) && known.len() >= MAX_READY_REASONS {
+                label = OTHER;
+            }
+            *snapshot.entry(label.to_string()).or_default() += *n;
+            known.insert(label.to_string());
+        }
+        for reason in known.iter() {
+            let n = snapshot.get(reason).copied().unwrap_or(0);
             self.vncpasswords
                 .get_or_create(&ReasonLabel {
                     ready_reason: reason.clone(),
                 })
-                .set(*n);
-            if !known.contains(&reason) {
-                known.push(reason);
-            }
+                .set(n);
         }
     }
 
@@ -152,9 +215,12 @@ impl Metrics {
         self.pending_reboots.set(n);
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The exposition of every metric, in OpenMetrics text format (ends with `# EOF`); serve it as
+    /// [`CONTENT_TYPE`].
     pub fn encode(&self) -> String {
         let mut out = String::new();
+        // Encoding into a String only fails if a metric's own encoder fails, which none of ours
+        // does; an empty body then makes the scrape fail visibly rather than half-succeed.
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
@@ -162,13 +228,16 @@ impl Metrics {
     }
 }
 
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 impl CallObserver for Metrics {
     fn observe(&self, action: &str, result: &str, elapsed: Duration) {
-        let action = bounded(action);
+        let action = bounded(action).to_string();
         self.ecs_calls
             .get_or_create(&CallLabels {
                 action: action.clone(),
-                code: bounded(result),
+                code: bounded(result).to_string(),
             })
             .inc();
         self.ecs_call_duration
@@ -181,8 +250,23 @@ impl CallObserver for Metrics {
 mod tests {
     use super::*;
 
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().collect()
+    }
+
+    fn reasons(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
+        pairs.iter().map(|(r, n)| (r.to_string(), *n)).collect()
+    }
+
     #[test]
-    fn exposes_the_documented_names() {
+    fn metrics_are_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Metrics>();
+        let _observer: std::sync::Arc<dyn CallObserver> = std::sync::Arc::new(Metrics::new());
+    }
+
+    #[test]
+    fn every_documented_metric_is_exposed_under_its_exact_name() {
         let m = Metrics::new();
         m.reconcile_finished("applied", Duration::from_millis(12));
         m.observe(
@@ -190,35 +274,153 @@ mod tests {
             "Success",
             Duration::from_millis(30),
         );
-        m.observe(
-            "ModifyInstanceVncPasswd",
-            "<html>weird code</html>",
-            Duration::from_millis(30),
-        );
-        m.set_ready_reasons(
-            &[
-                ("Applied".to_string(), 2),
-                ("RebootRequired".to_string(), 1),
-            ]
-            .into(),
-        );
+        m.set_ready_reasons(&reasons(&[("Applied", 2), ("RebootRequired", 1)]));
         m.set_pending_reboots(1);
         let text = m.encode();
-        for needle in [
+        let lines = lines(&text);
+        for line in [
+            "# TYPE ecs_vnc_reconciles counter",
             "ecs_vnc_reconciles_total{result=\"applied\"} 1",
-            "ecs_vnc_reconcile_duration_seconds_bucket",
+            "# TYPE ecs_vnc_reconcile_duration_seconds histogram",
+            "# UNIT ecs_vnc_reconcile_duration_seconds seconds",
+            "ecs_vnc_reconcile_duration_seconds_count 1",
+            "# TYPE ecs_vnc_ecs_calls counter",
             "ecs_vnc_ecs_calls_total{action=\"ModifyInstanceVncPasswd\",code=\"Success\"} 1",
-            "code=\"Other\"",
-            "ecs_vnc_ecs_call_duration_seconds_bucket{le=",
+            "# TYPE ecs_vnc_ecs_call_duration_seconds histogram",
+            "ecs_vnc_ecs_call_duration_seconds_count{action=\"ModifyInstanceVncPasswd\"} 1",
+            "# TYPE ecs_vnc_vncpasswords gauge",
+            "ecs_vnc_vncpasswords{ready_reason=\"Applied\"} 2",
             "ecs_vnc_vncpasswords{ready_reason=\"RebootRequired\"} 1",
+            "# TYPE ecs_vnc_pending_reboots gauge",
             "ecs_vnc_pending_reboots 1",
         ] {
-            assert!(text.contains(needle), "missing {needle} in\n{text}");
+            assert!(lines.contains(&line), "missing line {line:?} in\n{text}");
         }
-        m.set_ready_reasons(&[("Applied".to_string(), 3)].into());
+        assert_eq!(lines.last(), Some(&"# EOF"), "OpenMetrics ends with # EOF");
         assert!(
-            m.encode()
-                .contains("ecs_vnc_vncpasswords{ready_reason=\"RebootRequired\"} 0")
+            !text.contains("_total_total"),
+            "counter names must not be registered with a _total suffix:\n{text}"
+        );
+    }
+
+    #[test]
+    fn duration_buckets_span_a_millisecond_to_a_minute() {
+        let m = Metrics::new();
+        m.reconcile_finished("unchanged", Duration::from_micros(500));
+        m.reconcile_finished("unchanged", Duration::from_secs(45));
+        m.reconcile_finished("unchanged", Duration::from_secs(600));
+        let text = m.encode();
+        let lines = lines(&text);
+        for line in [
+            "ecs_vnc_reconcile_duration_seconds_bucket{le=\"0.001\"} 1",
+            "ecs_vnc_reconcile_duration_seconds_bucket{le=\"30.0\"} 1",
+            "ecs_vnc_reconcile_duration_seconds_bucket{le=\"60.0\"} 2",
+            "ecs_vnc_reconcile_duration_seconds_bucket{le=\"+Inf\"} 3",
+        ] {
+            assert!(lines.contains(&line), "missing line {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_reconcile_result_is_counted_as_other() {
+        let m = Metrics::new();
+        for result in RECONCILE_RESULTS {
+            m.reconcile_finished(result, Duration::from_millis(1));
+        }
+        m.reconcile_finished("Some Debug output {..}", Duration::from_millis(1));
+        m.reconcile_finished("another", Duration::from_millis(1));
+        let text = m.encode();
+        for result in RECONCILE_RESULTS {
+            let line = format!("ecs_vnc_reconciles_total{{result=\"{result}\"}} 1");
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(
+            text.lines()
+                .any(|l| l == "ecs_vnc_reconciles_total{result=\"other\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ecs_codes_keep_their_name_but_garbage_becomes_other() {
+        let m = Metrics::new();
+        let d = Duration::from_millis(5);
+        m.observe("DescribeInstances", "Throttling.User", d);
+        m.observe("DescribeInstances", "InvalidInstanceId.NotFound", d);
+        m.observe("DescribeInstances", "NetworkError", d);
+        m.observe("DescribeInstances", "<html>502 Bad Gateway</html>", d);
+        m.observe("DescribeInstances", "", d);
+        m.observe("DescribeInstances", &"A".repeat(65), d);
+        m.observe("DescribeInstances", "code-with-dash", d);
+        m.observe("DescribeInstances", "Ünïcode", d);
+        let text = m.encode();
+        let lines = lines(&text);
+        for line in [
+            "ecs_vnc_ecs_calls_total{action=\"DescribeInstances\",code=\"Throttling.User\"} 1",
+            "ecs_vnc_ecs_calls_total{action=\"DescribeInstances\",code=\"InvalidInstanceId.NotFound\"} 1",
+            "ecs_vnc_ecs_calls_total{action=\"DescribeInstances\",code=\"NetworkError\"} 1",
+            "ecs_vnc_ecs_calls_total{action=\"DescribeInstances\",code=\"Other\"} 5",
+            "ecs_vnc_ecs_call_duration_seconds_count{action=\"DescribeInstances\"} 8",
+        ] {
+            assert!(lines.contains(&line), "missing line {line:?} in\n{text}");
+        }
+        // A 64-character code is still a code.
+        m.observe("DescribeInstances", &"B".repeat(64), d);
+        assert!(m.encode().contains(&format!("code=\"{}\"", "B".repeat(64))));
+    }
+
+    #[test]
+    fn a_new_ready_snapshot_replaces_the_previous_one() {
+        let m = Metrics::new();
+        m.set_ready_reasons(&reasons(&[("Applied", 2), ("RebootRequired", 1)]));
+        m.set_ready_reasons(&reasons(&[("Applied", 3), ("InvalidPassword", 1)]));
+        let text = m.encode();
+        let lines = lines(&text);
+        for line in [
+            "ecs_vnc_vncpasswords{ready_reason=\"Applied\"} 3",
+            "ecs_vnc_vncpasswords{ready_reason=\"InvalidPassword\"} 1",
+            "ecs_vnc_vncpasswords{ready_reason=\"RebootRequired\"} 0",
+        ] {
+            assert!(lines.contains(&line), "missing line {line:?} in\n{text}");
+        }
+        m.set_ready_reasons(&BTreeMap::new());
+        let text = m.encode();
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("ecs_vnc_vncpasswords{"))
+                .filter(|l| !l.ends_with(" 0"))
+                .count(),
+            0,
+            "an empty snapshot zeroes every reason:\n{text}"
+        );
+    }
+
+    #[test]
+    fn ready_reasons_are_bounded_in_form_and_number() {
+        let m = Metrics::new();
+        let mut counts = reasons(&[("not a reason!", 2), ("<html>", 3)]);
+        for i in 0..100 {
+            counts.insert(format!("Reason{i:03}"), 1);
+        }
+        m.set_ready_reasons(&counts);
+        let text = m.encode();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("ecs_vnc_vncpasswords{"))
+            .collect();
+        assert!(series.len() <= MAX_READY_REASONS, "{text}");
+        let total: i64 = series
+            .iter()
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+            .sum();
+        assert_eq!(
+            total, 105,
+            "no object is lost when labels collapse:\n{text}"
+        );
+        // The first invalid reasons claimed `Other`; all overflow is counted there too.
+        assert!(
+            series.contains(&"ecs_vnc_vncpasswords{ready_reason=\"Other\"} 74"),
+            "{text}"
         );
     }
 }
