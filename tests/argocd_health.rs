@@ -248,7 +248,8 @@ fn ready_is_healthy_with_the_ready_message() {
 
 #[test]
 fn stalled_is_degraded_with_the_stalled_reason_and_message() {
-    let message = "the password in Secret web-2-vnc key \"password\" must be exactly 6 letters or digits";
+    let message =
+        "the password in Secret web-2-vnc key \"password\" must be exactly 6 letters or digits";
     let obj = with_conditions(vec![
         condition("Ready", "False", "InvalidPassword", message),
         condition(
