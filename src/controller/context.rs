@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kube::runtime::events::Recorder;
 
+use crate::controller::decide::Failure;
 use crate::controller::fingerprint::FingerprintKey;
 use crate::controller::instances::InstanceCache;
 use crate::controller::tenancy::AllowedNamespaces;
@@ -31,6 +32,15 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive transient failures per object (namespace, name), for backoff; cleared on success.
     pub failures: Mutex<HashMap<(String, String), u32>>,
+    /// Objects ECS stalled, with the inputs (generation, Secret versions, force token) it refused.
+    pub stalls: Mutex<HashMap<(String, String), Stall>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stall {
+    inputs: String,
+    failure: Failure,
+    applied: bool,
 }
 
 impl Context {
@@ -40,6 +50,42 @@ impl Context {
         let n = failures.entry(key.clone()).or_insert(0);
         *n = n.saturating_add(1);
         *n
+    }
+
+    /// The failure ECS gave for exactly these inputs, if it stalled the object.
+    pub fn stalled_on(&self, key: &(String, String), inputs: &str) -> Option<(Failure, bool)> {
+        let stalls = self.stalls.lock().unwrap_or_else(|p| p.into_inner());
+        stalls
+            .get(key)
+            .filter(|s| s.inputs == inputs)
+            .map(|s| (s.failure.clone(), s.applied))
+    }
+
+    pub fn remember_stall(
+        &self,
+        key: &(String, String),
+        inputs: &str,
+        failure: &Failure,
+        applied: bool,
+    ) {
+        self.stalls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                key.clone(),
+                Stall {
+                    inputs: inputs.to_string(),
+                    failure: failure.clone(),
+                    applied,
+                },
+            );
+    }
+
+    pub fn forget_stall(&self, key: &(String, String)) {
+        self.stalls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     pub fn succeeded(&self, key: &(String, String)) {

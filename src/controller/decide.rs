@@ -33,76 +33,96 @@ impl Failure {
 }
 
 /// What an ECS error means for a VncPassword of `instance_id` in `region`.
+///
+/// Messages are stable for a given cause (no RequestId, nonce or timestamp in them): a condition
+/// message that changed on every attempt would rewrite the status, and every status write wakes the
+/// controller again, turning a backoff into a retry storm. RequestIds go to Events instead.
 pub fn failure_from_ecs(error: &EcsError, region: &str, instance_id: &str) -> Failure {
-    let request_id = error
-        .api_error()
-        .and_then(|e| e.request_id.as_deref())
-        .map(|id| format!(" (RequestId {id})"))
-        .unwrap_or_default();
     match (error.code(), error.class()) {
         (Some("InvalidInstanceId.NotFound" | "NoSuchResource"), _) => Failure::stalled(
             reason::INSTANCE_NOT_FOUND,
-            format!(
-                "ECS has no instance {instance_id} in region {region}{request_id}: check spec.instanceId and spec.regionId, and that the credentials belong to the instance's account"
-            ),
+            format!("ECS has no instance {instance_id} in region {region}: check spec.instanceId and spec.regionId, and that the credentials belong to the instance's account"),
         ),
         (Some("InvalidRegionId.NotFound"), _) => Failure::stalled(
             reason::REGION_NOT_FOUND,
-            format!(
-                "ECS does not know region {region}{request_id}: set spec.regionId to the instance's region, e.g. cn-hangzhou"
-            ),
+            format!("ECS does not know region {region}: set spec.regionId to the instance's region, e.g. cn-hangzhou"),
         ),
         (Some("IncorrectVncPassword.Malformed"), _) => Failure::stalled(
             reason::INVALID_PASSWORD,
-            format!(
-                "ECS refused the password as malformed{request_id}: it must be exactly 6 characters from A-Z, a-z and 0-9; update the Secret"
-            ),
+            "ECS refused the password as malformed: it must be exactly 6 characters from A-Z, a-z and 0-9; update the Secret",
         ),
         (Some(code), ErrorClass::Credentials) => Failure::stalled(
             reason::AUTH_FAILED,
-            format!(
-                "ECS refused the credentials with {code}{request_id}: {}; fix the credentials Secret (or the controller's credentials) or the RAM policy",
-                short(error)
-            ),
+            format!("ECS refused the credentials with {code}: {}", credentials_hint(code)),
         ),
         (_, ErrorClass::Terminal) => Failure::stalled(
             reason::ECS_REJECTED,
-            format!(
-                "ECS rejected the request: {}; check the spec and the controller's --ecs-endpoint",
-                short(error)
-            ),
+            format!("ECS rejected the request: {}; check the spec and the controller's --ecs-endpoint", summary(error)),
         ),
         (Some("IncorrectInstanceStatus" | "InstanceNotReady"), _) => Failure::Retry {
             reason: reason::INCORRECT_INSTANCE_STATUS,
-            message: format!(
-                "instance {instance_id} is in a state that refuses the change{request_id}; retrying with backoff"
-            ),
+            message: format!("instance {instance_id} is in a state that refuses the change (IncorrectInstanceStatus); retrying with backoff"),
             throttled: false,
         },
         (_, ErrorClass::Throttled) => Failure::Retry {
             reason: reason::THROTTLED,
-            message: format!(
-                "ECS throttled the call{request_id} (the account's per-API limit is shared with the console and other tools); retrying with backoff"
-            ),
+            message: "ECS throttled the call (the account's per-API limit is shared with the console and other tools); retrying with backoff".to_string(),
             throttled: true,
         },
         _ => Failure::Retry {
             reason: reason::ECS_UNAVAILABLE,
-            message: format!("{}; retrying with backoff", short(error)),
+            message: format!("{}; retrying with backoff", summary(error)),
             throttled: false,
         },
     }
 }
 
-/// The error's text, bounded (already free of secrets: messages are masked when parsed).
-fn short(error: &EcsError) -> String {
-    let text = error.to_string();
-    if text.chars().count() > 300 {
-        let cut: String = text.chars().take(300).collect();
-        format!("{cut}…")
-    } else {
-        text
+fn credentials_hint(code: &str) -> &'static str {
+    match code {
+        "SignatureDoesNotMatch" | "IncompleteSignature" => {
+            "the AccessKeySecret does not belong to the AccessKeyId; fix the credentials Secret (or the controller's credentials)"
+        }
+        c if c.starts_with("InvalidAccessKeyId.") => {
+            "the AccessKeyId does not exist or is disabled; fix the credentials Secret (or the controller's credentials)"
+        }
+        c if c.starts_with("InvalidSecurityToken.") => {
+            "the STS SecurityToken is wrong, expired or not issued for this AccessKeyId; refresh the credentials Secret"
+        }
+        _ => {
+            "the identity may not do this; grant ecs:ModifyInstanceVncPasswd, ecs:DescribeInstances and ecs:RebootInstance on the instance in RAM"
+        }
     }
+}
+
+/// A stable one-line description of an ECS failure (no RequestId, nonce, timestamp or body).
+pub fn summary(error: &EcsError) -> String {
+    match error {
+        EcsError::Api { action, error, .. } => {
+            format!("{action} got {} (HTTP {})", error.code, error.http_status)
+        }
+        EcsError::UnexpectedBody { action, body } => format!(
+            "{action} got HTTP {} with a body that is not an ECS response (a proxy or gateway in the way?)",
+            body.http_status
+        ),
+        EcsError::Network {
+            action,
+            endpoint,
+            timeout,
+            ..
+        } => {
+            if *timeout {
+                format!("{action} timed out talking to {endpoint}")
+            } else {
+                format!("{action} could not reach {endpoint}")
+            }
+        }
+        EcsError::InvalidRequest(message) => message.clone(),
+    }
+}
+
+/// The RequestId of a failure, for Events and logs.
+pub fn request_id(error: &EcsError) -> Option<&str> {
+    error.api_error().and_then(|e| e.request_id.as_deref())
 }
 
 fn floor_minute(t: jiff::Timestamp) -> jiff::Timestamp {

@@ -202,6 +202,7 @@ pub async fn run_with(
         recorder: Recorder::new(client.clone(), reporter),
         metrics: metrics.clone(),
         failures: Default::default(),
+        stalls: Default::default(),
     });
 
     let (vncpasswords, secrets): (Api<VncPassword>, Api<PartialObjectMeta<Secret>>) =
@@ -247,9 +248,20 @@ pub async fn run_with(
         let store = store.clone();
         let health = health.clone();
         tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                health.set_ready(true);
-                tracing::info!("VncPassword watch synced; ready");
+            // The store's readiness signal wakes only its latest waiter, and the controller waits
+            // on it too: ask again until it answers.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready())
+                    .await
+                {
+                    Ok(Ok(())) => {
+                        health.set_ready(true);
+                        tracing::info!("VncPassword watch synced; ready");
+                        return;
+                    }
+                    Ok(Err(_)) => return,
+                    Err(_) => continue,
+                }
             }
         })
     };

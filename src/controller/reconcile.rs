@@ -82,7 +82,7 @@ async fn reconcile_inner(
     let name = obj.name_any();
     if obj.meta().deletion_timestamp.is_some() {
         // Nothing to undo in ECS: a VNC password cannot be "unset".
-        return Ok((Action::await_change(), "deleted"));
+        return Ok((Action::await_change(), "unchanged"));
     }
     let object_key = (namespace.clone(), name.clone());
     let previous = obj.status.clone().unwrap_or_default();
@@ -99,8 +99,10 @@ async fn reconcile_inner(
 
     // Requeue: stalled waits for a change; transient failures back off per object.
     let action = match &phase {
-        Phase::Paused | Phase::Ready { .. } => {
+        Phase::Paused => Action::await_change(),
+        Phase::Ready { .. } => {
             ctx.succeeded(&object_key);
+            ctx.forget_stall(&object_key);
             Action::await_change()
         }
         Phase::Failed {
@@ -119,6 +121,7 @@ async fn reconcile_inner(
         }
         Phase::WaitingForRestart { .. } => {
             ctx.succeeded(&object_key);
+            ctx.forget_stall(&object_key);
             Action::requeue(ctx.settings.reboot_poll_interval)
         }
     };
@@ -208,12 +211,34 @@ fn warning(reason: &str, note: String, action: &str) -> Event {
     }
 }
 
-/// Reads the Secret's data, or `None` when the Secret does not exist.
+/// Logs a failed ECS call with its RequestId (which conditions leave out to stay stable) and says
+/// what it means for the object.
+fn ecs_failure(error: &crate::ecs::EcsError, obj: &VncPassword, action: &str) -> Failure {
+    let failure = decide::failure_from_ecs(error, &obj.spec.region_id, &obj.spec.instance_id);
+    tracing::warn!(
+        namespace = obj.namespace().as_deref().unwrap_or_default(),
+        name = %obj.name_any(),
+        action,
+        code = error.result_label(),
+        request_id = decide::request_id(error).unwrap_or("none"),
+        class = error.class().as_str(),
+        "ECS call failed"
+    );
+    failure
+}
+
+/// A Secret's data and resourceVersion.
+struct SecretData {
+    data: std::collections::BTreeMap<String, Vec<u8>>,
+    resource_version: String,
+}
+
+/// Reads the Secret, or `None` when it does not exist.
 async fn read_secret(
     ctx: &Context,
     namespace: &str,
     name: &str,
-) -> Result<Option<std::collections::BTreeMap<String, Vec<u8>>>, ReconcileError> {
+) -> Result<Option<SecretData>, ReconcileError> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret = api
         .get_opt(name)
@@ -224,6 +249,7 @@ async fn read_secret(
             source,
         })?;
     Ok(secret.map(|s| {
+        let resource_version = s.metadata.resource_version.clone().unwrap_or_default();
         let mut data: std::collections::BTreeMap<String, Vec<u8>> = s
             .data
             .unwrap_or_default()
@@ -234,18 +260,26 @@ async fn read_secret(
         for (k, v) in s.string_data.unwrap_or_default() {
             data.entry(k).or_insert_with(|| v.into_bytes());
         }
-        data
+        SecretData {
+            data,
+            resource_version,
+        }
     }))
 }
 
-/// The password of the referenced Secret, or why it cannot be used.
+/// The password of the referenced Secret (with the Secret's resourceVersion), or why it cannot be
+/// used.
 async fn password(
     ctx: &Context,
     obj: &VncPassword,
     namespace: &str,
-) -> Result<Result<Password, Failure>, ReconcileError> {
+) -> Result<Result<(Password, String), Failure>, ReconcileError> {
     let r = &obj.spec.password_secret_ref;
-    let Some(data) = read_secret(ctx, namespace, &r.name).await? else {
+    let Some(SecretData {
+        data,
+        resource_version,
+    }) = read_secret(ctx, namespace, &r.name).await?
+    else {
         return Ok(Err(Failure::stalled(
             reason::SECRET_NOT_FOUND,
             format!(
@@ -270,25 +304,29 @@ async fn password(
             ),
         )));
     };
-    Ok(Password::parse_bytes(bytes).map_err(|e| {
-        Failure::stalled(
-            reason::INVALID_PASSWORD,
-            format!("Secret {} key {}: {e}; update the Secret", r.name, r.key),
-        )
-    }))
+    Ok(Password::parse_bytes(bytes)
+        .map(|p| (p, resource_version))
+        .map_err(|e| {
+            Failure::stalled(
+                reason::INVALID_PASSWORD,
+                format!("Secret {} key {}: {e}; update the Secret", r.name, r.key),
+            )
+        }))
 }
 
+/// The credentials to use (with the resourceVersion of their Secret, or `default`), or why none.
 async fn credentials(
     ctx: &Context,
     obj: &VncPassword,
     namespace: &str,
-) -> Result<Result<Credentials, Failure>, ReconcileError> {
+) -> Result<Result<(Credentials, String), Failure>, ReconcileError> {
     match &obj.spec.credentials_secret_ref {
         None => Ok(tenancy::default_for(
             namespace,
             &ctx.settings.allowed_default_credentials,
             ctx.settings.default_credentials.as_ref(),
-        )),
+        )
+        .map(|c| (c, "default".to_string()))),
         Some(r) => match read_secret(ctx, namespace, &r.name).await? {
             None => Ok(Err(Failure::stalled(
                 reason::CREDENTIALS_NOT_FOUND,
@@ -297,7 +335,11 @@ async fn credentials(
                     r.name
                 ),
             ))),
-            Some(data) => Ok(tenancy::from_secret_data(&r.name, |k| data.get(k).cloned())),
+            Some(SecretData {
+                data,
+                resource_version,
+            }) => Ok(tenancy::from_secret_data(&r.name, |k| data.get(k).cloned())
+                .map(|c| (c, resource_version))),
         },
     }
 }
@@ -315,13 +357,32 @@ async fn drive(
     let (region, instance_id) = (spec.region_id.as_str(), spec.instance_id.as_str());
     let fail = |failure: Failure, applied: bool| Ok((Phase::Failed { failure, applied }, false));
 
-    let password = match password(ctx, obj, namespace).await? {
+    let (password, password_version) = match password(ctx, obj, namespace).await? {
         Ok(p) => p,
         Err(f) => return fail(f, false),
     };
-    let credentials = match credentials(ctx, obj, namespace).await? {
+    let (credentials, credentials_version) = match credentials(ctx, obj, namespace).await? {
         Ok(c) => c,
         Err(f) => return fail(f, false),
+    };
+    // ECS refused these very inputs before, with an answer only a person can change: no new call
+    // until the spec, a referenced Secret or the force annotation changes.
+    let inputs = format!(
+        "{}|{password_version}|{credentials_version}|{:?}",
+        obj.metadata.generation.unwrap_or_default(),
+        obj.annotations().get(ANNOTATION_RECONCILE_REQUESTED_AT)
+    );
+    let object_key = (namespace.to_string(), obj.name_any());
+    if let Some((failure, applied)) = ctx.stalled_on(&object_key, &inputs) {
+        return fail(failure, applied);
+    }
+    let fail = |failure: Failure, applied: bool| {
+        if matches!(failure, Failure::Stalled { .. }) {
+            ctx.remember_stall(&object_key, &inputs, &failure, applied);
+        } else {
+            ctx.forget_stall(&object_key);
+        }
+        Ok((Phase::Failed { failure, applied }, false))
     };
     let fingerprint = ctx.key.fingerprint(region, instance_id, &password);
     let requested = obj
@@ -340,7 +401,8 @@ async fn drive(
             Ok(request_id) => {
                 applied_now = true;
                 status.applied_password_fingerprint = Some(fingerprint);
-                status.last_applied_time = Some(jiff::Timestamp::now().to_string());
+                status.last_applied_time =
+                    Some(crate::ecs::signer::format_timestamp(jiff::Timestamp::now()));
                 status.last_request_id = Some(request_id.clone());
                 status.start_time_at_apply = None;
                 status.reboot_requested_time = None;
@@ -357,7 +419,7 @@ async fn drive(
                     "ModifyInstanceVncPasswd",
                 ));
             }
-            Err(e) => return fail(decide::failure_from_ecs(&e, region, instance_id), false),
+            Err(e) => return fail(ecs_failure(&e, obj, "ModifyInstanceVncPasswd"), false),
         }
     }
 
@@ -406,7 +468,7 @@ async fn drive(
                 true,
             );
         }
-        Err(e) => return fail(decide::failure_from_ecs(&e, region, instance_id), true),
+        Err(e) => return fail(ecs_failure(&e, obj, "DescribeInstances"), true),
     };
     status.io_optimized = Some(instance.io_optimized);
     status.instance_status = Some(instance.status.clone()).filter(|s| !s.is_empty());
@@ -497,7 +559,7 @@ async fn waiting_for_restart(
             };
         }
     }
-    let requested_at = jiff::Timestamp::now().to_string();
+    let requested_at = crate::ecs::signer::format_timestamp(jiff::Timestamp::now());
     match ctx
         .ecs
         .reboot_instance(credentials, &spec.region_id, id)
@@ -518,7 +580,7 @@ async fn waiting_for_restart(
                 ),
             }
         }
-        Err(e) => match decide::failure_from_ecs(&e, &spec.region_id, id) {
+        Err(e) => match ecs_failure(&e, obj, "RebootInstance") {
             // No answer or a 5xx: the reboot may have happened. Never reboot twice; the restart,
             // if any, will be seen in StartTime.
             Failure::Retry {

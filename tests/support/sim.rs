@@ -1,0 +1,94 @@
+//! The ECS simulator, in-process, as the tests use it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use ecs_vnc_controller::simulator::{
+    AccessKeyConfig, InstanceConfig, RunningSimulator, Simulator, SimulatorConfig,
+};
+
+pub struct Sim {
+    running: RunningSimulator,
+}
+
+impl Sim {
+    /// Instances (id, io_optimized) in cn-hangzhou; keys (id, secret, token).
+    pub async fn start(instances: &[(&str, bool)], keys: &[(&str, &str, Option<&str>)]) -> Self {
+        let config = SimulatorConfig {
+            access_keys: keys
+                .iter()
+                .map(|(id, secret, token)| AccessKeyConfig {
+                    id: id.to_string(),
+                    secret: secret.to_string(),
+                    security_token: token.map(str::to_string),
+                })
+                .collect(),
+            instances: instances
+                .iter()
+                .map(|(id, io)| InstanceConfig {
+                    id: id.to_string(),
+                    region: "cn-hangzhou".into(),
+                    io_optimized: *io,
+                    status: "Running".into(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let running = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+            .await
+            .expect("start the ECS simulator");
+        Self { running }
+    }
+
+    pub fn url(&self) -> String {
+        self.running.url()
+    }
+
+    pub fn calls(&self, action: &str) -> usize {
+        self.running.state().calls(action)
+    }
+
+    pub fn calls_with_code(&self, action: &str, code: &str) -> usize {
+        self.running.state().calls_with_code(action, code)
+    }
+
+    pub fn total_calls(&self) -> usize {
+        self.running.state().total_calls()
+    }
+
+    pub fn set_password(&self, id: &str) -> Option<String> {
+        self.running
+            .state()
+            .instance(id)
+            .and_then(|i| i.set_password)
+    }
+
+    pub fn effective_password(&self, id: &str) -> Option<String> {
+        self.running
+            .state()
+            .instance(id)
+            .and_then(|i| i.effective_password)
+    }
+
+    pub fn console_reboot(&self, id: &str) {
+        self.running
+            .state()
+            .reboot(None, id)
+            .unwrap_or_else(|e| panic!("console reboot of {id}: {e:?}"));
+    }
+
+    pub fn set_status(&self, id: &str, status: &str) {
+        self.running
+            .state()
+            .set_status(id, status)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    pub fn throttle_next(&self, n: u32) {
+        self.running.state().throttle_next(n, None);
+    }
+
+    pub fn set_error_rate(&self, rate: f64) {
+        self.running.state().set_error_rate(rate);
+    }
+}
