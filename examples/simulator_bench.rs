@@ -33,7 +33,7 @@ fn main() {
                     secret: "bench-secret".into(),
                     security_token: None,
                 }],
-                instances: (0..100)
+                instances: (0..100u32)
                     .map(|i| InstanceConfig {
                         id: format!("i-bench{i:08}"),
                         region: "cn-hangzhou".into(),
