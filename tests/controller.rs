@@ -92,7 +92,7 @@ impl Case {
     async fn start_controller(&mut self, allow_default: bool) {
         self.controller = Some(
             start_controller(ControllerOptions {
-                namespace: self.ns.name.clone(),
+                namespace: Some(self.ns.name.clone()),
                 ecs_endpoint: self.sim.url(),
                 default_credentials: Some(credentials(AK, AK_SECRET, None)),
                 default_credentials_namespaces: if allow_default {

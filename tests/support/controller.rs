@@ -43,7 +43,8 @@ impl Drop for RunningController {
 }
 
 pub struct ControllerOptions {
-    pub namespace: String,
+    /// Watch only this namespace (`None`: all, as deployed).
+    pub namespace: Option<String>,
     pub ecs_endpoint: String,
     pub default_credentials: Option<Credentials>,
     pub default_credentials_namespaces: String,
@@ -74,7 +75,7 @@ pub fn free_port() -> SocketAddr {
 }
 
 pub async fn start_controller(options: ControllerOptions) -> RunningController {
-    ensure_controller_namespace(&options.client).await;
+    ensure_controller_namespace(&super::client().await).await;
     let metrics_addr = free_port();
     let args = RunArgs {
         ecs: EcsArgs {
@@ -89,7 +90,7 @@ pub async fn start_controller(options: ControllerOptions) -> RunningController {
             .default_credentials_namespaces
             .parse()
             .expect("namespace list"),
-        namespace: Some(options.namespace),
+        namespace: options.namespace,
         metrics_addr,
         log_format: ecs_vnc_controller::telemetry::LogFormat::Text,
         reboot_poll_interval: 1.0,

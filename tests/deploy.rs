@@ -1,0 +1,246 @@
+//! `deploy/` against the real API server: it applies (server-side dry run), the shipped RBAC is
+//! enough for the controller to do its whole job (the controller runs here as the deployed
+//! ServiceAccount, by impersonation), and it is no more than that (SubjectAccessReview via
+//! `kubectl auth can-i`).
+
+mod support;
+
+use std::time::Duration;
+
+use kube::Api;
+use serde_json::json;
+
+use ecs_vnc_controller::api::VncPassword;
+use support::controller::*;
+use support::sim::Sim;
+
+const SA: &str = "system:serviceaccount:ecs-vnc-system:ecs-vnc-controller";
+
+fn kubectl_ok(args: &[&str]) -> String {
+    let out = support::kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn deploy_dir() -> String {
+    support::repo_root()
+        .join("deploy")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Installs deploy/ for real (the Deployment's pod never runs: this control plane has no nodes).
+fn install() {
+    // A server-side dry run of namespaced objects needs their namespace to exist already.
+    kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &format!("{}/namespace.yaml", deploy_dir()),
+    ]);
+    kubectl_ok(&["apply", "--dry-run=server", "-k", &deploy_dir()]);
+    kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-k",
+        &deploy_dir(),
+    ]);
+}
+
+fn can_i(verb: &str, resource: &str, namespace: Option<&str>) -> bool {
+    let (resource, subresource) = match resource.strip_suffix("/status") {
+        Some(r) => (r, Some("--subresource=status")),
+        None => (resource, None),
+    };
+    let mut args = vec!["auth", "can-i", verb, resource, "--as", SA];
+    args.extend(subresource);
+    if let Some(ns) = namespace {
+        args.extend(["-n", ns]);
+    }
+    let out = support::kubectl(&args);
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+#[tokio::test]
+async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
+    install();
+    let admin = support::client().await;
+    let ns = support::TestNamespace::new(&admin, "rbac").await;
+    put_secret(&admin, &ns.name, "web-vnc", &[("password", "Rbac12")]).await;
+    put_secret(
+        &admin,
+        &ns.name,
+        "creds",
+        &[
+            ("accessKeyId", "LTAIrbac"),
+            ("accessKeySecret", "rbac-secret"),
+        ],
+    )
+    .await;
+    let sim = Sim::start(
+        &[("i-rbac00000001", false)],
+        &[("LTAIrbac", "rbac-secret", None)],
+    )
+    .await;
+
+    // The controller as deployed: all namespaces, its own namespace, nothing but its RBAC.
+    let as_sa = support::service_account_client("ecs-vnc-system", "ecs-vnc-controller").await;
+    let controller = start_controller(ControllerOptions {
+        namespace: None,
+        ecs_endpoint: sim.url(),
+        default_credentials: None,
+        default_credentials_namespaces: String::new(),
+        client: as_sa,
+    })
+    .await;
+    put_vncpassword(
+        &admin,
+        &ns.name,
+        "web",
+        json!({
+            "regionId": "cn-hangzhou", "instanceId": "i-rbac00000001",
+            "passwordSecretRef": {"name": "web-vnc"}, "credentialsSecretRef": {"name": "creds"},
+            "rebootPolicy": "Automatic",
+        }),
+    )
+    .await;
+    // Apply, describe, reboot, status writes, Events, the key Secret: all as the ServiceAccount.
+    wait_condition(
+        &admin,
+        &ns.name,
+        "web",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(sim.calls("RebootInstance"), 1);
+    let events = kubectl_ok(&["get", "events", "-n", &ns.name, "-o", "json"]);
+    assert!(
+        events.contains("PasswordApplied") && events.contains("RebootRequested"),
+        "{events}"
+    );
+    kubectl_ok(&[
+        "get",
+        "secret",
+        "-n",
+        "ecs-vnc-system",
+        "ecs-vnc-controller-fingerprint-key",
+    ]);
+    // A rotation is noticed through the Secret watch, as the ServiceAccount.
+    put_secret(&admin, &ns.name, "web-vnc", &[("password", "Rbac34")]).await;
+    support::eventually("the rotated password", Duration::from_secs(30), || async {
+        (sim.set_password("i-rbac00000001").as_deref() == Some("Rbac34")).then_some(())
+    })
+    .await;
+    let obj = Api::<VncPassword>::namespaced(admin.clone(), &ns.name)
+        .get("web")
+        .await
+        .expect("get");
+    assert!(obj.status.is_some());
+    controller.stop().await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn the_shipped_rbac_allows_nothing_more() {
+    install();
+    let team = "team-rbac-check";
+    // What the controller needs.
+    for (verb, resource, ns) in [
+        ("watch", "vncpasswords.ecsvnc.io", None),
+        ("patch", "vncpasswords.ecsvnc.io/status", Some(team)),
+        ("get", "secrets", Some(team)),
+        ("watch", "secrets", None),
+        ("create", "events.events.k8s.io", Some(team)),
+        ("create", "secrets", Some("ecs-vnc-system")),
+        (
+            "get",
+            "secrets/ecs-vnc-controller-fingerprint-key",
+            Some("ecs-vnc-system"),
+        ),
+    ] {
+        assert!(
+            can_i(verb, resource, ns),
+            "the controller cannot {verb} {resource} in {ns:?}"
+        );
+    }
+    // Nothing else: no Secret writes outside its own namespace, no spec writes, nothing unrelated.
+    for (verb, resource, ns) in [
+        ("create", "secrets", Some(team)),
+        ("update", "secrets", Some(team)),
+        ("patch", "secrets", Some(team)),
+        ("delete", "secrets", Some(team)),
+        ("delete", "secrets", Some("ecs-vnc-system")),
+        (
+            "update",
+            "secrets/ecs-vnc-controller-fingerprint-key",
+            Some("ecs-vnc-system"),
+        ),
+        ("update", "vncpasswords.ecsvnc.io", Some(team)),
+        ("delete", "vncpasswords.ecsvnc.io", Some(team)),
+        ("create", "vncpasswords.ecsvnc.io", Some(team)),
+        ("create", "pods", Some(team)),
+        ("get", "configmaps", Some(team)),
+        ("list", "nodes", None),
+        ("create", "deployments.apps", Some("ecs-vnc-system")),
+        ("update", "clusterroles.rbac.authorization.k8s.io", None),
+        ("*", "*", None),
+    ] {
+        assert!(
+            !can_i(verb, resource, ns),
+            "the controller CAN {verb} {resource} in {ns:?}"
+        );
+    }
+    // And the rules name no wildcard.
+    let rbac = std::fs::read_to_string(format!("{}/rbac.yaml", deploy_dir())).expect("rbac.yaml");
+    assert!(
+        !rbac
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.contains("\"*\"") || l.contains("'*'") || l.contains("[*]"))
+    );
+}
+
+#[test]
+fn the_deployment_is_hardened() {
+    let out = support::kubectl(&["kustomize", &deploy_dir()]);
+    assert!(out.status.success());
+    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
+        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
+        .collect();
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let sc = &container["securityContext"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    let seccomp = pod["securityContext"]["seccompProfile"]["type"]
+        .as_str()
+        .or(sc["seccompProfile"]["type"].as_str());
+    assert_eq!(seccomp, Some("RuntimeDefault"));
+    for k in ["requests", "limits"] {
+        assert!(
+            container["resources"][k]["memory"].is_string()
+                && container["resources"][k]["cpu"].is_string(),
+            "{k}"
+        );
+    }
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let env = container["env"].as_array().expect("env");
+    assert!(env.iter().any(|e| e["name"] == "POD_NAMESPACE"
+        && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"));
+}
