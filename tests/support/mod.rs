@@ -64,7 +64,7 @@ fn start_control_plane() -> PathBuf {
     }
     // The watchdog outlives us only until it notices we are gone, then stops the control plane.
     let watchdog = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; exec {stop} {dir}",
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} {dir}; rmdir {dir} 2>/dev/null",
         pid = std::process::id(),
         stop = shell_quote(&stop.to_string_lossy()),
         dir = shell_quote(&dir.to_string_lossy()),
