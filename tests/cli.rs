@@ -337,3 +337,61 @@ fn the_password_is_never_accepted_on_the_command_line() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_simulator_takes_keys_instances_and_faults_from_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sim.yaml");
+    std::fs::write(
+        &config,
+        "accessKeys:\n  - {id: LTAIfile, secret: file-secret}\ninstances:\n  - {id: i-fileio000001, region: cn-shanghai, ioOptimized: true}\nfaults:\n  throttleNext: 1\n",
+    )
+    .unwrap();
+    let port_file = dir.path().join("port");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ecs-simulator"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--port-file")
+        .arg(&port_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ecs-simulator");
+    let mut first_line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut first_line,
+    )
+    .expect("first line");
+    assert!(
+        first_line.starts_with("listening on http://127.0.0.1:"),
+        "{first_line}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let port = loop {
+        match std::fs::read_to_string(&port_file) {
+            Ok(p) if !p.trim().is_empty() => break p,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => panic!("no port file"),
+        }
+    };
+    let sim = SimProcess {
+        child,
+        url: format!("http://127.0.0.1:{}", port.trim()),
+        _dir: dir,
+    };
+    let key = ("LTAIfile", "file-secret", None);
+    let args = [
+        "--region-id",
+        "cn-shanghai",
+        "--instance-id",
+        "i-fileio000001",
+        "--ecs-max-retries",
+        "0",
+    ];
+    let throttled = cli(&sim, &args, "Ecs123\n", key);
+    assert_eq!(throttled.status.code(), Some(1));
+    assert!(text(&throttled).1.contains("Code: Throttling.User"));
+    let ok = cli(&sim, &args, "Ecs123\n", key);
+    assert!(ok.status.success(), "{:?}", text(&ok));
+}

@@ -64,8 +64,14 @@ fn result_label(phase: &Phase, applied_now: bool) -> &'static str {
 }
 
 pub async fn reconcile(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    use tracing::Instrument as _;
     let started = Instant::now();
-    let result = reconcile_inner(&obj, &ctx).await;
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = obj.namespace().as_deref().unwrap_or_default(),
+        name = %obj.name_any()
+    );
+    let result = reconcile_inner(&obj, &ctx).instrument(span).await;
     let label = match &result {
         Ok((_, label)) => *label,
         Err(e) => e.metric_label(),
@@ -166,7 +172,8 @@ async fn reconcile_inner(
     );
     status.conditions = desired;
     status.observed_generation = obj.metadata.generation;
-    if obj.status.as_ref() != Some(&status) {
+    let changed = obj.status.as_ref() != Some(&status);
+    if changed {
         let api: Api<VncPassword> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = json!({
             "apiVersion": "ecsvnc.io/v1alpha1",
@@ -187,7 +194,14 @@ async fn reconcile_inner(
             tracing::warn!(%namespace, %name, error = %e, "could not publish an Event");
         }
     }
-    tracing::info!(%namespace, %name, phase = result_label(&phase, applied_now), "reconciled");
+    if changed || applied_now {
+        tracing::info!(phase = result_label(&phase, applied_now), "reconciled");
+    } else {
+        tracing::debug!(
+            phase = result_label(&phase, applied_now),
+            "reconciled, nothing changed"
+        );
+    }
     Ok((action, result_label(&phase, applied_now)))
 }
 
