@@ -644,3 +644,68 @@ proptest! {
         prop_assert!(status >= 400, "tampered request accepted: {}", body);
     }
 }
+
+#[tokio::test]
+async fn instances_waiting_for_a_restart_are_described_in_one_batched_call() {
+    use ecs_vnc_controller::controller::instances::InstanceCache;
+    use std::time::{Duration, Instant};
+    let sim = sim().await;
+    let client = EcsClient::new(ClientConfig {
+        endpoint: Some(sim.url()),
+        ..Default::default()
+    })
+    .unwrap();
+    let cache = InstanceCache::new(client, Duration::from_secs(60));
+    let creds = Credentials::new(KEY, SecretString::new(SECRET), None);
+    let ids = ["i-io000000001", "i-nonio0000001", "i-stopped000001"];
+    // Each instance is looked up once (as its VncPassword is reconciled).
+    for id in ids {
+        let found = cache
+            .describe(&creds, "cn-hangzhou", id, Instant::now())
+            .await
+            .unwrap();
+        assert_eq!(found.map(|i| i.instance_id), Some(id.to_string()));
+    }
+    let before = sim.state().calls("DescribeInstances");
+    // A poll round: every waiting instance asks, and an answer no older than they accept serves all.
+    let round = Instant::now();
+    let answers = futures::future::join_all(
+        ids.iter()
+            .map(|id| cache.describe(&creds, "cn-hangzhou", id, round)),
+    )
+    .await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_ref().is_ok_and(Option::is_some))
+    );
+    assert_eq!(
+        sim.state().calls("DescribeInstances") - before,
+        1,
+        "one call for the whole round"
+    );
+    let last = sim
+        .state()
+        .call_log()
+        .into_iter()
+        .rev()
+        .find(|c| c.action == "DescribeInstances")
+        .unwrap();
+    assert_eq!(last.code, "Success");
+    // A caller who knows only the AccessKeyId gets nothing from the cache.
+    let impostor = Credentials::new(KEY, SecretString::new("guessed"), None);
+    assert!(
+        cache
+            .describe(&impostor, "cn-hangzhou", ids[0], round)
+            .await
+            .is_err()
+    );
+    // Unknown instances are absent, not an error.
+    assert_eq!(
+        cache
+            .describe(&creds, "cn-hangzhou", "i-unknown00001", Instant::now())
+            .await
+            .unwrap(),
+        None
+    );
+}

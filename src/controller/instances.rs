@@ -12,7 +12,22 @@ use std::time::{Duration, Instant};
 
 use crate::ecs::{Credentials, EcsClient, EcsError, Instance};
 
-type Key = (String, String); // (AccessKeyId, region)
+/// (credentials identity, region). The identity covers the secret too, so that an answer fetched
+/// with valid credentials never serves a caller who only knows the AccessKeyId.
+type Key = (String, String);
+
+fn identity(credentials: &Credentials) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(credentials.access_key_id.as_bytes());
+    h.update([0]);
+    h.update(credentials.access_key_secret.expose().as_bytes());
+    h.update([0]);
+    if let Some(token) = &credentials.security_token {
+        h.update(token.expose().as_bytes());
+    }
+    hex::encode(&h.finalize()[..12])
+}
 
 #[derive(Default)]
 struct Group {
@@ -53,7 +68,7 @@ impl InstanceCache {
         instance_id: &str,
         fresh_after: Instant,
     ) -> Result<Option<Instance>, EcsError> {
-        let group = self.group((credentials.access_key_id.clone(), region.to_string()));
+        let group = self.group((identity(credentials), region.to_string()));
         // Held across the call: concurrent look-ups of this account and region wait for it and
         // then read its answer.
         let mut group = group.lock().await;
