@@ -655,7 +655,7 @@ async fn instances_waiting_for_a_restart_are_described_in_one_batched_call() {
         ..Default::default()
     })
     .unwrap();
-    let cache = InstanceCache::new(client, Duration::from_secs(60));
+    let cache = InstanceCache::new(client, Duration::from_secs(60), Duration::from_millis(50));
     let creds = Credentials::new(KEY, SecretString::new(SECRET), None);
     let ids = ["i-io000000001", "i-nonio0000001", "i-stopped000001"];
     // Each instance is looked up once (as its VncPassword is reconciled).
@@ -666,6 +666,8 @@ async fn instances_waiting_for_a_restart_are_described_in_one_batched_call() {
             .unwrap();
         assert_eq!(found.map(|i| i.instance_id), Some(id.to_string()));
     }
+    // Once the answers are older than the poll interval's half, a poll round is due.
+    tokio::time::sleep(Duration::from_millis(60)).await;
     let before = sim.state().calls("DescribeInstances");
     // A poll round: every waiting instance asks, and an answer no older than they accept serves all.
     let round = Instant::now();

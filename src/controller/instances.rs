@@ -42,14 +42,17 @@ pub struct InstanceCache {
     client: EcsClient,
     /// Instances not wanted for this long are no longer described with the others.
     forget_after: Duration,
+    /// Answers older than this are refreshed along with any call that is made anyway.
+    stale_after: Duration,
     groups: Arc<Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Group>>>>>,
 }
 
 impl InstanceCache {
-    pub fn new(client: EcsClient, forget_after: Duration) -> Self {
+    pub fn new(client: EcsClient, forget_after: Duration, stale_after: Duration) -> Self {
         Self {
             client,
             forget_after,
+            stale_after,
             groups: Default::default(),
         }
     }
@@ -83,7 +86,21 @@ impl InstanceCache {
         group
             .wanted
             .retain(|_, last| now.duration_since(*last) < forget_after);
-        let mut ids: Vec<String> = group.wanted.keys().cloned().collect();
+        // This instance, plus the others whose answers are getting old: a poll round is then one
+        // call, while a burst of applies does not re-describe everything each time.
+        let stale_before = now.checked_sub(self.stale_after).unwrap_or(now);
+        let mut ids: Vec<String> = group
+            .wanted
+            .keys()
+            .filter(|id| {
+                *id == instance_id
+                    || group
+                        .answers
+                        .get(*id)
+                        .is_none_or(|(at, _)| *at < stale_before)
+            })
+            .cloned()
+            .collect();
         ids.sort();
         let started = Instant::now();
         let found = self
@@ -94,10 +111,11 @@ impl InstanceCache {
             .into_iter()
             .map(|i| (i.instance_id.clone(), i))
             .collect();
-        group.answers.clear();
+        let Group { wanted, answers } = &mut *group;
+        answers.retain(|id, _| wanted.contains_key(id));
         for id in ids {
             let answer = by_id.remove(&id);
-            group.answers.insert(id, (started, answer));
+            answers.insert(id, (started, answer));
         }
         Ok(group.answers.get(instance_id).and_then(|(_, a)| a.clone()))
     }

@@ -191,7 +191,7 @@ pub async fn run_with(
     };
     let ctx = Arc::new(Context {
         client: client.clone(),
-        instances: instances::InstanceCache::new(ecs.clone(), poll * 4),
+        instances: instances::InstanceCache::new(ecs.clone(), poll * 4, poll / 2),
         ecs,
         key,
         settings: Settings {
