@@ -134,8 +134,8 @@ mod tests {
 
     async fn get(url: &str) -> (u16, Option<String>, String) {
         // reqwest (feature `rustls-no-provider`) refuses to build any client, even for plain
-        // http, until a process-wide provider is installed; the crate's one is ring.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // http, until the process-wide provider is installed.
+        crate::ecs::client::install_crypto_provider();
         let response = reqwest::get(url).await.expect("request");
         let status = response.status().as_u16();
         let content_type = response
