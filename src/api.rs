@@ -31,10 +31,7 @@ pub mod reason {
     pub const REBOOT_REQUESTED: &str = "RebootRequested";
     pub const RESTARTED: &str = "Restarted";
     pub const IO_OPTIMIZED: &str = "IoOptimized";
-    pub const NOT_APPLIED: &str = "NotApplied";
     pub const PAUSED: &str = "Paused";
-    pub const PROGRESSING: &str = "Progressing";
-    pub const APPLYING: &str = "Applying";
     pub const WAITING_FOR_RESTART: &str = "WaitingForRestart";
     pub const INCORRECT_INSTANCE_STATUS: &str = "IncorrectInstanceStatus";
     pub const THROTTLED: &str = "Throttled";
