@@ -1,7 +1,7 @@
 //! `ecs-simulator`: a fake Alibaba Cloud ECS endpoint for tests, the local demo and benchmarks.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -48,10 +48,15 @@ fn load(args: &Args) -> Result<SimulatorConfig, String> {
     Ok(config)
 }
 
-fn write_port_file(path: &PathBuf, port: u16) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+/// Writes beside the target, then renames: a reader sees no file or the whole port, never a part.
+fn write_port_file(path: &Path, port: u16) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, format!("{port}\n"))?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[tokio::main]
@@ -83,6 +88,11 @@ async fn main() -> ExitCode {
         }
     };
     println!("listening on {}", running.url());
+    tracing::info!(
+        url = %running.url(),
+        instances = running.state().instances().len(),
+        "ECS simulator serving; admin API under /_simulator/ (no authentication)"
+    );
     if let Some(path) = &args.port_file
         && let Err(e) = write_port_file(path, running.addr().port())
     {
@@ -101,6 +111,7 @@ async fn main() -> ExitCode {
         _ = ctrl_c => {},
         _ = term.recv() => {},
     }
+    tracing::info!("shutting down");
     running.shutdown().await;
     ExitCode::SUCCESS
 }

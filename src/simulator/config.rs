@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct SimulatorConfig {
     pub access_keys: Vec<AccessKeyConfig>,
     pub instances: Vec<InstanceConfig>,
@@ -13,7 +13,7 @@ pub struct SimulatorConfig {
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessKeyConfig {
     pub id: String,
     pub secret: String,
@@ -54,7 +54,7 @@ impl std::str::FromStr for AccessKeyConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstanceConfig {
     pub id: String,
     pub region: String,
@@ -98,9 +98,10 @@ impl std::str::FromStr for InstanceConfig {
     }
 }
 
-/// Injected faults. All default to off.
+/// Injected faults. All default to off; unknown fields are refused so a typo never silently
+/// disables a fault.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct FaultConfig {
     /// Answer the next N authenticated calls with `Throttling.User`.
     pub throttle_next: u32,
@@ -118,4 +119,51 @@ pub struct FaultConfig {
     /// Added latency: fixed milliseconds plus up to `latency_jitter_ms` more.
     pub latency_ms: u64,
     pub latency_jitter_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_refuse_nonsense() {
+        let k: AccessKeyConfig = "LTAI:sec:CAIS:tok".parse().unwrap();
+        assert_eq!(
+            (
+                k.id.as_str(),
+                k.secret.as_str(),
+                k.security_token.as_deref()
+            ),
+            ("LTAI", "sec", Some("CAIS:tok"))
+        );
+        assert!(!format!("{k:?}").contains("sec\""), "{k:?}");
+        assert!("LTAI".parse::<AccessKeyConfig>().is_err());
+        let i: InstanceConfig = "i-1,cn-hangzhou,non-io-optimized".parse().unwrap();
+        assert_eq!((i.io_optimized, i.status.as_str()), (false, "Running"));
+        let i: InstanceConfig = "i-1,cn-hangzhou,io-optimized,Released".parse().unwrap();
+        assert_eq!(i.status, "Released");
+        for bad in [
+            "i-1,cn-hangzhou",
+            "i-1,cn-hangzhou,fast",
+            "i-1,cn-hangzhou,io-optimized,Dancing",
+            ",cn-hangzhou,io-optimized",
+        ] {
+            assert!(bad.parse::<InstanceConfig>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn files_are_yaml_or_json_and_typos_are_errors() {
+        let c: SimulatorConfig = serde_yaml::from_str(
+            "accessKeys: [{id: a, secret: b}]\ninstances: [{id: i-1, region: cn-hangzhou, ioOptimized: true}]\nfaults: {throttleNext: 2, errorRate: 0.5}\nrebootSeconds: 0.2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.faults.throttle_next, c.instances[0].status.as_str()),
+            (2, "Running")
+        );
+        let j: SimulatorConfig = serde_yaml::from_str(r#"{"faults": {"dropRate": 0.1}}"#).unwrap();
+        assert_eq!(j.faults.drop_rate, 0.1);
+        assert!(serde_yaml::from_str::<SimulatorConfig>("faults: {errorrate: 1}").is_err());
+    }
 }

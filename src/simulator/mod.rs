@@ -3,10 +3,13 @@
 //! statuses, reboot semantics of non-I/O-optimized instances — plus an admin API to inspect it and
 //! inject faults. Used by the tests, the local demo and the benchmarks; never by production code.
 //!
-//! Layout: `config` (flags and files), `state` (instances, call log, nonces, faults), `verify`
-//! (authentication), `render` (JSON/XML bodies), `server` (HTTP routes).
+//! Layout: `config` (flags and files), `state` (instances, call log, nonces; pure transitions under
+//! one short-held lock, time from an injectable clock), `faults` (latency, drops, 5xx, throttling),
+//! `verify` (authentication), `render` (JSON/XML bodies), `server` (HTTP routes, the only I/O).
+//! The admin API is described in `src/simulator/README.md`.
 
 pub mod config;
+pub mod faults;
 pub mod render;
 pub mod server;
 pub mod state;
@@ -16,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use config::{AccessKeyConfig, FaultConfig, InstanceConfig, SimulatorConfig};
-pub use state::{CallRecord, InstanceView, SimState};
+pub use state::{CallRecord, Clock, EcsFault, InstanceView, SimState};
 
 pub struct Simulator;
 

@@ -1,7 +1,6 @@
 //! HTTP: the ECS RPC endpoint at `/` and the admin API under `/_simulator/`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -26,6 +25,7 @@ pub fn router(state: Arc<SimState>) -> Router {
             "/_simulator/instances",
             get(list_instances).post(add_instance),
         )
+        .route("/_simulator/instances/{id}", get(get_instance))
         .route("/_simulator/instances/{id}/status", post(set_status))
         .route("/_simulator/instances/{id}/reboot", post(console_reboot))
         .route("/_simulator/calls", get(calls).delete(reset_calls))
@@ -83,54 +83,36 @@ fn dropped() -> Response {
     Response::new(Body::from_stream(stream))
 }
 
-async fn ecs(State(state): State<Arc<SimState>>, request: Request) -> Response {
-    let faults = state.faults();
-    let delay = faults.latency_ms
-        + if faults.latency_jitter_ms > 0 {
-            rand::random::<u64>() % (faults.latency_jitter_ms + 1)
-        } else {
-            0
-        };
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
-    if faults.drop_rate > 0.0 && rand::random::<f64>() < faults.drop_rate {
-        state.record(record(
-            "(dropped)",
-            "ConnectionDropped",
-            0,
-            None,
-            None,
-            None,
-        ));
-        return dropped();
-    }
-
+/// The request's parameters: the query, plus the form body of a POST (1 MiB at most).
+async fn read_params(request: Request) -> Result<(Method, Vec<(String, String)>), EcsFault> {
     let method = request.method().clone();
-    let query = request
-        .uri()
-        .query()
-        .unwrap_or_default()
-        .as_bytes()
-        .to_vec();
-    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            let fault = EcsFault::new(
+    let mut params = parse_params(request.uri().query().unwrap_or_default().as_bytes())?;
+    let body = axum::body::to_bytes(request.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| {
+            EcsFault::new(
                 400,
                 "InvalidParameter",
                 "The request body is larger than 1 MiB or could not be read.",
-            );
-            return reply(
-                Format::Xml,
-                400,
-                render::error(Format::Xml, &fault, &render::request_id()),
-            );
-        }
-    };
-    let mut params = match parse_params(&query) {
+            )
+        })?;
+    if method == Method::POST {
+        params.extend(parse_params(&body)?);
+    }
+    Ok((method, params))
+}
+
+async fn ecs(State(state): State<Arc<SimState>>, request: Request) -> Response {
+    let (method, params) = match read_params(request).await {
         Ok(p) => p,
         Err(fault) => {
+            state.record(record(
+                &state,
+                "(unparsable)",
+                fault.status,
+                fault.code,
+                Call::default(),
+            ));
             return reply(
                 Format::Xml,
                 fault.status,
@@ -138,78 +120,59 @@ async fn ecs(State(state): State<Arc<SimState>>, request: Request) -> Response {
             );
         }
     };
-    if method == Method::POST {
-        match parse_params(&body) {
-            Ok(p) => params.extend(p),
-            Err(fault) => {
-                return reply(
-                    Format::Xml,
-                    fault.status,
-                    render::error(Format::Xml, &fault, &render::request_id()),
-                );
-            }
-        }
-    }
     let format = Format::from_param(param(&params, "Format"));
-    let action = param(&params, "Action").unwrap_or_default().to_string();
+    let action = param(&params, "Action").unwrap_or_default();
+    let call = Call {
+        key: param(&params, "AccessKeyId"),
+        instance: param(&params, "InstanceId"),
+        password: param(&params, "VncPassword"),
+    };
     let request_id = render::request_id();
 
-    if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
-        let fault = if rand::random::<bool>() {
-            EcsFault::new(
-                503,
-                "ServiceUnavailable",
-                "The request has failed due to a temporary failure of the server.",
-            )
-        } else {
-            EcsFault::new(
-                500,
-                "InternalError",
-                "The request processing has failed due to some unknown error, exception or failure.",
-            )
-        };
-        state.record(record(&action, fault.code, fault.status, None, None, None));
-        return reply(
-            format,
-            fault.status,
-            render::error(format, &fault, &request_id),
-        );
+    let plan = state.plan_faults();
+    if !plan.delay.is_zero() {
+        tokio::time::sleep(plan.delay).await;
     }
-
-    let outcome = authenticate(method.as_str(), &params, &state).and_then(|key_id| {
-        if state.throttles(&key_id, &action) {
-            Err(EcsFault::throttled())
-        } else {
-            Ok(key_id)
-        }
-    });
-    let key_id = param(&params, "AccessKeyId").map(str::to_string);
-    let instance_id = param(&params, "InstanceId").map(str::to_string);
-    let password = param(&params, "VncPassword").map(str::to_string);
-    let result = outcome.and_then(|_| dispatch(&state, &action, &params, &request_id));
-    let (status, body, code) = match result {
-        Ok(fields) => (200, render::success(format, &action, fields), "Success"),
-        Err(fault) => (
-            fault.status,
-            render::error(format, &fault, &request_id),
-            fault.code,
-        ),
+    if plan.drop {
+        state.record(record(&state, action, 0, "ConnectionDropped", call));
+        return dropped();
+    }
+    let result = match plan.error {
+        Some(fault) => Err(fault),
+        None => authenticate(method.as_str(), &params, &state)
+            .and_then(|key_id| {
+                if state.throttles(&key_id, action) {
+                    Err(EcsFault::throttled())
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| dispatch(&state, action, &params, &request_id)),
     };
-    tracing::debug!(action = %action, code, status, "simulated ECS call");
-    state.record(record(&action, code, status, key_id, instance_id, password));
+    let (status, code) = match &result {
+        Ok(_) => (200, "Success"),
+        Err(fault) => (fault.status, fault.code),
+    };
+    tracing::debug!(action, code, status, "simulated ECS call");
+    state.record(record(&state, action, status, code, call));
+    let body = match result {
+        Ok(fields) => render::success(format, action, fields),
+        Err(fault) => render::error(format, &fault, &request_id),
+    };
     reply(format, status, body)
 }
 
-fn record(
-    action: &str,
-    code: &str,
-    status: u16,
-    key: Option<String>,
-    instance: Option<String>,
-    password: Option<String>,
-) -> CallRecord {
+/// What the call log keeps of a request besides its action and outcome.
+#[derive(Default, Clone, Copy)]
+struct Call<'a> {
+    key: Option<&'a str>,
+    instance: Option<&'a str>,
+    password: Option<&'a str>,
+}
+
+fn record(state: &SimState, action: &str, status: u16, code: &str, call: Call<'_>) -> CallRecord {
     CallRecord {
-        time: jiff::Timestamp::now().to_string(),
+        time: state.now().to_string(),
         action: if action.is_empty() {
             "(none)".into()
         } else {
@@ -217,9 +180,9 @@ fn record(
         },
         code: code.into(),
         http_status: status,
-        access_key_id: key,
-        instance_id: instance,
-        vnc_password: password,
+        access_key_id: call.key.map(str::to_string),
+        instance_id: call.instance.map(str::to_string),
+        vnc_password: call.password.map(str::to_string),
     }
 }
 
@@ -320,8 +283,7 @@ fn dispatch(
                     "Request validation has been passed with DryRun flag set.",
                 ));
             }
-            let slow = state.reboot(param(params, "RegionId"), id)?;
-            finish_later(state, id, slow);
+            state.reboot(param(params, "RegionId"), id)?;
             Ok(json!({"RequestId": request_id}))
         }
         "" => Err(EcsFault::missing("Action")),
@@ -330,17 +292,6 @@ fn dispatch(
             "InvalidAction.NotFound",
             "Specified api is not found, please check your url and method.",
         )),
-    }
-}
-
-fn finish_later(state: &Arc<SimState>, id: &str, slow: bool) {
-    if slow {
-        let state = state.clone();
-        let id = id.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(state.reboot_duration).await;
-            state.finish_start(&id);
-        });
     }
 }
 
@@ -353,11 +304,17 @@ async fn add_instance(
     axum::Json(config): axum::Json<InstanceConfig>,
 ) -> Response {
     if !super::state::STATUSES.contains(&config.status.as_str()) {
-        return (
+        return admin_error(
             StatusCode::BAD_REQUEST,
-            format!("unknown status {:?}", config.status),
-        )
-            .into_response();
+            format!(
+                "unknown status {:?}; one of {:?}",
+                config.status,
+                super::state::STATUSES
+            ),
+        );
+    }
+    if config.id.is_empty() || config.region.is_empty() {
+        return admin_error(StatusCode::BAD_REQUEST, "id and region are required".into());
     }
     let id = config.id.clone();
     state.add_instance(config);
@@ -376,22 +333,29 @@ async fn set_status(
 ) -> Response {
     match state.set_status(&id, &body.status) {
         Ok(()) => axum::Json(state.instance(&id)).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+        Err(e) => admin_error(StatusCode::BAD_REQUEST, e),
     }
 }
 
 async fn console_reboot(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
-    match state.reboot(None, &id) {
-        Ok(slow) => {
-            finish_later(&state, &id, slow);
-            axum::Json(state.instance(&id)).into_response()
-        }
-        Err(fault) => (
+    match state.console_reboot(&id) {
+        Ok(view) => axum::Json(view).into_response(),
+        Err(fault) => admin_error(
             StatusCode::from_u16(fault.status).unwrap_or(StatusCode::BAD_REQUEST),
             format!("{}: {}", fault.code, fault.message),
-        )
-            .into_response(),
+        ),
     }
+}
+
+async fn get_instance(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
+    match state.instance(&id) {
+        Some(view) => axum::Json(view).into_response(),
+        None => admin_error(StatusCode::NOT_FOUND, format!("no instance {id}")),
+    }
+}
+
+fn admin_error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
 async fn calls(State(state): State<Arc<SimState>>) -> Response {

@@ -1,15 +1,17 @@
 //! The simulator's state: instances with their set and effective VNC passwords, the call log,
-//! the used nonces and the faults. Transitions are plain methods under one short-held lock.
+//! the used nonces and the faults. Transitions are plain methods under one short-held lock; time
+//! comes from an injectable clock, so a reboot's `Starting` phase ends when the clock says so
+//! (checked on every read) rather than by a background task.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 
 use super::config::{AccessKeyConfig, FaultConfig, InstanceConfig, SimulatorConfig};
+use super::faults::{Faults, Plan};
 
 pub const STATUSES: &[&str] = &[
     "Pending", "Running", "Starting", "Stopping", "Stopped", "Released",
@@ -46,9 +48,18 @@ pub const KNOWN_REGIONS: &[&str] = &[
     "me-central-1",
 ];
 
-const NONCE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Nonces are remembered for as long as a timestamp is accepted (15 minutes either way)...
+const NONCE_WINDOW_SECONDS: i64 = 15 * 60;
+/// ...but at most this many (16 bytes each, plus the set's overhead: ~50 MB at most). Past it the
+/// oldest are forgotten first, which at 5,000 calls/s still covers more than three minutes.
 const MAX_NONCES: usize = 1_000_000;
 const MAX_LOGGED_CALLS: usize = 10_000;
+/// Distinct action names counted; further unknown names (they come from the request) share one
+/// `(other)` entry so the counts stay bounded.
+const MAX_COUNTED_ACTIONS: usize = 64;
+
+/// A source of the current time.
+pub type Clock = Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -69,7 +80,19 @@ pub struct InstanceView {
 #[derive(Debug, Clone)]
 struct Instance {
     view: InstanceView,
-    started: jiff::Timestamp,
+    /// While rebooting: when the instance is `Running` again.
+    ready_at: Option<jiff::Timestamp>,
+}
+
+impl Instance {
+    /// Ends a reboot whose time is up.
+    fn settle(&mut self, now: jiff::Timestamp) -> &mut Self {
+        if self.ready_at.is_some_and(|t| now >= t) {
+            self.ready_at = None;
+            self.view.status = "Running".into();
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -135,6 +158,13 @@ impl EcsFault {
             "The specified RegionId does not exist.",
         )
     }
+    fn no_such_resource() -> Self {
+        Self::new(
+            404,
+            "NoSuchResource",
+            "The specified resource is not found.",
+        )
+    }
     fn incorrect_status() -> Self {
         Self::new(
             403,
@@ -147,36 +177,35 @@ impl EcsFault {
 struct Inner {
     instances: BTreeMap<String, Instance>,
     access_keys: HashMap<String, AccessKeyConfig>,
-    nonces: HashSet<String>,
-    nonce_order: VecDeque<(jiff::Timestamp, String)>,
+    /// Keyed 64-bit hashes of the used nonces (a collision needs ~2^32 nonces in the window).
+    nonces: HashSet<u64>,
+    nonce_order: VecDeque<(i64, u64)>,
     counts: BTreeMap<String, BTreeMap<String, u64>>,
     calls: VecDeque<CallRecord>,
-    faults: FaultConfig,
-    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    faults: Faults,
+    reboot_duration: Duration,
 }
 
 pub struct SimState {
     inner: Mutex<Inner>,
-    pub clock: fn() -> jiff::Timestamp,
-    pub reboot_duration: Duration,
+    clock: RwLock<Clock>,
+    nonce_hasher: RandomState,
 }
 
 fn minute(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%MZ").to_string()
 }
 
-fn limiter_for(faults: &FaultConfig) -> Option<DefaultKeyedRateLimiter<String>> {
-    let qps = faults
-        .qps_per_access_key
-        .filter(|q| q.is_finite() && *q > 0.0)?;
-    let burst = NonZeroU32::new(qps.ceil() as u32).unwrap_or(NonZeroU32::MIN);
-    let quota = Quota::with_period(Duration::from_secs_f64(1.0 / qps))?.allow_burst(burst);
-    Some(RateLimiter::keyed(quota))
+fn reboot_duration(seconds: f64) -> Duration {
+    if seconds.is_finite() {
+        Duration::from_secs_f64(seconds.clamp(0.0, 3600.0))
+    } else {
+        Duration::ZERO
+    }
 }
 
 impl SimState {
     pub fn new(config: &SimulatorConfig) -> Self {
-        let now = jiff::Timestamp::now();
         let state = Self {
             inner: Mutex::new(Inner {
                 instances: BTreeMap::new(),
@@ -189,14 +218,14 @@ impl SimState {
                 nonce_order: VecDeque::new(),
                 counts: BTreeMap::new(),
                 calls: VecDeque::new(),
-                limiter: limiter_for(&config.faults),
-                faults: config.faults.clone(),
+                faults: Faults::new(config.faults.clone()),
+                reboot_duration: reboot_duration(config.reboot_seconds),
             }),
-            clock: jiff::Timestamp::now,
-            reboot_duration: Duration::from_secs_f64(config.reboot_seconds.clamp(0.0, 3600.0)),
+            clock: RwLock::new(Arc::new(jiff::Timestamp::now)),
+            nonce_hasher: RandomState::new(),
         };
         for instance in &config.instances {
-            state.add_instance_at(instance.clone(), now);
+            state.add_instance(instance.clone());
         }
         state
     }
@@ -205,17 +234,26 @@ impl SimState {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The simulator's idea of now: the timestamp window, nonce memory, `StartTime` and the end of
+    /// a reboot all follow it.
     pub fn now(&self) -> jiff::Timestamp {
-        (self.clock)()
+        let clock = self.clock.read().unwrap_or_else(|p| p.into_inner()).clone();
+        clock()
+    }
+
+    /// Replaces the clock (default `jiff::Timestamp::now`), e.g. to test skew or a slow reboot.
+    pub fn set_clock(&self, clock: impl Fn() -> jiff::Timestamp + Send + Sync + 'static) {
+        *self.clock.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(clock);
+    }
+
+    /// How long a rebooted instance stays `Starting` (0: it is `Running` again at once).
+    pub fn set_reboot_duration(&self, duration: Duration) {
+        self.lock().reboot_duration = duration;
     }
 
     /// Adds (or replaces) an instance. Like a real fleet, it last started an hour ago.
     pub fn add_instance(&self, config: InstanceConfig) {
-        self.add_instance_at(config, self.now());
-    }
-
-    fn add_instance_at(&self, config: InstanceConfig, now: jiff::Timestamp) {
-        let started = now - jiff::SignedDuration::from_hours(1);
+        let started = self.now() - jiff::SignedDuration::from_hours(1);
         let instance = Instance {
             view: InstanceView {
                 id: config.id.clone(),
@@ -227,7 +265,7 @@ impl SimState {
                 reboot_count: 0,
                 start_time: minute(started),
             },
-            started,
+            ready_at: None,
         };
         self.lock().instances.insert(config.id, instance);
     }
@@ -238,65 +276,62 @@ impl SimState {
 
     /// Records a nonce; false when it was used within the window.
     pub fn use_nonce(&self, nonce: &str, now: jiff::Timestamp) -> bool {
+        let hash = self.nonce_hasher.hash_one(nonce);
+        let now = now.as_second();
         let mut inner = self.lock();
-        while let Some((at, _)) = inner.nonce_order.front() {
-            if now.duration_since(*at).unsigned_abs() < NONCE_WINDOW
-                && inner.nonce_order.len() < MAX_NONCES
-            {
+        while let Some(&(at, old)) = inner.nonce_order.front() {
+            if (now - at).abs() <= NONCE_WINDOW_SECONDS && inner.nonce_order.len() < MAX_NONCES {
                 break;
             }
-            if let Some((_, old)) = inner.nonce_order.pop_front() {
-                inner.nonces.remove(&old);
-            }
+            inner.nonce_order.pop_front();
+            inner.nonces.remove(&old);
         }
-        if !inner.nonces.insert(nonce.to_string()) {
+        if !inner.nonces.insert(hash) {
             return false;
         }
-        inner.nonce_order.push_back((now, nonce.to_string()));
+        inner.nonce_order.push_back((now, hash));
         true
     }
 
-    pub fn faults(&self) -> FaultConfig {
-        self.lock().faults.clone()
+    /// Nonces currently remembered.
+    pub fn remembered_nonces(&self) -> usize {
+        self.lock().nonces.len()
     }
 
+    pub fn faults(&self) -> FaultConfig {
+        self.lock().faults.config().clone()
+    }
+
+    /// Replaces every fault setting (probabilities are clamped to 0..1).
     pub fn set_faults(&self, faults: FaultConfig) {
-        let mut inner = self.lock();
-        inner.limiter = limiter_for(&faults);
-        inner.faults = faults;
+        self.lock().faults = Faults::new(faults);
     }
 
     /// Throttles the next `count` authenticated calls (of `action` only, when given).
     pub fn throttle_next(&self, count: u32, action: Option<&str>) {
-        let mut inner = self.lock();
-        inner.faults.throttle_next = count;
-        inner.faults.throttle_action = action.map(str::to_string);
+        self.lock().faults.throttle_next(count, action);
     }
 
+    /// Probability of a 5xx answer.
     pub fn set_error_rate(&self, rate: f64) {
-        self.lock().faults.error_rate = rate.clamp(0.0, 1.0);
+        self.lock().faults.set_error_rate(rate);
+    }
+
+    /// Latency, dropped connection or 5xx for the next request.
+    pub fn plan_faults(&self) -> Plan {
+        self.lock().faults.plan(&mut rand::rng())
     }
 
     /// Whether flow control refuses this authenticated call.
     pub fn throttles(&self, access_key_id: &str, action: &str) -> bool {
-        let mut inner = self.lock();
-        let applies = inner
-            .faults
-            .throttle_action
-            .as_deref()
-            .is_none_or(|a| a == action);
-        if inner.faults.throttle_next > 0 && applies {
-            inner.faults.throttle_next -= 1;
-            return true;
-        }
-        inner
-            .limiter
-            .as_ref()
-            .is_some_and(|l| l.check_key(&access_key_id.to_string()).is_err())
+        self.lock().faults.throttles(access_key_id, action)
     }
 
-    pub fn record(&self, record: CallRecord) {
+    pub fn record(&self, mut record: CallRecord) {
         let mut inner = self.lock();
+        if !inner.counts.contains_key(&record.action) && inner.counts.len() >= MAX_COUNTED_ACTIONS {
+            record.action = "(other)".into();
+        }
         *inner
             .counts
             .entry(record.action.clone())
@@ -349,17 +384,23 @@ impl SimState {
     }
 
     pub fn instance(&self, id: &str) -> Option<InstanceView> {
-        self.lock().instances.get(id).map(|i| i.view.clone())
+        let now = self.now();
+        self.lock()
+            .instances
+            .get_mut(id)
+            .map(|i| i.settle(now).view.clone())
     }
 
     pub fn instances(&self) -> Vec<InstanceView> {
+        let now = self.now();
         self.lock()
             .instances
-            .values()
-            .map(|i| i.view.clone())
+            .values_mut()
+            .map(|i| i.settle(now).view.clone())
             .collect()
     }
 
+    /// Sets an instance's status, as the console would leave it (`Released`: deleted).
     pub fn set_status(&self, id: &str, status: &str) -> Result<(), String> {
         if !STATUSES.contains(&status) {
             return Err(format!("unknown status {status:?}; one of {STATUSES:?}"));
@@ -369,17 +410,13 @@ impl SimState {
             .instances
             .get_mut(id)
             .ok_or_else(|| format!("no instance {id}"))?;
+        instance.ready_at = None;
         instance.view.status = status.to_string();
         Ok(())
     }
 
-    pub fn region_known(&self, region: &str) -> bool {
-        KNOWN_REGIONS.contains(&region)
-            || self
-                .lock()
-                .instances
-                .values()
-                .any(|i| i.view.region == region)
+    fn region_known(inner: &Inner, region: &str) -> bool {
+        KNOWN_REGIONS.contains(&region) || inner.instances.values().any(|i| i.view.region == region)
     }
 
     /// ModifyInstanceVncPasswd after authentication.
@@ -396,21 +433,19 @@ impl SimState {
                 "The specified parameter VncPassword is not valid.",
             ));
         }
-        if !self.region_known(region) {
+        let now = self.now();
+        let mut inner = self.lock();
+        if !Self::region_known(&inner, region) {
             return Err(EcsFault::region_not_found());
         }
-        let mut inner = self.lock();
         let instance = inner
             .instances
             .get_mut(id)
             .filter(|i| i.view.region == region)
-            .ok_or_else(EcsFault::instance_not_found)?;
+            .ok_or_else(EcsFault::instance_not_found)?
+            .settle(now);
         match instance.view.status.as_str() {
-            "Released" => Err(EcsFault::new(
-                404,
-                "NoSuchResource",
-                "The specified resource is not found.",
-            )),
+            "Released" => Err(EcsFault::no_such_resource()),
             "Pending" | "Starting" | "Stopping" => Err(EcsFault::incorrect_status()),
             _ => {
                 instance.view.set_password = Some(password.to_string());
@@ -422,48 +457,47 @@ impl SimState {
         }
     }
 
-    /// RebootInstance (API or console). The pending password takes effect and `StartTime` moves.
-    /// Returns whether the instance passes through `Starting` (the caller finishes it later).
-    pub fn reboot(&self, region: Option<&str>, id: &str) -> Result<bool, EcsFault> {
+    /// RebootInstance (API, or the console when `region` is `None`): only a `Running` instance
+    /// reboots; the pending password takes effect, `StartTime` moves to now and the reboot count
+    /// goes up; the instance is `Starting` for the reboot duration, then `Running`.
+    pub fn reboot(&self, region: Option<&str>, id: &str) -> Result<(), EcsFault> {
+        let now = self.now();
+        let mut inner = self.lock();
         if let Some(region) = region
-            && !self.region_known(region)
+            && !Self::region_known(&inner, region)
         {
             return Err(EcsFault::region_not_found());
         }
-        let now = self.now();
-        let slow = !self.reboot_duration.is_zero();
-        let mut inner = self.lock();
+        let duration = inner.reboot_duration;
         let instance = inner
             .instances
             .get_mut(id)
             .filter(|i| region.is_none_or(|r| i.view.region == r))
-            .ok_or_else(EcsFault::instance_not_found)?;
+            .ok_or_else(EcsFault::instance_not_found)?
+            .settle(now);
         match instance.view.status.as_str() {
-            "Released" => {
-                return Err(EcsFault::new(
-                    404,
-                    "NoSuchResource",
-                    "The specified resource is not found.",
-                ));
-            }
+            "Released" => return Err(EcsFault::no_such_resource()),
             "Running" => {}
             _ => return Err(EcsFault::incorrect_status()),
         }
         instance.view.reboot_count += 1;
         instance.view.effective_password = instance.view.set_password.clone();
-        instance.started = now;
         instance.view.start_time = minute(now);
-        instance.view.status = if slow { "Starting" } else { "Running" }.to_string();
-        Ok(slow)
+        if duration.is_zero() {
+            instance.view.status = "Running".into();
+        } else {
+            instance.view.status = "Starting".into();
+            instance.ready_at = jiff::SignedDuration::try_from(duration)
+                .ok()
+                .and_then(|d| now.checked_add(d).ok());
+        }
+        Ok(())
     }
 
-    /// Ends a slow reboot.
-    pub fn finish_start(&self, id: &str) {
-        if let Some(i) = self.lock().instances.get_mut(id)
-            && i.view.status == "Starting"
-        {
-            i.view.status = "Running".into();
-        }
+    /// A reboot from the console: like RebootInstance without the region check.
+    pub fn console_reboot(&self, id: &str) -> Result<InstanceView, EcsFault> {
+        self.reboot(None, id)?;
+        self.instance(id).ok_or_else(EcsFault::instance_not_found)
     }
 
     /// Instances of `region` with the given IDs (all when `ids` is `None`), released ones left out.
@@ -472,16 +506,118 @@ impl SimState {
         region: &str,
         ids: Option<&[String]>,
     ) -> Result<Vec<InstanceView>, EcsFault> {
-        if !self.region_known(region) {
+        let now = self.now();
+        let mut inner = self.lock();
+        if !Self::region_known(&inner, region) {
             return Err(EcsFault::region_not_found());
         }
-        Ok(self
-            .lock()
+        Ok(inner
             .instances
-            .values()
+            .values_mut()
             .filter(|i| i.view.region == region && i.view.status != "Released")
             .filter(|i| ids.is_none_or(|ids| ids.contains(&i.view.id)))
-            .map(|i| i.view.clone())
+            .map(|i| i.settle(now).view.clone())
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    fn state_with_clock() -> (SimState, Arc<AtomicI64>) {
+        let state = SimState::new(&SimulatorConfig {
+            instances: vec![InstanceConfig {
+                id: "i-1".into(),
+                region: "cn-hangzhou".into(),
+                io_optimized: false,
+                status: "Running".into(),
+            }],
+            reboot_seconds: 30.0,
+            ..Default::default()
+        });
+        let seconds = Arc::new(AtomicI64::new(1_700_000_000));
+        let s = seconds.clone();
+        state.set_clock(move || {
+            jiff::Timestamp::from_second(s.load(Ordering::Relaxed)).unwrap_or_default()
+        });
+        (state, seconds)
+    }
+
+    #[test]
+    fn a_slow_reboot_is_starting_until_its_time_is_up_and_refuses_password_changes() {
+        let (state, clock) = state_with_clock();
+        state
+            .modify_vnc_password("cn-hangzhou", "i-1", "Abc123")
+            .unwrap();
+        assert_eq!(state.instance("i-1").unwrap().effective_password, None);
+        let view = state.console_reboot("i-1").unwrap();
+        assert_eq!(view.status, "Starting");
+        assert_eq!(view.effective_password.as_deref(), Some("Abc123"));
+        assert_eq!(view.start_time, "2023-11-14T22:13Z");
+        assert_eq!(
+            state
+                .modify_vnc_password("cn-hangzhou", "i-1", "Abc124")
+                .unwrap_err()
+                .code,
+            "IncorrectInstanceStatus"
+        );
+        assert_eq!(
+            state.reboot(None, "i-1").unwrap_err().code,
+            "IncorrectInstanceStatus"
+        );
+        clock.fetch_add(30, Ordering::Relaxed);
+        assert_eq!(state.instance("i-1").unwrap().status, "Running");
+        assert_eq!(state.instance("i-1").unwrap().reboot_count, 1);
+    }
+
+    #[test]
+    fn released_instances_are_no_such_resource_and_not_described() {
+        let (state, _) = state_with_clock();
+        state.set_status("i-1", "Released").unwrap();
+        assert_eq!(
+            state
+                .modify_vnc_password("cn-hangzhou", "i-1", "Abc123")
+                .unwrap_err()
+                .code,
+            "NoSuchResource"
+        );
+        assert!(state.describe("cn-hangzhou", None).unwrap().is_empty());
+        assert!(state.set_status("i-1", "Exploded").is_err());
+    }
+
+    #[test]
+    fn nonces_are_forgotten_after_the_window() {
+        let (state, _) = state_with_clock();
+        let t0 = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        assert!(state.use_nonce("n1", t0));
+        assert!(!state.use_nonce("n1", t0 + jiff::SignedDuration::from_mins(15)));
+        assert!(state.use_nonce("n2", t0 + jiff::SignedDuration::from_secs(15 * 60 + 1)));
+        assert_eq!(state.remembered_nonces(), 1, "n1 left the window");
+        assert!(state.use_nonce("n1", t0 + jiff::SignedDuration::from_secs(15 * 60 + 1)));
+    }
+
+    #[test]
+    fn made_up_action_names_share_one_count() {
+        let (state, _) = state_with_clock();
+        for i in 0..200 {
+            state.record(CallRecord {
+                time: String::new(),
+                action: format!("Made{i}"),
+                code: "InvalidAction.NotFound".into(),
+                http_status: 404,
+                access_key_id: None,
+                instance_id: None,
+                vnc_password: None,
+            });
+        }
+        assert_eq!(
+            state.counts().len(),
+            MAX_COUNTED_ACTIONS + 1,
+            "named ones and (other)"
+        );
+        assert_eq!(state.calls("(other)"), 200 - MAX_COUNTED_ACTIONS);
+        assert_eq!(state.total_calls(), 200);
     }
 }
