@@ -716,3 +716,375 @@ async fn instances_waiting_for_a_restart_are_described_in_one_batched_call() {
         None
     );
 }
+
+async fn admin(
+    sim: &RunningSimulator,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = http().request(method, format!("{}/_simulator/{path}", sim.url()));
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let r = r.send().await.expect("admin call");
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_admin_api_adds_instances_changes_status_reboots_and_resets_the_log() {
+    use reqwest::Method;
+    let sim = sim().await;
+    let (s, v) = admin(
+        &sim,
+        Method::POST,
+        "instances",
+        Some(
+            serde_json::json!({"id": "i-new0000001", "region": "eu-west-9", "ioOptimized": false}),
+        ),
+    )
+    .await;
+    assert_eq!((s, v["status"].as_str()), (201, Some("Running")), "{v}");
+    // The new instance's region is known from now on.
+    assert_eq!(
+        modify(&sim, "eu-west-9", "i-new0000001", "Abc123").await.0,
+        200
+    );
+    let (_, v) = admin(&sim, Method::GET, "instances/i-new0000001", None).await;
+    assert_eq!(
+        (v["setPassword"].as_str(), v["effectivePassword"].as_str()),
+        (Some("Abc123"), None),
+        "{v}"
+    );
+    let (s, v) = admin(&sim, Method::POST, "instances/i-new0000001/reboot", None).await;
+    assert_eq!(
+        (
+            s,
+            v["effectivePassword"].as_str(),
+            v["rebootCount"].as_u64()
+        ),
+        (200, Some("Abc123"), Some(1)),
+        "{v}"
+    );
+    let (s, _) = admin(
+        &sim,
+        Method::POST,
+        "instances/i-new0000001/status",
+        Some(serde_json::json!({"status": "Released"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, b) = modify(&sim, "eu-west-9", "i-new0000001", "Abc123").await;
+    assert_eq!((s, code(&b).as_str()), (404, "NoSuchResource"));
+    let (s, v) = admin(
+        &sim,
+        Method::POST,
+        "instances/i-new0000001/status",
+        Some(serde_json::json!({"status": "Dancing"})),
+    )
+    .await;
+    assert!(s == 400 && v["error"].is_string(), "{v}");
+    let (s, _) = admin(&sim, Method::GET, "instances/i-nothing", None).await;
+    assert_eq!(s, 404);
+
+    let (_, v) = admin(&sim, Method::GET, "calls", None).await;
+    assert_eq!(v["counts"]["ModifyInstanceVncPasswd"]["Success"], 1, "{v}");
+    assert_eq!(
+        v["counts"]["ModifyInstanceVncPasswd"]["NoSuchResource"], 1,
+        "{v}"
+    );
+    let first = &v["calls"][0];
+    assert_eq!(
+        (
+            first["action"].as_str(),
+            first["code"].as_str(),
+            first["instanceId"].as_str(),
+            first["vncPassword"].as_str()
+        ),
+        (
+            Some("ModifyInstanceVncPasswd"),
+            Some("Success"),
+            Some("i-new0000001"),
+            Some("Abc123")
+        ),
+        "{v}"
+    );
+    assert!(first["time"].is_string());
+    let (s, _) = admin(&sim, Method::DELETE, "calls", None).await;
+    assert_eq!(s, 204);
+    assert_eq!(sim.state().total_calls(), 0);
+    assert!(sim.state().call_log().is_empty());
+
+    // Faults over HTTP: a typo is refused rather than silently ignored.
+    let (s, _) = admin(
+        &sim,
+        Method::PUT,
+        "faults",
+        Some(serde_json::json!({"errorrate": 1.0})),
+    )
+    .await;
+    assert!((400..500).contains(&s), "{s}");
+    let (s, v) = admin(
+        &sim,
+        Method::PUT,
+        "faults",
+        Some(serde_json::json!({"errorRate": 3.0, "latencyMs": 0})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["errorRate"].as_f64()),
+        (200, Some(1.0)),
+        "clamped: {v}"
+    );
+    let (s, v) = admin(
+        &sim,
+        Method::POST,
+        "faults/throttle",
+        Some(serde_json::json!({"count": 1, "action": "DescribeInstances"})),
+    )
+    .await;
+    assert_eq!((s, v["throttleNext"].as_u64()), (200, Some(1)), "{v}");
+}
+
+#[tokio::test]
+async fn a_slow_reboot_passes_through_starting_on_the_simulators_clock() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let sim = sim().await;
+    let offset = Arc::new(AtomicI64::new(0));
+    let o = offset.clone();
+    sim.state().set_clock(move || {
+        jiff::Timestamp::now() + jiff::SignedDuration::from_secs(o.load(Ordering::Relaxed))
+    });
+    sim.state()
+        .set_reboot_duration(std::time::Duration::from_secs(60));
+    assert_eq!(
+        modify(&sim, "cn-hangzhou", "i-nonio0000001", "Slow12")
+            .await
+            .0,
+        200
+    );
+    let mut p = common("RebootInstance", KEY);
+    p.extend([
+        ("RegionId".into(), "cn-hangzhou".into()),
+        ("InstanceId".into(), "i-nonio0000001".into()),
+    ]);
+    assert_eq!(post(&sim, signed("POST", p, SECRET)).await.0, 200);
+    let i = sim.state().instance("i-nonio0000001").unwrap();
+    assert_eq!(
+        (i.status.as_str(), i.effective_password.as_deref()),
+        ("Starting", Some("Slow12"))
+    );
+    // While Starting: no password change, no second reboot.
+    let (s, b) = modify(&sim, "cn-hangzhou", "i-nonio0000001", "Slow34").await;
+    assert_eq!((s, code(&b).as_str()), (403, "IncorrectInstanceStatus"));
+    offset.store(61, Ordering::Relaxed);
+    assert_eq!(
+        sim.state().instance("i-nonio0000001").unwrap().status,
+        "Running"
+    );
+    // The client's clock is now 61 s behind the simulator's: well inside the window.
+    assert_eq!(
+        modify(&sim, "cn-hangzhou", "i-nonio0000001", "Slow34")
+            .await
+            .0,
+        200
+    );
+    // Requests are judged by the simulator's clock: a client whose clock is a minute behind it
+    // still passes; 16 minutes is too far.
+    offset.store(16 * 60, Ordering::Relaxed);
+    let (s, b) = modify(&sim, "cn-hangzhou", "i-io000000001", "Ecs123").await;
+    assert_eq!((s, code(&b).as_str()), (400, "InvalidTimeStamp.Expired"));
+}
+
+#[tokio::test]
+async fn throttling_one_action_leaves_the_others_alone_and_latency_is_added() {
+    let sim = sim().await;
+    sim.state().throttle_next(1, Some("DescribeInstances"));
+    assert_eq!(
+        modify(&sim, "cn-hangzhou", "i-io000000001", "Ecs123")
+            .await
+            .0,
+        200
+    );
+    let describe = || {
+        let mut p = common("DescribeInstances", KEY);
+        p.push(("RegionId".into(), "cn-hangzhou".into()));
+        signed("POST", p, SECRET)
+    };
+    let (s, b) = post(&sim, describe()).await;
+    assert_eq!((s, code(&b).as_str()), (400, "Throttling.User"));
+    assert_eq!(post(&sim, describe()).await.0, 200);
+
+    sim.state().set_faults(FaultConfig {
+        latency_ms: 120,
+        latency_jitter_ms: 30,
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(post(&sim, describe()).await.0, 200);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(120),
+        "at least the fixed latency"
+    );
+
+    // A dropped call is logged under its action.
+    sim.state().set_faults(FaultConfig {
+        drop_rate: 1.0,
+        ..Default::default()
+    });
+    let _ = http()
+        .post(format!("{}/", sim.url()))
+        .body(describe())
+        .send()
+        .await;
+    assert_eq!(
+        sim.state()
+            .calls_with_code("DescribeInstances", "ConnectionDropped"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn answers_have_the_documented_shapes_and_a_fresh_upper_case_request_id() {
+    let sim = sim().await;
+    // JSON error: all five fields.
+    let (s, b) = modify(&sim, "cn-hangzhou", "i-unknown00001", "Ecs123").await;
+    assert_eq!(s, 404);
+    let v: Value = serde_json::from_str(&b).unwrap();
+    for field in ["RequestId", "HostId", "Code", "Message", "Recommend"] {
+        assert!(v[field].is_string(), "{field} in {b}");
+    }
+    assert_eq!(v["Message"], "The specified InstanceId does not exist.");
+    // XML error for a bad signature over GET, with the server's string to sign.
+    let mut p = common("DescribeInstances", KEY);
+    p.retain(|(k, _)| k != "Format");
+    p.push(("RegionId".into(), "cn-hangzhou".into()));
+    let (s, b) = get(&sim, signed("GET", p, "wrong")).await;
+    assert_eq!(s, 400);
+    assert!(
+        b.contains("<Error><RequestId>")
+            && b.contains("<Code>SignatureDoesNotMatch</Code>")
+            && b.contains("server string to sign is:GET&amp;%2F&amp;AccessKeyId%3Dtestid"),
+        "{b}"
+    );
+    // XML success of ModifyInstanceVncPasswd, and RequestIds.
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let mut p = common("ModifyInstanceVncPasswd", KEY);
+        p.retain(|(k, _)| k != "Format");
+        p.extend([
+            ("RegionId".into(), "cn-hangzhou".into()),
+            ("InstanceId".into(), "i-io000000001".into()),
+            ("VncPassword".into(), "Ecs123".into()),
+        ]);
+        let (s, b) = post(&sim, signed("POST", p, SECRET)).await;
+        assert_eq!(s, 200, "{b}");
+        let id = b
+            .split("<RequestId>")
+            .nth(1)
+            .and_then(|r| r.split("</RequestId>").next())
+            .unwrap()
+            .to_string();
+        assert!(
+            b.contains("<ModifyInstanceVncPasswdResponse><RequestId>"),
+            "{b}"
+        );
+        assert!(
+            uuid::Uuid::parse_str(&id).is_ok() && id == id.to_uppercase(),
+            "{id}"
+        );
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 3);
+    // Another API version is refused.
+    let mut p = common("DescribeInstances", KEY);
+    p.retain(|(k, _)| k != "Version");
+    p.extend([
+        ("Version".into(), "2016-03-14".into()),
+        ("RegionId".into(), "cn-hangzhou".into()),
+    ]);
+    let (s, b) = post(&sim, signed("POST", p, SECRET)).await;
+    assert_eq!((s, code(&b).as_str()), (400, "InvalidVersion"));
+}
+
+#[tokio::test]
+async fn describe_instances_filters_by_ids_and_limits_the_page_size() {
+    let sim = sim().await;
+    let describe = |extra: Vec<(&str, &str)>| {
+        let mut p = common("DescribeInstances", KEY);
+        p.push(("RegionId".into(), "cn-hangzhou".into()));
+        p.extend(
+            extra
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        signed("POST", p, SECRET)
+    };
+    let (s, b) = post(
+        &sim,
+        describe(vec![(
+            "InstanceIds",
+            r#"["i-io000000001","i-beijing000001","i-released00001","i-nope"]"#,
+        )]),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(
+        (s, v["TotalCount"].as_u64()),
+        (200, Some(1)),
+        "other regions and released ones are absent: {b}"
+    );
+    assert_eq!(
+        (v["PageNumber"].as_u64(), v["PageSize"].as_u64()),
+        (Some(1), Some(10))
+    );
+    let (s, b) = post(&sim, describe(vec![("PageSize", "100")])).await;
+    assert_eq!(s, 200, "{b}");
+    for bad in [
+        vec![("PageSize", "101")],
+        vec![("PageNumber", "0")],
+        vec![("InstanceIds", "i-io000000001")],
+    ] {
+        let (s, b) = post(&sim, describe(bad)).await;
+        assert_eq!((s, code(&b).as_str()), (400, "InvalidParameter"), "{b}");
+    }
+    let mut p = common("DescribeInstances", KEY);
+    p.push(("RegionId".into(), "xx-nowhere-1".into()));
+    let (s, b) = post(&sim, signed("POST", p, SECRET)).await;
+    assert_eq!((s, code(&b).as_str()), (404, "InvalidRegionId.NotFound"));
+}
+
+#[tokio::test]
+async fn more_garbage_never_crashes_and_is_counted() {
+    let sim = sim().await;
+    let base = sim.url();
+    for url in [
+        format!("{base}/?%FF%FE=1"),
+        format!("{base}/?Action=%"),
+        format!("{base}/?&&="),
+        format!("{base}/?Format=JSON&Action=ModifyInstanceVncPasswd"),
+    ] {
+        let r = http().get(&url).send().await.expect("answered");
+        assert_eq!(r.status().as_u16() / 100, 4, "{url}");
+        assert!(r.text().await.unwrap().contains("Code"), "{url}");
+    }
+    let r = http()
+        .put(format!("{base}/"))
+        .body("Action=DescribeInstances")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(sim.state().calls("(unparsable)") >= 1);
+    assert_eq!(
+        modify(&sim, "cn-hangzhou", "i-io000000001", "Ecs123")
+            .await
+            .0,
+        200
+    );
+}
