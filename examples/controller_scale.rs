@@ -18,8 +18,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use ecs_vnc_controller::api::{VncPassword, condition, reason};
-use ecs_vnc_controller::cli::EcsArgs;
+use ecs_vnc_controller::api::{Reason, VncPassword, condition};
 use ecs_vnc_controller::controller::{Environment, RunArgs, run_with};
 use ecs_vnc_controller::ecs::Credentials;
 use ecs_vnc_controller::secret::SecretString;
@@ -129,22 +128,17 @@ async fn main() {
         })
         .await;
 
-    let args = RunArgs {
-        ecs: EcsArgs {
-            ecs_endpoint: Some(sim.url()),
-            ecs_qps: qps,
-            ecs_burst: qps.max(1.0) as u32,
-            ecs_max_retries: 2,
-            ecs_connect_timeout: 5.0,
-            ecs_timeout: 20.0,
-        },
-        default_credentials_namespaces: NS.parse().expect("ns"),
-        namespace: None,
-        metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        log_format: Default::default(),
-        reboot_poll_interval: 5.0,
-        concurrency: 16,
-    };
+    let args = RunArgs::from_flags([
+        format!("--ecs-endpoint={}", sim.url()),
+        format!("--ecs-qps={qps}"),
+        format!("--ecs-burst={}", qps.max(1.0) as u32),
+        "--ecs-max-retries=2".to_string(),
+        format!("--default-credentials-namespaces={NS}"),
+        "--metrics-addr=127.0.0.1:0".to_string(),
+        "--reboot-poll-interval=5".to_string(),
+        "--concurrency=16".to_string(),
+    ])
+    .expect("run flags");
     let env = Environment {
         client: client.clone(),
         default_credentials: Some(Credentials::new(
@@ -153,6 +147,7 @@ async fn main() {
             None,
         )),
         controller_namespace: "ecs-vnc-system".into(),
+        clock: ecs_vnc_controller::controller::context::system_clock(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
@@ -164,7 +159,7 @@ async fn main() {
         o.status
             .as_ref()
             .and_then(|s| s.condition(condition::READY))
-            .is_some_and(|c| c.status == "True" || c.reason == reason::REBOOT_REQUIRED)
+            .is_some_and(|c| c.status == "True" || c.reason == Reason::RebootRequired.as_str())
     };
     let ready = |o: &VncPassword| {
         o.status

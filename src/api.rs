@@ -24,30 +24,127 @@ pub mod condition {
     pub const RECONCILING: &str = "Reconciling";
 }
 
-/// Condition reasons (CamelCase, stable: alerts and tooling match on them).
-pub mod reason {
-    pub const APPLIED: &str = "Applied";
-    pub const REBOOT_REQUIRED: &str = "RebootRequired";
-    pub const REBOOT_REQUESTED: &str = "RebootRequested";
-    pub const RESTARTED: &str = "Restarted";
-    pub const IO_OPTIMIZED: &str = "IoOptimized";
-    pub const PAUSED: &str = "Paused";
-    pub const WAITING_FOR_RESTART: &str = "WaitingForRestart";
-    pub const INCORRECT_INSTANCE_STATUS: &str = "IncorrectInstanceStatus";
-    pub const THROTTLED: &str = "Throttled";
-    pub const ECS_UNAVAILABLE: &str = "EcsUnavailable";
-    pub const AS_EXPECTED: &str = "AsExpected";
+/// Why a condition is what it is. Serialized as CamelCase words that alerts, Argo CD and other
+/// tooling match on: never rename a variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Applied,
+    RebootRequired,
+    RebootRequested,
+    /// RebootInstance was asked for and no restart was seen within `--reboot-timeout`.
+    RebootNotObserved,
+    Restarted,
+    IoOptimized,
+    Paused,
+    WaitingForRestart,
+    IncorrectInstanceStatus,
+    /// Another operation on the instance is in progress (`OperationConflict` and its spellings).
+    OperationConflict,
+    Throttled,
+    EcsUnavailable,
+    /// An ECS refusal the controller does not know; retried slowly, the code is in the message.
+    UnknownEcsError,
+    AsExpected,
     // Stalled reasons.
-    pub const INVALID_PASSWORD: &str = "InvalidPassword";
-    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
-    pub const SECRET_KEY_NOT_FOUND: &str = "SecretKeyNotFound";
-    pub const INSTANCE_NOT_FOUND: &str = "InstanceNotFound";
-    pub const REGION_NOT_FOUND: &str = "RegionNotFound";
-    pub const CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
-    pub const CREDENTIALS_NOT_ALLOWED: &str = "CredentialsNotAllowed";
-    pub const AUTH_FAILED: &str = "AuthFailed";
-    /// Any other refusal ECS will repeat until something changes (the code is in the message).
-    pub const ECS_REJECTED: &str = "EcsRejected";
+    InvalidPassword,
+    SecretNotFound,
+    SecretKeyNotFound,
+    InstanceNotFound,
+    RegionNotFound,
+    CredentialsNotFound,
+    CredentialsNotAllowed,
+    AuthFailed,
+    /// ModifyInstanceVncPasswd succeeded but DescribeInstances returns nothing for the instance:
+    /// ECS answers an empty list, not an error, to an identity without `ecs:DescribeInstances`.
+    DescribeNotAllowed,
+    /// A refusal ECS will repeat until the input changes (the code is in the message).
+    EcsRejected,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 24] = [
+        Reason::Applied,
+        Reason::RebootRequired,
+        Reason::RebootRequested,
+        Reason::RebootNotObserved,
+        Reason::Restarted,
+        Reason::IoOptimized,
+        Reason::Paused,
+        Reason::WaitingForRestart,
+        Reason::IncorrectInstanceStatus,
+        Reason::OperationConflict,
+        Reason::Throttled,
+        Reason::EcsUnavailable,
+        Reason::UnknownEcsError,
+        Reason::AsExpected,
+        Reason::InvalidPassword,
+        Reason::SecretNotFound,
+        Reason::SecretKeyNotFound,
+        Reason::InstanceNotFound,
+        Reason::RegionNotFound,
+        Reason::CredentialsNotFound,
+        Reason::CredentialsNotAllowed,
+        Reason::AuthFailed,
+        Reason::DescribeNotAllowed,
+        Reason::EcsRejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Applied => "Applied",
+            Reason::RebootRequired => "RebootRequired",
+            Reason::RebootRequested => "RebootRequested",
+            Reason::RebootNotObserved => "RebootNotObserved",
+            Reason::Restarted => "Restarted",
+            Reason::IoOptimized => "IoOptimized",
+            Reason::Paused => "Paused",
+            Reason::WaitingForRestart => "WaitingForRestart",
+            Reason::IncorrectInstanceStatus => "IncorrectInstanceStatus",
+            Reason::OperationConflict => "OperationConflict",
+            Reason::Throttled => "Throttled",
+            Reason::EcsUnavailable => "EcsUnavailable",
+            Reason::UnknownEcsError => "UnknownEcsError",
+            Reason::AsExpected => "AsExpected",
+            Reason::InvalidPassword => "InvalidPassword",
+            Reason::SecretNotFound => "SecretNotFound",
+            Reason::SecretKeyNotFound => "SecretKeyNotFound",
+            Reason::InstanceNotFound => "InstanceNotFound",
+            Reason::RegionNotFound => "RegionNotFound",
+            Reason::CredentialsNotFound => "CredentialsNotFound",
+            Reason::CredentialsNotAllowed => "CredentialsNotAllowed",
+            Reason::AuthFailed => "AuthFailed",
+            Reason::DescribeNotAllowed => "DescribeNotAllowed",
+            Reason::EcsRejected => "EcsRejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// Stalls that something outside Kubernetes can end (an instance created, a region enabled, a
+    /// RAM permission granted): ECS is asked again every `--stall-recheck-interval`.
+    pub fn fixable_outside_kubernetes(self) -> bool {
+        matches!(
+            self,
+            Reason::InstanceNotFound
+                | Reason::RegionNotFound
+                | Reason::AuthFailed
+                | Reason::DescribeNotAllowed
+        )
+    }
+}
+
+impl From<Reason> for String {
+    fn from(reason: Reason) -> String {
+        reason.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Makes an ECS instance's VNC password equal to the one in a Secret of the same namespace.
@@ -146,12 +243,17 @@ pub struct VncPasswordStatus {
     /// `Ready`, `Applied`, `RebootRequired`, `Stalled`, `Reconciling`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// Whether the instance is I/O-optimized (the password is then live at once).
+    /// Whether the instance named by `describedInstance` is I/O-optimized (the password is then
+    /// live at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_optimized: Option<bool>,
-    /// The instance's status at the last look (`Running`, `Stopped`, ...).
+    /// That instance's status at the last look (`Running`, `Stopped`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_status: Option<String>,
+    /// `<regionId>/<instanceId>` that `ioOptimized` and `instanceStatus` describe: facts about
+    /// another instance are never used for this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub described_instance: Option<String>,
     /// When ECS last accepted the password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_time: Option<String>,
@@ -159,18 +261,55 @@ pub struct VncPasswordStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request_id: Option<String>,
     /// Keyed HMAC of what was applied (instance and password), so that an unchanged password is not
-    /// sent again. Never the password, never a plain hash of it.
+    /// sent again. `hmac-sha256:<key id>:<mac>`: never the password, never a plain hash of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_password_fingerprint: Option<String>,
+    /// `<regionId>/<instanceId>` the password was applied to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_instance: Option<String>,
+    /// The password Secret as it was when its password was applied: an unchanged Secret needs no
+    /// ECS call, even when the fingerprint key was lost and the fingerprint must be made anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_secret: Option<AppliedSecret>,
     /// The instance's `StartTime` seen right after the apply: a later change means a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time_at_apply: Option<String>,
-    /// When the controller called RebootInstance for the current password (`rebootPolicy: Automatic`).
+    /// A status other than `Running` (Stopping, Starting, Stopped) was seen after the apply: the
+    /// next `Running` is a restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub left_running_after_apply: bool,
+    /// When a restart after the apply was seen: the password is in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_observed_time: Option<String>,
+    /// The controller's intent to call RebootInstance (`rebootPolicy: Automatic`), written before
+    /// the call with the object's resourceVersion as precondition. Never followed by a second call
+    /// for the same applied password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot_requested_time: Option<String>,
+    /// The `appliedPasswordFingerprint` that reboot was for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_requested_for: Option<String>,
     /// The last `ecsvnc.io/reconcile-requested-at` value acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// Hash of the inputs (object uid and generation, Secret versions, force token) ECS refused
+    /// with a stall: no call for the same inputs, across restarts. Never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_inputs: Option<String>,
+    /// When ECS was last asked about a stall that something outside Kubernetes can fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_checked_time: Option<String>,
+}
+
+/// A Secret's identity: a changed resourceVersion or a recreated Secret (new uid) may hold a new
+/// password.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedSecret {
+    pub name: String,
+    pub key: String,
+    pub uid: String,
+    pub resource_version: String,
 }
 
 impl VncPasswordStatus {

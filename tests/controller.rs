@@ -19,7 +19,8 @@ use support::{TestNamespace, eventually};
 
 const AK: &str = "LTAI5tTestKeyId";
 const AK_SECRET: &str = "TestKeySecretValue0123456789";
-const WAIT: Duration = Duration::from_secs(30);
+/// Generous: an Automatic reboot waits for a later minute than the apply (up to 60 s).
+const WAIT: Duration = Duration::from_secs(90);
 
 /// Everything the controllers log in this test binary, to check that no secret reaches a log.
 fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
@@ -58,6 +59,9 @@ struct Case {
     ns: TestNamespace,
     sim: Sim,
     controller: Option<RunningController>,
+    /// More `run` flags for the controller.
+    flags: Vec<String>,
+    clock: Option<ecs_vnc_controller::controller::context::Clock>,
 }
 
 impl Case {
@@ -84,6 +88,8 @@ impl Case {
             ns,
             sim,
             controller: None,
+            flags: Vec::new(),
+            clock: None,
         };
         case.start_controller(allow_default).await;
         case
@@ -93,14 +99,15 @@ impl Case {
         self.controller = Some(
             start_controller(ControllerOptions {
                 namespace: Some(self.ns.name.clone()),
-                ecs_endpoint: self.sim.url(),
                 default_credentials: Some(credentials(AK, AK_SECRET, None)),
                 default_credentials_namespaces: if allow_default {
                     self.ns.name.clone()
                 } else {
                     String::new()
                 },
-                client: self.client.clone(),
+                flags: self.flags.clone(),
+                clock: self.clock.clone(),
+                ..ControllerOptions::new(self.client.clone(), self.sim.url())
             })
             .await,
         );
@@ -678,5 +685,349 @@ async fn paused_objects_make_no_ecs_calls_and_say_so_and_reconcile_requests_reap
     annotate(json!({"ecsvnc.io/paused": null})).await;
     case.wait("web", "Ready", "True", None).await;
     assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 3);
+    case.finish().await;
+}
+
+// --- Safe side effects: one test per finding, each failing on the controller before the planner ---
+
+/// The controller's and the simulator's clock: the system's plus an offset the test moves.
+#[derive(Clone, Default)]
+struct SharedClock(Arc<std::sync::atomic::AtomicI64>);
+
+impl SharedClock {
+    fn now(&self) -> jiff::Timestamp {
+        let offset = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        jiff::Timestamp::now() + jiff::SignedDuration::from_secs(offset)
+    }
+    fn advance(&self, seconds: i64) {
+        self.0
+            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn clock(&self) -> ecs_vnc_controller::controller::context::Clock {
+        let me = self.clone();
+        Arc::new(move || me.now())
+    }
+}
+
+async fn status_of(case: &Case, name: &str) -> ecs_vnc_controller::api::VncPasswordStatus {
+    support::controller::status(&case.client, case.ns(), name)
+        .await
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_recreated_object_with_a_corrected_instance_is_applied_after_a_stall() {
+    let case = Case::new("recreate", &[("i-recreate00001", true)]).await;
+    case.secret("web-vnc", "Ecs123").await;
+    case.vncpw("web", "i-wrongid000001", json!({})).await;
+    case.wait("web", "Stalled", "True", Some("InstanceNotFound"))
+        .await;
+    let api: Api<VncPassword> = Api::namespaced(case.client.clone(), case.ns());
+    api.delete("web", &Default::default())
+        .await
+        .expect("delete");
+    eventually("the object to be gone", WAIT, || async {
+        api.get_opt("web")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Same name, generation 1 again, same Secret: only the instance differs.
+    case.vncpw("web", "i-recreate00001", json!({})).await;
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    assert_eq!(
+        case.sim.set_password("i-recreate00001").as_deref(),
+        Some("Ecs123")
+    );
+    case.finish().await;
+}
+
+#[tokio::test]
+async fn a_stall_survives_a_controller_restart_without_another_ecs_call() {
+    let mut case = Case::new("stallmemo", &[]).await;
+    case.secret("web-vnc", "Ecs123").await;
+    case.vncpw("web", "i-nowhere000001", json!({})).await;
+    case.wait("web", "Stalled", "True", Some("InstanceNotFound"))
+        .await;
+    let calls = case.sim.total_calls();
+    assert_eq!(calls, 1);
+    case.stop_controller().await;
+    case.start_controller(true).await;
+    // The new controller lists the object and reconciles it: the stall is in its status.
+    eventually("the restarted controller to be ready", WAIT, || async {
+        let addr = case.controller.as_ref()?.metrics_addr;
+        let r = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
+        (r.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(case.sim.total_calls(), calls);
+    case.finish().await;
+}
+
+#[tokio::test]
+async fn facts_of_the_old_instance_are_never_used_after_an_instance_change() {
+    let case = Case::new(
+        "swap",
+        &[("i-swapio0000001", true), ("i-swapslow00001", false)],
+    )
+    .await;
+    case.secret("web-vnc", "Ecs123").await;
+    case.vncpw("web", "i-swapio0000001", json!({})).await;
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    // DescribeInstances is throttled right after the apply to the new instance.
+    case.sim
+        .fail_next("DescribeInstances", "Throttling.User", 400, 2);
+    case.vncpw("web", "i-swapslow00001", json!({})).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = status_of(&case, "web").await;
+        let generation2 = s.observed_generation == Some(2);
+        if generation2 {
+            assert!(
+                !s.is_true("Ready"),
+                "Ready on facts about another instance: {:?}",
+                s.conditions
+            );
+        }
+        if generation2 && s.is_true("RebootRequired") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never RebootRequired: {:?}",
+            s.conditions
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    case.finish().await;
+}
+
+#[tokio::test]
+async fn losing_the_fingerprint_key_calls_ecs_for_nothing_that_is_unchanged() {
+    let mut case = Case::new(
+        "keyloss",
+        &[("i-keyio00000001", true), ("i-keyauto000001", false)],
+    )
+    .await;
+    // This test's controller keeps its key in the test namespace, not the shared one.
+    let own = case.ns().to_string();
+    case.stop_controller().await;
+    let start = |case: &mut Case| {
+        let own = own.clone();
+        let options = ControllerOptions {
+            namespace: Some(case.ns.name.clone()),
+            default_credentials: Some(credentials(AK, AK_SECRET, None)),
+            default_credentials_namespaces: case.ns.name.clone(),
+            controller_namespace: Some(own),
+            ..ControllerOptions::new(case.client.clone(), case.sim.url())
+        };
+        start_controller(options)
+    };
+    case.controller = Some(start(&mut case).await);
+    case.secret("a-vnc", "Ecs123").await;
+    case.secret("b-vnc", "Ecs456").await;
+    case.vncpw("a", "i-keyio00000001", json!({})).await;
+    case.vncpw("b", "i-keyauto000001", json!({"rebootPolicy": "Automatic"}))
+        .await;
+    case.wait("a", "Ready", "True", None).await;
+    case.wait("b", "Ready", "True", None).await;
+    assert_eq!(case.sim.successes("RebootInstance"), 1);
+    let before = status_of(&case, "a").await.applied_password_fingerprint;
+    let writes = |sim: &Sim| sim.calls("ModifyInstanceVncPasswd") + sim.calls("RebootInstance");
+    let calls = writes(&case.sim);
+    case.stop_controller().await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(case.client.clone(), &own);
+    secrets
+        .delete(
+            ecs_vnc_controller::controller::fingerprint::KEY_SECRET_NAME,
+            &Default::default(),
+        )
+        .await
+        .expect("delete the key Secret");
+    case.controller = Some(start(&mut case).await);
+    // Both objects are re-recorded under the new key.
+    eventually("fingerprints under the new key", WAIT, || async {
+        let a = status_of(&case, "a").await.applied_password_fingerprint;
+        (a.is_some() && a != before).then_some(())
+    })
+    .await;
+    case.wait("b", "Ready", "True", None).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(writes(&case.sim), calls, "ECS writes after a key change");
+    assert!(status_of(&case, "a").await.is_true("Ready"));
+    case.finish().await;
+}
+
+#[tokio::test]
+async fn a_same_minute_start_is_never_mistaken_and_the_automatic_reboot_is_seen() {
+    let clock = SharedClock::default();
+    // Put the shared clock at second 5 of a minute.
+    let s = jiff::Timestamp::now().as_second();
+    clock.advance(60 - s.rem_euclid(60) + 5);
+    let mut case = Case::new("sameminute", &[]).await;
+    case.sim.state().set_clock({
+        let c = clock.clone();
+        move || c.now()
+    });
+    case.sim.add_instance("i-sameminute001", false);
+    // The instance (re)started a moment ago: StartTime is this minute.
+    case.sim.console_reboot("i-sameminute001");
+    case.stop_controller().await;
+    case.clock = Some(clock.clock());
+    case.start_controller(true).await;
+    case.secret("web-vnc", "Ecs123").await;
+    case.vncpw(
+        "web",
+        "i-sameminute001",
+        json!({"rebootPolicy": "Automatic"}),
+    )
+    .await;
+    // Applied within the instance's start minute: the reboot waits for a later minute.
+    let status = case
+        .wait("web", "RebootRequired", "True", Some("RebootRequired"))
+        .await;
+    let message = status
+        .condition("RebootRequired")
+        .map(|c| c.message.clone());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("will be called after")),
+        "{message:?}"
+    );
+    assert_eq!(case.sim.calls("RebootInstance"), 0);
+    clock.advance(60);
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    assert_eq!(case.sim.successes("RebootInstance"), 1);
+    assert_eq!(
+        case.sim.effective_password("i-sameminute001").as_deref(),
+        Some("Ecs123")
+    );
+    case.finish().await;
+}
+
+#[tokio::test]
+async fn a_credentials_secret_briefly_missing_leaves_applied_and_ready_alone() {
+    let case = Case::new("credgap", &[("i-credgap000001", true)]).await;
+    put_secret(
+        &case.client,
+        case.ns(),
+        "creds",
+        &[("accessKeyId", AK), ("accessKeySecret", AK_SECRET)],
+    )
+    .await;
+    case.secret("web-vnc", "Ecs123").await;
+    case.vncpw(
+        "web",
+        "i-credgap000001",
+        json!({"credentialsSecretRef": {"name": "creds"}}),
+    )
+    .await;
+    case.wait("web", "Ready", "True", None).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(case.client.clone(), case.ns());
+    secrets
+        .delete("creds", &Default::default())
+        .await
+        .expect("delete");
+    // Watch the status through the gap: the watch event reaches the controller at once.
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        let s = status_of(&case, "web").await;
+        assert!(
+            s.is_true("Ready") && s.is_true("Applied"),
+            "{:?}",
+            s.conditions
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    put_secret(
+        &case.client,
+        case.ns(),
+        "creds",
+        &[("accessKeyId", AK), ("accessKeySecret", AK_SECRET)],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(status_of(&case, "web").await.is_true("Ready"));
+    assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 1);
+    case.finish().await;
+}
+
+#[tokio::test]
+async fn an_operation_conflict_is_retried_and_ends_ready_with_nobody_acting() {
+    let case = Case::new("conflict", &[("i-conflict00001", true)]).await;
+    case.sim
+        .fail_next("ModifyInstanceVncPasswd", "OperationConflict", 409, 1);
+    case.secret("web-vnc", "Ecs123").await;
+    case.vncpw("web", "i-conflict00001", json!({})).await;
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    assert_eq!(
+        case.sim
+            .calls_with_code("ModifyInstanceVncPasswd", "OperationConflict"),
+        1
+    );
+    case.finish().await;
+}
+
+#[tokio::test]
+async fn credentials_that_may_not_describe_say_describe_not_allowed() {
+    let case = Case::new("nodescribe", &[("i-nodescribe001", false)]).await;
+    case.sim
+        .with_faults(|f| f.describe_denied_keys = vec![AK.to_string()]);
+    case.secret("web-vnc", "Ecs123").await;
+    case.vncpw("web", "i-nodescribe001", json!({})).await;
+    let status = case
+        .wait("web", "Stalled", "True", Some("DescribeNotAllowed"))
+        .await;
+    let stalled = status.condition("Stalled").expect("Stalled");
+    assert!(
+        stalled.message.contains("ecs:DescribeInstances"),
+        "{}",
+        stalled.message
+    );
+    assert!(status.is_true("Applied"));
+    case.finish().await;
+}
+
+#[tokio::test]
+async fn a_stall_fixable_outside_kubernetes_is_checked_again() {
+    let mut case = Case::new("recheck", &[]).await;
+    case.stop_controller().await;
+    case.flags = vec!["--stall-recheck-interval=2".into()];
+    case.start_controller(true).await;
+    case.secret("web-vnc", "Ecs123").await;
+    case.vncpw("web", "i-latecomer0001", json!({})).await;
+    case.wait("web", "Stalled", "True", Some("InstanceNotFound"))
+        .await;
+    // The instance is created a little later, outside Kubernetes.
+    case.sim.add_instance("i-latecomer0001", true);
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    case.finish().await;
+}
+
+#[tokio::test]
+async fn an_unknown_ecs_refusal_is_retried_slowly_not_stalled() {
+    let case = Case::new("unknown", &[("i-unknown000001", true)]).await;
+    case.sim
+        .fail_next("ModifyInstanceVncPasswd", "Brand.NewRefusal", 400, 1);
+    case.secret("web-vnc", "Ecs123").await;
+    case.vncpw("web", "i-unknown000001", json!({})).await;
+    let status = case
+        .wait("web", "Reconciling", "True", Some("UnknownEcsError"))
+        .await;
+    assert!(!status.is_true("Stalled"));
+    let message = status.condition("Ready").map(|c| c.message.clone());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("Brand.NewRefusal")),
+        "{message:?}"
+    );
     case.finish().await;
 }

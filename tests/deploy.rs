@@ -91,14 +91,7 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
 
     // The controller as deployed: all namespaces, its own namespace, nothing but its RBAC.
     let as_sa = support::service_account_client("ecs-vnc-system", "ecs-vnc-controller").await;
-    let controller = start_controller(ControllerOptions {
-        namespace: None,
-        ecs_endpoint: sim.url(),
-        default_credentials: None,
-        default_credentials_namespaces: String::new(),
-        client: as_sa,
-    })
-    .await;
+    let controller = start_controller(ControllerOptions::new(as_sa, sim.url())).await;
     put_vncpassword(
         &admin,
         &ns.name,
@@ -118,7 +111,8 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
         "Ready",
         "True",
         None,
-        Duration::from_secs(60),
+        // An Automatic reboot waits for a later minute than the apply.
+        Duration::from_secs(120),
     )
     .await;
     assert_eq!(sim.calls("RebootInstance"), 1);

@@ -1,25 +1,37 @@
-//! What every reconcile shares: clients, the fingerprint key, settings, metrics, backoff state.
+//! What every reconcile shares: clients, the fingerprint key, settings, metrics, and two small
+//! per-object caches (backoff counts, the resourceVersion of the controller's own last status
+//! write). Neither is the truth: both are pruned when objects go away, and a restart that forgets
+//! them loses nothing (the truth is in the status).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::events::Recorder;
 
-use crate::controller::decide::Failure;
 use crate::controller::fingerprint::FingerprintKey;
 use crate::controller::instances::InstanceCache;
+use crate::controller::plan::PlanSettings;
 use crate::controller::tenancy::AllowedNamespaces;
 use crate::ecs::{Credentials, EcsClient};
 use crate::metrics::Metrics;
 
-#[derive(Debug, Clone)]
+/// The controller's clock; tests share one with the simulator.
+pub type Clock = Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(jiff::Timestamp::now)
+}
+
+#[derive(Clone)]
 pub struct Settings {
     pub allowed_default_credentials: AllowedNamespaces,
     /// The controller's own credentials (environment), for allowed namespaces.
     pub default_credentials: Option<Credentials>,
-    /// How often an instance that must restart is described again.
-    pub reboot_poll_interval: Duration,
+    pub plan: PlanSettings,
+    /// Each reconcile is abandoned after this long (below the Pod's termination grace period).
+    pub reconcile_timeout: Duration,
+    pub clock: Clock,
 }
 
 pub struct Context {
@@ -30,68 +42,98 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// Consecutive transient failures per object (namespace, name), for backoff; cleared on success.
-    pub failures: Mutex<HashMap<(String, String), u32>>,
-    /// Objects ECS stalled, with the inputs (generation, Secret versions, force token) it refused.
-    pub stalls: Mutex<HashMap<(String, String), Stall>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Stall {
-    inputs: String,
-    failure: Failure,
-    applied: bool,
+    /// Consecutive failures per object uid, for backoff; cleared on success.
+    failures: Mutex<HashMap<String, u32>>,
+    /// resourceVersion of the controller's last status write per object uid.
+    written: Mutex<HashMap<String, u64>>,
 }
 
 impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: kube::Client,
+        ecs: EcsClient,
+        instances: InstanceCache,
+        key: FingerprintKey,
+        settings: Settings,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client,
+            ecs,
+            instances,
+            key,
+            settings,
+            recorder,
+            metrics,
+            failures: Default::default(),
+            written: Default::default(),
+        }
+    }
+
+    pub fn now(&self) -> jiff::Timestamp {
+        (self.settings.clock)()
+    }
+
     /// Records one more failure for the object and returns the count.
-    pub fn failed(&self, key: &(String, String)) -> u32 {
+    pub fn failed(&self, uid: &str) -> u32 {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = failures.entry(key.clone()).or_insert(0);
+        let n = failures.entry(uid.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         *n
     }
 
-    /// The failure ECS gave for exactly these inputs, if it stalled the object.
-    pub fn stalled_on(&self, key: &(String, String), inputs: &str) -> Option<(Failure, bool)> {
-        let stalls = self.stalls.lock().unwrap_or_else(|p| p.into_inner());
-        stalls
-            .get(key)
-            .filter(|s| s.inputs == inputs)
-            .map(|s| (s.failure.clone(), s.applied))
-    }
-
-    pub fn remember_stall(
-        &self,
-        key: &(String, String),
-        inputs: &str,
-        failure: &Failure,
-        applied: bool,
-    ) {
-        self.stalls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                key.clone(),
-                Stall {
-                    inputs: inputs.to_string(),
-                    failure: failure.clone(),
-                    applied,
-                },
-            );
-    }
-
-    pub fn forget_stall(&self, key: &(String, String)) {
-        self.stalls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
-    }
-
-    pub fn succeeded(&self, key: &(String, String)) {
+    pub fn succeeded(&self, uid: &str) {
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+            .remove(uid);
+    }
+
+    /// Remembers the resourceVersion the API server gave the controller's own status write.
+    pub fn wrote(&self, uid: &str, resource_version: Option<&str>) {
+        if let Some(rv) = resource_version.and_then(|v| v.parse::<u64>().ok()) {
+            let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = written.entry(uid.to_string()).or_insert(rv);
+            *entry = (*entry).max(rv);
+        }
+    }
+
+    /// Whether an object with this resourceVersion is older than the controller's own last write
+    /// for it. resourceVersions are etcd revisions on every API server this targets; one that is
+    /// not a number is never taken as older.
+    pub fn is_behind(&self, uid: &str, resource_version: Option<&str>) -> bool {
+        let Some(rv) = resource_version.and_then(|v| v.parse::<u64>().ok()) else {
+            return false;
+        };
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(uid)
+            .is_some_and(|w| rv < *w)
+    }
+
+    /// Forgets every object that no longer exists.
+    pub fn retain_objects(&self, live: &HashSet<String>) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|uid, _| live.contains(uid));
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|uid, _| live.contains(uid));
+    }
+
+    /// (failure entries, written entries), for tests of bounded memory.
+    pub fn remembered(&self) -> (usize, usize) {
+        (
+            self.failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len(),
+            self.written.lock().unwrap_or_else(|p| p.into_inner()).len(),
+        )
     }
 }

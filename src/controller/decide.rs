@@ -1,34 +1,62 @@
-//! Pure reconcile decisions: what an ECS error means for the object, whether a restart happened
-//! after the apply, which conditions describe a phase, and how long to back off.
+//! Pure decisions shared by the planner and the executor: what an ECS error means for the object,
+//! whether a restart happened after the apply, which conditions describe a phase, and how long to
+//! back off.
 
 use std::time::Duration;
 
-use crate::api::{condition, reason};
+use crate::api::{Reason, condition};
 use crate::controller::conditions::Desired;
 use crate::ecs::{EcsError, ErrorClass};
 
-/// A failure that stops progress: either only a person can fix it, or it will pass.
+/// How fast a retried failure comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// 5 s doubling to 5 min.
+    Normal,
+    /// ECS's per-API limit: 15 s doubling to 5 min.
+    Throttled,
+    /// An ECS refusal the controller does not know: 5 min doubling to 1 h.
+    Slow,
+}
+
+/// A failure that stops progress: either only a change can fix it, or it will pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    /// No ECS retries until the VncPassword or a Secret it references changes.
-    Stalled {
-        reason: &'static str,
-        message: String,
-    },
+    /// No ECS call for the same inputs until something changes (see `Reason::fixable_outside_kubernetes`
+    /// for the stalls that are checked again now and then).
+    Stalled { reason: Reason, message: String },
     /// Retried with per-object backoff.
     Retry {
-        reason: &'static str,
+        reason: Reason,
         message: String,
-        throttled: bool,
+        pace: Pace,
     },
 }
 
 impl Failure {
-    pub fn stalled(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn stalled(reason: Reason, message: impl Into<String>) -> Self {
         Self::Stalled {
             reason,
             message: message.into(),
         }
+    }
+
+    pub fn retry(reason: Reason, message: impl Into<String>, pace: Pace) -> Self {
+        Self::Retry {
+            reason,
+            message: message.into(),
+            pace,
+        }
+    }
+
+    pub fn reason(&self) -> Reason {
+        match self {
+            Self::Stalled { reason, .. } | Self::Retry { reason, .. } => *reason,
+        }
+    }
+
+    pub fn is_stalled(&self) -> bool {
+        matches!(self, Self::Stalled { .. })
     }
 }
 
@@ -36,44 +64,87 @@ impl Failure {
 ///
 /// Messages are stable for a given cause (no RequestId, nonce or timestamp in them): a condition
 /// message that changed on every attempt would rewrite the status, and every status write wakes the
-/// controller again, turning a backoff into a retry storm. RequestIds go to Events instead.
+/// controller again, turning a backoff into a retry storm. RequestIds go to Events and logs instead.
 pub fn failure_from_ecs(error: &EcsError, region: &str, instance_id: &str) -> Failure {
-    match (error.code(), error.class()) {
+    let code = error.code();
+    match (code, error.class()) {
         (Some("InvalidInstanceId.NotFound" | "NoSuchResource"), _) => Failure::stalled(
-            reason::INSTANCE_NOT_FOUND,
-            format!("ECS has no instance {instance_id} in region {region}: check spec.instanceId and spec.regionId, and that the credentials belong to the instance's account"),
+            Reason::InstanceNotFound,
+            format!(
+                "ECS has no instance {instance_id} in region {region}: check spec.instanceId and spec.regionId, and that the credentials belong to the instance's account"
+            ),
         ),
         (Some("InvalidRegionId.NotFound"), _) => Failure::stalled(
-            reason::REGION_NOT_FOUND,
-            format!("ECS does not know region {region}: set spec.regionId to the instance's region, e.g. cn-hangzhou"),
+            Reason::RegionNotFound,
+            format!(
+                "ECS does not know region {region}: set spec.regionId to the instance's region, e.g. cn-hangzhou"
+            ),
         ),
         (Some("IncorrectVncPassword.Malformed"), _) => Failure::stalled(
-            reason::INVALID_PASSWORD,
+            Reason::InvalidPassword,
             "ECS refused the password as malformed: it must be exactly 6 characters from A-Z, a-z and 0-9; update the Secret",
         ),
         (Some(code), ErrorClass::Credentials) => Failure::stalled(
-            reason::AUTH_FAILED,
-            format!("ECS refused the credentials with {code}: {}", credentials_hint(code)),
+            Reason::AuthFailed,
+            format!(
+                "ECS refused the credentials with {code}: {}",
+                credentials_hint(code)
+            ),
         ),
         (_, ErrorClass::Terminal) => Failure::stalled(
-            reason::ECS_REJECTED,
-            format!("ECS rejected the request: {}; check the spec and the controller's --ecs-endpoint", summary(error)),
+            Reason::EcsRejected,
+            format!(
+                "ECS rejected the request: {}; check the spec and the controller's --ecs-endpoint",
+                summary(error)
+            ),
         ),
-        (Some("IncorrectInstanceStatus" | "InstanceNotReady"), _) => Failure::Retry {
-            reason: reason::INCORRECT_INSTANCE_STATUS,
-            message: format!("instance {instance_id} is in a state that refuses the change (IncorrectInstanceStatus); retrying with backoff"),
-            throttled: false,
-        },
-        (_, ErrorClass::Throttled) => Failure::Retry {
-            reason: reason::THROTTLED,
-            message: "ECS throttled the call (the account's per-API limit is shared with the console and other tools); retrying with backoff".to_string(),
-            throttled: true,
-        },
-        _ => Failure::Retry {
-            reason: reason::ECS_UNAVAILABLE,
-            message: format!("{}; retrying with backoff", summary(error)),
-            throttled: false,
-        },
+        (Some(c), ErrorClass::Transient)
+            if c.starts_with("IncorrectInstanceStatus") || c == "InstanceNotReady" =>
+        {
+            Failure::retry(
+                Reason::IncorrectInstanceStatus,
+                format!(
+                    "instance {instance_id} is in a state that refuses the change ({c}); retrying with backoff"
+                ),
+                Pace::Normal,
+            )
+        }
+        (Some(c), ErrorClass::Transient) if c.contains("Conflict") => Failure::retry(
+            Reason::OperationConflict,
+            format!(
+                "another operation on instance {instance_id} is in progress ({c}); retrying with backoff"
+            ),
+            Pace::Normal,
+        ),
+        (_, ErrorClass::Throttled) => Failure::retry(
+            Reason::Throttled,
+            "ECS throttled the call (the account's per-API limit is shared with the console and other tools); retrying with backoff",
+            Pace::Throttled,
+        ),
+        (_, ErrorClass::Unknown) => Failure::retry(
+            Reason::UnknownEcsError,
+            format!(
+                "{}, which the controller does not know; retrying slowly (5 min doubling to 1 h): check the instance and the ECS documentation for this code",
+                summary(error)
+            ),
+            Pace::Slow,
+        ),
+        _ => Failure::retry(
+            Reason::EcsUnavailable,
+            format!("{}; retrying with backoff", summary(error)),
+            Pace::Normal,
+        ),
+    }
+}
+
+/// Whether a failed RebootInstance may have happened all the same (no answer, a timeout, a 5xx):
+/// then it must never be called again for the same password.
+pub fn reboot_may_have_happened(error: &EcsError) -> bool {
+    match error {
+        EcsError::Network { .. } => true,
+        EcsError::UnexpectedBody { body, .. } => body.http_status >= 500 || body.http_status < 400,
+        EcsError::Api { error, .. } => error.http_status >= 500,
+        EcsError::InvalidRequest(_) => false,
     }
 }
 
@@ -125,19 +196,20 @@ pub fn request_id(error: &EcsError) -> Option<&str> {
     error.api_error().and_then(|e| e.request_id.as_deref())
 }
 
-fn floor_minute(t: jiff::Timestamp) -> jiff::Timestamp {
+pub fn floor_minute(t: jiff::Timestamp) -> jiff::Timestamp {
     let s = t.as_second();
     jiff::Timestamp::from_second(s - s.rem_euclid(60)).unwrap_or(t)
 }
 
-/// Whether the instance has restarted since the password was applied at `applied`.
+/// Whether `StartTime` shows a restart after the password was applied at `applied`.
 ///
 /// ECS reports `StartTime` to the minute. A restart is recognised when the observed start is in a
-/// later minute than the apply (certainly after it), or — for a start in the same minute — when it
-/// differs from `baseline`, the start time seen right after the apply. A start in the apply's own
-/// minute that matches the baseline is never taken as a restart, so nothing is assumed that did
-/// not happen; the only restart this can miss is one that completed between the apply and the
-/// controller's first look after it (normally under a second), and the next restart is seen.
+/// later minute than the apply (certainly after it), or when it moved past `baseline`, the start
+/// time seen right after the apply. A start in the apply's own minute that matches the baseline is
+/// never taken as a restart, so nothing is assumed that did not happen. That misses a restart that
+/// both begins and ends within the apply's minute (or before the first look after the apply); the
+/// second signal (a status other than Running seen after the apply, then Running) and, under
+/// `rebootPolicy: Automatic`, rebooting only in a later minute close most of that gap.
 pub fn restarted_since_apply(
     applied: jiff::Timestamp,
     baseline: Option<jiff::Timestamp>,
@@ -156,6 +228,24 @@ pub fn restarted_since_apply(
     baseline.is_some_and(|b| observed > b)
 }
 
+/// Why an applied password is not in effect yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// `rebootPolicy: Manual`: someone must restart the instance.
+    Manual,
+    /// The instance is stopped: the password takes effect when it is started.
+    Stopped,
+    /// The instance is between states (Starting, Stopping, Pending).
+    InTransition(String),
+    /// Automatic: RebootInstance is called at or after this time, in a later minute than the apply
+    /// and the last start, so that the restart shows in minute-precision `StartTime`.
+    RebootAfter(jiff::Timestamp),
+    /// Automatic: RebootInstance was asked for at this time.
+    RebootRequested(String),
+    /// Automatic: asked for at this time, and no restart was seen within `--reboot-timeout`.
+    RebootNotObserved(String),
+}
+
 /// Where an object stands after a reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
@@ -164,32 +254,51 @@ pub enum Phase {
         failure: Failure,
         applied: bool,
     },
-    /// Applied to an instance that must restart; `reboot_reason` is `RebootRequired` or
-    /// `RebootRequested`.
-    WaitingForRestart {
-        reboot_reason: &'static str,
-        message: String,
-    },
+    /// Applied to an instance that must restart.
+    WaitingForRestart(Waiting),
     /// Applied and in effect; `how` is `IoOptimized` or `Restarted`.
     Ready {
-        how: &'static str,
+        how: Reason,
     },
 }
 
+fn waiting_message(waiting: &Waiting, id: &str) -> String {
+    match waiting {
+        Waiting::Manual => format!(
+            "instance {id} is not I/O-optimized: the new password takes effect after it restarts (console, or RebootInstance; or set rebootPolicy: Automatic)"
+        ),
+        Waiting::Stopped => format!(
+            "instance {id} is Stopped: the new password takes effect when it is started (the controller does not start stopped instances)"
+        ),
+        Waiting::InTransition(status) => format!(
+            "instance {id} is {status}: the new password takes effect once it has restarted; waiting for it to be Running"
+        ),
+        Waiting::RebootAfter(at) => format!(
+            "instance {id} is not I/O-optimized: RebootInstance will be called after {at} (a later minute than the apply and the last start, so the restart shows in ECS's minute-precision StartTime)"
+        ),
+        Waiting::RebootRequested(at) => format!(
+            "RebootInstance was requested for instance {id} at {at}; waiting for it to start again"
+        ),
+        Waiting::RebootNotObserved(at) => format!(
+            "RebootInstance was requested for instance {id} at {at}, but no restart has been seen since (--reboot-timeout): check the instance in the ECS console (stuck Stopping? the request lost on the way?) and restart it there, or set the annotation ecsvnc.io/reconcile-requested-at to a new value to apply the password and reboot once more"
+        ),
+    }
+}
+
 /// The conditions that describe `phase`. `RebootRequired` is left as it was while the phase does not
-/// know (paused, failing), except that it is set `Unknown`-free: absent until first known.
+/// know (paused, failing); it is absent until first known.
 pub fn conditions_for(phase: &Phase, instance_id: &str) -> Vec<Desired> {
     use condition::*;
-    let not_stalled = || Desired::new(STALLED, false, reason::AS_EXPECTED, "");
+    let not_stalled = || Desired::new(STALLED, false, Reason::AsExpected, "");
     match phase {
         Phase::Paused => vec![
             Desired::new(
                 READY,
                 false,
-                reason::PAUSED,
+                Reason::Paused,
                 "ecsvnc.io/paused is \"true\": no ECS calls are made for this object until the annotation is removed",
             ),
-            Desired::new(RECONCILING, false, reason::PAUSED, ""),
+            Desired::new(RECONCILING, false, Reason::Paused, ""),
             not_stalled(),
         ],
         Phase::Failed {
@@ -197,7 +306,7 @@ pub fn conditions_for(phase: &Phase, instance_id: &str) -> Vec<Desired> {
             applied,
         } => vec![
             Desired::new(READY, false, *reason, message.clone()),
-            applied_condition(*applied, reason),
+            applied_condition(*applied, *reason),
             Desired::new(RECONCILING, false, *reason, ""),
             Desired::new(STALLED, true, *reason, message.clone()),
         ],
@@ -208,27 +317,39 @@ pub fn conditions_for(phase: &Phase, instance_id: &str) -> Vec<Desired> {
             applied,
         } => vec![
             Desired::new(READY, false, *reason, message.clone()),
-            applied_condition(*applied, reason),
+            applied_condition(*applied, *reason),
             Desired::new(RECONCILING, true, *reason, message.clone()),
             not_stalled(),
         ],
-        Phase::WaitingForRestart {
-            reboot_reason,
-            message,
-        } => vec![
-            Desired::new(READY, false, reason::REBOOT_REQUIRED, message.clone()),
-            applied_condition(true, reason::APPLIED),
-            Desired::new(REBOOT_REQUIRED, true, *reboot_reason, message.clone()),
-            Desired::new(
-                RECONCILING,
-                true,
-                reason::WAITING_FOR_RESTART,
-                format!("waiting for instance {instance_id} to restart"),
-            ),
-            not_stalled(),
-        ],
+        Phase::WaitingForRestart(waiting) => {
+            let message = waiting_message(waiting, instance_id);
+            let (ready_reason, reboot_reason, reconciling_reason) = match waiting {
+                Waiting::RebootNotObserved(_) => (
+                    Reason::RebootNotObserved,
+                    Reason::RebootRequested,
+                    Reason::RebootNotObserved,
+                ),
+                Waiting::RebootRequested(_) => (
+                    Reason::RebootRequired,
+                    Reason::RebootRequested,
+                    Reason::WaitingForRestart,
+                ),
+                _ => (
+                    Reason::RebootRequired,
+                    Reason::RebootRequired,
+                    Reason::WaitingForRestart,
+                ),
+            };
+            vec![
+                Desired::new(READY, false, ready_reason, message.clone()),
+                applied_condition(true, Reason::Applied),
+                Desired::new(REBOOT_REQUIRED, true, reboot_reason, message.clone()),
+                Desired::new(RECONCILING, true, reconciling_reason, message),
+                not_stalled(),
+            ]
+        }
         Phase::Ready { how } => {
-            let message = if *how == reason::IO_OPTIMIZED {
+            let message = if *how == Reason::IoOptimized {
                 format!("the password is in effect: instance {instance_id} is I/O-optimized")
             } else {
                 format!(
@@ -236,57 +357,68 @@ pub fn conditions_for(phase: &Phase, instance_id: &str) -> Vec<Desired> {
                 )
             };
             vec![
-                Desired::new(READY, true, reason::APPLIED, message.clone()),
-                applied_condition(true, reason::APPLIED),
+                Desired::new(READY, true, Reason::Applied, message.clone()),
+                applied_condition(true, Reason::Applied),
                 Desired::new(REBOOT_REQUIRED, false, *how, message),
-                Desired::new(RECONCILING, false, reason::APPLIED, ""),
+                Desired::new(RECONCILING, false, Reason::Applied, ""),
                 not_stalled(),
             ]
         }
     }
 }
 
-fn applied_condition(applied: bool, why_not: &str) -> Desired {
+fn applied_condition(applied: bool, why_not: Reason) -> Desired {
     if applied {
         Desired::new(
             condition::APPLIED,
             true,
-            reason::APPLIED,
+            Reason::Applied,
             "ECS accepted the Secret's current password",
         )
     } else {
         Desired::new(
             condition::APPLIED,
             false,
-            why_not.to_string(),
+            why_not,
             "the Secret's current password has not been applied",
         )
     }
 }
 
-/// Per-object backoff after `failures` consecutive transient failures: exponential from 5 s (15 s
-/// when throttled, since ECS refuses until the next minute), capped at 5 minutes, with "equal
-/// jitter" (between half and all of it) so retries never collapse to zero. `unit` is in `[0, 1)`.
-pub fn backoff(failures: u32, throttled: bool, unit: f64) -> Duration {
-    let base = if throttled {
-        Duration::from_secs(15)
-    } else {
-        Duration::from_secs(5)
+/// Per-object backoff after `failures` consecutive failures, with "equal jitter" (between half and
+/// all of it) so retries never collapse to zero. `unit` is in `[0, 1)`.
+pub fn backoff(failures: u32, pace: Pace, unit: f64) -> Duration {
+    let (base, cap) = match pace {
+        Pace::Normal => (Duration::from_secs(5), Duration::from_secs(300)),
+        // ECS refuses a throttled caller until its window passes.
+        Pace::Throttled => (Duration::from_secs(15), Duration::from_secs(300)),
+        Pace::Slow => (Duration::from_secs(300), Duration::from_secs(3600)),
     };
-    let full = crate::ecs::retry::capped_exponential(
-        base,
-        Duration::from_secs(300),
-        failures.saturating_sub(1),
-    );
+    let full = crate::ecs::retry::capped_exponential(base, cap, failures.saturating_sub(1));
     full / 2 + (full / 2).mul_f64(unit.clamp(0.0, 1.0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ecs::ApiError;
 
     fn t(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()
+    }
+
+    fn api(code: &str, status: u16) -> EcsError {
+        EcsError::Api {
+            action: "ModifyInstanceVncPasswd",
+            error: Box::new(ApiError {
+                http_status: status,
+                code: code.into(),
+                message: "m".into(),
+                request_id: Some("R".into()),
+                recommend: None,
+            }),
+            client_string_to_sign: None,
+        }
     }
 
     #[test]
@@ -309,10 +441,8 @@ mod tests {
     fn a_start_in_the_apply_minute_counts_only_when_it_moved_past_the_baseline() {
         let applied = t("2026-01-01T10:00:30Z");
         let same_minute = Some(t("2026-01-01T10:00:00Z"));
-        // Started earlier in the same minute, before the apply: not assumed.
         assert!(!restarted_since_apply(applied, same_minute, same_minute));
         assert!(!restarted_since_apply(applied, None, same_minute));
-        // The baseline after the apply showed an older start; now it shows this minute.
         assert!(restarted_since_apply(
             applied,
             Some(t("2026-01-01T09:00:00Z")),
@@ -337,18 +467,95 @@ mod tests {
 
     #[test]
     fn backoff_grows_is_capped_and_never_zero() {
-        assert!(backoff(1, false, 0.0) >= Duration::from_millis(2500));
-        assert!(backoff(1, false, 0.99) <= Duration::from_secs(5));
-        assert!(backoff(3, false, 0.0) >= Duration::from_secs(10));
-        assert!(backoff(50, false, 1.0) <= Duration::from_secs(300));
-        assert!(backoff(1, true, 0.0) >= Duration::from_millis(7500));
+        assert!(backoff(1, Pace::Normal, 0.0) >= Duration::from_millis(2500));
+        assert!(backoff(1, Pace::Normal, 0.99) <= Duration::from_secs(5));
+        assert!(backoff(3, Pace::Normal, 0.0) >= Duration::from_secs(10));
+        assert!(backoff(50, Pace::Normal, 1.0) <= Duration::from_secs(300));
+        assert!(backoff(1, Pace::Throttled, 0.0) >= Duration::from_millis(7500));
+        assert!(backoff(1, Pace::Slow, 0.0) >= Duration::from_secs(150));
+        assert!(backoff(1, Pace::Slow, 1.0) <= Duration::from_secs(300));
+        assert_eq!(backoff(60, Pace::Slow, 1.0), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn ecs_error_classes_map_to_reasons() {
+        let f = |code: &str, status: u16| failure_from_ecs(&api(code, status), "r", "i-1");
+        let cases: &[(&str, u16, Reason, bool)] = &[
+            (
+                "InvalidInstanceId.NotFound",
+                404,
+                Reason::InstanceNotFound,
+                true,
+            ),
+            (
+                "InvalidRegionId.NotFound",
+                404,
+                Reason::RegionNotFound,
+                true,
+            ),
+            (
+                "IncorrectVncPassword.Malformed",
+                400,
+                Reason::InvalidPassword,
+                true,
+            ),
+            ("Forbidden.RAM", 403, Reason::AuthFailed, true),
+            ("InvalidAccessKeyId.NotFound", 404, Reason::AuthFailed, true),
+            ("InvalidParameter", 400, Reason::EcsRejected, true),
+            (
+                "IncorrectInstanceStatus",
+                403,
+                Reason::IncorrectInstanceStatus,
+                false,
+            ),
+            (
+                "IncorrectInstanceStatus.Initializing",
+                403,
+                Reason::IncorrectInstanceStatus,
+                false,
+            ),
+            ("OperationConflict", 409, Reason::OperationConflict, false),
+            ("Operation.Conflict", 403, Reason::OperationConflict, false),
+            (
+                "InvalidOperation.Conflict",
+                403,
+                Reason::OperationConflict,
+                false,
+            ),
+            ("Throttling.User", 400, Reason::Throttled, false),
+            ("Rejected.Throttling", 400, Reason::Throttled, false),
+            ("ServiceUnavailable", 503, Reason::EcsUnavailable, false),
+            ("Brand.NewCode", 400, Reason::UnknownEcsError, false),
+        ];
+        for (code, status, reason, stalled) in cases {
+            let failure = f(code, *status);
+            assert_eq!(failure.reason(), *reason, "{code}");
+            assert_eq!(failure.is_stalled(), *stalled, "{code}");
+        }
+        match f("Brand.NewCode", 400) {
+            Failure::Retry { pace, message, .. } => {
+                assert_eq!(pace, Pace::Slow);
+                assert!(message.contains("Brand.NewCode"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_unanswered_or_5xx_reboots_may_have_happened() {
+        assert!(reboot_may_have_happened(&api("InternalError", 500)));
+        assert!(!reboot_may_have_happened(&api(
+            "IncorrectInstanceStatus",
+            403
+        )));
+        assert!(!reboot_may_have_happened(&api("Throttling.User", 400)));
     }
 
     #[test]
     fn ready_phase_has_every_kstatus_condition() {
         let c = conditions_for(
             &Phase::Ready {
-                how: reason::IO_OPTIMIZED,
+                how: Reason::IoOptimized,
             },
             "i-x",
         );
@@ -363,7 +570,7 @@ mod tests {
     fn stalled_phase_names_the_reason_in_ready_and_stalled() {
         let c = conditions_for(
             &Phase::Failed {
-                failure: Failure::stalled(reason::SECRET_NOT_FOUND, "create it"),
+                failure: Failure::stalled(Reason::SecretNotFound, "create it"),
                 applied: false,
             },
             "i-x",
@@ -382,17 +589,29 @@ mod tests {
 
     #[test]
     fn waiting_for_restart_is_in_progress_for_kstatus() {
-        let c = conditions_for(
-            &Phase::WaitingForRestart {
-                reboot_reason: reason::REBOOT_REQUIRED,
-                message: "restart it".into(),
-            },
-            "i-x",
-        );
+        let c = conditions_for(&Phase::WaitingForRestart(Waiting::Manual), "i-x");
         let get = |t: &str| c.iter().find(|d| d.type_ == t).unwrap().clone();
         assert_eq!(get("Ready").reason, "RebootRequired");
         assert!(get("RebootRequired").status);
         assert!(get("Reconciling").status);
         assert!(get("Applied").status);
+    }
+
+    #[test]
+    fn a_reboot_not_observed_is_reconciling_with_its_own_reason() {
+        let c = conditions_for(
+            &Phase::WaitingForRestart(Waiting::RebootNotObserved("T".into())),
+            "i-x",
+        );
+        let get = |t: &str| c.iter().find(|d| d.type_ == t).unwrap().clone();
+        assert_eq!(get("Ready").reason, "RebootNotObserved");
+        assert_eq!(get("Reconciling").reason, "RebootNotObserved");
+        assert!(get("Reconciling").status);
+        assert!(
+            get("Reconciling")
+                .message
+                .contains("reconcile-requested-at")
+        );
+        assert_eq!(get("RebootRequired").reason, "RebootRequested");
     }
 }

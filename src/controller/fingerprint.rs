@@ -39,7 +39,7 @@ impl FingerprintKey {
     }
 
     /// A short public ID of the key, so a fingerprint names the key it was made with.
-    fn id(&self) -> String {
+    pub fn id(&self) -> String {
         hex::encode(&Sha256::digest(&self.0)[..4])
     }
 

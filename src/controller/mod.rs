@@ -1,19 +1,23 @@
 //! The VncPassword controller: watches VncPasswords and the metadata of Secrets, reconciles one
 //! object at a time (bounded concurrency), serves metrics and health, and stops cleanly on SIGTERM.
 //!
-//! Layout: `decide` (pure decisions), `conditions` (condition merging), `fingerprint` (keyed HMAC and
-//! its key Secret), `tenancy` (who may use which credentials), `instances` (batched
-//! DescribeInstances), `reconcile` (the I/O of one reconcile), `context` (what reconciles share).
+//! Layout, observe → plan → act → record: `plan` (the pure planner: the next step from what was
+//! observed), `record` (pure status changes after each step), `decide` (pure failure, phase and
+//! condition decisions), `reconcile` (the executor: the I/O of one reconcile), `conditions`
+//! (condition merging), `fingerprint` (keyed HMAC and its key Secret), `tenancy` (who may use which
+//! credentials), `instances` (batched, shared DescribeInstances), `context` (what reconciles share).
 
 pub mod conditions;
 pub mod context;
 pub mod decide;
 pub mod fingerprint;
 pub mod instances;
+pub mod plan;
 pub mod reconcile;
+pub mod record;
 pub mod tenancy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +29,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::utils::PredicateConfig;
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{VncPassword, condition};
@@ -34,7 +39,7 @@ use crate::ecs::{CallObserver, Credentials, EcsClient};
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::telemetry::LogFormat;
-use context::{Context, Settings};
+use context::{Clock, Context, Settings};
 use reconcile::ReconcileError;
 use tenancy::AllowedNamespaces;
 
@@ -63,6 +68,38 @@ pub struct RunArgs {
     /// Reconciles running at once (each object is only ever reconciled by one at a time).
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub concurrency: u16,
+    /// Seconds after RebootInstance without a restart seen before the object says
+    /// RebootNotObserved (it is never rebooted again without a new reconcile-requested-at token).
+    #[arg(long, default_value_t = 900.0, value_name = "SECONDS")]
+    pub reboot_timeout: f64,
+    /// Seconds between checks of stalls that something outside Kubernetes can fix
+    /// (InstanceNotFound, RegionNotFound, AuthFailed, DescribeNotAllowed).
+    #[arg(long, default_value_t = 1800.0, value_name = "SECONDS")]
+    pub stall_recheck_interval: f64,
+    /// Seconds one reconcile may take before it is abandoned (safe at any point). Keep it below the
+    /// Pod's terminationGracePeriodSeconds so that a shutdown never cuts a status write short.
+    #[arg(long, default_value_t = 50.0, value_name = "SECONDS")]
+    pub reconcile_timeout: f64,
+}
+
+impl RunArgs {
+    /// The arguments as `ecs-vnc-controller run` would parse these flags (defaults for the rest);
+    /// for tests, examples and embedders.
+    pub fn from_flags<I, T>(flags: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Run {
+            #[command(flatten)]
+            args: RunArgs,
+        }
+        use clap::Parser as _;
+        let argv = std::iter::once(std::ffi::OsString::from("run"))
+            .chain(flags.into_iter().map(Into::into));
+        Run::try_parse_from(argv).map(|r| r.args)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +143,8 @@ pub struct Environment {
     pub default_credentials: Option<Credentials>,
     /// Where the fingerprint key Secret lives.
     pub controller_namespace: String,
+    /// The clock the controller plans with.
+    pub clock: Clock,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C, with the kubeconfig (KUBECONFIG or in-cluster) and
@@ -116,6 +155,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         client: Client::try_default().await?,
         default_credentials: Credentials::from_env().ok(),
         controller_namespace: controller_namespace(),
+        clock: context::system_clock(),
     };
     run_with(args, env, shutdown_signal()).await
 }
@@ -152,13 +192,24 @@ pub async fn run_with(
         client,
         default_credentials,
         controller_namespace: own_namespace,
+        clock,
     } = env;
-    if !(args.reboot_poll_interval.is_finite() && args.reboot_poll_interval > 0.0) {
-        return Err(RunError::Arguments(
-            "--reboot-poll-interval must be a positive number of seconds".into(),
-        ));
-    }
-    let poll = Duration::from_secs_f64(args.reboot_poll_interval);
+    let seconds = |flag: &str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(RunError::Arguments(format!(
+                "--{flag} must be a positive number of seconds"
+            )))
+        }
+    };
+    let poll = seconds("reboot-poll-interval", args.reboot_poll_interval)?;
+    let plan_settings = plan::PlanSettings {
+        poll,
+        reboot_timeout: seconds("reboot-timeout", args.reboot_timeout)?,
+        stall_recheck: seconds("stall-recheck-interval", args.stall_recheck_interval)?,
+    };
+    let reconcile_timeout = seconds("reconcile-timeout", args.reconcile_timeout)?;
     let metrics = Arc::new(Metrics::new());
     let health = Health::new();
 
@@ -189,21 +240,21 @@ pub async fn run_with(
         controller: "ecs-vnc-controller".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        instances: instances::InstanceCache::new(ecs.clone(), poll * 4, poll / 2),
-        ecs,
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        ecs.clone(),
+        instances::InstanceCache::new(ecs, poll * 4, poll / 2),
         key,
-        settings: Settings {
+        Settings {
             allowed_default_credentials: args.default_credentials_namespaces.clone(),
             default_credentials,
-            reboot_poll_interval: poll,
+            plan: plan_settings,
+            reconcile_timeout,
+            clock,
         },
-        recorder: Recorder::new(client.clone(), reporter),
-        metrics: metrics.clone(),
-        failures: Default::default(),
-        stalls: Default::default(),
-    });
+        Recorder::new(client.clone(), reporter),
+        metrics.clone(),
+    ));
 
     let (vncpasswords, secrets): (Api<VncPassword>, Api<PartialObjectMeta<Secret>>) =
         match &args.namespace {
@@ -213,9 +264,17 @@ pub async fn run_with(
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
-    let controller = Controller::new(vncpasswords, watcher::Config::default().any_semantic())
+    // The controller's own status writes do not wake it: only what a user changes (spec,
+    // the paused and reconcile-requested-at annotations, deletion) and the Secrets it reads do;
+    // requeues it asked for still come.
+    let (store, writer) = reflector::store();
+    let objects = watcher(vncpasswords, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(wakes_reconcile, PredicateConfig::default());
+    let controller = Controller::for_stream(objects, store.clone())
         .with_config(ControllerConfig::default().concurrency(args.concurrency.max(1)));
-    let store = controller.store();
     // Only Secret metadata is watched (`PartialObjectMeta`: metadata-only list and watch, nothing
     // cached); a referenced Secret is read when its VncPasswords are reconciled.
     let mapper_store = store.clone();
@@ -268,6 +327,7 @@ pub async fn run_with(
     let gauges = tokio::spawn(update_gauges(
         store.clone(),
         metrics.clone(),
+        ctx.clone(),
         stop_rx.clone(),
     ));
 
@@ -275,8 +335,18 @@ pub async fn run_with(
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
+            use kube::runtime::controller::Error as ControllerError;
+            match result {
+                Ok(_) => {}
+                // Logged with the object by error_policy.
+                Err(ControllerError::ReconcilerFailed(..)) => {}
+                // A reconcile requested for an object deleted meanwhile: nothing to do.
+                Err(e @ ControllerError::ObjectNotFound(_)) => {
+                    tracing::debug!(error = %e, "controller event");
+                }
+                // Watch failures (RBAC, the API server gone, an expired resourceVersion): the
+                // watcher retries with backoff, but an operator must see them.
+                Err(e) => tracing::warn!(error = %e, "watch or queue error; retrying with backoff"),
             }
         })
         .await;
@@ -287,6 +357,22 @@ pub async fn run_with(
     let _ = gauges.await;
     let _ = server.await;
     Ok(())
+}
+
+/// What of a VncPassword, when it changes, calls for a reconcile: never its status.
+fn wakes_reconcile(obj: &VncPassword) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.metadata.generation.hash(&mut h);
+    obj.metadata.deletion_timestamp.is_some().hash(&mut h);
+    let annotations = obj.annotations();
+    for key in [
+        crate::api::ANNOTATION_PAUSED,
+        crate::api::ANNOTATION_RECONCILE_REQUESTED_AT,
+    ] {
+        annotations.get(key).hash(&mut h);
+    }
+    Some(h.finish())
 }
 
 /// VncPasswords in `namespace` that reference the Secret `name` (password or credentials).
@@ -313,18 +399,26 @@ fn referencing(
         .collect()
 }
 
-fn error_policy(obj: Arc<VncPassword>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(namespace = ?obj.namespace(), name = %obj.name_any(), error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5) + Duration::from_millis(rand::random::<u64>() % 5000))
+/// Kubernetes-side failures (a Secret read or a status write refused, a reconcile past its deadline):
+/// per-object exponential backoff, 5 s doubling to 5 min, jittered.
+fn error_policy(obj: Arc<VncPassword>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let failures = obj.uid().map(|uid| ctx.failed(&uid)).unwrap_or(1);
+    let delay = decide::backoff(failures, decide::Pace::Normal, rand::random());
+    tracing::warn!(namespace = ?obj.namespace(), name = %obj.name_any(), error = %error, failures, retry_in_ms = delay.as_millis() as u64, "reconcile failed; retrying");
+    Action::requeue(delay)
 }
 
 /// Keeps `ecs_vnc_vncpasswords{ready_reason}` and `ecs_vnc_pending_reboots` current.
+/// Also forgets the per-object memory of objects that no longer exist.
 async fn update_gauges(
     store: Store<VncPassword>,
     metrics: Arc<Metrics>,
+    ctx: Arc<Context>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
+        let live: HashSet<String> = store.state().iter().filter_map(|o| o.uid()).collect();
+        ctx.retain_objects(&live);
         let mut by_reason: BTreeMap<String, i64> = BTreeMap::new();
         let mut pending = 0;
         for obj in store.state() {

@@ -1,8 +1,13 @@
-//! One reconcile of one VncPassword: read its Secret, decide, call ECS only when needed, write the
-//! status and Events. Decisions live in `decide`; this file is the I/O around them.
+//! The executor of one reconcile: **observe** (the object, its Secrets), then repeatedly ask the
+//! planner for the next step, **act** (at most one ECS call per step) and **record** the outcome in
+//! the working status, until the plan finishes; then write the status and Events.
+//!
+//! The one side effect that must not repeat, RebootInstance, is preceded by a status write of the
+//! intent with the object's resourceVersion as precondition: a conflict means someone else (or a
+//! newer version of this object) got there first, and nothing is called.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -12,16 +17,21 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::{
-    ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT, FIELD_MANAGER, RebootPolicy, VncPassword,
-    VncPasswordStatus, condition, reason,
+    ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT, AppliedSecret, FIELD_MANAGER, Reason,
+    VncPassword, VncPasswordStatus, condition,
 };
 use crate::controller::conditions;
 use crate::controller::context::Context;
 use crate::controller::decide::{self, Failure, Phase};
+use crate::controller::plan::{self, Observed, PasswordInput, Requeue, Round, Step};
+use crate::controller::record;
 use crate::controller::tenancy;
-use crate::ecs::types::parse_start_time;
-use crate::ecs::{Credentials, Instance};
+use crate::ecs::Credentials;
 use crate::password::VncPassword as Password;
+
+/// More steps than any plan takes (apply, describe, intent, reboot, finish); a guard against a
+/// planner bug turning into a loop of ECS calls.
+const MAX_STEPS: usize = 8;
 
 /// Failures of the Kubernetes side (the ECS side ends up in the status instead).
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +45,12 @@ pub enum ReconcileError {
     },
     #[error("writing the status: {0}")]
     WriteStatus(#[source] kube::Error),
-    #[error("the object has no namespace or name")]
+    #[error("the object has no namespace, name or uid")]
     Unnamed,
+    #[error("the reconcile took longer than {0:?} and was abandoned")]
+    Deadline(Duration),
+    #[error("the planner did not finish within {MAX_STEPS} steps (a bug; please report it)")]
+    TooManySteps,
 }
 
 impl ReconcileError {
@@ -57,7 +71,7 @@ fn result_label(phase: &Phase, applied_now: bool) -> &'static str {
             failure: Failure::Retry { .. },
             ..
         } => "retry",
-        Phase::WaitingForRestart { .. } => "reboot_pending",
+        Phase::WaitingForRestart(_) => "reboot_pending",
         Phase::Ready { .. } if applied_now => "applied",
         Phase::Ready { .. } => "unchanged",
     }
@@ -71,7 +85,16 @@ pub async fn reconcile(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Actio
         namespace = obj.namespace().as_deref().unwrap_or_default(),
         name = %obj.name_any()
     );
-    let result = reconcile_inner(&obj, &ctx).instrument(span).await;
+    let deadline = ctx.settings.reconcile_timeout;
+    // Abandoning a reconcile is safe at any point: an apply not yet recorded is made again, and a
+    // reboot is only ever called after its intent was recorded.
+    let result = match tokio::time::timeout(deadline, reconcile_inner(&obj, &ctx))
+        .instrument(span)
+        .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(ReconcileError::Deadline(deadline)),
+    };
     let label = match &result {
         Ok((_, label)) => *label,
         Err(e) => e.metric_label(),
@@ -80,71 +103,331 @@ pub async fn reconcile(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Actio
     result.map(|(action, _)| action)
 }
 
+/// What was read from Kubernetes for one reconcile.
+struct Inputs {
+    password: PasswordInput,
+    /// The password itself, when usable (only the Apply step sends it).
+    secret_password: Option<Password>,
+    credentials: Result<(Credentials, String), Failure>,
+}
+
 async fn reconcile_inner(
     obj: &VncPassword,
     ctx: &Context,
 ) -> Result<(Action, &'static str), ReconcileError> {
     let namespace = obj.namespace().ok_or(ReconcileError::Unnamed)?;
     let name = obj.name_any();
+    let uid = obj.uid().ok_or(ReconcileError::Unnamed)?;
     if obj.meta().deletion_timestamp.is_some() {
         // Nothing to undo in ECS: a VNC password cannot be "unset".
         return Ok((Action::await_change(), "unchanged"));
     }
-    let object_key = (namespace.clone(), name.clone());
+    let spec = &obj.spec;
     let previous = obj.status.clone().unwrap_or_default();
     let mut status = previous.clone();
     let mut events: Vec<Event> = Vec::new();
-    let spec = &obj.spec;
-
-    let (phase, applied_now) =
-        if obj.annotations().get(ANNOTATION_PAUSED).map(String::as_str) == Some("true") {
-            (Phase::Paused, false)
-        } else {
-            drive(obj, ctx, &namespace, &mut status, &mut events).await?
-        };
-
-    // Requeue: stalled waits for a change; transient failures back off per object.
-    let action = match &phase {
-        Phase::Paused => Action::await_change(),
-        Phase::Ready { .. } => {
-            ctx.succeeded(&object_key);
-            ctx.forget_stall(&object_key);
-            Action::await_change()
+    let mut resource_version = obj.resource_version();
+    let paused = obj.annotations().get(ANNOTATION_PAUSED).map(String::as_str) == Some("true");
+    let force_token = obj
+        .annotations()
+        .get(ANNOTATION_RECONCILE_REQUESTED_AT)
+        .cloned();
+    let inputs = if paused {
+        Inputs {
+            password: PasswordInput::Unusable(Failure::stalled(Reason::Paused, "")),
+            secret_password: None,
+            credentials: Err(Failure::stalled(Reason::Paused, "")),
         }
-        Phase::Failed {
-            failure: Failure::Stalled { .. },
-            ..
-        } => {
-            ctx.succeeded(&object_key);
-            Action::await_change()
-        }
-        Phase::Failed {
-            failure: Failure::Retry { throttled, .. },
-            ..
-        } => {
-            let n = ctx.failed(&object_key);
-            Action::requeue(decide::backoff(n, *throttled, rand::random()))
-        }
-        Phase::WaitingForRestart { .. } => {
-            ctx.succeeded(&object_key);
-            ctx.forget_stall(&object_key);
-            Action::requeue(ctx.settings.reboot_poll_interval)
-        }
+    } else {
+        observe(ctx, obj, &namespace).await?
     };
+    let credentials_identity = inputs
+        .credentials
+        .as_ref()
+        .map(|(_, id)| id.clone())
+        .map_err(Clone::clone);
+    let key_id = ctx.key.id();
+    let instance_key = plan::instance_key(spec);
+    let mut round = Round {
+        cache_behind: ctx.is_behind(&uid, resource_version.as_deref()),
+        ..Round::default()
+    };
+    let mut applied_at: Option<Instant> = None;
+    let mut applied_now = false;
 
-    // Events on transitions only, so that a steady state stays quiet.
-    match &phase {
+    for _ in 0..MAX_STEPS {
+        let now = ctx.now();
+        let observed = Observed {
+            now,
+            uid: &uid,
+            generation: obj.metadata.generation.unwrap_or_default(),
+            spec,
+            paused,
+            force_token: force_token.as_deref(),
+            status: &status,
+            password: &inputs.password,
+            credentials: &credentials_identity,
+            key_id: &key_id,
+            round: &round,
+            settings: ctx.settings.plan,
+        };
+        let step = plan::plan(&observed);
+        let stall_key = plan::stall_inputs(&observed);
+        tracing::trace!(?step, "planned");
+        match step {
+            Step::Apply => {
+                let (
+                    Some(password),
+                    Ok((credentials, _)),
+                    PasswordInput::Usable {
+                        fingerprint,
+                        secret,
+                    },
+                ) = (
+                    &inputs.secret_password,
+                    &inputs.credentials,
+                    &inputs.password,
+                )
+                else {
+                    return Err(ReconcileError::TooManySteps);
+                };
+                match ctx
+                    .ecs
+                    .modify_instance_vnc_passwd(
+                        credentials,
+                        &spec.region_id,
+                        &spec.instance_id,
+                        password,
+                    )
+                    .await
+                {
+                    Ok(request_id) => {
+                        record::applied(
+                            &mut status,
+                            fingerprint,
+                            secret,
+                            &instance_key,
+                            &request_id,
+                            ctx.now(),
+                            force_token.as_deref(),
+                        );
+                        applied_at = Some(Instant::now());
+                        applied_now = true;
+                        events.push(normal(
+                            "PasswordApplied",
+                            format!("ECS accepted the new VNC password for instance {} (RequestId {request_id})", spec.instance_id),
+                            "ModifyInstanceVncPasswd",
+                        ));
+                    }
+                    Err(e) => {
+                        let failure = ecs_failure(&e, obj, "ModifyInstanceVncPasswd");
+                        if failure.is_stalled() {
+                            record::stalled(&mut status, stall_key.clone(), now);
+                        }
+                        round.failure = Some(failure);
+                    }
+                }
+            }
+            Step::Record => {
+                if let PasswordInput::Usable {
+                    fingerprint,
+                    secret,
+                } = &inputs.password
+                {
+                    if status
+                        .applied_password_fingerprint
+                        .as_deref()
+                        .and_then(plan::fingerprint_key_id)
+                        != Some(key_id.as_str())
+                    {
+                        tracing::info!(
+                            "the fingerprint key changed and the password Secret did not: re-recorded without any ECS call"
+                        );
+                    }
+                    record::identity(&mut status, fingerprint, secret, &instance_key);
+                }
+            }
+            Step::Describe => {
+                let Ok((credentials, _)) = &inputs.credentials else {
+                    return Err(ReconcileError::TooManySteps);
+                };
+                round.described = true;
+                let poll = ctx.settings.plan.poll;
+                let fresh_after = applied_at.unwrap_or_else(|| {
+                    Instant::now()
+                        .checked_sub(poll / 2)
+                        .unwrap_or_else(Instant::now)
+                });
+                match ctx
+                    .instances
+                    .describe(credentials, &spec.region_id, &spec.instance_id, fresh_after)
+                    .await
+                {
+                    Ok(Some(instance)) => {
+                        record::described(&mut status, &instance_key, &instance, ctx.now());
+                    }
+                    Ok(None) => {
+                        let failure = not_described(obj, &status, &instance_key);
+                        record::stalled(&mut status, stall_key.clone(), now);
+                        round.failure = Some(failure);
+                    }
+                    Err(e) => {
+                        let failure = ecs_failure(&e, obj, "DescribeInstances");
+                        if failure.is_stalled() {
+                            record::stalled(&mut status, stall_key.clone(), now);
+                        }
+                        round.failure = Some(failure);
+                    }
+                }
+            }
+            Step::RecordRebootIntent => {
+                record::reboot_intent(&mut status, now);
+                match write_status(
+                    ctx,
+                    obj,
+                    &namespace,
+                    &name,
+                    &status,
+                    resource_version.as_deref(),
+                )
+                .await
+                {
+                    Ok(written) => {
+                        ctx.wrote(&uid, written.resource_version().as_deref());
+                        resource_version = written.resource_version();
+                        round.intent_written = true;
+                    }
+                    Err(ReconcileError::WriteStatus(kube::Error::Api(s))) if s.code == 409 => {
+                        // The object changed since it was read: re-read and re-plan, no call.
+                        tracing::info!(
+                            "the object changed before the reboot intent was recorded; planning again"
+                        );
+                        return Ok((Action::requeue(Duration::from_millis(500)), "retry"));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Step::Reboot => {
+                let Ok((credentials, _)) = &inputs.credentials else {
+                    return Err(ReconcileError::TooManySteps);
+                };
+                round.reboot_called = true;
+                match ctx
+                    .ecs
+                    .reboot_instance(credentials, &spec.region_id, &spec.instance_id)
+                    .await
+                {
+                    Ok(request_id) => {
+                        record::reboot_accepted(&mut status, &request_id);
+                        events.push(normal(
+                            Reason::RebootRequested.as_str(),
+                            format!("called RebootInstance for instance {} so the new VNC password takes effect (RequestId {request_id})", spec.instance_id),
+                            "RebootInstance",
+                        ));
+                    }
+                    Err(e) if decide::reboot_may_have_happened(&e) => {
+                        // It may have happened: never call it again for this password; the restart,
+                        // if any, shows in the instance's status and StartTime.
+                        let _ = ecs_failure(&e, obj, "RebootInstance");
+                        events.push(warning(
+                            Reason::RebootRequested.as_str(),
+                            format!("RebootInstance for instance {} got no clear answer ({}); it is not called again for this password, waiting for a restart", spec.instance_id, decide::summary(&e)),
+                            "RebootInstance",
+                        ));
+                    }
+                    Err(e) => {
+                        record::reboot_refused(&mut status);
+                        round.failure = Some(ecs_failure(&e, obj, "RebootInstance"));
+                    }
+                }
+            }
+            Step::Requeue(after) => {
+                return Ok((Action::requeue(after), "unchanged"));
+            }
+            Step::Finish { phase, requeue } => {
+                let action = requeue_action(ctx, &uid, requeue);
+                transition_events(&phase, &previous, spec, applied_now, &mut events);
+                finish(
+                    ctx,
+                    obj,
+                    &namespace,
+                    &name,
+                    &uid,
+                    status,
+                    &phase,
+                    round.reboot_called,
+                    events,
+                )
+                .await?;
+                let label = result_label(&phase, applied_now);
+                return Ok((action, label));
+            }
+        }
+    }
+    Err(ReconcileError::TooManySteps)
+}
+
+fn requeue_action(ctx: &Context, uid: &str, requeue: Requeue) -> Action {
+    match requeue {
+        Requeue::AwaitChange => {
+            ctx.succeeded(uid);
+            Action::await_change()
+        }
+        Requeue::After(after) => {
+            ctx.succeeded(uid);
+            Action::requeue(after.max(Duration::from_millis(100)))
+        }
+        Requeue::Backoff(pace) => {
+            let n = ctx.failed(uid);
+            Action::requeue(decide::backoff(n, pace, rand::random()))
+        }
+    }
+}
+
+/// Why DescribeInstances did not return the instance. After ModifyInstanceVncPasswd succeeded for
+/// it, the instance exists (or did a moment ago): ECS answers an empty list, not an error, to an
+/// identity without `ecs:DescribeInstances`.
+fn not_described(obj: &VncPassword, status: &VncPasswordStatus, instance_key: &str) -> Failure {
+    let spec = &obj.spec;
+    if status.applied_instance.as_deref() == Some(instance_key) {
+        Failure::stalled(
+            Reason::DescribeNotAllowed,
+            format!(
+                "ModifyInstanceVncPasswd succeeded for instance {} but DescribeInstances does not return it: the credentials probably lack ecs:DescribeInstances (ECS then answers an empty list, not an error), or the instance was released; grant ecs:DescribeInstances in RAM",
+                spec.instance_id
+            ),
+        )
+    } else {
+        Failure::stalled(
+            Reason::InstanceNotFound,
+            format!(
+                "DescribeInstances does not return instance {} in region {}: check spec.instanceId and spec.regionId",
+                spec.instance_id, spec.region_id
+            ),
+        )
+    }
+}
+
+/// Events on transitions only, so that a steady state stays quiet.
+fn transition_events(
+    phase: &Phase,
+    previous: &VncPasswordStatus,
+    spec: &crate::api::VncPasswordSpec,
+    applied_now: bool,
+    events: &mut Vec<Event>,
+) {
+    match phase {
         Phase::Failed {
             failure: Failure::Stalled { reason, message },
             ..
         } if previous
             .condition(condition::STALLED)
-            .is_none_or(|c| c.status != "True" || c.reason != *reason) =>
+            .is_none_or(|c| c.status != "True" || c.reason != reason.as_str()) =>
         {
-            events.push(warning(reason, message.clone(), "Reconcile"));
+            events.push(warning(reason.as_str(), message.clone(), "Reconcile"));
         }
         Phase::Ready { how }
-            if *how == reason::RESTARTED && previous.is_true(condition::REBOOT_REQUIRED) =>
+            if *how == Reason::Restarted && previous.is_true(condition::REBOOT_REQUIRED) =>
         {
             events.push(normal(
                 "RestartObserved",
@@ -155,38 +438,72 @@ async fn reconcile_inner(
                 "ObserveRestart",
             ));
         }
-        Phase::WaitingForRestart { message, .. }
+        Phase::WaitingForRestart(_)
             if !previous.is_true(condition::REBOOT_REQUIRED) || applied_now =>
         {
-            events.push(normal(reason::REBOOT_REQUIRED, message.clone(), "Apply"));
+            let desired = decide::conditions_for(phase, &spec.instance_id);
+            let message = desired
+                .iter()
+                .find(|d| d.type_ == condition::REBOOT_REQUIRED)
+                .map(|d| d.message.clone())
+                .unwrap_or_default();
+            events.push(normal(Reason::RebootRequired.as_str(), message, "Apply"));
+        }
+        Phase::WaitingForRestart(decide::Waiting::RebootNotObserved(_))
+            if previous
+                .condition(condition::READY)
+                .is_none_or(|c| c.reason != Reason::RebootNotObserved.as_str()) =>
+        {
+            let desired = decide::conditions_for(phase, &spec.instance_id);
+            let message = desired
+                .iter()
+                .find(|d| d.type_ == condition::READY)
+                .map(|d| d.message.clone())
+                .unwrap_or_default();
+            events.push(warning(
+                Reason::RebootNotObserved.as_str(),
+                message,
+                "ObserveRestart",
+            ));
         }
         _ => {}
     }
+}
 
-    let now = jiff::Timestamp::now();
-    let desired = conditions::merge(
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    ctx: &Context,
+    obj: &VncPassword,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    mut status: VncPasswordStatus,
+    phase: &Phase,
+    rebooted_now: bool,
+    events: Vec<Event>,
+) -> Result<(), ReconcileError> {
+    let spec = &obj.spec;
+    status.conditions = conditions::merge(
         &status.conditions,
-        &decide::conditions_for(&phase, &spec.instance_id),
+        &decide::conditions_for(phase, &spec.instance_id),
         obj.metadata.generation,
-        now,
+        ctx.now(),
     );
-    status.conditions = desired;
     status.observed_generation = obj.metadata.generation;
     let changed = obj.status.as_ref() != Some(&status);
     if changed {
-        let api: Api<VncPassword> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({
-            "apiVersion": "ecsvnc.io/v1alpha1",
-            "kind": "VncPassword",
-            "status": status,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(ReconcileError::WriteStatus)?;
+        if rebooted_now {
+            // Tests make the status write right after a RebootInstance fail here.
+            fail::fail_point!("status-write-after-reboot", |_| Err(
+                ReconcileError::WriteStatus(kube::Error::Api(
+                    kube::core::Status::failure("failpoint", "InternalError")
+                        .with_code(500)
+                        .boxed()
+                ))
+            ));
+        }
+        let written = write_status(ctx, obj, namespace, name, &status, None).await?;
+        ctx.wrote(uid, written.resource_version().as_deref());
     }
     let reference = obj.object_ref(&());
     for event in events {
@@ -194,15 +511,50 @@ async fn reconcile_inner(
             tracing::warn!(%namespace, %name, error = %e, "could not publish an Event");
         }
     }
-    if changed || applied_now {
-        tracing::info!(phase = result_label(&phase, applied_now), "reconciled");
+    if changed {
+        tracing::info!(phase = result_label(phase, false), "reconciled");
     } else {
         tracing::debug!(
-            phase = result_label(&phase, applied_now),
+            phase = result_label(phase, false),
             "reconciled, nothing changed"
         );
     }
-    Ok((action, result_label(&phase, applied_now)))
+    Ok(())
+}
+
+/// Writes the whole status (server-side apply, the controller's field manager). With
+/// `precondition`, the write fails with 409 Conflict unless the object still has that
+/// resourceVersion.
+async fn write_status(
+    ctx: &Context,
+    obj: &VncPassword,
+    namespace: &str,
+    name: &str,
+    status: &VncPasswordStatus,
+    precondition: Option<&str>,
+) -> Result<VncPassword, ReconcileError> {
+    let api: Api<VncPassword> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut metadata = json!({"name": name});
+    if let Some(rv) = precondition {
+        metadata["resourceVersion"] = json!(rv);
+    }
+    if let Some(uid) = obj.uid() {
+        // Never write a status computed for a deleted object onto its namesake.
+        metadata["uid"] = json!(uid);
+    }
+    let patch = json!({
+        "apiVersion": "ecsvnc.io/v1alpha1",
+        "kind": "VncPassword",
+        "metadata": metadata,
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(ReconcileError::WriteStatus)
 }
 
 fn normal(reason: &str, note: String, action: &str) -> Event {
@@ -241,9 +593,10 @@ fn ecs_failure(error: &crate::ecs::EcsError, obj: &VncPassword, action: &str) ->
     failure
 }
 
-/// A Secret's data and resourceVersion.
+/// A Secret's data and identity.
 struct SecretData {
     data: std::collections::BTreeMap<String, Vec<u8>>,
+    uid: String,
     resource_version: String,
 }
 
@@ -264,6 +617,7 @@ async fn read_secret(
         })?;
     Ok(secret.map(|s| {
         let resource_version = s.metadata.resource_version.clone().unwrap_or_default();
+        let uid = s.metadata.uid.clone().unwrap_or_default();
         let mut data: std::collections::BTreeMap<String, Vec<u8>> = s
             .data
             .unwrap_or_default()
@@ -276,26 +630,52 @@ async fn read_secret(
         }
         SecretData {
             data,
+            uid,
             resource_version,
         }
     }))
 }
 
-/// The password of the referenced Secret (with the Secret's resourceVersion), or why it cannot be
-/// used.
+/// Reads the password Secret and the credentials.
+async fn observe(
+    ctx: &Context,
+    obj: &VncPassword,
+    namespace: &str,
+) -> Result<Inputs, ReconcileError> {
+    let (password, secret_password) = match password(ctx, obj, namespace).await? {
+        Ok((p, secret)) => (
+            PasswordInput::Usable {
+                fingerprint: ctx
+                    .key
+                    .fingerprint(&obj.spec.region_id, &obj.spec.instance_id, &p),
+                secret,
+            },
+            Some(p),
+        ),
+        Err(f) => (PasswordInput::Unusable(f), None),
+    };
+    Ok(Inputs {
+        password,
+        secret_password,
+        credentials: credentials(ctx, obj, namespace).await?,
+    })
+}
+
+/// The password of the referenced Secret (with the Secret's identity), or why it cannot be used.
 async fn password(
     ctx: &Context,
     obj: &VncPassword,
     namespace: &str,
-) -> Result<Result<(Password, String), Failure>, ReconcileError> {
+) -> Result<Result<(Password, AppliedSecret), Failure>, ReconcileError> {
     let r = &obj.spec.password_secret_ref;
     let Some(SecretData {
         data,
+        uid,
         resource_version,
     }) = read_secret(ctx, namespace, &r.name).await?
     else {
         return Ok(Err(Failure::stalled(
-            reason::SECRET_NOT_FOUND,
+            Reason::SecretNotFound,
             format!(
                 "Secret {} does not exist in namespace {namespace}: create it with the password under key {}",
                 r.name, r.key
@@ -305,7 +685,7 @@ async fn password(
     let Some(bytes) = data.get(&r.key) else {
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
         return Ok(Err(Failure::stalled(
-            reason::SECRET_KEY_NOT_FOUND,
+            Reason::SecretKeyNotFound,
             format!(
                 "Secret {} has no key {} (its keys: {}): add it, or set spec.passwordSecretRef.key",
                 r.name,
@@ -318,17 +698,24 @@ async fn password(
             ),
         )));
     };
+    let identity = AppliedSecret {
+        name: r.name.clone(),
+        key: r.key.clone(),
+        uid,
+        resource_version,
+    };
     Ok(Password::parse_bytes(bytes)
-        .map(|p| (p, resource_version))
+        .map(|p| (p, identity))
         .map_err(|e| {
             Failure::stalled(
-                reason::INVALID_PASSWORD,
+                Reason::InvalidPassword,
                 format!("Secret {} key {}: {e}; update the Secret", r.name, r.key),
             )
         }))
 }
 
-/// The credentials to use (with the resourceVersion of their Secret, or `default`), or why none.
+/// The credentials to use with their identity (the Secret's uid and resourceVersion, or the
+/// default AccessKeyId: never a secret), or why none.
 async fn credentials(
     ctx: &Context,
     obj: &VncPassword,
@@ -340,10 +727,13 @@ async fn credentials(
             &ctx.settings.allowed_default_credentials,
             ctx.settings.default_credentials.as_ref(),
         )
-        .map(|c| (c, "default".to_string()))),
+        .map(|c| {
+            let id = format!("default:{}", c.access_key_id);
+            (c, id)
+        })),
         Some(r) => match read_secret(ctx, namespace, &r.name).await? {
             None => Ok(Err(Failure::stalled(
-                reason::CREDENTIALS_NOT_FOUND,
+                Reason::CredentialsNotFound,
                 format!(
                     "credentials Secret {} does not exist in namespace {namespace}: create it with keys accessKeyId, accessKeySecret (and securityToken for STS)",
                     r.name
@@ -351,269 +741,10 @@ async fn credentials(
             ))),
             Some(SecretData {
                 data,
+                uid,
                 resource_version,
             }) => Ok(tenancy::from_secret_data(&r.name, |k| data.get(k).cloned())
-                .map(|c| (c, resource_version))),
-        },
-    }
-}
-
-/// Does the work: validate, apply when needed, observe the instance, reboot when asked.
-/// Returns the phase and whether a password was applied in this reconcile.
-async fn drive(
-    obj: &VncPassword,
-    ctx: &Context,
-    namespace: &str,
-    status: &mut VncPasswordStatus,
-    events: &mut Vec<Event>,
-) -> Result<(Phase, bool), ReconcileError> {
-    let spec = &obj.spec;
-    let (region, instance_id) = (spec.region_id.as_str(), spec.instance_id.as_str());
-    let fail = |failure: Failure, applied: bool| Ok((Phase::Failed { failure, applied }, false));
-
-    let (password, password_version) = match password(ctx, obj, namespace).await? {
-        Ok(p) => p,
-        Err(f) => return fail(f, false),
-    };
-    let (credentials, credentials_version) = match credentials(ctx, obj, namespace).await? {
-        Ok(c) => c,
-        Err(f) => return fail(f, false),
-    };
-    // ECS refused these very inputs before, with an answer only a person can change: no new call
-    // until the spec, a referenced Secret or the force annotation changes.
-    let inputs = format!(
-        "{}|{password_version}|{credentials_version}|{:?}",
-        obj.metadata.generation.unwrap_or_default(),
-        obj.annotations().get(ANNOTATION_RECONCILE_REQUESTED_AT)
-    );
-    let object_key = (namespace.to_string(), obj.name_any());
-    if let Some((failure, applied)) = ctx.stalled_on(&object_key, &inputs) {
-        return fail(failure, applied);
-    }
-    let fail = |failure: Failure, applied: bool| {
-        if matches!(failure, Failure::Stalled { .. }) {
-            ctx.remember_stall(&object_key, &inputs, &failure, applied);
-        } else {
-            ctx.forget_stall(&object_key);
-        }
-        Ok((Phase::Failed { failure, applied }, false))
-    };
-    let fingerprint = ctx.key.fingerprint(region, instance_id, &password);
-    let requested = obj
-        .annotations()
-        .get(ANNOTATION_RECONCILE_REQUESTED_AT)
-        .cloned();
-    let forced = requested.is_some() && requested != status.last_handled_reconcile_at;
-    let mut applied_now = false;
-
-    if status.applied_password_fingerprint.as_deref() != Some(fingerprint.as_str()) || forced {
-        match ctx
-            .ecs
-            .modify_instance_vnc_passwd(&credentials, region, instance_id, &password)
-            .await
-        {
-            Ok(request_id) => {
-                applied_now = true;
-                status.applied_password_fingerprint = Some(fingerprint);
-                status.last_applied_time =
-                    Some(crate::ecs::signer::format_timestamp(jiff::Timestamp::now()));
-                status.last_request_id = Some(request_id.clone());
-                status.start_time_at_apply = None;
-                status.reboot_requested_time = None;
-                // Whether this password needs a restart is not known yet.
-                status
-                    .conditions
-                    .retain(|c| c.type_ != condition::REBOOT_REQUIRED);
-                if requested.is_some() {
-                    status.last_handled_reconcile_at = requested;
-                }
-                events.push(normal(
-                    "PasswordApplied",
-                    format!("ECS accepted the new VNC password for instance {instance_id} (RequestId {request_id})"),
-                    "ModifyInstanceVncPasswd",
-                ));
-            }
-            Err(e) => return fail(ecs_failure(&e, obj, "ModifyInstanceVncPasswd"), false),
-        }
-    }
-
-    // From here the Secret's password is applied.
-    let rebooted_already = status
-        .condition(condition::REBOOT_REQUIRED)
-        .is_some_and(|c| c.status == "False");
-    if !applied_now && status.io_optimized == Some(true) {
-        return Ok((
-            Phase::Ready {
-                how: reason::IO_OPTIMIZED,
-            },
-            false,
-        ));
-    }
-    if !applied_now && status.io_optimized == Some(false) && rebooted_already {
-        return Ok((
-            Phase::Ready {
-                how: reason::RESTARTED,
-            },
-            false,
-        ));
-    }
-
-    let fresh_after = if applied_now {
-        Instant::now()
-    } else {
-        Instant::now()
-            .checked_sub(ctx.settings.reboot_poll_interval / 2)
-            .unwrap_or_else(Instant::now)
-    };
-    let instance = match ctx
-        .instances
-        .describe(&credentials, region, instance_id, fresh_after)
-        .await
-    {
-        Ok(Some(i)) => i,
-        Ok(None) => {
-            return fail(
-                Failure::stalled(
-                    reason::INSTANCE_NOT_FOUND,
-                    format!(
-                        "DescribeInstances does not return instance {instance_id} in region {region}: check spec.instanceId and spec.regionId"
-                    ),
-                ),
-                true,
-            );
-        }
-        Err(e) => return fail(ecs_failure(&e, obj, "DescribeInstances"), true),
-    };
-    status.io_optimized = Some(instance.io_optimized);
-    status.instance_status = Some(instance.status.clone()).filter(|s| !s.is_empty());
-    if applied_now {
-        status.start_time_at_apply = instance.start_time.clone();
-    }
-    if instance.io_optimized {
-        return Ok((
-            Phase::Ready {
-                how: reason::IO_OPTIMIZED,
-            },
-            applied_now,
-        ));
-    }
-
-    let applied_at = status
-        .last_applied_time
-        .as_deref()
-        .and_then(|t| t.parse().ok());
-    let baseline = status
-        .start_time_at_apply
-        .as_deref()
-        .and_then(parse_start_time);
-    if let Some(applied_at) = applied_at
-        && decide::restarted_since_apply(applied_at, baseline, instance.started_at())
-    {
-        return Ok((
-            Phase::Ready {
-                how: reason::RESTARTED,
-            },
-            applied_now,
-        ));
-    }
-    Ok((
-        waiting_for_restart(obj, ctx, &credentials, &instance, status, events).await,
-        applied_now,
-    ))
-}
-
-/// The instance must restart; with `rebootPolicy: Automatic`, ask for it once.
-async fn waiting_for_restart(
-    obj: &VncPassword,
-    ctx: &Context,
-    credentials: &Credentials,
-    instance: &Instance,
-    status: &mut VncPasswordStatus,
-    events: &mut Vec<Event>,
-) -> Phase {
-    let spec = &obj.spec;
-    let id = spec.instance_id.as_str();
-    let manual = || Phase::WaitingForRestart {
-        reboot_reason: reason::REBOOT_REQUIRED,
-        message: format!(
-            "instance {id} is not I/O-optimized: the new password takes effect after it restarts (console, or RebootInstance; or set rebootPolicy: Automatic)"
-        ),
-    };
-    if spec.reboot_policy == RebootPolicy::Manual {
-        return manual();
-    }
-    if let Some(at) = &status.reboot_requested_time {
-        return Phase::WaitingForRestart {
-            reboot_reason: reason::REBOOT_REQUESTED,
-            message: format!(
-                "RebootInstance was called for instance {id} at {at}; waiting for it to start again"
-            ),
-        };
-    }
-    match instance.status.as_str() {
-        "Running" => {}
-        "Stopped" => {
-            return Phase::WaitingForRestart {
-                reboot_reason: reason::REBOOT_REQUIRED,
-                message: format!(
-                    "instance {id} is Stopped: the new password takes effect when it is started (the controller does not start stopped instances)"
-                ),
-            };
-        }
-        other => {
-            return Phase::Failed {
-                failure: Failure::Retry {
-                    reason: reason::INCORRECT_INSTANCE_STATUS,
-                    message: format!(
-                        "instance {id} is {other}; RebootInstance needs it Running, retrying with backoff"
-                    ),
-                    throttled: false,
-                },
-                applied: true,
-            };
-        }
-    }
-    let requested_at = crate::ecs::signer::format_timestamp(jiff::Timestamp::now());
-    match ctx
-        .ecs
-        .reboot_instance(credentials, &spec.region_id, id)
-        .await
-    {
-        Ok(request_id) => {
-            status.reboot_requested_time = Some(requested_at.clone());
-            status.last_request_id = Some(request_id.clone());
-            events.push(normal(
-                reason::REBOOT_REQUESTED,
-                format!("called RebootInstance for instance {id} so the new VNC password takes effect (RequestId {request_id})"),
-                "RebootInstance",
-            ));
-            Phase::WaitingForRestart {
-                reboot_reason: reason::REBOOT_REQUESTED,
-                message: format!(
-                    "RebootInstance was called for instance {id} at {requested_at}; waiting for it to start again"
-                ),
-            }
-        }
-        Err(e) => match ecs_failure(&e, obj, "RebootInstance") {
-            // No answer or a 5xx: the reboot may have happened. Never reboot twice; the restart,
-            // if any, will be seen in StartTime.
-            Failure::Retry {
-                reason: reason::ECS_UNAVAILABLE,
-                message,
-                ..
-            } => {
-                status.reboot_requested_time = Some(requested_at);
-                Phase::WaitingForRestart {
-                    reboot_reason: reason::REBOOT_REQUESTED,
-                    message: format!(
-                        "RebootInstance for instance {id} got no clear answer ({message}); not calling it again, waiting for a restart"
-                    ),
-                }
-            }
-            failure => Phase::Failed {
-                failure,
-                applied: true,
-            },
+                .map(|c| (c, format!("secret:{uid}:{resource_version}")))),
         },
     }
 }

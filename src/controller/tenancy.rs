@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
-use crate::api::reason;
+use crate::api::Reason;
 use crate::controller::decide::Failure;
 use crate::ecs::Credentials;
 use crate::secret::SecretString;
@@ -80,7 +80,7 @@ pub fn from_secret_data(
                 .map(|s| Some(s.trim().to_string()).filter(|s| !s.is_empty()))
                 .map_err(|_| {
                     Failure::stalled(
-                        reason::CREDENTIALS_NOT_FOUND,
+                        Reason::CredentialsNotFound,
                         format!("key {key} of Secret {secret_name} is not UTF-8 text"),
                     )
                 }),
@@ -89,7 +89,7 @@ pub fn from_secret_data(
     let required = |key: &str| -> Result<String, Failure> {
         text(key)?.ok_or_else(|| {
             Failure::stalled(
-                reason::CREDENTIALS_NOT_FOUND,
+                Reason::CredentialsNotFound,
                 format!("Secret {secret_name} has no key {key} (it needs {KEY_ACCESS_KEY_ID}, {KEY_ACCESS_KEY_SECRET} and, for STS credentials, {KEY_SECURITY_TOKEN})"),
             )
         })
@@ -108,7 +108,7 @@ pub fn default_for(
 ) -> Result<Credentials, Failure> {
     if !allowed.allows(namespace) {
         return Err(Failure::stalled(
-            reason::CREDENTIALS_NOT_ALLOWED,
+            Reason::CredentialsNotAllowed,
             format!(
                 "namespace {namespace} may not use the controller's default credentials: set spec.credentialsSecretRef to a Secret in this namespace, or ask the operator to add {namespace} to --default-credentials-namespaces"
             ),
@@ -116,7 +116,7 @@ pub fn default_for(
     }
     defaults.cloned().ok_or_else(|| {
         Failure::stalled(
-            reason::CREDENTIALS_NOT_FOUND,
+            Reason::CredentialsNotFound,
             "the controller has no default credentials (ALIBABA_CLOUD_ACCESS_KEY_ID/ALIBABA_CLOUD_ACCESS_KEY_SECRET are not set): set spec.credentialsSecretRef",
         )
     })
@@ -142,11 +142,13 @@ mod tests {
         let allowed: AllowedNamespaces = "team-a".parse().unwrap();
         assert!(default_for("team-a", &allowed, Some(&creds)).is_ok());
         match default_for("team-b", &allowed, Some(&creds)) {
-            Err(Failure::Stalled { reason, .. }) => assert_eq!(reason, "CredentialsNotAllowed"),
+            Err(Failure::Stalled { reason, .. }) => {
+                assert_eq!(reason, Reason::CredentialsNotAllowed)
+            }
             other => panic!("{other:?}"),
         }
         match default_for("team-a", &allowed, None) {
-            Err(Failure::Stalled { reason, .. }) => assert_eq!(reason, "CredentialsNotFound"),
+            Err(Failure::Stalled { reason, .. }) => assert_eq!(reason, Reason::CredentialsNotFound),
             other => panic!("{other:?}"),
         }
     }
@@ -173,7 +175,7 @@ mod tests {
         assert_eq!(c.security_token.as_ref().map(|t| t.expose()), Some("t+/="));
         match from_secret_data("c", data(&[("accessKeyId", "id")])) {
             Err(Failure::Stalled { reason, message }) => {
-                assert_eq!(reason, "CredentialsNotFound");
+                assert_eq!(reason, Reason::CredentialsNotFound);
                 assert!(message.contains("accessKeySecret"));
             }
             other => panic!("{other:?}"),

@@ -62,7 +62,7 @@ pub trait CallObserver: Send + Sync {
 }
 
 /// Everything that can go wrong with one call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EcsError {
     /// ECS answered with an error. `client_string_to_sign` (masked) is kept for
     /// `SignatureDoesNotMatch`, to set beside the server's.
@@ -100,7 +100,8 @@ impl EcsError {
                 if s >= 500 || s == 429 || (200..300).contains(&s) {
                     ErrorClass::Transient
                 } else {
-                    ErrorClass::Terminal
+                    // Not ECS speaking (a proxy, a gateway): retried slowly, never a stall.
+                    ErrorClass::Unknown
                 }
             }
             Self::Network { .. } => ErrorClass::Transient,
@@ -338,7 +339,7 @@ impl EcsClient {
             let may_retry = match class {
                 ErrorClass::Throttled | ErrorClass::Resign => true,
                 ErrorClass::Transient => is_idempotent(action),
-                ErrorClass::Terminal | ErrorClass::Credentials => false,
+                ErrorClass::Terminal | ErrorClass::Credentials | ErrorClass::Unknown => false,
             };
             match policy.delay(class, attempt, rand::random::<f64>()) {
                 Some(delay) if may_retry => {

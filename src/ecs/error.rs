@@ -23,6 +23,9 @@ pub enum ErrorClass {
     Credentials,
     /// The request went stale (timestamp, nonce): sign it again and retry at once.
     Resign,
+    /// A 4xx code this classification does not list: not retried within a call; the controller
+    /// retries it slowly, since ECS may have added a code for a passing condition.
+    Unknown,
 }
 
 impl ErrorClass {
@@ -38,6 +41,7 @@ impl ErrorClass {
             Self::Throttled => "throttled",
             Self::Credentials => "credentials",
             Self::Resign => "resign",
+            Self::Unknown => "unknown",
         }
     }
 }
@@ -52,23 +56,31 @@ pub fn classify(code: &str, http_status: u16) -> ErrorClass {
         | "MissingParameter"
         | "InvalidParameter"
         | "InvalidAction.NotFound" => ErrorClass::Terminal,
-        "IncorrectInstanceStatus" | "InstanceNotReady" | "ServiceUnavailable" | "InternalError" => {
-            ErrorClass::Transient
-        }
+        // Another operation on the instance is in progress, or it is between states: Alibaba's own
+        // Terraform provider retries these on instance operations.
+        "IncorrectInstanceStatus"
+        | "InstanceNotReady"
+        | "OperationConflict"
+        | "Operation.Conflict"
+        | "InvalidOperation.Conflict"
+        | "ServiceUnavailable"
+        | "InternalError"
+        | "UnknownError" => ErrorClass::Transient,
+        c if c.starts_with("IncorrectInstanceStatus.") => ErrorClass::Transient,
         "InvalidTimeStamp.Expired" | "SignatureNonceUsed" => ErrorClass::Resign,
         "SignatureDoesNotMatch"
         | "IncompleteSignature"
         | "Forbidden.RAM"
         | "Forbidden"
         | "NoPermission" => ErrorClass::Credentials,
-        c if c.starts_with("Throttling") => ErrorClass::Throttled,
+        c if c.starts_with("Throttling") || c == "Rejected.Throttling" => ErrorClass::Throttled,
         c if c.starts_with("InvalidAccessKeyId.") || c.starts_with("InvalidSecurityToken.") => {
             ErrorClass::Credentials
         }
         c if c.starts_with("Forbidden.") => ErrorClass::Credentials,
         _ if http_status >= 500 => ErrorClass::Transient,
         _ if http_status == 429 => ErrorClass::Throttled,
-        _ => ErrorClass::Terminal,
+        _ => ErrorClass::Unknown,
     }
 }
 
@@ -217,6 +229,23 @@ mod tests {
     }
 
     #[test]
+    fn conflicts_and_status_sub_codes_are_transient_unknown_codes_are_unknown() {
+        for code in [
+            "IncorrectInstanceStatus",
+            "IncorrectInstanceStatus.Initializing",
+            "OperationConflict",
+            "Operation.Conflict",
+            "InvalidOperation.Conflict",
+        ] {
+            assert_eq!(classify(code, 403), ErrorClass::Transient, "{code}");
+        }
+        assert_eq!(classify("Rejected.Throttling", 400), ErrorClass::Throttled);
+        assert_eq!(classify("Something.New", 400), ErrorClass::Unknown);
+        assert_eq!(classify("Something.New", 503), ErrorClass::Transient);
+        assert_eq!(classify("InvalidParameter", 400), ErrorClass::Terminal);
+    }
+
+    #[test]
     fn garbage_bodies_name_status_and_excerpt() {
         for (body, expect) in [
             (
@@ -269,7 +298,7 @@ mod tests {
             ("ServiceUnavailable", 503, Transient),
             ("InternalError", 500, Transient),
             ("SomethingNew", 502, Transient),
-            ("SomethingNew", 400, Terminal),
+            ("SomethingNew", 400, Unknown),
             ("SignatureDoesNotMatch", 400, Credentials),
             ("IncompleteSignature", 400, Credentials),
             ("InvalidAccessKeyId.NotFound", 404, Credentials),

@@ -10,6 +10,8 @@ pub struct SimulatorConfig {
     pub faults: FaultConfig,
     /// Seconds a rebooted instance stays `Starting` before it is `Running` again (0: at once).
     pub reboot_seconds: f64,
+    /// When above `rebootSeconds`, each reboot takes a random time between the two.
+    pub reboot_seconds_max: f64,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +121,36 @@ pub struct FaultConfig {
     /// Added latency: fixed milliseconds plus up to `latency_jitter_ms` more.
     pub latency_ms: u64,
     pub latency_jitter_ms: u64,
+    /// Answer the next calls with these errors (after authentication), one rule after another.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fail_next: Vec<FailNext>,
+    /// AccessKeyIds without `ecs:DescribeInstances`: ECS answers them an empty list, not an error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub describe_denied_keys: Vec<String>,
+    /// Instance IDs that make a whole DescribeInstances fail with `InvalidInstanceIds.Malformed`
+    /// when they are among its `InstanceIds` (one bad ID in a batch).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refuse_describe_ids: Vec<String>,
+}
+
+/// Answer the next `count` calls of `action` with ECS error `code` and HTTP `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailNext {
+    pub action: String,
+    pub code: String,
+    #[serde(default = "default_fail_status")]
+    pub status: u16,
+    #[serde(default = "default_fail_count")]
+    pub count: u32,
+}
+
+fn default_fail_status() -> u16 {
+    403
+}
+
+fn default_fail_count() -> u32 {
+    1
 }
 
 #[cfg(test)]

@@ -16,6 +16,28 @@ use super::state::EcsFault;
 /// authentication anyway) the buckets start over rather than grow.
 const MAX_BUCKETS: usize = 10_000;
 
+/// Error codes are `&'static str` in `EcsFault`; injected codes are interned once each, at most
+/// `MAX_CODES` of them (a test uses a handful; past that every code reads `InjectedError`).
+fn leak_code(code: &str) -> &'static str {
+    const MAX_CODES: usize = 256;
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static CODES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut codes = CODES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = codes.get(code) {
+        return c;
+    }
+    if codes.len() >= MAX_CODES {
+        return "InjectedError";
+    }
+    let leaked: &'static str = Box::leak(code.to_string().into_boxed_str());
+    codes.insert(leaked);
+    leaked
+}
+
 /// What to do to one request before answering it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
@@ -81,6 +103,31 @@ impl Faults {
     pub fn throttle_next(&mut self, count: u32, action: Option<&str>) {
         self.config.throttle_next = count;
         self.config.throttle_action = action.map(str::to_string);
+    }
+
+    /// Queues `rule`: its next `count` calls of its action get its error.
+    pub fn fail_next(&mut self, rule: super::config::FailNext) {
+        self.config.fail_next.push(rule);
+    }
+
+    /// The injected error for this authenticated call, if a `failNext` rule applies (it is used up
+    /// one call at a time).
+    pub fn injected_error(&mut self, action: &str) -> Option<EcsFault> {
+        let rules = &mut self.config.fail_next;
+        let i = rules
+            .iter()
+            .position(|r| r.action == action && r.count > 0)?;
+        let rule = &mut rules[i];
+        rule.count -= 1;
+        let fault = EcsFault::new(
+            rule.status,
+            leak_code(&rule.code),
+            format!("Injected by the simulator: {}.", rule.code),
+        );
+        if rule.count == 0 {
+            rules.remove(i);
+        }
+        Some(fault)
     }
 
     pub fn set_error_rate(&mut self, rate: f64) {

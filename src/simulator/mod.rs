@@ -18,7 +18,7 @@ pub mod verify;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{AccessKeyConfig, FaultConfig, InstanceConfig, SimulatorConfig};
+pub use config::{AccessKeyConfig, FailNext, FaultConfig, InstanceConfig, SimulatorConfig};
 pub use state::{CallRecord, Clock, EcsFault, InstanceView, SimState};
 
 pub struct Simulator;

@@ -31,6 +31,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/_simulator/calls", get(calls).delete(reset_calls))
         .route("/_simulator/faults", get(get_faults).put(put_faults))
         .route("/_simulator/faults/throttle", post(throttle))
+        .route("/_simulator/faults/fail", post(fail_next))
         .with_state(state)
 }
 
@@ -143,11 +144,13 @@ async fn ecs(State(state): State<Arc<SimState>>, request: Request) -> Response {
             .and_then(|key_id| {
                 if state.throttles(&key_id, action) {
                     Err(EcsFault::throttled())
+                } else if let Some(fault) = state.injected_error(action) {
+                    Err(fault)
                 } else {
-                    Ok(())
+                    Ok(key_id)
                 }
             })
-            .and_then(|()| dispatch(&state, action, &params, &request_id)),
+            .and_then(|key_id| dispatch(&state, action, &params, &request_id, &key_id)),
     };
     let (status, code) = match &result {
         Ok(_) => (200, "Success"),
@@ -197,6 +200,7 @@ fn dispatch(
     action: &str,
     params: &[(String, String)],
     request_id: &str,
+    access_key_id: &str,
 ) -> Result<Value, EcsFault> {
     match action {
         "ModifyInstanceVncPasswd" => {
@@ -238,7 +242,21 @@ fn dispatch(
                     "The specified parameter PageSize is not valid (1-100).",
                 ));
             }
-            let all = state.describe(region, ids.as_deref())?;
+            if ids
+                .as_deref()
+                .is_some_and(|ids| state.refuses_describe_of(ids))
+            {
+                return Err(EcsFault::new(
+                    400,
+                    "InvalidInstanceIds.Malformed",
+                    "The specified parameter InstanceIds is not valid.",
+                ));
+            }
+            let mut all = state.describe(region, ids.as_deref())?;
+            if state.describe_denied(access_key_id) {
+                // ECS's answer to an identity without ecs:DescribeInstances: nothing, not an error.
+                all.clear();
+            }
             let items: Vec<Value> = all
                 .iter()
                 .skip((page - 1).saturating_mul(size))
@@ -391,6 +409,14 @@ async fn throttle(
     axum::Json(body): axum::Json<ThrottleBody>,
 ) -> Response {
     state.throttle_next(body.count, body.action.as_deref());
+    axum::Json(state.faults()).into_response()
+}
+
+async fn fail_next(
+    State(state): State<Arc<SimState>>,
+    axum::Json(body): axum::Json<super::config::FailNext>,
+) -> Response {
+    state.fail_next(body);
     axum::Json(state.faults()).into_response()
 }
 

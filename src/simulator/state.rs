@@ -184,6 +184,8 @@ struct Inner {
     calls: VecDeque<CallRecord>,
     faults: Faults,
     reboot_duration: Duration,
+    /// Above `reboot_duration`: each reboot takes a random time between the two.
+    reboot_duration_max: Duration,
 }
 
 pub struct SimState {
@@ -220,6 +222,7 @@ impl SimState {
                 calls: VecDeque::new(),
                 faults: Faults::new(config.faults.clone()),
                 reboot_duration: reboot_duration(config.reboot_seconds),
+                reboot_duration_max: reboot_duration(config.reboot_seconds_max),
             }),
             clock: RwLock::new(Arc::new(jiff::Timestamp::now)),
             nonce_hasher: RandomState::new(),
@@ -310,6 +313,33 @@ impl SimState {
     /// Throttles the next `count` authenticated calls (of `action` only, when given).
     pub fn throttle_next(&self, count: u32, action: Option<&str>) {
         self.lock().faults.throttle_next(count, action);
+    }
+
+    /// Answers the next `rule.count` calls of `rule.action` with `rule.code`.
+    pub fn fail_next(&self, rule: super::config::FailNext) {
+        self.lock().faults.fail_next(rule);
+    }
+
+    /// The error a `failNext` rule injects into this authenticated call, if any.
+    pub fn injected_error(&self, action: &str) -> Option<EcsFault> {
+        self.lock().faults.injected_error(action)
+    }
+
+    /// Whether this AccessKey may not describe instances (ECS then answers an empty list).
+    pub fn describe_denied(&self, access_key_id: &str) -> bool {
+        self.lock()
+            .faults
+            .config()
+            .describe_denied_keys
+            .iter()
+            .any(|k| k == access_key_id)
+    }
+
+    /// Whether one of `ids` is configured to make DescribeInstances fail.
+    pub fn refuses_describe_of(&self, ids: &[String]) -> bool {
+        let inner = self.lock();
+        let refused = &inner.faults.config().refuse_describe_ids;
+        ids.iter().any(|id| refused.contains(id))
     }
 
     /// Probability of a 5xx answer.
@@ -468,7 +498,12 @@ impl SimState {
         {
             return Err(EcsFault::region_not_found());
         }
-        let duration = inner.reboot_duration;
+        let duration = if inner.reboot_duration_max > inner.reboot_duration {
+            let (lo, hi) = (inner.reboot_duration, inner.reboot_duration_max);
+            lo + (hi - lo).mul_f64(rand::random::<f64>())
+        } else {
+            inner.reboot_duration
+        };
         let instance = inner
             .instances
             .get_mut(id)

@@ -9,7 +9,7 @@ use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 use ecs_vnc_controller::api::{VncPassword, VncPasswordStatus};
-use ecs_vnc_controller::cli::EcsArgs;
+use ecs_vnc_controller::controller::context::{Clock, system_clock};
 use ecs_vnc_controller::controller::{Environment, RunArgs, run_with};
 use ecs_vnc_controller::ecs::Credentials;
 use ecs_vnc_controller::secret::SecretString;
@@ -49,6 +49,27 @@ pub struct ControllerOptions {
     pub default_credentials: Option<Credentials>,
     pub default_credentials_namespaces: String,
     pub client: Client,
+    /// More `run` flags, e.g. `--reboot-timeout=5`.
+    pub flags: Vec<String>,
+    /// The controller's clock (default: the system's).
+    pub clock: Option<Clock>,
+    /// Where the controller keeps its fingerprint key (default `ecs-vnc-system`, shared).
+    pub controller_namespace: Option<String>,
+}
+
+impl ControllerOptions {
+    pub fn new(client: Client, ecs_endpoint: String) -> Self {
+        Self {
+            namespace: None,
+            ecs_endpoint,
+            default_credentials: None,
+            default_credentials_namespaces: String::new(),
+            client,
+            flags: Vec::new(),
+            clock: None,
+            controller_namespace: None,
+        }
+    }
 }
 
 pub async fn ensure_controller_namespace(client: &Client) {
@@ -77,29 +98,33 @@ pub fn free_port() -> SocketAddr {
 pub async fn start_controller(options: ControllerOptions) -> RunningController {
     ensure_controller_namespace(&super::client().await).await;
     let metrics_addr = free_port();
-    let args = RunArgs {
-        ecs: EcsArgs {
-            ecs_endpoint: Some(options.ecs_endpoint),
-            ecs_qps: 200.0,
-            ecs_burst: 50,
-            ecs_max_retries: 1,
-            ecs_connect_timeout: 2.0,
-            ecs_timeout: 5.0,
-        },
-        default_credentials_namespaces: options
-            .default_credentials_namespaces
-            .parse()
-            .expect("namespace list"),
-        namespace: options.namespace,
-        metrics_addr,
-        log_format: ecs_vnc_controller::telemetry::LogFormat::Text,
-        reboot_poll_interval: 1.0,
-        concurrency: 8,
-    };
+    let mut flags = vec![
+        format!("--ecs-endpoint={}", options.ecs_endpoint),
+        "--ecs-qps=200".to_string(),
+        "--ecs-burst=50".to_string(),
+        "--ecs-max-retries=1".to_string(),
+        "--ecs-connect-timeout=2".to_string(),
+        "--ecs-timeout=5".to_string(),
+        format!(
+            "--default-credentials-namespaces={}",
+            options.default_credentials_namespaces
+        ),
+        format!("--metrics-addr={metrics_addr}"),
+        "--reboot-poll-interval=1".to_string(),
+        "--concurrency=8".to_string(),
+    ];
+    if let Some(ns) = &options.namespace {
+        flags.push(format!("--namespace={ns}"));
+    }
+    flags.extend(options.flags.iter().cloned());
+    let args = RunArgs::from_flags(&flags).unwrap_or_else(|e| panic!("run flags {flags:?}: {e}"));
     let env = Environment {
         client: options.client,
         default_credentials: options.default_credentials,
-        controller_namespace: CONTROLLER_NAMESPACE.into(),
+        controller_namespace: options
+            .controller_namespace
+            .unwrap_or_else(|| CONTROLLER_NAMESPACE.into()),
+        clock: options.clock.unwrap_or_else(system_clock),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -91,4 +91,53 @@ impl Sim {
     pub fn set_error_rate(&self, rate: f64) {
         self.running.state().set_error_rate(rate);
     }
+
+    pub fn state(&self) -> &std::sync::Arc<ecs_vnc_controller::simulator::SimState> {
+        self.running.state()
+    }
+
+    /// Answers the next `count` calls of `action` with `code` (HTTP `status`).
+    pub fn fail_next(&self, action: &str, code: &str, status: u16, count: u32) {
+        self.running
+            .state()
+            .fail_next(ecs_vnc_controller::simulator::FailNext {
+                action: action.into(),
+                code: code.into(),
+                status,
+                count,
+            });
+    }
+
+    /// Changes the fault configuration in place.
+    pub fn with_faults(
+        &self,
+        change: impl FnOnce(&mut ecs_vnc_controller::simulator::FaultConfig),
+    ) {
+        let state = self.running.state();
+        let mut faults = state.faults();
+        change(&mut faults);
+        state.set_faults(faults);
+    }
+
+    pub fn add_instance(&self, id: &str, io_optimized: bool) {
+        self.running.state().add_instance(InstanceConfig {
+            id: id.into(),
+            region: "cn-hangzhou".into(),
+            io_optimized,
+            status: "Running".into(),
+        });
+    }
+
+    /// Successful calls of `action` (`Success` answers only).
+    pub fn successes(&self, action: &str) -> usize {
+        self.calls_with_code(action, "Success")
+    }
+
+    pub fn reboot_count(&self, id: &str) -> u32 {
+        self.running
+            .state()
+            .instance(id)
+            .map(|i| i.reboot_count)
+            .unwrap_or_default()
+    }
 }

@@ -1,0 +1,379 @@
+//! The planner: observe → **plan** → act → record.
+//!
+//! [`plan`] is a pure function of what one reconcile observed (spec, status, the referenced
+//! Secrets' identities, what ECS said in this reconcile, the time) and returns the one next step.
+//! The executor (`reconcile`) performs it, records the outcome in the working status with the pure
+//! functions of `record`, and plans again until the plan says `Finish`. Everything that must
+//! survive a restart, a second replica or a recreated object is read from the status, never from
+//! process memory.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::api::{AppliedSecret, Reason, RebootPolicy, VncPasswordSpec, VncPasswordStatus};
+use crate::controller::decide::{Failure, Pace, Phase, Waiting, floor_minute};
+use crate::ecs::types::parse_start_time;
+
+/// How long to wait when the object in hand is older than the controller's own last write for it
+/// (the watch event of that write is on its way and reconciles it again anyway).
+pub const CACHE_BEHIND_RETRY: Duration = Duration::from_secs(1);
+
+/// The password Secret as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordInput {
+    /// Missing Secret or key, or a password ECS would refuse.
+    Unusable(Failure),
+    /// The keyed fingerprint of the password under the current key, and the Secret's identity.
+    Usable {
+        fingerprint: String,
+        secret: AppliedSecret,
+    },
+}
+
+/// Settings the planner reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanSettings {
+    /// How often an instance that must restart is looked at.
+    pub poll: Duration,
+    /// How long after RebootInstance a missing restart is reported.
+    pub reboot_timeout: Duration,
+    /// How often stalls that something outside Kubernetes can fix are checked again.
+    pub stall_recheck: Duration,
+}
+
+/// What this reconcile already did or learned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Round {
+    /// The object in hand is older than the controller's own last status write for it.
+    pub cache_behind: bool,
+    /// The instance was described in this reconcile (after any apply of this reconcile).
+    pub described: bool,
+    /// The reboot intent was written in this reconcile and RebootInstance not yet called.
+    pub intent_written: bool,
+    pub reboot_called: bool,
+    /// What ECS refused in this reconcile.
+    pub failure: Option<Failure>,
+}
+
+/// Everything the plan depends on.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    pub now: jiff::Timestamp,
+    pub uid: &'a str,
+    pub generation: i64,
+    pub spec: &'a VncPasswordSpec,
+    pub paused: bool,
+    /// The value of `ecsvnc.io/reconcile-requested-at`.
+    pub force_token: Option<&'a str>,
+    pub status: &'a VncPasswordStatus,
+    pub password: &'a PasswordInput,
+    /// The identity of the credentials to use (Secret uid and resourceVersion, or the controller's
+    /// default AccessKeyId: never a secret), or why there are none.
+    pub credentials: &'a Result<String, Failure>,
+    /// The ID of the fingerprint key in use.
+    pub key_id: &'a str,
+    pub round: &'a Round,
+    pub settings: PlanSettings,
+}
+
+/// When to look at the object again after a reconcile that finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Only a change of the object or a referenced Secret.
+    AwaitChange,
+    After(Duration),
+    /// Per-object backoff at this pace.
+    Backoff(Pace),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Call ModifyInstanceVncPasswd.
+    Apply,
+    /// The applied password is the Secret's: record the fingerprint under the current key and the
+    /// Secret's current identity. No ECS call.
+    Record,
+    /// Describe the instance (fresh after any apply of this reconcile).
+    Describe,
+    /// Write the intent to reboot to the status, with the object's resourceVersion as precondition.
+    RecordRebootIntent,
+    /// Call RebootInstance (only right after its intent was written in this reconcile).
+    Reboot,
+    /// Do nothing now and look again after this long; no status write.
+    Requeue(Duration),
+    Finish {
+        phase: Phase,
+        requeue: Requeue,
+    },
+}
+
+/// `<regionId>/<instanceId>`.
+pub fn instance_key(spec: &VncPasswordSpec) -> String {
+    format!("{}/{}", spec.region_id, spec.instance_id)
+}
+
+/// The key ID a fingerprint names (`hmac-sha256:<key id>:<mac>`).
+pub fn fingerprint_key_id(fingerprint: &str) -> Option<&str> {
+    let mut parts = fingerprint.split(':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("hmac-sha256"), Some(id), Some(_)) => Some(id),
+        _ => None,
+    }
+}
+
+/// A hash of the inputs an ECS stall is about: the object (uid, generation), the password Secret's
+/// identity, the credentials' identity and the force token. Never a secret.
+pub fn stall_inputs(o: &Observed) -> String {
+    let mut h = Sha256::new();
+    let secret = match o.password {
+        PasswordInput::Usable { secret, .. } => {
+            format!("{}:{}:{}", secret.uid, secret.resource_version, secret.key)
+        }
+        PasswordInput::Unusable(_) => String::new(),
+    };
+    let credentials = o.credentials.as_deref().unwrap_or("");
+    for part in [
+        o.uid,
+        &o.generation.to_string(),
+        &secret,
+        credentials,
+        o.force_token.unwrap_or(""),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    format!("sha256:{}", hex::encode(&h.finalize()[..16]))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// The status says the Secret's current password is applied to this instance.
+    Current,
+    /// The same, but the record must be updated (new fingerprint key, new Secret resourceVersion
+    /// with the same password, a status from before these fields existed).
+    NeedsRecord,
+    /// Not applied, or cannot be told: apply.
+    Stale,
+}
+
+fn applied_state(o: &Observed, fingerprint: &str, secret: &AppliedSecret) -> Applied {
+    let status = o.status;
+    let here = instance_key(o.spec);
+    let Some(recorded) = status.applied_password_fingerprint.as_deref() else {
+        return Applied::Stale;
+    };
+    let same_instance = status.applied_instance.as_deref() == Some(here.as_str());
+    if recorded == fingerprint {
+        // The fingerprint covers region and instance, so this is the instance's password.
+        return if same_instance && status.applied_secret.as_ref() == Some(secret) {
+            Applied::Current
+        } else {
+            Applied::NeedsRecord
+        };
+    }
+    let key_changed = fingerprint_key_id(recorded) != Some(o.key_id);
+    if key_changed && same_instance && status.applied_secret.as_ref() == Some(secret) {
+        // The key was lost or replaced, the Secret is exactly the one applied: no ECS call.
+        return Applied::NeedsRecord;
+    }
+    Applied::Stale
+}
+
+fn finish(phase: Phase, requeue: Requeue) -> Step {
+    Step::Finish { phase, requeue }
+}
+
+fn failed(failure: &Failure, applied: bool, o: &Observed) -> Step {
+    let requeue = match failure {
+        Failure::Retry { pace, .. } => Requeue::Backoff(*pace),
+        Failure::Stalled { reason, .. } if reason.fixable_outside_kubernetes() => {
+            Requeue::After(o.settings.stall_recheck)
+        }
+        Failure::Stalled { .. } => Requeue::AwaitChange,
+    };
+    finish(
+        Phase::Failed {
+            failure: failure.clone(),
+            applied,
+        },
+        requeue,
+    )
+}
+
+fn parse_time(text: Option<&str>) -> Option<jiff::Timestamp> {
+    text.and_then(|t| t.parse().ok())
+}
+
+fn duration_until(now: jiff::Timestamp, then: jiff::Timestamp) -> Duration {
+    Duration::try_from(then.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// A stall ECS gave for exactly these inputs, still in force: no ECS call.
+fn remembered_stall(o: &Observed, applied: bool) -> Option<Step> {
+    let status = o.status;
+    if status.stalled_inputs.as_deref() != Some(stall_inputs(o).as_str()) {
+        return None;
+    }
+    let stalled = status
+        .condition(crate::api::condition::STALLED)
+        .filter(|c| c.status == "True")?;
+    let reason = Reason::parse(&stalled.reason)?;
+    let failure = Failure::stalled(reason, stalled.message.clone());
+    if !reason.fixable_outside_kubernetes() {
+        return Some(failed(&failure, applied, o));
+    }
+    let checked = parse_time(status.stall_checked_time.as_deref())?;
+    let due = checked
+        .checked_add(o.settings.stall_recheck)
+        .unwrap_or(checked);
+    if o.now >= due {
+        // Something outside Kubernetes may have fixed it: ask ECS again.
+        return None;
+    }
+    Some(finish(
+        Phase::Failed { failure, applied },
+        Requeue::After(duration_until(o.now, due)),
+    ))
+}
+
+/// The earliest time RebootInstance may be called: a later minute than both the apply and the
+/// last start, so that the restart shows in minute-precision `StartTime`.
+pub fn reboot_not_before(status: &VncPasswordStatus) -> Option<jiff::Timestamp> {
+    let applied = parse_time(status.last_applied_time.as_deref())?;
+    let baseline = status
+        .start_time_at_apply
+        .as_deref()
+        .and_then(parse_start_time)
+        .unwrap_or(applied);
+    let latest = floor_minute(applied.max(baseline));
+    latest.checked_add(jiff::SignedDuration::from_secs(60)).ok()
+}
+
+/// The next step.
+pub fn plan(o: &Observed) -> Step {
+    if o.paused {
+        return finish(Phase::Paused, Requeue::AwaitChange);
+    }
+    if o.round.cache_behind {
+        return Step::Requeue(CACHE_BEHIND_RETRY);
+    }
+    let (fingerprint, secret) = match o.password {
+        PasswordInput::Unusable(failure) => return failed(failure, false, o),
+        PasswordInput::Usable {
+            fingerprint,
+            secret,
+        } => (fingerprint, secret),
+    };
+    let status = o.status;
+    let forced = o
+        .force_token
+        .is_some_and(|t| Some(t) != status.last_handled_reconcile_at.as_deref());
+    let applied = if forced {
+        Applied::Stale
+    } else {
+        applied_state(o, fingerprint, secret)
+    };
+    if applied == Applied::NeedsRecord {
+        return Step::Record;
+    }
+    let current = applied == Applied::Current;
+    if let Some(failure) = &o.round.failure {
+        return failed(failure, current, o);
+    }
+
+    let here = instance_key(o.spec);
+    let facts_here = status.described_instance.as_deref() == Some(here.as_str());
+    let io_optimized = status.io_optimized.filter(|_| facts_here);
+    if current {
+        // In effect: nothing to ask ECS, whatever the credentials are doing.
+        if io_optimized == Some(true) {
+            return finish(
+                Phase::Ready {
+                    how: Reason::IoOptimized,
+                },
+                Requeue::AwaitChange,
+            );
+        }
+        if status.restart_observed_time.is_some() {
+            return finish(
+                Phase::Ready {
+                    how: Reason::Restarted,
+                },
+                Requeue::AwaitChange,
+            );
+        }
+    }
+
+    // From here on ECS must be asked.
+    if let Some(step) = remembered_stall(o, current) {
+        return step;
+    }
+    if let Err(failure) = o.credentials {
+        return failed(failure, current, o);
+    }
+    if !current {
+        return Step::Apply;
+    }
+    if !o.round.described {
+        return Step::Describe;
+    }
+    if io_optimized != Some(false) {
+        // Described, and still no facts for this instance: cannot happen unless the executor
+        // failed to record them; look again later rather than guess.
+        return Step::Requeue(o.settings.poll);
+    }
+
+    let poll = Requeue::After(o.settings.poll);
+    let waiting = |w: Waiting, requeue: Requeue| finish(Phase::WaitingForRestart(w), requeue);
+    let instance_status = status
+        .instance_status
+        .as_deref()
+        .filter(|_| facts_here)
+        .unwrap_or("");
+    if o.spec.reboot_policy == RebootPolicy::Manual {
+        return match instance_status {
+            "Stopped" => waiting(Waiting::Stopped, poll),
+            _ => waiting(Waiting::Manual, poll),
+        };
+    }
+
+    // rebootPolicy: Automatic.
+    let intent = status
+        .reboot_requested_time
+        .as_deref()
+        .filter(|_| status.reboot_requested_for == status.applied_password_fingerprint);
+    if let Some(at) = intent {
+        if o.round.intent_written && !o.round.reboot_called {
+            return Step::Reboot;
+        }
+        let timed_out = parse_time(Some(at))
+            .and_then(|t| t.checked_add(o.settings.reboot_timeout).ok())
+            .is_some_and(|deadline| o.now >= deadline);
+        return if timed_out {
+            waiting(Waiting::RebootNotObserved(at.to_string()), poll)
+        } else {
+            waiting(Waiting::RebootRequested(at.to_string()), poll)
+        };
+    }
+    match instance_status {
+        "Running" => {}
+        "Stopped" => return waiting(Waiting::Stopped, poll),
+        other => return waiting(Waiting::InTransition(other.to_string()), poll),
+    }
+    match reboot_not_before(status) {
+        Some(earliest) if o.now >= earliest => Step::RecordRebootIntent,
+        Some(earliest) => waiting(
+            Waiting::RebootAfter(earliest),
+            Requeue::After(duration_until(o.now, earliest).min(o.settings.poll)),
+        ),
+        // No apply time recorded (cannot happen after an apply): wait a minute from now.
+        None => waiting(
+            Waiting::RebootAfter(floor_minute(o.now) + jiff::SignedDuration::from_secs(60)),
+            poll,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,647 @@
+//! Table tests for every transition of the planner.
+
+use super::*;
+use crate::api::condition;
+use crate::controller::conditions::merge;
+use crate::controller::decide::conditions_for;
+use crate::controller::record;
+use crate::ecs::Instance;
+
+const UID: &str = "uid-1";
+const KEY: &str = "k1";
+const FP: &str = "hmac-sha256:k1:AAAA";
+const FP_NEW_KEY: &str = "hmac-sha256:k2:BBBB";
+const FP_OTHER_PASSWORD: &str = "hmac-sha256:k1:CCCC";
+
+fn t(s: &str) -> jiff::Timestamp {
+    s.parse().unwrap()
+}
+
+fn spec(instance: &str, policy: RebootPolicy) -> VncPasswordSpec {
+    serde_json::from_value(serde_json::json!({
+        "regionId": "cn-hangzhou",
+        "instanceId": instance,
+        "passwordSecretRef": {"name": "pw"},
+        "rebootPolicy": format!("{policy:?}"),
+    }))
+    .unwrap()
+}
+
+fn secret(rv: &str) -> AppliedSecret {
+    AppliedSecret {
+        name: "pw".into(),
+        key: "password".into(),
+        uid: "s-uid".into(),
+        resource_version: rv.into(),
+    }
+}
+
+/// One scenario: everything the planner reads, with sensible defaults.
+struct S {
+    now: jiff::Timestamp,
+    spec: VncPasswordSpec,
+    status: VncPasswordStatus,
+    password: PasswordInput,
+    credentials: Result<String, Failure>,
+    key_id: &'static str,
+    round: Round,
+    paused: bool,
+    force: Option<&'static str>,
+    generation: i64,
+}
+
+impl S {
+    fn new(policy: RebootPolicy) -> Self {
+        Self {
+            now: t("2026-01-01T10:00:40Z"),
+            spec: spec("i-aaaaaaaa1", policy),
+            status: VncPasswordStatus::default(),
+            password: PasswordInput::Usable {
+                fingerprint: FP.into(),
+                secret: secret("1"),
+            },
+            credentials: Ok("default:LTAI".into()),
+            key_id: KEY,
+            round: Round::default(),
+            paused: false,
+            force: None,
+            generation: 1,
+        }
+    }
+
+    fn observed(&self) -> Observed<'_> {
+        Observed {
+            now: self.now,
+            uid: UID,
+            generation: self.generation,
+            spec: &self.spec,
+            paused: self.paused,
+            force_token: self.force,
+            status: &self.status,
+            password: &self.password,
+            credentials: &self.credentials,
+            key_id: self.key_id,
+            round: &self.round,
+            settings: PlanSettings {
+                poll: Duration::from_secs(30),
+                reboot_timeout: Duration::from_secs(900),
+                stall_recheck: Duration::from_secs(1800),
+            },
+        }
+    }
+
+    fn plan(&self) -> Step {
+        plan(&self.observed())
+    }
+
+    fn key(&self) -> String {
+        instance_key(&self.spec)
+    }
+
+    /// The status after a successful apply at `now`.
+    fn applied(mut self) -> Self {
+        let key = self.key();
+        record::applied(
+            &mut self.status,
+            FP,
+            &secret("1"),
+            &key,
+            "R1",
+            self.now,
+            None,
+        );
+        self
+    }
+
+    fn described(mut self, status: &str, start: &str, io: bool) -> Self {
+        let key = self.key();
+        let instance = Instance {
+            instance_id: self.spec.instance_id.clone(),
+            region_id: self.spec.region_id.clone(),
+            status: status.into(),
+            io_optimized: io,
+            start_time: Some(start.into()),
+        };
+        record::described(&mut self.status, &key, &instance, self.now);
+        self.round.described = true;
+        self
+    }
+
+    /// A later reconcile: nothing done yet in it.
+    fn next_round(mut self, now: &str) -> Self {
+        self.round = Round::default();
+        self.now = t(now);
+        self
+    }
+
+    /// Writes the conditions of a finished plan into the status, as the executor does.
+    fn finish_into_status(mut self) -> Self {
+        if let Step::Finish { phase, .. } = self.plan() {
+            let desired = conditions_for(&phase, &self.spec.instance_id);
+            self.status.conditions = merge(&self.status.conditions, &desired, Some(1), self.now);
+        }
+        self
+    }
+}
+
+fn phase(step: Step) -> Phase {
+    match step {
+        Step::Finish { phase, .. } => phase,
+        other => panic!("expected Finish, got {other:?}"),
+    }
+}
+
+fn requeue(step: Step) -> Requeue {
+    match step {
+        Step::Finish { requeue, .. } => requeue,
+        other => panic!("expected Finish, got {other:?}"),
+    }
+}
+
+fn stalled(reason: Reason) -> Failure {
+    Failure::stalled(reason, "msg")
+}
+
+// --- new, rotated, changed -------------------------------------------------------------------
+
+#[test]
+fn a_new_object_is_applied_then_described() {
+    let s = S::new(RebootPolicy::Manual);
+    assert_eq!(s.plan(), Step::Apply);
+    let s = s.applied();
+    assert_eq!(s.plan(), Step::Describe);
+}
+
+#[test]
+fn an_io_optimized_instance_is_ready_after_one_look() {
+    let s = S::new(RebootPolicy::Manual)
+        .applied()
+        .described("Running", "2026-01-01T09:00Z", true);
+    assert_eq!(
+        phase(s.plan()),
+        Phase::Ready {
+            how: Reason::IoOptimized
+        }
+    );
+    // A later reconcile asks nothing of ECS, credentials or not.
+    let mut s = s.next_round("2026-01-01T12:00:00Z");
+    s.credentials = Err(stalled(Reason::CredentialsNotFound));
+    let step = s.plan();
+    assert_eq!(requeue(step.clone()), Requeue::AwaitChange);
+    assert_eq!(
+        phase(step),
+        Phase::Ready {
+            how: Reason::IoOptimized
+        }
+    );
+}
+
+#[test]
+fn a_rotated_password_is_applied_again() {
+    let mut s = S::new(RebootPolicy::Manual)
+        .applied()
+        .described("Running", "2026-01-01T09:00Z", true)
+        .next_round("2026-01-01T11:00:00Z");
+    s.password = PasswordInput::Usable {
+        fingerprint: FP_OTHER_PASSWORD.into(),
+        secret: secret("2"),
+    };
+    assert_eq!(s.plan(), Step::Apply);
+}
+
+#[test]
+fn a_new_secret_version_with_the_same_password_is_only_recorded() {
+    let mut s = S::new(RebootPolicy::Manual)
+        .applied()
+        .described("Running", "2026-01-01T09:00Z", true)
+        .next_round("2026-01-01T11:00:00Z");
+    s.password = PasswordInput::Usable {
+        fingerprint: FP.into(),
+        secret: secret("7"),
+    };
+    assert_eq!(s.plan(), Step::Record);
+}
+
+#[test]
+fn an_instance_id_change_applies_and_never_uses_the_old_instance_facts() {
+    let mut s = S::new(RebootPolicy::Manual)
+        .applied()
+        .described("Running", "2026-01-01T09:00Z", true)
+        .next_round("2026-01-01T11:00:00Z");
+    s.spec = spec("i-bbbbbbbb2", RebootPolicy::Manual);
+    s.password = PasswordInput::Usable {
+        fingerprint: FP_OTHER_PASSWORD.into(),
+        secret: secret("1"),
+    };
+    assert_eq!(s.plan(), Step::Apply);
+    let key = s.key();
+    record::applied(
+        &mut s.status,
+        FP_OTHER_PASSWORD,
+        &secret("1"),
+        &key,
+        "R2",
+        s.now,
+        None,
+    );
+    assert_eq!(s.plan(), Step::Describe);
+    // DescribeInstances throttled right after the apply: not Ready on the old instance's facts.
+    s.round.described = true;
+    s.round.failure = Some(Failure::retry(Reason::Throttled, "t", Pace::Throttled));
+    let step = s.plan();
+    assert_eq!(requeue(step.clone()), Requeue::Backoff(Pace::Throttled));
+    assert!(matches!(phase(step), Phase::Failed { applied: true, .. }));
+    // The next reconcile describes the new instance rather than trusting the old facts.
+    let s = s.next_round("2026-01-01T11:00:10Z");
+    assert_eq!(s.plan(), Step::Describe);
+}
+
+#[test]
+fn a_region_change_applies_again() {
+    let mut s = S::new(RebootPolicy::Manual)
+        .applied()
+        .described("Running", "2026-01-01T09:00Z", true)
+        .next_round("2026-01-01T11:00:00Z");
+    s.spec.region_id = "cn-beijing".into();
+    // Same password, same Secret: the fingerprint (over region and instance) differs.
+    s.password = PasswordInput::Usable {
+        fingerprint: FP_OTHER_PASSWORD.into(),
+        secret: secret("1"),
+    };
+    assert_eq!(s.plan(), Step::Apply);
+}
+
+// --- paused, forced, cache ------------------------------------------------------------------
+
+#[test]
+fn paused_objects_do_nothing() {
+    let mut s = S::new(RebootPolicy::Automatic);
+    s.paused = true;
+    assert_eq!(phase(s.plan()), Phase::Paused);
+}
+
+#[test]
+fn a_new_force_token_applies_once() {
+    let mut s = S::new(RebootPolicy::Manual)
+        .applied()
+        .described("Running", "2026-01-01T09:00Z", true)
+        .next_round("2026-01-01T11:00:00Z");
+    s.force = Some("2026-01-01T11:00:00Z");
+    assert_eq!(s.plan(), Step::Apply);
+    let key = s.key();
+    record::applied(&mut s.status, FP, &secret("1"), &key, "R2", s.now, s.force);
+    assert!(matches!(phase(s.plan()), Phase::Ready { .. }));
+}
+
+#[test]
+fn a_cache_older_than_our_own_write_does_nothing() {
+    let mut s = S::new(RebootPolicy::Automatic);
+    s.round.cache_behind = true;
+    assert_eq!(s.plan(), Step::Requeue(CACHE_BEHIND_RETRY));
+}
+
+// --- Kubernetes-side input ------------------------------------------------------------------
+
+#[test]
+fn an_unusable_password_stalls_without_ecs() {
+    for reason in [
+        Reason::SecretNotFound,
+        Reason::SecretKeyNotFound,
+        Reason::InvalidPassword,
+    ] {
+        let mut s = S::new(RebootPolicy::Manual);
+        s.password = PasswordInput::Unusable(stalled(reason));
+        let step = s.plan();
+        assert_eq!(requeue(step.clone()), Requeue::AwaitChange);
+        assert!(
+            matches!(phase(step), Phase::Failed { applied: false, failure } if failure.reason() == reason)
+        );
+    }
+}
+
+#[test]
+fn missing_credentials_matter_only_when_ecs_must_be_called() {
+    // Needed: not applied yet.
+    let mut s = S::new(RebootPolicy::Manual);
+    s.credentials = Err(stalled(Reason::CredentialsNotFound));
+    assert!(matches!(
+        phase(s.plan()),
+        Phase::Failed { applied: false, failure } if failure.reason() == Reason::CredentialsNotFound
+    ));
+    // Needed: waiting for a restart, Applied stays true.
+    let mut s = S::new(RebootPolicy::Manual)
+        .applied()
+        .described("Running", "2026-01-01T10:00Z", false)
+        .next_round("2026-01-01T10:05:00Z");
+    s.credentials = Err(stalled(Reason::CredentialsNotFound));
+    assert!(matches!(
+        phase(s.plan()),
+        Phase::Failed { applied: true, .. }
+    ));
+}
+
+// --- key lost ------------------------------------------------------------------------------
+
+#[test]
+fn a_lost_key_re_records_without_any_ecs_call_when_the_secret_is_unchanged() {
+    let mut s = S::new(RebootPolicy::Automatic)
+        .applied()
+        .described("Running", "2026-01-01T09:00Z", false)
+        .next_round("2026-01-01T12:00:00Z");
+    s.key_id = "k2";
+    s.password = PasswordInput::Usable {
+        fingerprint: FP_NEW_KEY.into(),
+        secret: secret("1"),
+    };
+    assert_eq!(s.plan(), Step::Record);
+}
+
+#[test]
+fn a_lost_key_and_a_changed_secret_apply_again() {
+    let mut s = S::new(RebootPolicy::Manual)
+        .applied()
+        .next_round("2026-01-01T12:00:00Z");
+    s.key_id = "k2";
+    s.password = PasswordInput::Usable {
+        fingerprint: FP_NEW_KEY.into(),
+        secret: secret("2"),
+    };
+    assert_eq!(s.plan(), Step::Apply);
+}
+
+// --- restarts -------------------------------------------------------------------------------
+
+#[test]
+fn manual_waits_for_a_restart_polling_each_round() {
+    let s = S::new(RebootPolicy::Manual)
+        .applied()
+        .described("Running", "2026-01-01T10:00Z", false);
+    let step = s.plan();
+    assert_eq!(
+        requeue(step.clone()),
+        Requeue::After(Duration::from_secs(30))
+    );
+    assert_eq!(phase(step), Phase::WaitingForRestart(Waiting::Manual));
+    let s = s.next_round("2026-01-01T10:01:10Z");
+    assert_eq!(s.plan(), Step::Describe);
+}
+
+#[test]
+fn a_restart_seen_in_start_time_makes_it_ready() {
+    let s = S::new(RebootPolicy::Manual)
+        .applied()
+        .described("Running", "2026-01-01T10:00Z", false)
+        .next_round("2026-01-01T10:03:10Z")
+        .described("Running", "2026-01-01T10:03Z", false);
+    assert_eq!(
+        phase(s.plan()),
+        Phase::Ready {
+            how: Reason::Restarted
+        }
+    );
+    // Ready stays without asking ECS again.
+    let s = s.next_round("2026-01-01T11:00:00Z");
+    assert!(matches!(phase(s.plan()), Phase::Ready { .. }));
+}
+
+#[test]
+fn a_restart_seen_as_stopping_then_running_makes_it_ready() {
+    let s = S::new(RebootPolicy::Manual)
+        .applied()
+        .described("Running", "2026-01-01T10:00Z", false)
+        .next_round("2026-01-01T10:00:50Z")
+        .described("Stopping", "2026-01-01T10:00Z", false);
+    assert!(matches!(
+        phase(s.plan()),
+        Phase::WaitingForRestart(Waiting::Manual)
+    ));
+    let s = s
+        .next_round("2026-01-01T10:00:58Z")
+        .described("Running", "2026-01-01T10:00Z", false);
+    assert_eq!(
+        phase(s.plan()),
+        Phase::Ready {
+            how: Reason::Restarted
+        }
+    );
+}
+
+#[test]
+fn a_stopped_instance_says_so() {
+    let s =
+        S::new(RebootPolicy::Automatic)
+            .applied()
+            .described("Stopped", "2026-01-01T09:00Z", false);
+    assert_eq!(phase(s.plan()), Phase::WaitingForRestart(Waiting::Stopped));
+    let s = S::new(RebootPolicy::Manual)
+        .applied()
+        .described("Stopped", "2026-01-01T09:00Z", false);
+    assert_eq!(phase(s.plan()), Phase::WaitingForRestart(Waiting::Stopped));
+}
+
+// --- Automatic reboots ----------------------------------------------------------------------
+
+#[test]
+fn automatic_waits_for_a_later_minute_than_the_apply_and_the_last_start() {
+    // Started 10:00:05, applied 10:00:40: a reboot before 10:01 could end in the same minute.
+    let s =
+        S::new(RebootPolicy::Automatic)
+            .applied()
+            .described("Running", "2026-01-01T10:00Z", false);
+    let step = s.plan();
+    assert_eq!(
+        phase(step.clone()),
+        Phase::WaitingForRestart(Waiting::RebootAfter(t("2026-01-01T10:01:00Z")))
+    );
+    assert_eq!(requeue(step), Requeue::After(Duration::from_secs(20)));
+    let s = s
+        .next_round("2026-01-01T10:01:00Z")
+        .described("Running", "2026-01-01T10:00Z", false);
+    assert_eq!(s.plan(), Step::RecordRebootIntent);
+}
+
+#[test]
+fn the_reboot_follows_only_its_own_intent_write_and_never_repeats() {
+    let mut s = S::new(RebootPolicy::Automatic)
+        .applied()
+        .described("Running", "2026-01-01T09:00Z", false)
+        .next_round("2026-01-01T10:02:00Z")
+        .described("Running", "2026-01-01T09:00Z", false);
+    assert_eq!(s.plan(), Step::RecordRebootIntent);
+    record::reboot_intent(&mut s.status, s.now);
+    s.round.intent_written = true;
+    assert_eq!(s.plan(), Step::Reboot);
+    s.round.reboot_called = true;
+    assert!(matches!(
+        phase(s.plan()),
+        Phase::WaitingForRestart(Waiting::RebootRequested(_))
+    ));
+    // A crash right after the call, or a status write refused: the next reconcile only observes.
+    let s = s
+        .next_round("2026-01-01T10:02:30Z")
+        .described("Running", "2026-01-01T09:00Z", false);
+    assert!(matches!(
+        phase(s.plan()),
+        Phase::WaitingForRestart(Waiting::RebootRequested(_))
+    ));
+}
+
+#[test]
+fn an_intent_without_a_call_is_never_followed_by_a_call_from_another_reconcile() {
+    // Intent written, then the process died before RebootInstance.
+    let mut s =
+        S::new(RebootPolicy::Automatic)
+            .applied()
+            .described("Running", "2026-01-01T09:00Z", false);
+    record::reboot_intent(&mut s.status, t("2026-01-01T10:02:00Z"));
+    let s = s
+        .next_round("2026-01-01T10:03:00Z")
+        .described("Running", "2026-01-01T09:00Z", false);
+    assert!(matches!(
+        phase(s.plan()),
+        Phase::WaitingForRestart(Waiting::RebootRequested(_))
+    ));
+    // After --reboot-timeout it says so, and still does not call.
+    let s = s
+        .next_round("2026-01-01T10:17:01Z")
+        .described("Running", "2026-01-01T09:00Z", false);
+    let step = s.plan();
+    assert!(matches!(
+        phase(step.clone()),
+        Phase::WaitingForRestart(Waiting::RebootNotObserved(_))
+    ));
+    let s = s.finish_into_status();
+    let ready = s.status.condition(condition::READY).unwrap();
+    assert_eq!(ready.reason, "RebootNotObserved");
+    // A new reconcile-requested-at token applies again; the reboot after it is a new one.
+    let mut s = s.next_round("2026-01-01T10:20:00Z");
+    s.force = Some("again");
+    assert_eq!(s.plan(), Step::Apply);
+}
+
+#[test]
+fn a_reboot_refused_with_an_answer_may_be_asked_for_again() {
+    let mut s = S::new(RebootPolicy::Automatic)
+        .applied()
+        .described("Running", "2026-01-01T09:00Z", false)
+        .next_round("2026-01-01T10:02:00Z")
+        .described("Running", "2026-01-01T09:00Z", false);
+    record::reboot_intent(&mut s.status, s.now);
+    s.round.intent_written = true;
+    s.round.reboot_called = true;
+    record::reboot_refused(&mut s.status);
+    s.round.failure = Some(Failure::retry(
+        Reason::IncorrectInstanceStatus,
+        "m",
+        Pace::Normal,
+    ));
+    assert_eq!(requeue(s.plan()), Requeue::Backoff(Pace::Normal));
+    let s = s
+        .next_round("2026-01-01T10:03:00Z")
+        .described("Running", "2026-01-01T09:00Z", false);
+    assert_eq!(s.plan(), Step::RecordRebootIntent);
+}
+
+#[test]
+fn an_instance_in_transition_is_not_rebooted() {
+    let s = S::new(RebootPolicy::Automatic)
+        .applied()
+        .next_round("2026-01-01T10:05:00Z")
+        .described("Starting", "2026-01-01T09:00Z", false);
+    assert_eq!(
+        phase(s.plan()),
+        Phase::WaitingForRestart(Waiting::InTransition("Starting".into()))
+    );
+}
+
+// --- stalls and ECS errors ------------------------------------------------------------------
+
+fn stalled_on(reason: Reason) -> S {
+    let mut s = S::new(RebootPolicy::Manual);
+    s.round.failure = Some(stalled(reason));
+    let inputs = stall_inputs(&s.observed());
+    let now = s.now;
+    record::stalled(&mut s.status, inputs, now);
+    s.finish_into_status()
+}
+
+#[test]
+fn an_ecs_stall_is_remembered_for_the_same_inputs() {
+    let s = stalled_on(Reason::EcsRejected).next_round("2026-01-02T00:00:00Z");
+    let step = s.plan();
+    assert_eq!(requeue(step.clone()), Requeue::AwaitChange);
+    assert!(
+        matches!(phase(step), Phase::Failed { failure, .. } if failure.reason() == Reason::EcsRejected)
+    );
+}
+
+#[test]
+fn a_stall_ends_with_any_change_of_its_inputs() {
+    // A new generation (spec fixed), a recreated object (new uid), a Secret change, a force token.
+    let mut s = stalled_on(Reason::EcsRejected).next_round("2026-01-01T10:01:00Z");
+    s.generation = 2;
+    assert_eq!(s.plan(), Step::Apply);
+    let s = stalled_on(Reason::EcsRejected).next_round("2026-01-01T10:01:00Z");
+    let mut other = s.observed();
+    other.uid = "uid-recreated";
+    assert_eq!(plan(&other), Step::Apply);
+    let mut s = stalled_on(Reason::EcsRejected).next_round("2026-01-01T10:01:00Z");
+    s.password = PasswordInput::Usable {
+        fingerprint: FP.into(),
+        secret: secret("2"),
+    };
+    assert_eq!(s.plan(), Step::Apply);
+    let mut s = stalled_on(Reason::EcsRejected).next_round("2026-01-01T10:01:00Z");
+    s.credentials = Ok("secret:c-uid:9".into());
+    assert_eq!(s.plan(), Step::Apply);
+}
+
+#[test]
+fn stalls_fixable_outside_kubernetes_are_checked_again_after_the_interval() {
+    for reason in [
+        Reason::InstanceNotFound,
+        Reason::RegionNotFound,
+        Reason::AuthFailed,
+        Reason::DescribeNotAllowed,
+    ] {
+        let s = stalled_on(reason).next_round("2026-01-01T10:20:00Z");
+        let step = s.plan();
+        assert!(
+            matches!(requeue(step.clone()), Requeue::After(d) if d <= Duration::from_secs(1800)),
+            "{reason}"
+        );
+        let s = s.next_round("2026-01-01T10:30:41Z");
+        assert_eq!(s.plan(), Step::Apply, "{reason}");
+    }
+    let s = stalled_on(Reason::InvalidPassword).next_round("2026-01-09T00:00:00Z");
+    assert!(matches!(phase(s.plan()), Phase::Failed { .. }));
+}
+
+#[test]
+fn retried_failures_back_off_at_their_pace() {
+    for (failure, pace) in [
+        (
+            Failure::retry(Reason::OperationConflict, "m", Pace::Normal),
+            Pace::Normal,
+        ),
+        (
+            Failure::retry(Reason::Throttled, "m", Pace::Throttled),
+            Pace::Throttled,
+        ),
+        (
+            Failure::retry(Reason::UnknownEcsError, "m", Pace::Slow),
+            Pace::Slow,
+        ),
+    ] {
+        let mut s = S::new(RebootPolicy::Manual);
+        s.round.failure = Some(failure);
+        assert_eq!(requeue(s.plan()), Requeue::Backoff(pace));
+    }
+}
+
+#[test]
+fn stall_inputs_never_contain_the_inputs_themselves() {
+    let s = S::new(RebootPolicy::Manual);
+    let h = stall_inputs(&s.observed());
+    assert!(h.starts_with("sha256:") && !h.contains(UID) && !h.contains("LTAI"));
+}

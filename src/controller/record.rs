@@ -1,0 +1,240 @@
+//! observe → plan → act → **record**: pure changes to the working status after each step.
+
+use crate::api::{AppliedSecret, VncPasswordStatus};
+use crate::controller::decide::restarted_since_apply;
+use crate::ecs::Instance;
+use crate::ecs::signer::format_timestamp;
+use crate::ecs::types::parse_start_time;
+
+/// ECS accepted the password: a new apply, whose restart (if one is needed) is still to be seen.
+pub fn applied(
+    status: &mut VncPasswordStatus,
+    fingerprint: &str,
+    secret: &AppliedSecret,
+    instance_key: &str,
+    request_id: &str,
+    now: jiff::Timestamp,
+    force_token: Option<&str>,
+) {
+    status.applied_password_fingerprint = Some(fingerprint.to_string());
+    status.applied_instance = Some(instance_key.to_string());
+    status.applied_secret = Some(secret.clone());
+    status.last_applied_time = Some(format_timestamp(now));
+    status.last_request_id = Some(request_id.to_string());
+    status.start_time_at_apply = None;
+    status.left_running_after_apply = false;
+    status.restart_observed_time = None;
+    status.reboot_requested_time = None;
+    status.reboot_requested_for = None;
+    status.stalled_inputs = None;
+    status.stall_checked_time = None;
+    if let Some(token) = force_token {
+        status.last_handled_reconcile_at = Some(token.to_string());
+    }
+    // Whether this password needs a restart is not known until the instance is looked at.
+    status
+        .conditions
+        .retain(|c| c.type_ != crate::api::condition::REBOOT_REQUIRED);
+}
+
+/// The applied password is the Secret's: the fingerprint under the current key and the Secret's
+/// current identity. A reboot intent for the old fingerprint stays the intent for this one.
+pub fn identity(
+    status: &mut VncPasswordStatus,
+    fingerprint: &str,
+    secret: &AppliedSecret,
+    instance_key: &str,
+) {
+    if status.reboot_requested_for.is_some()
+        && status.reboot_requested_for == status.applied_password_fingerprint
+    {
+        status.reboot_requested_for = Some(fingerprint.to_string());
+    }
+    status.applied_password_fingerprint = Some(fingerprint.to_string());
+    status.applied_secret = Some(secret.clone());
+    status.applied_instance = Some(instance_key.to_string());
+}
+
+/// What DescribeInstances said about the instance, and whether that shows a restart after the
+/// apply: `StartTime` moved past the baseline (or into a later minute than the apply), or a status
+/// other than Running was seen after the apply and the instance is Running again.
+pub fn described(
+    status: &mut VncPasswordStatus,
+    instance_key: &str,
+    instance: &Instance,
+    now: jiff::Timestamp,
+) {
+    status.described_instance = Some(instance_key.to_string());
+    status.io_optimized = Some(instance.io_optimized);
+    status.instance_status = Some(instance.status.clone()).filter(|s| !s.is_empty());
+    status.stalled_inputs = None;
+    status.stall_checked_time = None;
+    if status.applied_instance.as_deref() != Some(instance_key)
+        || status.restart_observed_time.is_some()
+        || instance.io_optimized
+    {
+        return;
+    }
+    if status.start_time_at_apply.is_none() {
+        // The first look after the apply is the baseline.
+        status.start_time_at_apply = instance.start_time.clone();
+    }
+    let running = instance.status == "Running";
+    if !running && !instance.status.is_empty() {
+        status.left_running_after_apply = true;
+    }
+    let applied_at = status
+        .last_applied_time
+        .as_deref()
+        .and_then(|t| t.parse().ok());
+    let baseline = status
+        .start_time_at_apply
+        .as_deref()
+        .and_then(parse_start_time);
+    let by_start_time =
+        applied_at.is_some_and(|a| restarted_since_apply(a, baseline, instance.started_at()));
+    if by_start_time || (running && status.left_running_after_apply) {
+        status.restart_observed_time = Some(format_timestamp(now));
+    }
+}
+
+/// The intent to reboot, for the applied password, recorded before RebootInstance.
+pub fn reboot_intent(status: &mut VncPasswordStatus, now: jiff::Timestamp) {
+    status.reboot_requested_time = Some(format_timestamp(now));
+    status.reboot_requested_for = status.applied_password_fingerprint.clone();
+}
+
+/// ECS accepted RebootInstance.
+pub fn reboot_accepted(status: &mut VncPasswordStatus, request_id: &str) {
+    status.last_request_id = Some(request_id.to_string());
+}
+
+/// ECS refused RebootInstance with an answer, so no reboot happened: the intent is withdrawn and a
+/// later reconcile may ask again.
+pub fn reboot_refused(status: &mut VncPasswordStatus) {
+    status.reboot_requested_time = None;
+    status.reboot_requested_for = None;
+}
+
+/// ECS stalled the object on these inputs.
+pub fn stalled(status: &mut VncPasswordStatus, inputs: String, now: jiff::Timestamp) {
+    status.stalled_inputs = Some(inputs);
+    status.stall_checked_time = Some(format_timestamp(now));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(status: &str, start: &str, io: bool) -> Instance {
+        Instance {
+            instance_id: "i-1".into(),
+            region_id: "r".into(),
+            status: status.into(),
+            io_optimized: io,
+            start_time: Some(start.into()),
+        }
+    }
+
+    fn t(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn after_apply(at: &str) -> VncPasswordStatus {
+        let mut s = VncPasswordStatus::default();
+        let secret = AppliedSecret::default();
+        applied(&mut s, "fp", &secret, "r/i-1", "R1", t(at), None);
+        s
+    }
+
+    #[test]
+    fn the_first_look_after_the_apply_is_the_baseline() {
+        let mut s = after_apply("2026-01-01T10:00:40Z");
+        described(
+            &mut s,
+            "r/i-1",
+            &instance("Running", "2026-01-01T10:00Z", false),
+            t("2026-01-01T10:00:41Z"),
+        );
+        assert_eq!(s.start_time_at_apply.as_deref(), Some("2026-01-01T10:00Z"));
+        assert!(s.restart_observed_time.is_none());
+        // A reboot within the same minute: StartTime unchanged, but Stopping/Starting was seen.
+        described(
+            &mut s,
+            "r/i-1",
+            &instance("Starting", "2026-01-01T10:00Z", false),
+            t("2026-01-01T10:00:50Z"),
+        );
+        assert!(s.left_running_after_apply && s.restart_observed_time.is_none());
+        described(
+            &mut s,
+            "r/i-1",
+            &instance("Running", "2026-01-01T10:00Z", false),
+            t("2026-01-01T10:00:58Z"),
+        );
+        assert!(s.restart_observed_time.is_some());
+    }
+
+    #[test]
+    fn a_start_in_a_later_minute_is_a_restart() {
+        let mut s = after_apply("2026-01-01T10:00:40Z");
+        described(
+            &mut s,
+            "r/i-1",
+            &instance("Running", "2026-01-01T10:00Z", false),
+            t("2026-01-01T10:00:41Z"),
+        );
+        described(
+            &mut s,
+            "r/i-1",
+            &instance("Running", "2026-01-01T10:02Z", false),
+            t("2026-01-01T10:02:30Z"),
+        );
+        assert!(s.restart_observed_time.is_some());
+    }
+
+    #[test]
+    fn facts_of_another_instance_track_no_restart() {
+        let mut s = after_apply("2026-01-01T10:00:40Z");
+        described(
+            &mut s,
+            "r/i-2",
+            &instance("Stopped", "2026-01-01T11:00Z", false),
+            t("2026-01-01T11:00:41Z"),
+        );
+        assert_eq!(s.described_instance.as_deref(), Some("r/i-2"));
+        assert!(!s.left_running_after_apply);
+        assert!(s.restart_observed_time.is_none() && s.start_time_at_apply.is_none());
+    }
+
+    #[test]
+    fn a_new_apply_forgets_the_previous_restart_and_reboot() {
+        let mut s = after_apply("2026-01-01T10:00:40Z");
+        reboot_intent(&mut s, t("2026-01-01T10:01:05Z"));
+        assert_eq!(s.reboot_requested_for.as_deref(), Some("fp"));
+        s.restart_observed_time = Some("x".into());
+        applied(
+            &mut s,
+            "fp2",
+            &AppliedSecret::default(),
+            "r/i-1",
+            "R2",
+            t("2026-01-01T11:00:00Z"),
+            Some("tok"),
+        );
+        assert!(s.reboot_requested_time.is_none() && s.restart_observed_time.is_none());
+        assert_eq!(s.last_handled_reconcile_at.as_deref(), Some("tok"));
+    }
+
+    #[test]
+    fn re_recording_under_a_new_key_keeps_the_reboot_intent() {
+        let mut s = after_apply("2026-01-01T10:00:40Z");
+        reboot_intent(&mut s, t("2026-01-01T10:01:05Z"));
+        identity(&mut s, "fp-new-key", &AppliedSecret::default(), "r/i-1");
+        assert_eq!(s.reboot_requested_for.as_deref(), Some("fp-new-key"));
+        assert_eq!(
+            s.applied_password_fingerprint.as_deref(),
+            Some("fp-new-key")
+        );
+    }
+}
