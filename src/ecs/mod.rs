@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod error;
 pub mod retry;
 pub mod signer;
+pub mod signer_v3;
 pub mod types;
 
 pub use client::{CallObserver, ClientConfig, EcsClient, EcsError};
