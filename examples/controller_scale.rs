@@ -137,6 +137,7 @@ async fn main() {
             ecs_max_retries: 2,
             ecs_connect_timeout: 5.0,
             ecs_timeout: 20.0,
+            ecs_signature: Default::default(),
         },
         default_credentials_namespaces: NS.parse().expect("ns"),
         namespace: None,

@@ -85,6 +85,7 @@ pub async fn start_controller(options: ControllerOptions) -> RunningController {
             ecs_max_retries: 1,
             ecs_connect_timeout: 2.0,
             ecs_timeout: 5.0,
+            ecs_signature: Default::default(),
         },
         default_credentials_namespaces: options
             .default_credentials_namespaces
