@@ -10,7 +10,8 @@ package main
 // buildRpcStringToSign, getCanonicalQueryString and getCanonicalHeaders. The V3 canonical request
 // and string to sign are then assembled the way GetAuthorization assembles them, and the answer is
 // only given when their signature reproduces GetAuthorization's byte for byte (so the assembly
-// cannot drift from the SDK's).
+// cannot drift from the SDK's). The three declarations below must match the pinned SDK's
+// functions exactly: when go.mod moves to another darabonba-openapi, check them first.
 
 import (
 	"encoding/hex"
