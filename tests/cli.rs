@@ -76,6 +76,7 @@ fn cli(sim: &SimProcess, args: &[&str], stdin: &str, key: (&str, &str, Option<&s
         .env("ALIBABA_CLOUD_ACCESS_KEY_ID", key.0)
         .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", key.1)
         .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .env_remove("ECS_SIGNATURE")
         .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -285,6 +286,127 @@ fn a_signature_mismatch_shows_both_strings_to_sign_with_secrets_masked() {
     assert!(stderr.contains("VncPassword%3D***"), "{stderr}");
     assert!(
         !stderr.contains("Ecs123") && !stderr.contains("not-the-secret"),
+        "{stderr}"
+    );
+}
+
+/// The CLI with extra environment variables (ECS_SIGNATURE).
+fn cli_env(
+    sim: &SimProcess,
+    args: &[&str],
+    env: &[(&str, &str)],
+    key: (&str, &str, Option<&str>),
+) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecs-vnc-controller"));
+    cmd.arg("modify-vnc-password")
+        .args(args)
+        .env("ECS_ENDPOINT", &sim.url)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", key.0)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", key.1)
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .env_remove("ECS_SIGNATURE")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(token) = key.2 {
+        cmd.env("ALIBABA_CLOUD_SECURITY_TOKEN", token);
+    }
+    let mut child = cmd.spawn().expect("run the CLI");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"Ecs123\n")
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// The signature of each call in the simulator's log, in order.
+fn signatures(sim: &SimProcess) -> Vec<String> {
+    sim.calls()["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["signature"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+#[test]
+fn signature_v3_is_chosen_by_flag_or_environment_and_v1_stays_the_default() {
+    let sim = SimProcess::start();
+    let target = [
+        "--region-id",
+        "cn-hangzhou",
+        "--instance-id",
+        "i-cliio00000001",
+    ];
+    let out = cli_env(&sim, &target, &[], KEY);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        signatures(&sim),
+        ["v1", "v1"],
+        "Modify and Describe, V1 by default"
+    );
+
+    let mut flagged = target.to_vec();
+    flagged.extend(["--ecs-signature", "v3"]);
+    let out = cli_env(&sim, &flagged, &[], KEY);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.lines().any(|l| l == "reboot-required: false"),
+        "{stdout}"
+    );
+    let out = cli_env(
+        &sim,
+        &target,
+        &[("ECS_SIGNATURE", "v3")],
+        ("STS.cli", "sts-secret", Some("CAIS+/tok==")),
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(signatures(&sim), ["v1", "v1", "v3", "v3", "v3", "v3"]);
+
+    let out = cli_env(&sim, &target, &[("ECS_SIGNATURE", "v2")], KEY);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("v2") && stderr.contains("v3"), "{stderr}");
+    assert_eq!(signatures(&sim).len(), 6, "nothing was sent");
+}
+
+#[test]
+fn a_v3_signature_mismatch_shows_both_canonical_requests_with_secrets_masked() {
+    let sim = SimProcess::start();
+    let out = cli_env(
+        &sim,
+        &[
+            "--region-id",
+            "cn-hangzhou",
+            "--instance-id",
+            "i-cliio00000001",
+            "--ecs-signature",
+            "v3",
+        ],
+        &[],
+        ("STS.cli", "not-the-secret", Some("CAIS+/tok==")),
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Code: SignatureDoesNotMatch"), "{stderr}");
+    for side in ["client", "server"] {
+        let heading = format!("  {side} canonical request:\n    POST\n    /\n");
+        assert!(stderr.contains(&heading), "{side}: {stderr}");
+    }
+    assert_eq!(
+        stderr.matches("    x-acs-security-token:***").count(),
+        2,
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("CAIS")
+            && !stderr.contains("Ecs123")
+            && !stderr.contains("not-the-secret"),
         "{stderr}"
     );
 }

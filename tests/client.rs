@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 
 use ecs_vnc_controller::ecs::client::{ClientConfig, EcsClient, EcsError};
 use ecs_vnc_controller::ecs::retry::RetryPolicy;
-use ecs_vnc_controller::ecs::signer;
 use ecs_vnc_controller::ecs::{Credentials, ErrorClass};
+use ecs_vnc_controller::ecs::{signer, signer_v3};
 use ecs_vnc_controller::password::VncPassword;
 use ecs_vnc_controller::secret::SecretString;
 
@@ -496,4 +496,186 @@ async fn the_rate_limiter_is_shared_by_all_calls_of_a_client() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// One V3 request as received: the URI, the headers (lower-case names) and the body.
+type V3Seen = Arc<Mutex<Vec<(String, Vec<(String, String)>, Bytes)>>>;
+
+async fn v3_server(replies: Vec<Reply>) -> (String, V3Seen) {
+    async fn handle(
+        State((seen, replies)): State<(V3Seen, Arc<Mutex<VecDeque<Reply>>>)>,
+        request: axum::extract::Request,
+    ) -> Response {
+        let uri = request.uri().to_string();
+        let headers = request
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        seen.lock().unwrap().push((uri, headers, body));
+        let reply = replies.lock().unwrap().pop_front().unwrap_or_else(ok);
+        (
+            StatusCode::from_u16(reply.status).unwrap(),
+            [("content-type", reply.content_type)],
+            reply.body,
+        )
+            .into_response()
+    }
+    let seen: V3Seen = Default::default();
+    let app = axum::Router::new()
+        .route("/", axum::routing::any(handle))
+        .with_state((seen.clone(), Arc::new(Mutex::new(replies.into()))));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+fn v3_client(url: &str) -> EcsClient {
+    use ecs_vnc_controller::ecs::SignatureVersion;
+    let c = client(url);
+    EcsClient::new(ClientConfig {
+        signature: SignatureVersion::V3,
+        ..c.config().clone()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn v3_signs_headers_and_the_form_body_and_puts_nothing_in_the_url() {
+    let (url, seen) = v3_server(vec![ok()]).await;
+    let sts = Credentials::new(
+        "STS.id",
+        SecretString::new(SECRET),
+        Some(SecretString::new("CAIS+/abc==")),
+    );
+    v3_client(&url)
+        .modify_instance_vnc_passwd(&sts, "cn-hangzhou", "i-abc12345678", &pw())
+        .await
+        .unwrap();
+    let (uri, headers, body) = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        uri, "/",
+        "no query: the password and the token stay out of the URL"
+    );
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(header("x-acs-action"), Some("ModifyInstanceVncPasswd"));
+    assert_eq!(header("x-acs-version"), Some("2014-05-26"));
+    assert_eq!(header("x-acs-security-token"), Some("CAIS+/abc=="));
+    assert_eq!(header("x-acs-accesskey-id"), Some("STS.id"));
+    assert!(header("x-acs-date").is_some_and(|d| d.len() == 20 && d.ends_with('Z')));
+    assert!(header("x-acs-signature-nonce").is_some_and(|n| n.len() >= 32));
+    assert_eq!(
+        header("x-acs-content-sha256"),
+        Some(signer_v3::hashed_payload(&body).as_str())
+    );
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    assert_eq!(param(&form, "VncPassword"), Some("Ecs123"));
+    assert_eq!(param(&form, "InstanceId"), Some("i-abc12345678"));
+    for v1_only in [
+        "Signature",
+        "SecurityToken",
+        "AccessKeyId",
+        "Action",
+        "Format",
+    ] {
+        assert_eq!(param(&form, v1_only), None, "{v1_only} is not sent with V3");
+    }
+    // The signature is what this server computes over what it received.
+    let authorization = signer_v3::parse_authorization(header("authorization").unwrap()).unwrap();
+    assert_eq!(authorization.credential, "STS.id");
+    assert_eq!(
+        authorization.signed_headers,
+        "content-type;host;x-acs-accesskey-id;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-security-token;x-acs-signature-nonce;x-acs-version"
+    );
+    let received: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(k, _)| k != "authorization")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let expected = signer_v3::sign(
+        &signer_v3::Request {
+            method: "POST",
+            path: "/",
+            query: &[],
+            headers: &received,
+            hashed_payload: &signer_v3::hashed_payload(&body),
+        },
+        "STS.id",
+        &SecretString::new(SECRET),
+    );
+    assert_eq!(authorization.signature, expected.signature);
+}
+
+#[tokio::test]
+async fn v3_resigns_every_attempt_and_masks_its_canonical_request_on_a_mismatch() {
+    let mismatch = ecs_error(
+        400,
+        "SignatureDoesNotMatch",
+        "Specified signature is not matched with our calculation. server string to sign is:ACS3-HMAC-SHA256\nabc server canonical request is:POST\n/\n\nx-acs-security-token:CAIS+/abc==\n",
+    );
+    let (url, seen) = v3_server(vec![
+        ecs_error(
+            400,
+            "Throttling.User",
+            "Request was denied due to user flow control.",
+        ),
+        mismatch,
+    ])
+    .await;
+    let sts = Credentials::new(
+        "STS.id",
+        SecretString::new(SECRET),
+        Some(SecretString::new("CAIS+/abc==")),
+    );
+    let err = v3_client(&url)
+        .modify_instance_vnc_passwd(&sts, "cn-hangzhou", "i-abc12345678", &pw())
+        .await
+        .unwrap_err();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "the throttled attempt is retried");
+    let nonce = |i: usize| {
+        seen[i]
+            .1
+            .iter()
+            .find(|(k, _)| k == "x-acs-signature-nonce")
+            .map(|(_, v)| v.clone())
+    };
+    assert_ne!(nonce(0), nonce(1), "a fresh nonce for every attempt");
+    let EcsError::Api {
+        error,
+        client_string_to_sign,
+        ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    let client_side = client_string_to_sign.as_deref().unwrap();
+    assert!(client_side.starts_with("POST\n/\n\n"), "{client_side}");
+    assert!(
+        client_side.contains("x-acs-security-token:***\n"),
+        "{client_side}"
+    );
+    assert_eq!(
+        error.server_canonical_request(),
+        Some("POST\n/\n\nx-acs-security-token:***")
+    );
+    assert_eq!(error.server_string_to_sign(), Some("ACS3-HMAC-SHA256\nabc"));
+    for text in [
+        client_side,
+        &error.message,
+        &err.to_string(),
+        &format!("{err:?}"),
+    ] {
+        assert!(!text.contains("CAIS"), "{text}");
+        assert!(!text.contains("Ecs123"), "{text}");
+    }
 }

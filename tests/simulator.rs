@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use ecs_vnc_controller::ecs::client::{ClientConfig, EcsClient};
+use ecs_vnc_controller::ecs::client::{ClientConfig, EcsClient, SignatureVersion};
 use ecs_vnc_controller::ecs::retry::RetryPolicy;
 use ecs_vnc_controller::ecs::{Credentials, signer};
 use ecs_vnc_controller::password::VncPassword;
@@ -547,6 +547,15 @@ async fn garbage_input_gets_an_ecs_shaped_error_never_a_crash() {
 
 #[tokio::test]
 async fn the_real_client_passes_against_the_simulator() {
+    the_real_client_passes_with(SignatureVersion::V1).await;
+}
+
+#[tokio::test]
+async fn the_real_client_passes_against_the_simulator_with_signature_v3() {
+    the_real_client_passes_with(SignatureVersion::V3).await;
+}
+
+async fn the_real_client_passes_with(signature: SignatureVersion) {
     let sim = sim().await;
     let client = EcsClient::new(ClientConfig {
         endpoint: Some(sim.url()),
@@ -554,6 +563,7 @@ async fn the_real_client_passes_against_the_simulator() {
             max_retries: 0,
             ..Default::default()
         },
+        signature,
         ..Default::default()
     })
     .unwrap();
@@ -591,6 +601,15 @@ async fn the_real_client_passes_against_the_simulator() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("InvalidInstanceId.NotFound"));
+    let expected = Some(signature.as_str().to_string());
+    assert!(
+        sim.state()
+            .call_log()
+            .iter()
+            .all(|c| c.signature == expected),
+        "{:?}",
+        sim.state().call_log()
+    );
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -647,6 +666,181 @@ proptest! {
         let body = signer::encode_with_signature(p.iter().map(|(k, v)| (k.as_str(), v.as_str())), &s.signature);
         let (status, body) = runtime().block_on(post(sim, body));
         prop_assert!(status >= 400, "tampered request accepted: {}", body);
+    }
+}
+
+/// A V3 request built by hand: the signed headers and body, and the Authorization.
+struct V3Built {
+    method: &'static str,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+fn v3_build(sim: &RunningSimulator, action: &str, params: &[(&str, &str)]) -> V3Built {
+    use ecs_vnc_controller::ecs::signer_v3;
+    let body = signer::encode_form(params.iter().copied());
+    let hashed = signer_v3::hashed_payload(body.as_bytes());
+    let host = sim.url().trim_start_matches("http://").to_string();
+    let nonce = uuid::Uuid::new_v4().to_string();
+    let mut headers: Vec<(String, String)> = signer_v3::CommonHeaders {
+        host: &host,
+        action,
+        version: "2014-05-26",
+        date: jiff::Timestamp::now(),
+        nonce: &nonce,
+        hashed_payload: &hashed,
+        access_key_id: KEY,
+        security_token: None,
+    }
+    .to_vec()
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    headers.push((
+        "content-type".into(),
+        "application/x-www-form-urlencoded".into(),
+    ));
+    V3Built {
+        method: "POST",
+        query: Vec::new(),
+        headers,
+        body,
+    }
+}
+
+fn v3_sign(built: &mut V3Built) {
+    use ecs_vnc_controller::ecs::signer_v3;
+    let headers: Vec<(&str, &str)> = built
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let query: Vec<(&str, &str)> = built
+        .query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let signed = signer_v3::sign(
+        &signer_v3::Request {
+            method: built.method,
+            path: "/",
+            query: &query,
+            headers: &headers,
+            hashed_payload: &signer_v3::hashed_payload(built.body.as_bytes()),
+        },
+        KEY,
+        &SecretString::new(SECRET),
+    );
+    built
+        .headers
+        .push(("authorization".into(), signed.authorization));
+}
+
+async fn v3_send(sim: &RunningSimulator, built: &V3Built) -> (u16, String) {
+    let query = signer::encode_form(built.query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let url = if query.is_empty() {
+        format!("{}/", sim.url())
+    } else {
+        format!("{}/?{query}", sim.url())
+    };
+    let mut request = http().request(built.method.parse().unwrap(), url);
+    for (name, value) in &built.headers {
+        if name != "host" {
+            request = request.header(name.as_str(), value.as_str());
+        }
+    }
+    let r = request.body(built.body.clone()).send().await.expect("send");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn signature_v3_by_hand_json_by_default_query_or_body_and_replays_refused() {
+    let sim = sim().await;
+    // Parameters in the body (as this project's client sends them).
+    let mut built = v3_build(
+        &sim,
+        "DescribeInstanceAttribute",
+        &[("InstanceId", "i-io000000001")],
+    );
+    v3_sign(&mut built);
+    let (status, body) = v3_send(&sim, &built).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("V3 answers JSON without Format");
+    assert_eq!(v["IoOptimized"], "optimized");
+    let (status, body) = v3_send(&sim, &built).await;
+    assert_eq!((status, code(&body).as_str()), (400, "SignatureNonceUsed"));
+
+    // Parameters in the query (as Alibaba's generated SDK sends them), a GET.
+    let mut built = v3_build(&sim, "DescribeInstanceAttribute", &[]);
+    built.method = "GET";
+    built.headers.retain(|(k, _)| k != "content-type");
+    built.query = vec![("InstanceId".into(), "i-nonio0000001".into())];
+    v3_sign(&mut built);
+    let (status, body) = v3_send(&sim, &built).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["IoOptimized"],
+        "none"
+    );
+
+    // An old date.
+    let mut built = v3_build(
+        &sim,
+        "DescribeInstanceAttribute",
+        &[("InstanceId", "i-io000000001")],
+    );
+    for (k, v) in built.headers.iter_mut() {
+        if k == "x-acs-date" {
+            *v = signer::format_timestamp(
+                jiff::Timestamp::now() - jiff::SignedDuration::from_mins(16),
+            );
+        }
+    }
+    v3_sign(&mut built);
+    let (status, body) = v3_send(&sim, &built).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (400, "InvalidTimeStamp.Expired")
+    );
+    // `Format=XML` still asks for XML.
+    let mut built = v3_build(
+        &sim,
+        "DescribeInstanceAttribute",
+        &[("InstanceId", "i-io000000001"), ("Format", "XML")],
+    );
+    v3_sign(&mut built);
+    let (status, body) = v3_send(&sim, &built).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("<?xml"), "{body}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Any change to what a V3 request signed — a body parameter, a signed header, the method, an
+    /// added query parameter, an added unsigned x-acs-* header — is refused.
+    #[test]
+    fn any_change_to_a_signed_v3_request_fails_verification(extra in value(), what in 0usize..6, replacement in "[A-Za-z0-9 *~/+=&]{1,12}") {
+        let sim = shared_sim();
+        let mut built = v3_build(sim, "DescribeInstances", &[("RegionId", "cn-hangzhou"), ("InstanceName", &extra)]);
+        v3_sign(&mut built);
+        match what {
+            0 => {
+                let changed = signer::encode_form([("RegionId", "cn-hangzhou"), ("InstanceName", replacement.as_str())]);
+                prop_assume!(changed != built.body);
+                built.body = changed;
+            }
+            1 => built.headers.iter_mut().filter(|(k, _)| k == "x-acs-action").for_each(|(_, v)| *v = "DescribeInstanceAttribute".into()),
+            2 => built.method = "PUT",
+            3 => built.query.push(("PageSize".into(), "1".into())),
+            4 => built.headers.push(("x-acs-extra".into(), replacement.clone())),
+            _ => built.headers.iter_mut().filter(|(k, _)| k == "content-type").for_each(|(_, v)| *v = "text/plain".into()),
+        }
+        let (status, body) = runtime().block_on(v3_send(sim, &built));
+        prop_assert!(status >= 400, "tampered V3 request ({what}) accepted: {}", body);
+        let code = code(&body);
+        prop_assert!(["SignatureDoesNotMatch", "IncompleteSignature"].contains(&code.as_str()), "{}", body);
     }
 }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::ecs::ClientConfig;
 use crate::ecs::retry::RetryPolicy;
+use crate::ecs::{ClientConfig, SignatureVersion};
 
 /// How to reach ECS; shared by every subcommand that calls it.
 #[derive(Debug, Clone, Args)]
@@ -32,6 +32,10 @@ pub struct EcsArgs {
     /// Seconds one HTTP attempt may take in all.
     #[arg(long, default_value_t = 20.0, value_name = "SECONDS")]
     pub ecs_timeout: f64,
+    /// Request signature: v1 (HMAC-SHA1 RPC signature, "V2" in Alibaba's newer documents) or v3
+    /// (ACS3-HMAC-SHA256, which Alibaba recommends).
+    #[arg(long, env = "ECS_SIGNATURE", value_enum, default_value_t = SignatureVersion::V1)]
+    pub ecs_signature: SignatureVersion,
 }
 
 impl EcsArgs {
@@ -53,6 +57,7 @@ impl EcsArgs {
                 max_retries: self.ecs_max_retries,
                 ..RetryPolicy::default()
             },
+            signature: self.ecs_signature,
             ..ClientConfig::default()
         })
     }

@@ -158,17 +158,37 @@ fn report(err: &mut impl Write, error: &EcsError) {
             if let Some(recommend) = &error.recommend {
                 let _ = writeln!(err, "  Recommend: {recommend}");
             }
-            if let Some(client) = client_string_to_sign {
-                let _ = writeln!(err, "  client string to sign: {client}");
-                let _ = writeln!(
-                    err,
-                    "  server string to sign: {}",
-                    error.server_string_to_sign().unwrap_or("(not given)")
-                );
+            match (client_string_to_sign, error.server_canonical_request()) {
+                // Signature V3: the string to sign is a hash; the canonical requests are what
+                // can be compared, line by line.
+                (Some(client), server) if client.contains('\n') => {
+                    let _ = writeln!(err, "  client canonical request:\n{}", indent(client));
+                    let _ = writeln!(
+                        err,
+                        "  server canonical request:\n{}",
+                        server.map_or_else(|| "    (not given)".to_string(), indent)
+                    );
+                }
+                (Some(client), _) => {
+                    let _ = writeln!(err, "  client string to sign: {client}");
+                    let _ = writeln!(
+                        err,
+                        "  server string to sign: {}",
+                        error.server_string_to_sign().unwrap_or("(not given)")
+                    );
+                }
+                (None, _) => {}
             }
         }
         other => {
             let _ = writeln!(err, "error: {other}");
         }
     }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|line| format!("    {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -2,7 +2,16 @@
 //! rate limiter, timeouts, and bounded retries with capped exponential backoff and full jitter.
 //!
 //! Requests are sent as `POST` with a form body, so the VNC password and the SecurityToken never
-//! appear in a URL (proxy and access logs record URLs).
+//! appear in a URL (proxy and access logs record URLs). Two signatures:
+//!
+//! - [`SignatureVersion::V1`] (the default): the HMAC-SHA1 RPC signature (`SignatureVersion=1.0`,
+//!   which Alibaba's newer documents call "V2"), every parameter in the form body, `Format=JSON`.
+//! - [`SignatureVersion::V3`]: `ACS3-HMAC-SHA256` ([`super::signer_v3`]), the action, version, date,
+//!   nonce, payload hash and STS token in `x-acs-*` headers, the action's own parameters in the
+//!   form body (its SHA-256 is signed, and `content-type` with it). Alibaba's SDK core supports
+//!   exactly this shape for RPC-style APIs (`DoRequest` with a `formData` body in
+//!   `github.com/alibabacloud-go/darabonba-openapi/v2`); the generated ECS SDK itself puts ECS's
+//!   parameters in the query string instead, which would put the VNC password in the URL.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -15,6 +24,7 @@ use super::credentials::Credentials;
 use super::error::{ApiError, ErrorClass, UnexpectedBody, parse_error_body};
 use super::retry::RetryPolicy;
 use super::signer;
+use super::signer_v3;
 use super::types::{DescribeInstancesResponse, Instance, RequestIdResponse};
 use crate::password::VncPassword;
 
@@ -24,6 +34,31 @@ pub const USER_AGENT: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (+https://github.com/ecs-vnc-controller)"
 );
+
+/// The request signature the client uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignatureVersion {
+    /// HMAC-SHA1 RPC signature (`SignatureVersion=1.0`; "V2" in Alibaba's newer documents).
+    #[default]
+    V1,
+    /// `ACS3-HMAC-SHA256`, the signature Alibaba recommends and its SDKs use by default.
+    V3,
+}
+
+impl SignatureVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V1 => "v1",
+            Self::V3 => "v3",
+        }
+    }
+}
+
+impl std::fmt::Display for SignatureVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// How the client reaches ECS and how hard it may push.
 #[derive(Debug, Clone)]
@@ -39,6 +74,7 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// The clock for the `Timestamp` parameter (replaced in tests of clock skew).
     pub clock: fn() -> jiff::Timestamp,
+    pub signature: SignatureVersion,
 }
 
 impl Default for ClientConfig {
@@ -51,6 +87,7 @@ impl Default for ClientConfig {
             burst: 10,
             retry: RetryPolicy::default(),
             clock: jiff::Timestamp::now,
+            signature: SignatureVersion::V1,
         }
     }
 }
@@ -65,7 +102,8 @@ pub trait CallObserver: Send + Sync {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EcsError {
     /// ECS answered with an error. `client_string_to_sign` (masked) is kept for
-    /// `SignatureDoesNotMatch`, to set beside the server's.
+    /// `SignatureDoesNotMatch`, to set beside the server's: the V1 string to sign, or with V3 the
+    /// canonical request (the V3 string to sign is only its hash).
     #[error("{action}: {error}")]
     Api {
         action: &'static str,
@@ -366,24 +404,80 @@ impl EcsClient {
         params: &[(&str, &str)],
     ) -> Result<T, EcsError> {
         let nonce = uuid::Uuid::new_v4().to_string();
-        let timestamp = signer::format_timestamp((self.inner.config.clock)());
-        let mut all: Vec<(&str, &str)> = Vec::with_capacity(params.len() + 10);
-        all.extend_from_slice(&[
-            ("Action", action),
-            ("Version", API_VERSION),
-            ("Format", "JSON"),
-            ("AccessKeyId", credentials.access_key_id.as_str()),
-            ("SignatureMethod", signer::SIGNATURE_METHOD),
-            ("SignatureVersion", signer::SIGNATURE_VERSION),
-            ("SignatureNonce", nonce.as_str()),
-            ("Timestamp", timestamp.as_str()),
-        ]);
-        if let Some(token) = &credentials.security_token {
-            all.push(("SecurityToken", token.expose()));
-        }
-        all.extend_from_slice(params);
-        let signed = signer::sign("POST", all.iter().copied(), &credentials.access_key_secret);
-        let body = signer::encode_with_signature(all.iter().copied(), &signed.signature);
+        let now = (self.inner.config.clock)();
+        let request = self
+            .inner
+            .http
+            .post(format!("{endpoint}/"))
+            .header(reqwest::header::ACCEPT, "application/json");
+        let (request, signed_text) = match self.inner.config.signature {
+            SignatureVersion::V1 => {
+                let timestamp = signer::format_timestamp(now);
+                let mut all: Vec<(&str, &str)> = Vec::with_capacity(params.len() + 10);
+                all.extend_from_slice(&[
+                    ("Action", action),
+                    ("Version", API_VERSION),
+                    ("Format", "JSON"),
+                    ("AccessKeyId", credentials.access_key_id.as_str()),
+                    ("SignatureMethod", signer::SIGNATURE_METHOD),
+                    ("SignatureVersion", signer::SIGNATURE_VERSION),
+                    ("SignatureNonce", nonce.as_str()),
+                    ("Timestamp", timestamp.as_str()),
+                ]);
+                if let Some(token) = &credentials.security_token {
+                    all.push(("SecurityToken", token.expose()));
+                }
+                all.extend_from_slice(params);
+                let signed =
+                    signer::sign("POST", all.iter().copied(), &credentials.access_key_secret);
+                let body = signer::encode_with_signature(all.iter().copied(), &signed.signature);
+                let request = request
+                    .header(reqwest::header::CONTENT_TYPE, FORM_CONTENT_TYPE)
+                    .body(body);
+                (request, signed.string_to_sign)
+            }
+            SignatureVersion::V3 => {
+                let body = signer::encode_form(params.iter().copied());
+                let hashed = signer_v3::hashed_payload(body.as_bytes());
+                let host = host_header(endpoint)?;
+                let mut headers = signer_v3::CommonHeaders {
+                    host: &host,
+                    action,
+                    version: API_VERSION,
+                    date: now,
+                    nonce: &nonce,
+                    hashed_payload: &hashed,
+                    access_key_id: &credentials.access_key_id,
+                    security_token: credentials.security_token.as_ref(),
+                }
+                .to_vec();
+                headers.push(("content-type", FORM_CONTENT_TYPE.to_string()));
+                let sent: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let signed = signer_v3::sign(
+                    &signer_v3::Request {
+                        method: "POST",
+                        path: "/",
+                        query: &[],
+                        headers: &sent,
+                        hashed_payload: &hashed,
+                    },
+                    &credentials.access_key_id,
+                    &credentials.access_key_secret,
+                );
+                let mut request = request;
+                for (name, value) in &headers {
+                    // `host` goes out as the URL's authority, which is what was signed.
+                    if *name != "host" {
+                        request = request.header(*name, value);
+                    }
+                }
+                let request = request
+                    .header(reqwest::header::AUTHORIZATION, &signed.authorization)
+                    .body(body);
+                (request, signed.canonical_request)
+            }
+        };
 
         let network = |e: reqwest::Error| EcsError::Network {
             action,
@@ -391,19 +485,7 @@ impl EcsClient {
             reason: error_chain(&e),
             timeout: e.is_timeout(),
         };
-        let response = self
-            .inner
-            .http
-            .post(format!("{endpoint}/"))
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded; charset=utf-8",
-            )
-            .header(reqwest::header::ACCEPT, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(network)?;
+        let response = request.send().await.map_err(network)?;
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -425,7 +507,7 @@ impl EcsClient {
         match parse_error_body(status, content_type.as_deref(), &bytes) {
             Ok(error) => {
                 let client_string_to_sign = (error.code == "SignatureDoesNotMatch")
-                    .then(|| signer::mask_sensitive(&signed.string_to_sign));
+                    .then(|| signer::mask_sensitive(&signed_text));
                 Err(EcsError::Api {
                     action,
                     error: Box::new(error),
@@ -435,6 +517,22 @@ impl EcsClient {
             Err(body) => Err(EcsError::UnexpectedBody { action, body }),
         }
     }
+}
+
+const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
+
+/// The `host` a request to `endpoint` carries: the URL's host, with the port when it is not the
+/// scheme's default (what the HTTP client sends as `Host`, and what V3 signs).
+pub fn host_header(endpoint: &str) -> Result<String, EcsError> {
+    let url = reqwest::Url::parse(endpoint)
+        .map_err(|e| EcsError::InvalidRequest(format!("the ECS endpoint {endpoint:?}: {e}")))?;
+    let host = url.host_str().ok_or_else(|| {
+        EcsError::InvalidRequest(format!("the ECS endpoint {endpoint:?} has no host"))
+    })?;
+    Ok(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    })
 }
 
 /// The error and its sources on one line ("error sending request: connection refused").
@@ -532,6 +630,23 @@ mod tests {
         assert!(
             USER_AGENT.starts_with(&format!("ecs-vnc-controller/{}", env!("CARGO_PKG_VERSION")))
         );
+    }
+
+    #[test]
+    fn the_signed_host_is_what_the_http_client_sends() {
+        assert_eq!(
+            host_header("http://127.0.0.1:8080").unwrap(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(
+            host_header("https://ecs.cn-hangzhou.aliyuncs.com").unwrap(),
+            "ecs.cn-hangzhou.aliyuncs.com"
+        );
+        assert_eq!(
+            host_header("https://ECS.example.com:443").unwrap(),
+            "ecs.example.com"
+        );
+        assert_eq!(host_header("http://[::1]:9").unwrap(), "[::1]:9");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! ECS errors: parsing error bodies, and classifying them into what a caller should do.
 //!
-//! Classification follows `ECS-API-NOTES.md`: by `Code` first, by HTTP status for codes it does not
-//! know. Every message is passed through [`signer::mask_sensitive`] when parsed, because ECS echoes
-//! the whole string to sign (VncPassword and SecurityToken included) in `SignatureDoesNotMatch`.
+//! Classification follows ECS's documented error codes (each operation's reference page and the
+//! Alibaba Cloud API Error Center, <https://error-center.alibabacloud.com/status/product/Ecs>): by
+//! `Code` first, by HTTP status for codes it does not know. Every message is passed through
+//! [`signer::mask_sensitive`] when parsed, because ECS echoes the whole string to sign (VncPassword
+//! and SecurityToken included) in `SignatureDoesNotMatch`.
 
 use std::fmt;
 
@@ -84,6 +86,9 @@ pub fn classify(code: &str, http_status: u16) -> ErrorClass {
     }
 }
 
+/// Where a V3 `SignatureDoesNotMatch` message gives the server's canonical request.
+pub const CANONICAL_REQUEST_MARKER: &str = "server canonical request is:";
+
 /// An error as ECS reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -103,9 +108,19 @@ impl ApiError {
     /// The server's string to sign, from a `SignatureDoesNotMatch` message (already masked).
     pub fn server_string_to_sign(&self) -> Option<&str> {
         const MARKER: &str = "server string to sign is:";
+        let start = self.message.find(MARKER)? + MARKER.len();
+        let end = self.message[start..]
+            .find(CANONICAL_REQUEST_MARKER)
+            .map_or(self.message.len(), |i| start + i);
+        Some(self.message[start..end].trim())
+    }
+
+    /// With signature V3, the server's canonical request, from a `SignatureDoesNotMatch` message
+    /// that carries one (the ECS simulator's does; already masked).
+    pub fn server_canonical_request(&self) -> Option<&str> {
         self.message
-            .find(MARKER)
-            .map(|i| self.message[i + MARKER.len()..].trim())
+            .find(CANONICAL_REQUEST_MARKER)
+            .map(|i| self.message[i + CANONICAL_REQUEST_MARKER.len()..].trim())
     }
 }
 

@@ -6,9 +6,10 @@ pub mod credentials;
 pub mod error;
 pub mod retry;
 pub mod signer;
+pub mod signer_v3;
 pub mod types;
 
-pub use client::{CallObserver, ClientConfig, EcsClient, EcsError};
+pub use client::{CallObserver, ClientConfig, EcsClient, EcsError, SignatureVersion};
 pub use credentials::Credentials;
 pub use error::{ApiError, ErrorClass};
 pub use types::Instance;

@@ -1,6 +1,8 @@
 //! Alibaba Cloud RPC signature V1 (HMAC-SHA1), as pure functions.
 //!
-//! The algorithm (see `ECS-API-NOTES.md`): sort every parameter but `Signature` by name, percent-encode
+//! The algorithm (Alibaba Cloud's RPC signature documentation,
+//! <https://www.alibabacloud.com/help/en/sdk/product-overview/rpc-mechanism>; the official SDK core's
+//! `GetRPCSignature` in `github.com/alibabacloud-go/darabonba-openapi/v2/utils`): sort every parameter but `Signature` by name, percent-encode
 //! names and values (RFC 3986 unreserved characters stay, everything else is `%XY`, upper-case hex),
 //! join them into the canonicalized query string, build
 //! `METHOD & percentEncode("/") & percentEncode(canonicalized)`, and sign that with
@@ -79,12 +81,25 @@ pub fn signature(access_key_secret: &SecretString, string_to_sign: &str) -> Stri
 }
 
 /// The stages of one signature, kept so that a `SignatureDoesNotMatch` can be compared with the
-/// server's own string to sign.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// server's own string to sign. `Debug` masks the secret parameters ([`mask_sensitive`]).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Signed {
     pub canonicalized_query: String,
     pub string_to_sign: String,
     pub signature: String,
+}
+
+impl std::fmt::Debug for Signed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signed")
+            .field(
+                "canonicalized_query",
+                &mask_sensitive(&self.canonicalized_query),
+            )
+            .field("string_to_sign", &mask_sensitive(&self.string_to_sign))
+            .field("signature", &self.signature)
+            .finish()
+    }
 }
 
 /// Signs a full parameter set (common parameters included) for `method`.
@@ -123,26 +138,52 @@ where
     out
 }
 
+/// Encodes parameters as an `application/x-www-form-urlencoded` body with the signature's
+/// percent-encoding (space is `%20`); used for the V3 body, whose bytes are hashed as sent.
+pub fn encode_form<'a, I>(params: I) -> String
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let mut out = String::new();
+    for (i, (name, value)) in params.into_iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(&percent_encode(name));
+        out.push('=');
+        out.push_str(&percent_encode(value));
+    }
+    out
+}
+
 /// Parameters whose values are secret and must never be shown, even inside a string to sign.
 pub const SENSITIVE_PARAMETERS: &[&str] = &["SecurityToken", "VncPassword", "AccessKeySecret"];
 
-/// Replaces the values of [`SENSITIVE_PARAMETERS`] in a query string or a (once-encoded) string to
-/// sign with `***`, so that the text can be shown to a person or logged. Used on the client's string
-/// to sign and on the server's, which ECS echoes in `SignatureDoesNotMatch` messages.
+/// Replaces the values of [`SENSITIVE_PARAMETERS`] in a query string, a (once-encoded) string to
+/// sign or a V3 canonical request, and the `x-acs-security-token` header of a V3 canonical request,
+/// with `***`, so that the text can be shown to a person or logged. Used on the client's string to
+/// sign and on the server's, which ECS echoes in `SignatureDoesNotMatch` messages.
 pub fn mask_sensitive(text: &str) -> String {
     let mut out = text.to_string();
+    let mut markers: Vec<(String, &[&str])> = Vec::new();
     for name in SENSITIVE_PARAMETERS {
-        // In a string to sign the separators are encoded once more (`%3D`, `%26`).
-        for (marker, separator) in [(format!("{name}%3D"), "%26"), (format!("{name}="), "&")] {
-            let mut searched = 0;
-            while let Some(found) = out[searched..].find(&marker) {
-                let start = searched + found + marker.len();
-                let end = out[start..]
-                    .find(separator)
-                    .map_or(out.len(), |i| start + i);
-                out.replace_range(start..end, "***");
-                searched = start + 3;
-            }
+        // In a V1 string to sign the separators are encoded once more (`%3D`, `%26`); in a V3
+        // canonical request the query is one line.
+        markers.push((format!("{name}%3D"), &["%26", "\n"]));
+        markers.push((format!("{name}="), &["&", "\n"]));
+    }
+    markers.push(("x-acs-security-token:".to_string(), &["\n"]));
+    for (marker, separators) in &markers {
+        let mut searched = 0;
+        while let Some(found) = out[searched..].find(marker.as_str()) {
+            let start = searched + found + marker.len();
+            let end = separators
+                .iter()
+                .filter_map(|s| out[start..].find(s))
+                .min()
+                .map_or(out.len(), |i| start + i);
+            out.replace_range(start..end, "***");
+            searched = start + 3;
         }
     }
     out
@@ -287,6 +328,21 @@ mod tests {
             mask_sensitive("POST&%2F&VncPassword%3DEcs123"),
             "POST&%2F&VncPassword%3D***"
         );
+    }
+
+    #[test]
+    fn debug_of_a_signature_masks_token_and_password() {
+        let signed = sign(
+            "POST",
+            [("SecurityToken", "CAIS+/abc=="), ("VncPassword", "Ecs123")],
+            &secret(),
+        );
+        let shown = format!("{signed:?}");
+        assert!(
+            !shown.contains("CAIS") && !shown.contains("Ecs123"),
+            "{shown}"
+        );
+        assert!(shown.contains(&signed.signature));
     }
 
     #[test]

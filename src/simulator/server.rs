@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use super::config::{FaultConfig, InstanceConfig};
 use super::render::{self, Format};
 use super::state::{CallRecord, EcsFault, SimState};
-use super::verify::{authenticate, param};
+use super::verify::{V3Request, authenticate, authenticate_v3, is_v3, param};
+use crate::ecs::signer_v3;
 
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -84,10 +85,30 @@ fn dropped() -> Response {
     Response::new(Body::from_stream(stream))
 }
 
-/// The request's parameters: the query, plus the form body of a POST (1 MiB at most).
-async fn read_params(request: Request) -> Result<(Method, Vec<(String, String)>), EcsFault> {
+/// A request as received: its method, headers (names lower-cased), query parameters, body and the
+/// parameters of both (the form body counts for a POST only).
+struct Incoming {
+    method: Method,
+    headers: Vec<(String, String)>,
+    query: Vec<(String, String)>,
+    body: Bytes,
+    params: Vec<(String, String)>,
+}
+
+/// Reads the request: the query, plus the form body of a POST (1 MiB at most).
+async fn read_request(request: Request) -> Result<Incoming, EcsFault> {
     let method = request.method().clone();
-    let mut params = parse_params(request.uri().query().unwrap_or_default().as_bytes())?;
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let query = parse_params(request.uri().query().unwrap_or_default().as_bytes())?;
     let body = axum::body::to_bytes(request.into_body(), MAX_BODY)
         .await
         .map_err(|_| {
@@ -97,14 +118,21 @@ async fn read_params(request: Request) -> Result<(Method, Vec<(String, String)>)
                 "The request body is larger than 1 MiB or could not be read.",
             )
         })?;
+    let mut params = query.clone();
     if method == Method::POST {
         params.extend(parse_params(&body)?);
     }
-    Ok((method, params))
+    Ok(Incoming {
+        method,
+        headers,
+        query,
+        body,
+        params,
+    })
 }
 
 async fn ecs(State(state): State<Arc<SimState>>, request: Request) -> Response {
-    let (method, params) = match read_params(request).await {
+    let incoming = match read_request(request).await {
         Ok(p) => p,
         Err(fault) => {
             state.record(record(
@@ -121,12 +149,40 @@ async fn ecs(State(state): State<Arc<SimState>>, request: Request) -> Response {
             );
         }
     };
-    let format = Format::from_param(param(&params, "Format"));
-    let action = param(&params, "Action").unwrap_or_default();
+    let params = &incoming.params;
+    let v3 = is_v3(&incoming.headers, params);
+    let header = |name: &str| {
+        incoming
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    // V1 names the format in `Format` (XML by default); V3 requests (which have no `Format`, and
+    // `accept: application/json` from Alibaba's SDK) are answered in JSON unless they ask for XML.
+    let format = match param(params, "Format") {
+        None if v3 => Format::Json,
+        format => Format::from_param(format),
+    };
+    let (action, key) = if v3 {
+        let credential = header("authorization")
+            .and_then(signer_v3::parse_authorization)
+            .map(|a| a.credential);
+        (
+            header(signer_v3::HEADER_ACTION).unwrap_or_default().trim(),
+            credential.or(header(signer_v3::HEADER_ACCESS_KEY_ID)),
+        )
+    } else {
+        (
+            param(params, "Action").unwrap_or_default(),
+            param(params, "AccessKeyId"),
+        )
+    };
     let call = Call {
-        key: param(&params, "AccessKeyId"),
-        instance: param(&params, "InstanceId"),
-        password: param(&params, "VncPassword"),
+        key,
+        instance: param(params, "InstanceId"),
+        password: param(params, "VncPassword"),
+        signature: Some(if v3 { "v3" } else { "v1" }),
     };
     let request_id = render::request_id();
 
@@ -138,9 +194,24 @@ async fn ecs(State(state): State<Arc<SimState>>, request: Request) -> Response {
         state.record(record(&state, action, 0, "ConnectionDropped", call));
         return dropped();
     }
+    let check = || {
+        if v3 {
+            authenticate_v3(
+                &V3Request {
+                    method: incoming.method.as_str(),
+                    headers: &incoming.headers,
+                    query: &incoming.query,
+                    body: &incoming.body,
+                },
+                &state,
+            )
+        } else {
+            authenticate(incoming.method.as_str(), params, &state)
+        }
+    };
     let result = match plan.error {
         Some(fault) => Err(fault),
-        None => authenticate(method.as_str(), &params, &state)
+        None => check()
             .and_then(|key_id| {
                 if state.throttles(&key_id, action) {
                     Err(EcsFault::throttled())
@@ -150,13 +221,13 @@ async fn ecs(State(state): State<Arc<SimState>>, request: Request) -> Response {
                     Ok(key_id)
                 }
             })
-            .and_then(|key_id| dispatch(&state, action, &params, &request_id, &key_id)),
+            .and_then(|key_id| dispatch(&state, action, params, &request_id, &key_id)),
     };
     let (status, code) = match &result {
         Ok(_) => (200, "Success"),
         Err(fault) => (fault.status, fault.code),
     };
-    tracing::debug!(action, code, status, "simulated ECS call");
+    tracing::debug!(action, code, status, v3, "simulated ECS call");
     state.record(record(&state, action, status, code, call));
     let body = match result {
         Ok(fields) => render::success(format, action, fields),
@@ -171,6 +242,7 @@ struct Call<'a> {
     key: Option<&'a str>,
     instance: Option<&'a str>,
     password: Option<&'a str>,
+    signature: Option<&'static str>,
 }
 
 fn record(state: &SimState, action: &str, status: u16, code: &str, call: Call<'_>) -> CallRecord {
@@ -186,6 +258,7 @@ fn record(state: &SimState, action: &str, status: u16, code: &str, call: Call<'_
         access_key_id: call.key.map(str::to_string),
         instance_id: call.instance.map(str::to_string),
         vnc_password: call.password.map(str::to_string),
+        signature: call.signature.map(str::to_string),
     }
 }
 

@@ -110,6 +110,9 @@ pub struct CallRecord {
     /// The VncPassword received (a test aid of this fake; never logged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vnc_password: Option<String>,
+    /// The request's signature: `v1` (HMAC-SHA1 RPC) or `v3` (ACS3-HMAC-SHA256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// Errors as ECS reports them.
@@ -645,6 +648,7 @@ mod tests {
                 access_key_id: None,
                 instance_id: None,
                 vnc_password: None,
+                signature: None,
             });
         }
         assert_eq!(
