@@ -1,0 +1,121 @@
+//! The batched DescribeInstances cache against the ECS simulator: one shared call per account and
+//! region, its error shared too, one bad ID never failing the others, bounded memory.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ecs_vnc_controller::controller::instances::InstanceCache;
+use ecs_vnc_controller::ecs::retry::RetryPolicy;
+use ecs_vnc_controller::ecs::{ClientConfig, EcsClient};
+use support::controller::credentials;
+use support::sim::Sim;
+
+const AK: &str = "LTAIcache";
+const SECRET: &str = "cache-secret";
+
+fn cache(sim: &Sim, forget_after: Duration) -> InstanceCache {
+    ecs_vnc_controller::ecs::client::install_crypto_provider();
+    let client = EcsClient::new(ClientConfig {
+        endpoint: Some(sim.url()),
+        qps: 1000.0,
+        burst: 100,
+        retry: RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        },
+        ..ClientConfig::default()
+    })
+    .expect("client");
+    InstanceCache::new(client, forget_after, Duration::from_secs(30))
+}
+
+fn ids(n: usize) -> Vec<(String, bool)> {
+    (0..n).map(|i| (format!("i-cache{i:08}"), true)).collect()
+}
+
+async fn sim_with(n: usize) -> Sim {
+    let instances = ids(n);
+    let refs: Vec<(&str, bool)> = instances.iter().map(|(i, io)| (i.as_str(), *io)).collect();
+    Sim::start(&refs, &[(AK, SECRET, None)]).await
+}
+
+#[tokio::test]
+async fn concurrent_look_ups_share_one_call_and_its_failure() {
+    let sim = sim_with(10).await;
+    let cache = cache(&sim, Duration::from_secs(60));
+    let creds = credentials(AK, SECRET, None);
+    // Slow enough that every look-up joins the first call.
+    sim.with_faults(|f| f.latency_ms = 300);
+    sim.fail_next("DescribeInstances", "ServiceUnavailable", 503, 100);
+    let now = Instant::now();
+    let look_ups = ids(10).into_iter().map(|(id, _)| {
+        let cache = cache.clone();
+        let creds = creds.clone();
+        async move { cache.describe(&creds, "cn-hangzhou", &id, now).await }
+    });
+    let results = futures::future::join_all(look_ups).await;
+    // ECS keeps failing: the first call covered the first look-up; the others waited for it and
+    // then shared one more call, rather than each repeating the failing call in turn.
+    assert!(results.iter().all(|r| r.is_err()), "{results:?}");
+    assert!(
+        sim.calls("DescribeInstances") <= 2,
+        "{} calls for 10 look-ups",
+        sim.calls("DescribeInstances")
+    );
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.code(), Some("ServiceUnavailable"));
+    }
+}
+
+#[tokio::test]
+async fn a_batch_refused_for_one_id_still_answers_the_others() {
+    let sim = sim_with(3).await;
+    sim.with_faults(|f| f.refuse_describe_ids = vec!["i-cache00000001".into()]);
+    let cache = cache(&sim, Duration::from_secs(60));
+    let creds = credentials(AK, SECRET, None);
+    let start = Instant::now();
+    // All three are wanted, so the next call batches them.
+    for (id, _) in ids(3) {
+        let _ = cache.describe(&creds, "cn-hangzhou", &id, start).await;
+    }
+    let fresh = Instant::now();
+    let good = cache
+        .describe(&creds, "cn-hangzhou", "i-cache00000002", fresh)
+        .await
+        .expect("the good ID is answered despite its batch's refusal");
+    assert_eq!(good.map(|i| i.instance_id).as_deref(), Some("i-cache00000002"));
+    let bad = cache
+        .describe(&creds, "cn-hangzhou", "i-cache00000001", Instant::now())
+        .await;
+    assert_eq!(
+        bad.err().and_then(|e| e.code().map(str::to_string)).as_deref(),
+        Some("InvalidInstanceIds.Malformed")
+    );
+}
+
+#[tokio::test]
+async fn groups_and_answers_nobody_wants_are_forgotten() {
+    let sim = sim_with(2).await;
+    let cache = cache(&sim, Duration::from_millis(200));
+    for i in 0..20 {
+        // Twenty credentials (rotated STS tokens, say), each used once.
+        let creds = credentials(AK, SECRET, None);
+        let creds = ecs_vnc_controller::ecs::Credentials::new(
+            creds.access_key_id.clone(),
+            ecs_vnc_controller::secret::SecretString::new(format!("{SECRET}{i}")),
+            None,
+        );
+        let _ = cache
+            .describe(&creds, "cn-hangzhou", "i-cache00000000", Instant::now())
+            .await;
+    }
+    assert!(cache.size().0 >= 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let creds = credentials(AK, SECRET, None);
+    cache
+        .describe(&creds, "cn-hangzhou", "i-cache00000001", Instant::now())
+        .await
+        .expect("describe");
+    assert_eq!(cache.size(), (1, 1), "(groups, answers)");
+}
