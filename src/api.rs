@@ -189,7 +189,9 @@ pub struct VncPasswordSpec {
 
     /// What to do when the instance is not I/O-optimized and so needs a restart for the new password
     /// to take effect. `Manual` (default): report `RebootRequired` until someone restarts it.
-    /// `Automatic`: the controller calls RebootInstance once (only while the instance is Running).
+    /// `Automatic`: the controller calls RebootInstance at most once per applied password, only while
+    /// the instance is Running and in a later minute than the apply (so the restart shows in ECS's
+    /// minute-precision StartTime).
     #[serde(default)]
     pub reboot_policy: RebootPolicy,
 }

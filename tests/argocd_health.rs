@@ -297,6 +297,27 @@ fn a_pending_reboot_is_suspended_saying_the_password_was_applied() {
 }
 
 #[test]
+fn a_reboot_that_was_never_observed_is_degraded_saying_what_to_check() {
+    let message = "RebootInstance was requested for instance i-1 at 2026-01-01T10:01:05Z, but no restart has been seen since (--reboot-timeout): check the instance in the ECS console";
+    let obj = with_conditions(vec![
+        condition("Ready", "False", "RebootNotObserved", message),
+        condition(
+            "Applied",
+            "True",
+            "Applied",
+            "ECS accepted the Secret's current password",
+        ),
+        condition("RebootRequired", "True", "RebootRequested", message),
+        condition("Reconciling", "True", "RebootNotObserved", message),
+        condition("Stalled", "False", "AsExpected", ""),
+    ]);
+    assert_eq!(
+        health_of(&obj),
+        health("Degraded", &format!("RebootNotObserved: {message}"))
+    );
+}
+
+#[test]
 fn the_paused_annotation_is_suspended_whatever_the_status_says() {
     let mut obj = with_conditions(vec![condition("Ready", "True", "Applied", IN_EFFECT)]);
     obj["metadata"]["annotations"]["ecsvnc.io/paused"] = json!("true");

@@ -84,12 +84,17 @@ async fn a_batch_refused_for_one_id_still_answers_the_others() {
         .describe(&creds, "cn-hangzhou", "i-cache00000002", fresh)
         .await
         .expect("the good ID is answered despite its batch's refusal");
-    assert_eq!(good.map(|i| i.instance_id).as_deref(), Some("i-cache00000002"));
+    assert_eq!(
+        good.map(|i| i.instance_id).as_deref(),
+        Some("i-cache00000002")
+    );
     let bad = cache
         .describe(&creds, "cn-hangzhou", "i-cache00000001", Instant::now())
         .await;
     assert_eq!(
-        bad.err().and_then(|e| e.code().map(str::to_string)).as_deref(),
+        bad.err()
+            .and_then(|e| e.code().map(str::to_string))
+            .as_deref(),
         Some("InvalidInstanceIds.Malformed")
     );
 }

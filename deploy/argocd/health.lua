@@ -80,6 +80,14 @@ if ready ~= nil and ready.reason == "Paused" then
   return hs
 end
 
+-- RebootInstance was asked for and no restart was seen within --reboot-timeout: a person must look
+-- (the controller never reboots twice on its own).
+if ready ~= nil and ready.reason == "RebootNotObserved" then
+  hs.status = "Degraded"
+  hs.message = describe(ready)
+  return hs
+end
+
 if ready ~= nil and ready.reason == "RebootRequired" then
   hs.status = "Suspended"
   hs.message = "Password applied; waiting for instance restart (" .. text(ready.message) .. ")"

@@ -347,6 +347,7 @@ async fn reconcile_inner(
             Step::Finish { phase, requeue } => {
                 let action = requeue_action(ctx, &uid, requeue);
                 transition_events(&phase, &previous, spec, applied_now, &mut events);
+                let label = result_label(&phase, applied_now);
                 finish(
                     ctx,
                     obj,
@@ -357,9 +358,9 @@ async fn reconcile_inner(
                     &phase,
                     round.reboot_called,
                     events,
+                    label,
                 )
                 .await?;
-                let label = result_label(&phase, applied_now);
                 return Ok((action, label));
             }
         }
@@ -481,6 +482,7 @@ async fn finish(
     phase: &Phase,
     rebooted_now: bool,
     events: Vec<Event>,
+    label: &'static str,
 ) -> Result<(), ReconcileError> {
     let spec = &obj.spec;
     status.conditions = conditions::merge(
@@ -512,12 +514,9 @@ async fn finish(
         }
     }
     if changed {
-        tracing::info!(phase = result_label(phase, false), "reconciled");
+        tracing::info!(phase = label, "reconciled");
     } else {
-        tracing::debug!(
-            phase = result_label(phase, false),
-            "reconciled, nothing changed"
-        );
+        tracing::debug!(phase = label, "reconciled, nothing changed");
     }
     Ok(())
 }

@@ -1,0 +1,280 @@
+//! The kill campaign: the controller as a real process, SIGKILLed at random moments while 200
+//! VncPasswords are applied, a third of them rebooted (`rebootPolicy: Automatic`, reboots taking
+//! 20–60 s) and a third rotated. At the end every object has converged, no applied password was
+//! followed by two RebootInstance calls, and the kills cost at most one extra
+//! ModifyInstanceVncPasswd each. Bounded: 20 kills, then at most `CONVERGE` to converge.
+//!
+//! Figures (kills, ECS calls, time to converge) are printed; the README shows them.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::Api;
+use kube::api::ListParams;
+use rand::Rng;
+use serde_json::json;
+
+use ecs_vnc_controller::api::VncPassword;
+use ecs_vnc_controller::simulator::{
+    AccessKeyConfig, InstanceConfig, RunningSimulator, Simulator, SimulatorConfig,
+};
+use support::TestNamespace;
+use support::controller::{put_secret, put_vncpassword};
+
+const OBJECTS: usize = 200;
+const KILLS: usize = 20;
+const AK: &str = "LTAIkillcampaign";
+const AK_SECRET: &str = "kill-campaign-secret";
+const CONVERGE: Duration = Duration::from_secs(420);
+
+fn instance(i: usize) -> String {
+    format!("i-kill{i:08}")
+}
+
+/// Every third object is on a non-I/O-optimized instance with `rebootPolicy: Automatic`.
+fn automatic(i: usize) -> bool {
+    i % 3 == 0
+}
+
+fn password(i: usize, generation: u32) -> String {
+    format!("K{generation}{i:04}")
+}
+
+/// The controller binary, killed when dropped.
+struct Controller {
+    child: Child,
+}
+
+impl Controller {
+    fn start(ns: &str, sim: &str, log: &std::path::Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ecs-vnc-controller"))
+            .args([
+                "run",
+                &format!("--namespace={ns}"),
+                &format!("--ecs-endpoint={sim}"),
+                &format!("--default-credentials-namespaces={ns}"),
+                "--metrics-addr=127.0.0.1:0",
+                "--reboot-poll-interval=2",
+                "--ecs-qps=200",
+                "--ecs-burst=50",
+                "--log-format=json",
+            ])
+            .env("KUBECONFIG", support::kubeconfig())
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET)
+            .env("POD_NAMESPACE", ns)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the controller binary");
+        Self { child }
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn simulator() -> RunningSimulator {
+    let config = SimulatorConfig {
+        access_keys: vec![AccessKeyConfig {
+            id: AK.into(),
+            secret: AK_SECRET.into(),
+            security_token: None,
+        }],
+        instances: (0..OBJECTS)
+            .map(|i| InstanceConfig {
+                id: instance(i),
+                region: "cn-hangzhou".into(),
+                io_optimized: !automatic(i),
+                status: "Running".into(),
+            })
+            .collect(),
+        reboot_seconds: 20.0,
+        reboot_seconds_max: 60.0,
+        ..Default::default()
+    };
+    Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+        .await
+        .expect("simulator")
+}
+
+#[tokio::test]
+async fn sigkill_at_random_moments_never_reboots_twice_and_everything_converges() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "kill").await;
+    let sim = simulator().await;
+    let log = std::env::temp_dir().join(format!("ecs-vnc-kill-campaign-{}.log", ns.name));
+    let started = Instant::now();
+
+    // Secrets and objects first, then the controller: it starts on a full backlog.
+    let mut generation: HashMap<usize, u32> = (0..OBJECTS).map(|i| (i, 1)).collect();
+    futures::stream::iter(0..OBJECTS)
+        .for_each_concurrent(16, |i| {
+            let (client, ns) = (client.clone(), ns.name.clone());
+            async move {
+                put_secret(
+                    &client,
+                    &ns,
+                    &format!("pw-{i}"),
+                    &[("password", &password(i, 1))],
+                )
+                .await;
+                let mut spec = json!({
+                    "regionId": "cn-hangzhou", "instanceId": instance(i),
+                    "passwordSecretRef": {"name": format!("pw-{i}")},
+                });
+                if automatic(i) {
+                    spec["rebootPolicy"] = json!("Automatic");
+                }
+                put_vncpassword(&client, &ns, &format!("vp-{i}"), spec).await;
+            }
+        })
+        .await;
+
+    let mut controller = Controller::start(&ns.name, &sim.url(), &log);
+    let mut rng = rand::rng();
+    // A third of the objects are rotated during the kills, in three waves.
+    let rotated: Vec<usize> = (0..OBJECTS)
+        .filter(|i| i % 3 == 1 || i % 9 == 0)
+        .take(OBJECTS / 3)
+        .collect();
+    for kill in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..6000))).await;
+        controller.kill();
+        if kill % 7 == 3 {
+            let wave = kill / 7;
+            for &i in rotated
+                .iter()
+                .skip(wave * rotated.len() / 3)
+                .take(rotated.len() / 3 + 1)
+            {
+                let g = generation.entry(i).or_default();
+                if *g == 1 {
+                    *g = 2;
+                    put_secret(
+                        &client,
+                        &ns.name,
+                        &format!("pw-{i}"),
+                        &[("password", &password(i, 2))],
+                    )
+                    .await;
+                }
+            }
+        }
+        controller = Controller::start(&ns.name, &sim.url(), &log);
+    }
+    let kills_done = started.elapsed();
+
+    // Converged: every object Ready, every instance's effective password the Secret's.
+    let api: Api<VncPassword> = Api::namespaced(client.clone(), &ns.name);
+    let deadline = Instant::now() + CONVERGE;
+    let state = sim.state().clone();
+    loop {
+        let objects = api.list(&ListParams::default()).await.expect("list");
+        let not_ready: Vec<String> = objects
+            .items
+            .iter()
+            .filter(|o| !o.status.as_ref().is_some_and(|s| s.is_true("Ready")))
+            .filter_map(|o| o.metadata.name.clone())
+            .collect();
+        let wrong: Vec<usize> = (0..OBJECTS)
+            .filter(|i| {
+                state
+                    .instance(&instance(*i))
+                    .and_then(|v| v.effective_password)
+                    != Some(password(*i, generation[i]))
+            })
+            .collect();
+        if not_ready.is_empty() && wrong.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "not converged after {CONVERGE:?}: {} not Ready (e.g. {:?}), {} instances without the Secret's password (e.g. {:?}); controller log: {}",
+                not_ready.len(),
+                not_ready.iter().take(5).collect::<Vec<_>>(),
+                wrong.len(),
+                wrong
+                    .iter()
+                    .take(5)
+                    .map(|i| instance(*i))
+                    .collect::<Vec<_>>(),
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let converged = started.elapsed();
+    controller.kill();
+
+    // Per instance, in call order: which password was last applied when each reboot was asked for.
+    let mut applied: HashMap<String, String> = HashMap::new();
+    let mut reboots: HashMap<(String, String), u32> = HashMap::new();
+    let mut modifies = 0usize;
+    for call in state.call_log() {
+        if call.code != "Success" {
+            continue;
+        }
+        let Some(id) = call.instance_id.clone() else {
+            continue;
+        };
+        match call.action.as_str() {
+            "ModifyInstanceVncPasswd" => {
+                modifies += 1;
+                applied.insert(id, call.vnc_password.clone().unwrap_or_default());
+            }
+            "RebootInstance" => {
+                let password = applied.get(&id).cloned().unwrap_or_default();
+                *reboots.entry((id, password)).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    let duplicates: Vec<_> = reboots.iter().filter(|(_, n)| **n > 1).collect();
+    let rotations = generation.values().filter(|g| **g == 2).count();
+    let expected_modifies = OBJECTS + rotations;
+    let describes = state.calls("DescribeInstances");
+    println!(
+        "kill campaign: {OBJECTS} objects ({} Automatic, {rotations} rotated), {KILLS} SIGKILLs in {:.0} s; converged after {:.0} s; \
+         ModifyInstanceVncPasswd {modifies} (expected {expected_modifies}, {} extra), RebootInstance {} (for {} applied passwords), \
+         duplicate reboots {}, DescribeInstances {describes}",
+        (0..OBJECTS).filter(|i| automatic(*i)).count(),
+        kills_done.as_secs_f64(),
+        converged.as_secs_f64(),
+        modifies.saturating_sub(expected_modifies),
+        reboots.values().sum::<u32>(),
+        reboots.len(),
+        duplicates.len(),
+    );
+    assert!(
+        duplicates.is_empty(),
+        "RebootInstance twice for one applied password: {duplicates:?}"
+    );
+    assert!(
+        modifies <= expected_modifies + KILLS,
+        "{modifies} ModifyInstanceVncPasswd for {expected_modifies} passwords and {KILLS} kills"
+    );
+    ns.delete().await;
+    let _ = std::fs::remove_file(&log);
+}
