@@ -38,7 +38,7 @@ fn instance(i: usize) -> String {
 
 /// Every third object is on a non-I/O-optimized instance with `rebootPolicy: Automatic`.
 fn automatic(i: usize) -> bool {
-    i % 3 == 0
+    i.is_multiple_of(3)
 }
 
 fn password(i: usize, generation: u32) -> String {
@@ -156,7 +156,7 @@ async fn sigkill_at_random_moments_never_reboots_twice_and_everything_converges(
     let mut rng = rand::rng();
     // A third of the objects are rotated during the kills, in three waves.
     let rotated: Vec<usize> = (0..OBJECTS)
-        .filter(|i| i % 3 == 1 || i % 9 == 0)
+        .filter(|i| i % 3 == 1 || i.is_multiple_of(9))
         .take(OBJECTS / 3)
         .collect();
     for kill in 0..KILLS {
