@@ -3,7 +3,7 @@
 //! The doc comments on the spec fields become the CRD's OpenAPI descriptions (`kubectl explain`).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,16 @@ pub const FIELD_MANAGER: &str = "ecs-vnc-controller";
 pub const ANNOTATION_RECONCILE_REQUESTED_AT: &str = "ecsvnc.io/reconcile-requested-at";
 /// `"true"` stops all ECS calls for the object until removed.
 pub const ANNOTATION_PAUSED: &str = "ecsvnc.io/paused";
+/// With `generatePassword`: set to a new value to generate and apply a new password now.
+pub const ANNOTATION_ROTATE_REQUESTED_AT: &str = "ecsvnc.io/rotate-requested-at";
+/// On a generated Secret: when its password was generated (RFC 3339). Written with the password,
+/// so a rotation and its record can never part.
+pub const ANNOTATION_GENERATED_AT: &str = "ecsvnc.io/generated-at";
+/// On a generated Secret: the `ecsvnc.io/rotate-requested-at` value its password answered.
+pub const ANNOTATION_ROTATE_TOKEN: &str = "ecsvnc.io/rotate-token";
+/// Label of every Secret the controller creates (`app.kubernetes.io/managed-by` value below).
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "ecs-vnc-controller";
 
 /// Condition types.
 pub mod condition {
@@ -59,10 +69,14 @@ pub enum Reason {
     DescribeNotAllowed,
     /// A refusal ECS will repeat until the input changes (the code is in the message).
     EcsRejected,
+    /// `generatePassword` names a Secret the controller did not create: it is never overwritten.
+    SecretNotOwned,
+    /// `spec.rotationInterval` or a `spec.rebootWindows` entry cannot be used (the message says which).
+    InvalidSpec,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 26] = [
         Reason::Applied,
         Reason::RebootRequired,
         Reason::RebootRequested,
@@ -87,6 +101,8 @@ impl Reason {
         Reason::AuthFailed,
         Reason::DescribeNotAllowed,
         Reason::EcsRejected,
+        Reason::SecretNotOwned,
+        Reason::InvalidSpec,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -115,6 +131,8 @@ impl Reason {
             Reason::AuthFailed => "AuthFailed",
             Reason::DescribeNotAllowed => "DescribeNotAllowed",
             Reason::EcsRejected => "EcsRejected",
+            Reason::SecretNotOwned => "SecretNotOwned",
+            Reason::InvalidSpec => "InvalidSpec",
         }
     }
 
@@ -148,7 +166,7 @@ impl std::fmt::Display for Reason {
 }
 
 /// Makes an ECS instance's VNC password equal to the one in a Secret of the same namespace.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "ecsvnc.io",
     version = "v1alpha1",
@@ -167,6 +185,8 @@ impl std::fmt::Display for Reason {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.rotationInterval) || (has(self.generatePassword) && self.generatePassword)").message("rotationInterval needs generatePassword: true (the controller only rotates passwords it generates)"))]
+#[x_kube(validation = Rule::new("!has(self.rotationInterval) || duration(self.rotationInterval) >= duration('1h')").message("rotationInterval must be at least 1h"))]
 pub struct VncPasswordSpec {
     /// Region of the ECS instance, e.g. `cn-hangzhou` or `ap-southeast-1`.
     #[schemars(regex(pattern = r"^[a-z]{2,}(-[a-z0-9]+){1,4}$"), length(max = 64))]
@@ -194,6 +214,41 @@ pub struct VncPasswordSpec {
     /// minute-precision StartTime).
     #[serde(default)]
     pub reboot_policy: RebootPolicy,
+
+    /// The controller generates the password: it creates the Secret named by `passwordSecretRef`
+    /// (owned by this VncPassword, labelled `app.kubernetes.io/managed-by: ecs-vnc-controller`)
+    /// with a random password of 6 characters with at least one upper-case letter, one lower-case
+    /// letter and one digit. A Secret it did not create is never overwritten (`Stalled`,
+    /// `SecretNotOwned`). Whoever may read Secrets in this namespace may read the password.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generate_password: bool,
+
+    /// With `generatePassword`: generate and apply a new password when this long has passed since
+    /// the last one was generated, e.g. `720h` (Go duration; at least `1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    pub rotation_interval: Option<String>,
+
+    /// With `rebootPolicy: Automatic`: RebootInstance is called only inside one of these windows.
+    /// Without windows, whenever a reboot is needed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reboot_windows: Vec<RebootWindow>,
+}
+
+/// A maintenance window: it opens at each time `schedule` names, in `timeZone`, and lasts
+/// `duration`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebootWindow {
+    /// Five-field cron expression of the window's start, e.g. `0 2 * * SUN` (02:00 every Sunday).
+    #[schemars(regex(pattern = r"^\S+( +\S+){4}$"))]
+    pub schedule: String,
+    /// How long the window stays open, Go duration, e.g. `2h`.
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    pub duration: String,
+    /// IANA time zone of `schedule`, e.g. `Europe/Berlin` (default `UTC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
 }
 
 /// A key of a Secret in the same namespace.
@@ -301,6 +356,12 @@ pub struct VncPasswordStatus {
     /// When ECS was last asked about a stall that something outside Kubernetes can fix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stall_checked_time: Option<String>,
+    /// With `rotationInterval`: when the next password will be generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<String>,
+    /// With `rebootWindows`, while a reboot waits for one: when the next window opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_reboot_window: Option<String>,
 }
 
 /// A Secret's identity: a changed resourceVersion or a recreated Secret (new uid) may hold a new

@@ -68,6 +68,30 @@ impl VncPassword {
         }
     }
 
+    /// A new random password from the operating system's CSPRNG: 6 characters of `A-Z a-z 0-9`
+    /// with at least one upper-case letter, one lower-case letter and one digit (what ECS's
+    /// Chinese documentation asks for, beyond the rule checked here).
+    pub fn generate() -> Self {
+        use rand::seq::SliceRandom as _;
+        use rand::{Rng as _, TryRngCore as _};
+        const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+        const DIGITS: &[u8] = b"0123456789";
+        const ALL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        // Panics only if the operating system has no randomness to give, as getrandom does.
+        let mut rng = rand::rngs::OsRng.unwrap_err();
+        let mut chars = Vec::with_capacity(PASSWORD_LENGTH);
+        for set in [UPPER, LOWER, DIGITS] {
+            chars.push(set[rng.random_range(0..set.len())]);
+        }
+        while chars.len() < PASSWORD_LENGTH {
+            chars.push(ALL[rng.random_range(0..ALL.len())]);
+        }
+        chars.shuffle(&mut rng);
+        let text: String = chars.into_iter().map(char::from).collect();
+        Self(SecretString::new(text))
+    }
+
     pub fn expose(&self) -> &str {
         self.0.expose()
     }
@@ -154,5 +178,20 @@ mod tests {
         assert!(!err.contains("Sec"), "{err}");
         let ok = VncPassword::parse("Sec123").unwrap();
         assert!(!format!("{ok:?}").contains("Sec123"));
+    }
+
+    #[test]
+    fn generated_passwords_follow_the_rule_with_all_three_kinds() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..500 {
+            let p = VncPassword::generate();
+            let text = p.expose().to_string();
+            assert!(VncPassword::parse(&text).is_ok(), "{text}");
+            assert!(text.bytes().any(|b| b.is_ascii_uppercase()));
+            assert!(text.bytes().any(|b| b.is_ascii_lowercase()));
+            assert!(text.bytes().any(|b| b.is_ascii_digit()));
+            seen.insert(text);
+        }
+        assert!(seen.len() > 490, "{} distinct of 500", seen.len());
     }
 }

@@ -1031,3 +1031,182 @@ async fn an_unknown_ecs_refusal_is_retried_slowly_not_stalled() {
     );
     case.finish().await;
 }
+
+// --- Declare it and forget it: generated passwords, rotation, reboot windows ----------------
+
+async fn secret_of(case: &Case, name: &str) -> Option<k8s_openapi::api::core::v1::Secret> {
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(case.client.clone(), case.ns())
+        .get_opt(name)
+        .await
+        .expect("get Secret")
+}
+
+fn password_in(secret: &k8s_openapi::api::core::v1::Secret) -> String {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("password"))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default()
+}
+
+/// A Case whose controller runs on `clock` (the simulator keeps the real one).
+async fn case_on_clock(prefix: &str, instances: &[(&str, bool)], clock: &SharedClock) -> Case {
+    let mut case = Case::new(prefix, instances).await;
+    case.stop_controller().await;
+    case.clock = Some(clock.clock());
+    case.start_controller(true).await;
+    case
+}
+
+#[tokio::test]
+async fn a_generated_password_secret_is_created_once_and_never_overwritten() {
+    let case = Case::new("generate", &[("i-generate00001", true)]).await;
+    case.vncpw("web", "i-generate00001", json!({"generatePassword": true}))
+        .await;
+    let status = case.wait("web", "Ready", "True", Some("Applied")).await;
+    let secret = secret_of(&case, "web-vnc")
+        .await
+        .expect("the generated Secret");
+    let password = password_in(&secret);
+    assert!(
+        password.len() == 6
+            && password.bytes().any(|b| b.is_ascii_uppercase())
+            && password.bytes().any(|b| b.is_ascii_lowercase())
+            && password.bytes().any(|b| b.is_ascii_digit()),
+        "a generated password breaks the rule"
+    );
+    assert_eq!(
+        case.sim.set_password("i-generate00001"),
+        Some(password.clone())
+    );
+    let labels = secret.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("ecs-vnc-controller")
+    );
+    let owner = &secret.metadata.owner_references.clone().unwrap_or_default()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("VncPassword", Some(true))
+    );
+    assert!(status.next_rotation_time.is_none());
+    // A re-apply asked for by annotation uses the same Secret: nothing regenerated.
+    Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"ecsvnc.io/reconcile-requested-at": "again"}}}),
+            ),
+        )
+        .await
+        .expect("annotate");
+    eventually("the re-apply", WAIT, || async {
+        (case.sim.calls("ModifyInstanceVncPasswd") == 2).then_some(())
+    })
+    .await;
+    let after = secret_of(&case, "web-vnc").await.expect("Secret");
+    assert_eq!(
+        after.metadata.resource_version,
+        secret.metadata.resource_version
+    );
+    assert_eq!(case.sim.set_password("i-generate00001"), Some(password));
+    case.finish().await;
+}
+
+#[tokio::test]
+async fn a_secret_the_controller_did_not_create_is_left_alone() {
+    let case = Case::new("notours", &[("i-notours000001", true)]).await;
+    case.secret("web-vnc", "User12").await;
+    let before = secret_of(&case, "web-vnc").await.expect("Secret");
+    case.vncpw("web", "i-notours000001", json!({"generatePassword": true}))
+        .await;
+    let status = case
+        .wait("web", "Stalled", "True", Some("SecretNotOwned"))
+        .await;
+    assert!(
+        status
+            .condition("Stalled")
+            .is_some_and(|c| c.message.contains("not created by this VncPassword"))
+    );
+    let after = secret_of(&case, "web-vnc").await.expect("Secret");
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    assert_eq!(case.sim.total_calls(), 0);
+    case.finish().await;
+}
+
+#[tokio::test]
+async fn rotation_applies_once_after_the_interval_and_survives_restarts() {
+    let clock = SharedClock::default();
+    let mut case = case_on_clock("rotate", &[("i-rotation00001", true)], &clock).await;
+    case.vncpw(
+        "web",
+        "i-rotation00001",
+        json!({"generatePassword": true, "rotationInterval": "1h"}),
+    )
+    .await;
+    let status = case.wait("web", "Ready", "True", Some("Applied")).await;
+    assert!(status.next_rotation_time.is_some());
+    let first = password_in(&secret_of(&case, "web-vnc").await.expect("Secret"));
+    // The controller is down when the rotation falls due; the next one rotates once.
+    case.stop_controller().await;
+    clock.advance(3600 + 60);
+    case.start_controller(true).await;
+    eventually("the rotated password to reach ECS", WAIT, || async {
+        let now = password_in(&secret_of(&case, "web-vnc").await?);
+        (now != first && case.sim.set_password("i-rotation00001") == Some(now)).then_some(())
+    })
+    .await;
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 2);
+    // Another restart before the next rotation: nothing.
+    case.stop_controller().await;
+    case.start_controller(true).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 2);
+    case.finish().await;
+}
+
+#[tokio::test]
+async fn an_automatic_reboot_waits_for_its_window_and_happens_once_inside_it() {
+    let clock = SharedClock::default();
+    // Saturday 2026-12-05 12:00 UTC; the window opens Sunday 02:00 UTC for 2 h.
+    let target: jiff::Timestamp = "2026-12-05T12:00:00Z".parse().expect("time");
+    clock.advance(target.as_second() - jiff::Timestamp::now().as_second());
+    let case = case_on_clock("window", &[("i-window0000001", false)], &clock).await;
+    case.secret("web-vnc", "Win123").await;
+    case.vncpw(
+        "web",
+        "i-window0000001",
+        json!({"rebootPolicy": "Automatic",
+               "rebootWindows": [{"schedule": "0 2 * * SUN", "duration": "2h", "timeZone": "UTC"}]}),
+    )
+    .await;
+    let status = case
+        .wait("web", "RebootRequired", "True", Some("RebootRequired"))
+        .await;
+    assert_eq!(
+        status.next_reboot_window.as_deref(),
+        Some("2026-12-06T02:00:00Z")
+    );
+    assert!(
+        status
+            .condition("Ready")
+            .is_some_and(|c| c.message.contains("reboot window"))
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(case.sim.calls("RebootInstance"), 0);
+    // Into the window.
+    clock.advance(14 * 3600 + 600);
+    let status = case.wait("web", "Ready", "True", Some("Applied")).await;
+    assert!(status.next_reboot_window.is_none());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(case.sim.successes("RebootInstance"), 1);
+    case.finish().await;
+}

@@ -155,6 +155,9 @@ async fn the_shipped_rbac_allows_nothing_more() {
         ("watch", "secrets", None),
         ("create", "events.events.k8s.io", Some(team)),
         ("create", "secrets", Some("ecs-vnc-system")),
+        // generatePassword; narrowed to its own Secrets by the admission policy (tested below).
+        ("create", "secrets", Some(team)),
+        ("patch", "secrets", Some(team)),
         (
             "get",
             "secrets/ecs-vnc-controller-fingerprint-key",
@@ -166,11 +169,9 @@ async fn the_shipped_rbac_allows_nothing_more() {
             "the controller cannot {verb} {resource} in {ns:?}"
         );
     }
-    // Nothing else: no Secret writes outside its own namespace, no spec writes, nothing unrelated.
+    // Nothing else: no Secret update or delete, no spec writes, nothing unrelated.
     for (verb, resource, ns) in [
-        ("create", "secrets", Some(team)),
         ("update", "secrets", Some(team)),
-        ("patch", "secrets", Some(team)),
         ("delete", "secrets", Some(team)),
         ("delete", "secrets", Some("ecs-vnc-system")),
         (
@@ -237,4 +238,68 @@ fn the_deployment_is_hardened() {
     let env = container["env"].as_array().expect("env");
     assert!(env.iter().any(|e| e["name"] == "POD_NAMESPACE"
         && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"));
+}
+
+#[tokio::test]
+async fn the_admission_policy_keeps_the_controller_to_its_own_secrets() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams, PostParams};
+    install();
+    let admin = support::client().await;
+    let ns = support::TestNamespace::new(&admin, "secret-policy").await;
+    let as_sa = support::service_account_client("ecs-vnc-system", "ecs-vnc-controller").await;
+    let sa_secrets: kube::Api<Secret> = kube::Api::namespaced(as_sa, &ns.name);
+    put_secret(&admin, &ns.name, "users-own", &[("password", "User12")]).await;
+    let secret = |name: &str, managed: bool| -> Secret {
+        let mut v = json!({
+            "metadata": {"name": name},
+            "stringData": {"password": "Gen123"},
+        });
+        if managed {
+            v["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "ecs-vnc-controller"});
+            v["metadata"]["ownerReferences"] = json!([{
+                "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword", "name": "web",
+                "uid": "6b1f5c1e-0000-4000-8000-000000000001", "controller": true,
+            }]);
+        }
+        serde_json::from_value(v).expect("secret")
+    };
+    // Eventually: a new policy takes a moment to reach the admission chain.
+    support::eventually(
+        "the policy to refuse an unmanaged Secret",
+        Duration::from_secs(30),
+        || {
+            let api = sa_secrets.clone();
+            let s = secret("not-managed", false);
+            async move {
+                match api.create(&PostParams::default(), &s).await {
+                    Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => Some(()),
+                    Ok(_) => {
+                        let _ = api.delete("not-managed", &Default::default()).await;
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+        },
+    )
+    .await;
+    sa_secrets
+        .create(&PostParams::default(), &secret("managed", true))
+        .await
+        .expect("the controller may create a Secret it manages");
+    let patch = Patch::Merge(json!({"stringData": {"password": "Rot123"}}));
+    sa_secrets
+        .patch("managed", &PatchParams::default(), &patch)
+        .await
+        .expect("the controller may rotate a Secret it manages");
+    match sa_secrets
+        .patch("users-own", &PatchParams::default(), &patch)
+        .await
+    {
+        Err(kube::Error::Api(e)) => assert!(e.code == 403 || e.code == 422, "{e:?}"),
+        Ok(_) => panic!("the controller changed a user's Secret"),
+        Err(e) => panic!("{e}"),
+    }
+    ns.delete().await;
 }

@@ -240,6 +240,8 @@ pub enum Waiting {
     /// Automatic: RebootInstance is called at or after this time, in a later minute than the apply
     /// and the last start, so that the restart shows in minute-precision `StartTime`.
     RebootAfter(jiff::Timestamp),
+    /// Automatic with `rebootWindows`: outside every window; the next opens at this time.
+    RebootWindow(jiff::Timestamp),
     /// Automatic: RebootInstance was asked for at this time.
     RebootRequested(String),
     /// Automatic: asked for at this time, and no restart was seen within `--reboot-timeout`.
@@ -275,6 +277,9 @@ fn waiting_message(waiting: &Waiting, id: &str) -> String {
         ),
         Waiting::RebootAfter(at) => format!(
             "instance {id} is not I/O-optimized: RebootInstance will be called after {at} (a later minute than the apply and the last start, so the restart shows in ECS's minute-precision StartTime)"
+        ),
+        Waiting::RebootWindow(next) => format!(
+            "instance {id} is not I/O-optimized: RebootInstance waits for the next reboot window (spec.rebootWindows), which opens at {next}"
         ),
         Waiting::RebootRequested(at) => format!(
             "RebootInstance was requested for instance {id} at {at}; waiting for it to start again"

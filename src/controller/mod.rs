@@ -15,6 +15,7 @@ pub mod instances;
 pub mod plan;
 pub mod reconcile;
 pub mod record;
+pub mod schedule;
 pub mod tenancy;
 
 use std::collections::{BTreeMap, HashSet};

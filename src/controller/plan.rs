@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{AppliedSecret, Reason, RebootPolicy, VncPasswordSpec, VncPasswordStatus};
 use crate::controller::decide::{Failure, Pace, Phase, Waiting, floor_minute};
+use crate::controller::schedule::{self, WindowState};
 use crate::ecs::types::parse_start_time;
 
 /// How long to wait when the object in hand is older than the controller's own last write for it
@@ -28,6 +29,20 @@ pub enum PasswordInput {
     Usable {
         fingerprint: String,
         secret: AppliedSecret,
+    },
+}
+
+/// With `generatePassword`: the password Secret as the controller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GeneratedSecret {
+    Missing,
+    /// It exists and this VncPassword did not create it: never overwritten.
+    NotOurs,
+    Ours {
+        /// `ecsvnc.io/generated-at` on the Secret.
+        generated_at: Option<jiff::Timestamp>,
+        /// `ecsvnc.io/rotate-token` on the Secret.
+        rotate_token: Option<String>,
     },
 }
 
@@ -73,6 +88,10 @@ pub struct Observed<'a> {
     pub credentials: &'a Result<String, Failure>,
     /// The ID of the fingerprint key in use.
     pub key_id: &'a str,
+    /// With `generatePassword`: the Secret's ownership and generation record.
+    pub generated: Option<&'a GeneratedSecret>,
+    /// The value of `ecsvnc.io/rotate-requested-at`.
+    pub rotate_token: Option<&'a str>,
     pub round: &'a Round,
     pub settings: PlanSettings,
 }
@@ -89,6 +108,11 @@ pub enum Requeue {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// `generatePassword`: create the password Secret with a new random password.
+    GeneratePassword,
+    /// `generatePassword`: write a new random password to the Secret the controller created (with
+    /// its resourceVersion as precondition); the apply follows from the new Secret version.
+    RotatePassword,
     /// Call ModifyInstanceVncPasswd.
     Apply,
     /// The applied password is the Secret's: record the fingerprint under the current key and the
@@ -250,13 +274,98 @@ pub fn reboot_not_before(status: &VncPasswordStatus) -> Option<jiff::Timestamp> 
     latest.checked_add(jiff::SignedDuration::from_secs(60)).ok()
 }
 
+fn rotation_interval(o: &Observed) -> Result<Option<Duration>, Failure> {
+    match o.spec.rotation_interval.as_deref() {
+        None => Ok(None),
+        Some(text) => schedule::parse_go_duration(text).map(Some).map_err(|e| {
+            Failure::stalled(Reason::InvalidSpec, format!("spec.rotationInterval: {e}"))
+        }),
+    }
+}
+
+/// With `rotationInterval`: when the Secret's password is due to be replaced.
+pub fn next_rotation(o: &Observed) -> Option<jiff::Timestamp> {
+    let interval = rotation_interval(o).ok().flatten()?;
+    match o.generated? {
+        GeneratedSecret::Ours {
+            generated_at: Some(at),
+            ..
+        } => at.checked_add(interval).ok(),
+        _ => None,
+    }
+}
+
 /// The next step.
 pub fn plan(o: &Observed) -> Step {
+    let step = plan_inner(o);
+    // A scheduled rotation wakes the object even when nothing else would.
+    match (step, next_rotation(o)) {
+        (
+            Step::Finish {
+                phase,
+                requeue: Requeue::AwaitChange,
+            },
+            Some(due),
+        ) if !o.paused => finish(phase, Requeue::After(duration_until(o.now, due))),
+        (
+            Step::Finish {
+                phase,
+                requeue: Requeue::After(after),
+            },
+            Some(due),
+        ) => finish(phase, Requeue::After(after.min(duration_until(o.now, due)))),
+        (step, _) => step,
+    }
+}
+
+/// The generated password's own steps, before anything else is decided.
+fn generation_step(o: &Observed) -> Option<Step> {
+    if !o.spec.generate_password {
+        return None;
+    }
+    match o.generated? {
+        GeneratedSecret::Missing => Some(Step::GeneratePassword),
+        GeneratedSecret::NotOurs => Some(failed(
+            &Failure::stalled(
+                Reason::SecretNotOwned,
+                format!(
+                    "Secret {} exists and was not created by this VncPassword: with generatePassword the controller only writes Secrets it created; delete it, or name another Secret, or set generatePassword: false to use its password",
+                    o.spec.password_secret_ref.name
+                ),
+            ),
+            false,
+            o,
+        )),
+        GeneratedSecret::Ours {
+            generated_at,
+            rotate_token,
+        } => {
+            let interval = match rotation_interval(o) {
+                Ok(i) => i,
+                Err(failure) => return Some(failed(&failure, false, o)),
+            };
+            let forced = o.rotate_token.is_some() && o.rotate_token != rotate_token.as_deref();
+            let due = interval.is_some_and(|i| {
+                generated_at
+                    .and_then(|g| g.checked_add(i).ok())
+                    .is_none_or(|due| o.now >= due)
+            });
+            // Its own Secret, edited into something unusable: generate a good one.
+            let unusable = matches!(o.password, PasswordInput::Unusable(_));
+            (forced || due || unusable).then_some(Step::RotatePassword)
+        }
+    }
+}
+
+fn plan_inner(o: &Observed) -> Step {
     if o.paused {
         return finish(Phase::Paused, Requeue::AwaitChange);
     }
     if o.round.cache_behind {
         return Step::Requeue(CACHE_BEHIND_RETRY);
+    }
+    if let Some(step) = generation_step(o) {
+        return step;
     }
     let (fingerprint, secret) = match o.password {
         PasswordInput::Unusable(failure) => return failed(failure, false, o),
@@ -361,16 +470,29 @@ pub fn plan(o: &Observed) -> Step {
         "Stopped" => return waiting(Waiting::Stopped, poll),
         other => return waiting(Waiting::InTransition(other.to_string()), poll),
     }
-    match reboot_not_before(status) {
-        Some(earliest) if o.now >= earliest => Step::RecordRebootIntent,
-        Some(earliest) => waiting(
+    let window = match schedule::window_state(&o.spec.reboot_windows, o.now) {
+        Ok(w) => w,
+        Err(message) => return failed(&Failure::stalled(Reason::InvalidSpec, message), true, o),
+    };
+    // No apply time recorded (cannot happen after an apply): a minute from now.
+    let earliest = reboot_not_before(status)
+        .unwrap_or_else(|| floor_minute(o.now) + jiff::SignedDuration::from_secs(60));
+    match window {
+        WindowState::Closed { next } => waiting(
+            Waiting::RebootWindow(next),
+            Requeue::After(duration_until(o.now, next).min(o.settings.poll)),
+        ),
+        // A window that ends before the earliest moment is not used: the next one is.
+        WindowState::Open { until } if until <= earliest => {
+            match schedule::window_state(&o.spec.reboot_windows, until) {
+                Ok(WindowState::Closed { next }) => waiting(Waiting::RebootWindow(next), poll),
+                _ => waiting(Waiting::RebootAfter(earliest), poll),
+            }
+        }
+        _ if o.now >= earliest => Step::RecordRebootIntent,
+        _ => waiting(
             Waiting::RebootAfter(earliest),
             Requeue::After(duration_until(o.now, earliest).min(o.settings.poll)),
-        ),
-        // No apply time recorded (cannot happen after an apply): wait a minute from now.
-        None => waiting(
-            Waiting::RebootAfter(floor_minute(o.now) + jiff::SignedDuration::from_secs(60)),
-            poll,
         ),
     }
 }

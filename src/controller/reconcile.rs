@@ -17,13 +17,16 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::{
-    ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT, AppliedSecret, FIELD_MANAGER, Reason,
-    VncPassword, VncPasswordStatus, condition,
+    ANNOTATION_GENERATED_AT, ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT,
+    ANNOTATION_ROTATE_REQUESTED_AT, ANNOTATION_ROTATE_TOKEN, AppliedSecret, FIELD_MANAGER,
+    LABEL_MANAGED_BY, MANAGED_BY, Reason, VncPassword, VncPasswordStatus, condition,
 };
 use crate::controller::conditions;
 use crate::controller::context::Context;
 use crate::controller::decide::{self, Failure, Phase};
-use crate::controller::plan::{self, Observed, PasswordInput, Requeue, Round, Step};
+use crate::controller::plan::{
+    self, GeneratedSecret, Observed, PasswordInput, Requeue, Round, Step,
+};
 use crate::controller::record;
 use crate::controller::tenancy;
 use crate::ecs::Credentials;
@@ -38,6 +41,13 @@ const MAX_STEPS: usize = 8;
 pub enum ReconcileError {
     #[error("reading Secret {namespace}/{name}: {source}")]
     ReadSecret {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing Secret {namespace}/{name}: {source}")]
+    WriteSecret {
         namespace: String,
         name: String,
         #[source]
@@ -109,6 +119,10 @@ struct Inputs {
     /// The password itself, when usable (only the Apply step sends it).
     secret_password: Option<Password>,
     credentials: Result<(Credentials, String), Failure>,
+    /// With `generatePassword`: the Secret's ownership and generation record.
+    generated: Option<GeneratedSecret>,
+    /// The password Secret's resourceVersion (the precondition of a rotation).
+    secret_version: Option<String>,
 }
 
 async fn reconcile_inner(
@@ -132,11 +146,17 @@ async fn reconcile_inner(
         .annotations()
         .get(ANNOTATION_RECONCILE_REQUESTED_AT)
         .cloned();
-    let inputs = if paused {
+    let rotate_token = obj
+        .annotations()
+        .get(ANNOTATION_ROTATE_REQUESTED_AT)
+        .cloned();
+    let mut inputs = if paused {
         Inputs {
             password: PasswordInput::Unusable(Failure::stalled(Reason::Paused, "")),
             secret_password: None,
             credentials: Err(Failure::stalled(Reason::Paused, "")),
+            generated: None,
+            secret_version: None,
         }
     } else {
         observe(ctx, obj, &namespace).await?
@@ -168,13 +188,64 @@ async fn reconcile_inner(
             password: &inputs.password,
             credentials: &credentials_identity,
             key_id: &key_id,
+            generated: inputs.generated.as_ref(),
+            rotate_token: rotate_token.as_deref(),
             round: &round,
             settings: ctx.settings.plan,
         };
+        let next_rotation = plan::next_rotation(&observed);
         let step = plan::plan(&observed);
         let stall_key = plan::stall_inputs(&observed);
         tracing::trace!(?step, "planned");
         match step {
+            Step::GeneratePassword | Step::RotatePassword => {
+                let rotate = step == Step::RotatePassword;
+                match write_generated(
+                    ctx,
+                    obj,
+                    &namespace,
+                    &uid,
+                    &inputs,
+                    rotate_token.as_deref(),
+                    now,
+                    rotate,
+                )
+                .await?
+                {
+                    Some((password, secret, generated)) => {
+                        inputs.password = PasswordInput::Usable {
+                            fingerprint: ctx.key.fingerprint(
+                                &spec.region_id,
+                                &spec.instance_id,
+                                &password,
+                            ),
+                            secret: secret.clone(),
+                        };
+                        inputs.secret_version = Some(secret.resource_version.clone());
+                        inputs.secret_password = Some(password);
+                        inputs.generated = Some(generated);
+                        events.push(normal(
+                            if rotate {
+                                "PasswordRotated"
+                            } else {
+                                "PasswordGenerated"
+                            },
+                            format!(
+                                "generated a new VNC password into Secret {} (key {})",
+                                spec.password_secret_ref.name, spec.password_secret_ref.key
+                            ),
+                            if rotate {
+                                "RotatePassword"
+                            } else {
+                                "GeneratePassword"
+                            },
+                        ));
+                    }
+                    // The Secret changed (or appeared) since it was read: its watch event brings
+                    // the reconcile that sees it.
+                    None => return Ok((Action::requeue(Duration::from_secs(1)), "retry")),
+                }
+            }
             Step::Apply => {
                 let (
                     Some(password),
@@ -345,6 +416,13 @@ async fn reconcile_inner(
                 return Ok((Action::requeue(after), "unchanged"));
             }
             Step::Finish { phase, requeue } => {
+                status.next_rotation_time = next_rotation.map(crate::ecs::signer::format_timestamp);
+                status.next_reboot_window = match &phase {
+                    Phase::WaitingForRestart(decide::Waiting::RebootWindow(next)) => {
+                        Some(crate::ecs::signer::format_timestamp(*next))
+                    }
+                    _ => None,
+                };
                 let action = requeue_action(ctx, &uid, requeue);
                 transition_events(&phase, &previous, spec, applied_now, &mut events);
                 let label = result_label(&phase, applied_now);
@@ -592,11 +670,14 @@ fn ecs_failure(error: &crate::ecs::EcsError, obj: &VncPassword, action: &str) ->
     failure
 }
 
-/// A Secret's data and identity.
+/// A Secret's data, identity and what says who made it.
 struct SecretData {
     data: std::collections::BTreeMap<String, Vec<u8>>,
     uid: String,
     resource_version: String,
+    /// uids of its controlling owners.
+    controllers: Vec<String>,
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads the Secret, or `None` when it does not exist.
@@ -617,6 +698,16 @@ async fn read_secret(
     Ok(secret.map(|s| {
         let resource_version = s.metadata.resource_version.clone().unwrap_or_default();
         let uid = s.metadata.uid.clone().unwrap_or_default();
+        let controllers = s
+            .metadata
+            .owner_references
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| o.controller == Some(true))
+            .map(|o| o.uid)
+            .collect();
+        let annotations = s.metadata.annotations.clone().unwrap_or_default();
         let mut data: std::collections::BTreeMap<String, Vec<u8>> = s
             .data
             .unwrap_or_default()
@@ -631,6 +722,8 @@ async fn read_secret(
             data,
             uid,
             resource_version,
+            controllers,
+            annotations,
         }
     }))
 }
@@ -641,7 +734,22 @@ async fn observe(
     obj: &VncPassword,
     namespace: &str,
 ) -> Result<Inputs, ReconcileError> {
-    let (password, secret_password) = match password(ctx, obj, namespace).await? {
+    let secret = read_secret(ctx, namespace, &obj.spec.password_secret_ref.name).await?;
+    let generated = obj.spec.generate_password.then(|| match &secret {
+        None => GeneratedSecret::Missing,
+        Some(s) if !obj.uid().is_some_and(|uid| s.controllers.contains(&uid)) => {
+            GeneratedSecret::NotOurs
+        }
+        Some(s) => GeneratedSecret::Ours {
+            generated_at: s
+                .annotations
+                .get(ANNOTATION_GENERATED_AT)
+                .and_then(|t| t.parse().ok()),
+            rotate_token: s.annotations.get(ANNOTATION_ROTATE_TOKEN).cloned(),
+        },
+    });
+    let secret_version = secret.as_ref().map(|s| s.resource_version.clone());
+    let (password, secret_password) = match password(obj, namespace, secret) {
         Ok((p, secret)) => (
             PasswordInput::Usable {
                 fingerprint: ctx
@@ -657,33 +765,136 @@ async fn observe(
         password,
         secret_password,
         credentials: credentials(ctx, obj, namespace).await?,
+        generated,
+        secret_version,
     })
 }
 
-/// The password of the referenced Secret (with the Secret's identity), or why it cannot be used.
-async fn password(
+/// Creates (or, for a rotation, rewrites with the observed resourceVersion as precondition) the
+/// password Secret with a new random password. `None` when the Secret changed or appeared
+/// meanwhile (nothing written).
+#[allow(clippy::too_many_arguments)]
+async fn write_generated(
     ctx: &Context,
     obj: &VncPassword,
     namespace: &str,
-) -> Result<Result<(Password, AppliedSecret), Failure>, ReconcileError> {
+    uid: &str,
+    inputs: &Inputs,
+    rotate_token: Option<&str>,
+    now: jiff::Timestamp,
+    rotate: bool,
+) -> Result<Option<(Password, AppliedSecret, GeneratedSecret)>, ReconcileError> {
+    use k8s_openapi::ByteString;
+    use kube::api::{ObjectMeta, PostParams};
+    let r = &obj.spec.password_secret_ref;
+    let password = Password::generate();
+    let generated_at = crate::ecs::signer::format_timestamp(now);
+    let mut annotations = std::collections::BTreeMap::from([(
+        ANNOTATION_GENERATED_AT.to_string(),
+        generated_at.clone(),
+    )]);
+    if let Some(token) = rotate_token {
+        annotations.insert(ANNOTATION_ROTATE_TOKEN.to_string(), token.to_string());
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let write_err = |source| ReconcileError::WriteSecret {
+        namespace: namespace.to_string(),
+        name: r.name.clone(),
+        source,
+    };
+    let written = if rotate {
+        let Some(rv) = &inputs.secret_version else {
+            return Ok(None);
+        };
+        let patch = json!({
+            "metadata": {"resourceVersion": rv, "annotations": annotations},
+            "data": {r.key.clone(): ByteString(password.expose().as_bytes().to_vec())},
+        });
+        match api
+            .patch(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(s) => s,
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => return Ok(None),
+            Err(e) => return Err(write_err(e)),
+        }
+    } else {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(r.name.clone()),
+                namespace: Some(namespace.to_string()),
+                labels: Some(std::collections::BTreeMap::from([
+                    (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+                    ("ecsvnc.io/vncpassword".to_string(), obj.name_any()),
+                ])),
+                annotations: Some(annotations),
+                owner_references: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        api_version: "ecsvnc.io/v1alpha1".into(),
+                        kind: "VncPassword".into(),
+                        name: obj.name_any(),
+                        uid: uid.to_string(),
+                        controller: Some(true),
+                        block_owner_deletion: None,
+                    },
+                ]),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(std::collections::BTreeMap::from([(
+                r.key.clone(),
+                ByteString(password.expose().as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(s) => s,
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(None),
+            Err(e) => return Err(write_err(e)),
+        }
+    };
+    let identity = AppliedSecret {
+        name: r.name.clone(),
+        key: r.key.clone(),
+        uid: written.metadata.uid.clone().unwrap_or_default(),
+        resource_version: written
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default(),
+    };
+    let generated = GeneratedSecret::Ours {
+        generated_at: Some(now),
+        rotate_token: rotate_token.map(str::to_string),
+    };
+    Ok(Some((password, identity, generated)))
+}
+
+/// The password of the referenced Secret (with the Secret's identity), or why it cannot be used.
+fn password(
+    obj: &VncPassword,
+    namespace: &str,
+    secret: Option<SecretData>,
+) -> Result<(Password, AppliedSecret), Failure> {
     let r = &obj.spec.password_secret_ref;
     let Some(SecretData {
         data,
         uid,
         resource_version,
-    }) = read_secret(ctx, namespace, &r.name).await?
+        ..
+    }) = secret
     else {
-        return Ok(Err(Failure::stalled(
+        return Err(Failure::stalled(
             Reason::SecretNotFound,
             format!(
                 "Secret {} does not exist in namespace {namespace}: create it with the password under key {}",
                 r.name, r.key
             ),
-        )));
+        ));
     };
     let Some(bytes) = data.get(&r.key) else {
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
-        return Ok(Err(Failure::stalled(
+        return Err(Failure::stalled(
             Reason::SecretKeyNotFound,
             format!(
                 "Secret {} has no key {} (its keys: {}): add it, or set spec.passwordSecretRef.key",
@@ -695,7 +906,7 @@ async fn password(
                     keys.join(", ")
                 }
             ),
-        )));
+        ));
     };
     let identity = AppliedSecret {
         name: r.name.clone(),
@@ -703,14 +914,14 @@ async fn password(
         uid,
         resource_version,
     };
-    Ok(Password::parse_bytes(bytes)
+    Password::parse_bytes(bytes)
         .map(|p| (p, identity))
         .map_err(|e| {
             Failure::stalled(
                 Reason::InvalidPassword,
                 format!("Secret {} key {}: {e}; update the Secret", r.name, r.key),
             )
-        }))
+        })
 }
 
 /// The credentials to use with their identity (the Secret's uid and resourceVersion, or the
@@ -742,6 +953,7 @@ async fn credentials(
                 data,
                 uid,
                 resource_version,
+                ..
             }) => Ok(tenancy::from_secret_data(&r.name, |k| data.get(k).cloned())
                 .map(|c| (c, format!("secret:{uid}:{resource_version}")))),
         },

@@ -48,6 +48,8 @@ struct S {
     paused: bool,
     force: Option<&'static str>,
     generation: i64,
+    generated: Option<GeneratedSecret>,
+    rotate: Option<&'static str>,
 }
 
 impl S {
@@ -66,6 +68,8 @@ impl S {
             paused: false,
             force: None,
             generation: 1,
+            generated: None,
+            rotate: None,
         }
     }
 
@@ -81,6 +85,8 @@ impl S {
             password: &self.password,
             credentials: &self.credentials,
             key_id: self.key_id,
+            generated: self.generated.as_ref(),
+            rotate_token: self.rotate,
             round: &self.round,
             settings: PlanSettings {
                 poll: Duration::from_secs(30),
@@ -644,4 +650,172 @@ fn stall_inputs_never_contain_the_inputs_themselves() {
     let s = S::new(RebootPolicy::Manual);
     let h = stall_inputs(&s.observed());
     assert!(h.starts_with("sha256:") && !h.contains(UID) && !h.contains("LTAI"));
+}
+
+// --- generated passwords and rotation -------------------------------------------------------
+
+fn generating(interval: Option<&str>) -> S {
+    let mut s = S::new(RebootPolicy::Manual);
+    s.spec.generate_password = true;
+    s.spec.rotation_interval = interval.map(str::to_string);
+    s
+}
+
+fn ours(at: &str) -> GeneratedSecret {
+    GeneratedSecret::Ours {
+        generated_at: Some(t(at)),
+        rotate_token: None,
+    }
+}
+
+#[test]
+fn a_missing_generated_secret_is_created_then_applied() {
+    let mut s = generating(None);
+    s.generated = Some(GeneratedSecret::Missing);
+    s.password = PasswordInput::Unusable(stalled(Reason::SecretNotFound));
+    assert_eq!(s.plan(), Step::GeneratePassword);
+    s.generated = Some(ours("2026-01-01T10:00:40Z"));
+    s.password = PasswordInput::Usable {
+        fingerprint: FP.into(),
+        secret: secret("1"),
+    };
+    assert_eq!(s.plan(), Step::Apply);
+}
+
+#[test]
+fn a_secret_the_controller_did_not_create_is_never_overwritten() {
+    let mut s = generating(Some("720h"));
+    s.generated = Some(GeneratedSecret::NotOurs);
+    let step = s.plan();
+    assert!(matches!(
+        phase(step),
+        Phase::Failed { failure, .. } if failure.reason() == Reason::SecretNotOwned
+    ));
+}
+
+#[test]
+fn rotation_is_due_after_the_interval_and_not_before() {
+    let mut s = generating(Some("720h"))
+        .applied()
+        .described("Running", "2026-01-01T09:00Z", true);
+    s.generated = Some(ours("2026-01-01T10:00:00Z"));
+    // Not due: Ready, and woken when it is.
+    let step = s.plan();
+    assert!(matches!(phase(step.clone()), Phase::Ready { .. }));
+    let due = Duration::from_secs(720 * 3600 - 40);
+    assert_eq!(requeue(step), Requeue::After(due));
+    assert_eq!(
+        next_rotation(&s.observed()),
+        Some(t("2026-01-31T10:00:00Z"))
+    );
+    let s = s.next_round("2026-01-31T10:00:00Z");
+    assert_eq!(s.plan(), Step::RotatePassword);
+}
+
+#[test]
+fn a_rotate_token_rotates_once() {
+    let mut s = generating(None)
+        .applied()
+        .described("Running", "2026-01-01T09:00Z", true);
+    s.generated = Some(ours("2026-01-01T10:00:00Z"));
+    s.rotate = Some("now");
+    assert_eq!(s.plan(), Step::RotatePassword);
+    s.generated = Some(GeneratedSecret::Ours {
+        generated_at: Some(t("2026-01-01T10:00:40Z")),
+        rotate_token: Some("now".into()),
+    });
+    // The Secret's new version: applied next, and no second rotation.
+    s.password = PasswordInput::Usable {
+        fingerprint: FP_OTHER_PASSWORD.into(),
+        secret: secret("2"),
+    };
+    assert_eq!(s.plan(), Step::Apply);
+}
+
+#[test]
+fn an_unusable_password_in_its_own_secret_is_regenerated() {
+    let mut s = generating(None);
+    s.generated = Some(ours("2026-01-01T10:00:00Z"));
+    s.password = PasswordInput::Unusable(stalled(Reason::InvalidPassword));
+    assert_eq!(s.plan(), Step::RotatePassword);
+}
+
+// --- reboot windows -------------------------------------------------------------------------
+
+fn windowed(now: &str) -> S {
+    let mut s = S::new(RebootPolicy::Automatic);
+    // 2026-01-04 is a Sunday.
+    s.spec.reboot_windows = vec![crate::api::RebootWindow {
+        schedule: "0 2 * * SUN".into(),
+        duration: "2h".into(),
+        time_zone: None,
+    }];
+    s.now = t("2026-01-01T10:00:40Z");
+    let s = s.applied().described("Running", "2026-01-01T09:00Z", false);
+    s.next_round(now)
+        .described("Running", "2026-01-01T09:00Z", false)
+}
+
+#[test]
+fn outside_a_window_the_reboot_waits_for_the_next_one() {
+    let s = windowed("2026-01-02T12:00:00Z");
+    let step = s.plan();
+    assert_eq!(
+        phase(step.clone()),
+        Phase::WaitingForRestart(Waiting::RebootWindow(t("2026-01-04T02:00:00Z")))
+    );
+    assert_eq!(requeue(step), Requeue::After(Duration::from_secs(30)));
+    let s = s.finish_into_status();
+    let ready = s.status.condition(condition::READY).unwrap();
+    assert_eq!(ready.reason, "RebootRequired");
+    assert!(
+        ready.message.contains("2026-01-04T02:00:00Z"),
+        "{}",
+        ready.message
+    );
+}
+
+#[test]
+fn inside_a_window_the_reboot_happens_once() {
+    let s = windowed("2026-01-04T02:10:00Z");
+    assert_eq!(s.plan(), Step::RecordRebootIntent);
+}
+
+#[test]
+fn a_window_that_ended_is_never_used_late() {
+    let s = windowed("2026-01-04T04:00:00Z");
+    assert_eq!(
+        phase(s.plan()),
+        Phase::WaitingForRestart(Waiting::RebootWindow(t("2026-01-11T02:00:00Z")))
+    );
+}
+
+#[test]
+fn a_window_closing_before_the_later_minute_is_skipped() {
+    // Applied at 03:59:30 inside the window: a reboot must wait for 04:00, when it has closed.
+    let mut s = S::new(RebootPolicy::Automatic);
+    s.spec.reboot_windows = vec![crate::api::RebootWindow {
+        schedule: "0 2 * * SUN".into(),
+        duration: "2h".into(),
+        time_zone: None,
+    }];
+    s.now = t("2026-01-04T03:59:30Z");
+    let s = s.applied().described("Running", "2026-01-01T09:00Z", false);
+    assert_eq!(
+        phase(s.plan()),
+        Phase::WaitingForRestart(Waiting::RebootWindow(t("2026-01-11T02:00:00Z")))
+    );
+}
+
+#[test]
+fn an_invalid_window_stalls_with_the_field_named() {
+    let mut s = windowed("2026-01-04T02:10:00Z");
+    s.spec.reboot_windows[0].time_zone = Some("Nowhere/Atlantis".into());
+    match phase(s.plan()) {
+        Phase::Failed { failure, applied } => {
+            assert!(applied);
+            assert_eq!(failure.reason(), Reason::InvalidSpec);
+        }
+        other => panic!("{other:?}"),
+    }
 }
