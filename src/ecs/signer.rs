@@ -46,16 +46,7 @@ where
         .collect();
     // Stable sort by name; equal names (which ECS never expects) keep the caller's order.
     pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let mut out = String::new();
-    for (i, (name, value)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        out.push_str(&percent_encode(name));
-        out.push('=');
-        out.push_str(&percent_encode(value));
-    }
-    out
+    encode_form(pairs)
 }
 
 /// `METHOD & percentEncode("/") & percentEncode(canonicalized)`.

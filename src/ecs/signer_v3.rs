@@ -79,16 +79,7 @@ where
 {
     let mut pairs: Vec<(&str, &str)> = params.into_iter().collect();
     pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let mut out = String::new();
-    for (i, (name, value)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        out.push_str(&percent_encode(name));
-        out.push('=');
-        out.push_str(&percent_encode(value));
-    }
-    out
+    super::signer::encode_form(pairs)
 }
 
 /// `(CanonicalHeaders, SignedHeaders)` over the headers that are signed ([`is_signed_header`]);
