@@ -73,10 +73,12 @@ pub enum Reason {
     SecretNotOwned,
     /// `spec.rotationInterval` or a `spec.rebootWindows` entry cannot be used (the message says which).
     InvalidSpec,
+    /// An older VncPassword names the same instance: only one sets its password.
+    InstanceClaimed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::Applied,
         Reason::RebootRequired,
         Reason::RebootRequested,
@@ -103,6 +105,7 @@ impl Reason {
         Reason::EcsRejected,
         Reason::SecretNotOwned,
         Reason::InvalidSpec,
+        Reason::InstanceClaimed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -133,6 +136,7 @@ impl Reason {
             Reason::EcsRejected => "EcsRejected",
             Reason::SecretNotOwned => "SecretNotOwned",
             Reason::InvalidSpec => "InvalidSpec",
+            Reason::InstanceClaimed => "InstanceClaimed",
         }
     }
 

@@ -1210,3 +1210,39 @@ async fn an_automatic_reboot_waits_for_its_window_and_happens_once_inside_it() {
     assert_eq!(case.sim.successes("RebootInstance"), 1);
     case.finish().await;
 }
+
+#[tokio::test]
+async fn two_objects_naming_one_instance_never_take_turns() {
+    let case = Case::new("claim", &[("i-claimed000001", true)]).await;
+    case.secret("first-vnc", "First1").await;
+    case.secret("second-vnc", "Secnd2").await;
+    case.vncpw("first", "i-claimed000001", json!({})).await;
+    case.wait("first", "Ready", "True", None).await;
+    case.vncpw("second", "i-claimed000001", json!({})).await;
+    let status = case
+        .wait("second", "Stalled", "True", Some("InstanceClaimed"))
+        .await;
+    assert!(
+        status
+            .condition("Stalled")
+            .is_some_and(|c| c.message.contains("VncPassword first")),
+        "{:?}",
+        status.conditions
+    );
+    assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 1);
+    assert_eq!(
+        case.sim.set_password("i-claimed000001").as_deref(),
+        Some("First1")
+    );
+    // The owner goes: the other takes over.
+    Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
+        .delete("first", &Default::default())
+        .await
+        .expect("delete");
+    case.wait("second", "Ready", "True", None).await;
+    assert_eq!(
+        case.sim.set_password("i-claimed000001").as_deref(),
+        Some("Secnd2")
+    );
+    case.finish().await;
+}

@@ -7,7 +7,9 @@ use proptest::prelude::*;
 use ecs_vnc_controller::controller::tenancy;
 use ecs_vnc_controller::ecs::error::{excerpt, parse_error_body};
 use ecs_vnc_controller::ecs::signer;
-use ecs_vnc_controller::ecs::types::{DescribeInstancesResponse, RequestIdResponse, parse_start_time};
+use ecs_vnc_controller::ecs::types::{
+    DescribeInstancesResponse, RequestIdResponse, parse_start_time,
+};
 use ecs_vnc_controller::password::VncPassword;
 use ecs_vnc_controller::secret::SecretString;
 
@@ -18,7 +20,11 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     let describe = r#"{"RequestId":"R","TotalCount":1,"PageNumber":1,"PageSize":100,"Instances":{"Instance":[{"InstanceId":"i-1","RegionId":"cn-hangzhou","Status":"Running","IoOptimized":true,"StartTime":"2026-01-01T10:00Z"}]}}"#;
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..2048),
-        (prop_oneof![Just(json_error), Just(xml_error), Just(describe)], any::<usize>(), proptest::collection::vec(any::<u8>(), 0..64))
+        (
+            prop_oneof![Just(json_error), Just(xml_error), Just(describe)],
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 0..64)
+        )
             .prop_map(|(base, cut, junk)| {
                 let mut b = base.as_bytes().to_vec();
                 let cut = cut % (b.len() + 1);
@@ -26,7 +32,11 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
                 b.extend(junk);
                 b
             }),
-        (prop_oneof![Just(json_error), Just(xml_error), Just(describe)], any::<usize>(), any::<u8>())
+        (
+            prop_oneof![Just(json_error), Just(xml_error), Just(describe)],
+            any::<usize>(),
+            any::<u8>()
+        )
             .prop_map(|(base, at, byte)| {
                 let mut b = base.as_bytes().to_vec();
                 let at = at % b.len();

@@ -42,6 +42,8 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Every VncPassword the controller watches (for claims on an instance).
+    pub objects: kube::runtime::reflector::Store<crate::api::VncPassword>,
     /// Consecutive failures per object uid, for backoff; cleared on success.
     failures: Mutex<HashMap<String, u32>>,
     /// resourceVersion of the controller's last status write per object uid.
@@ -58,6 +60,7 @@ impl Context {
         settings: Settings,
         recorder: Recorder,
         metrics: Arc<Metrics>,
+        objects: kube::runtime::reflector::Store<crate::api::VncPassword>,
     ) -> Self {
         Self {
             client,
@@ -67,6 +70,7 @@ impl Context {
             settings,
             recorder,
             metrics,
+            objects,
             failures: Default::default(),
             written: Default::default(),
         }
@@ -124,6 +128,34 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|uid, _| live.contains(uid));
+    }
+
+    /// The VncPassword that owns `obj`'s instance when another one does: of all VncPasswords naming
+    /// the same region and instance, the oldest (then the first by namespace and name) wins, so
+    /// that two objects never take turns setting different passwords on one instance.
+    pub fn claimed_by(&self, obj: &crate::api::VncPassword) -> Option<(String, String)> {
+        use kube::ResourceExt as _;
+        let rank = |o: &crate::api::VncPassword| {
+            (
+                o.creation_timestamp().map(|t| t.0),
+                o.namespace().unwrap_or_default(),
+                o.name_any(),
+            )
+        };
+        let mine = rank(obj);
+        self.objects
+            .state()
+            .iter()
+            .filter(|o| {
+                o.uid() != obj.uid()
+                    && o.metadata.deletion_timestamp.is_none()
+                    && o.spec.instance_id == obj.spec.instance_id
+                    && o.spec.region_id == obj.spec.region_id
+            })
+            .map(|o| rank(o))
+            .filter(|r| *r < mine)
+            .min()
+            .map(|(_, ns, name)| (ns, name))
     }
 
     /// (failure entries, written entries), for tests of bounded memory.

@@ -241,6 +241,8 @@ pub async fn run_with(
         controller: "ecs-vnc-controller".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    // The VncPassword cache, shared by the controller and the reconciles (claims on an instance).
+    let (store, writer) = reflector::store();
     let ctx = Arc::new(Context::new(
         client.clone(),
         ecs.clone(),
@@ -255,6 +257,7 @@ pub async fn run_with(
         },
         Recorder::new(client.clone(), reporter),
         metrics.clone(),
+        store.clone(),
     ));
 
     let (vncpasswords, secrets): (Api<VncPassword>, Api<PartialObjectMeta<Secret>>) =
@@ -268,7 +271,6 @@ pub async fn run_with(
     // The controller's own status writes do not wake it: only what a user changes (spec,
     // the paused and reconcile-requested-at annotations, deletion) and the Secrets it reads do;
     // requeues it asked for still come.
-    let (store, writer) = reflector::store();
     let objects = watcher(vncpasswords, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)

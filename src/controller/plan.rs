@@ -20,6 +20,9 @@ use crate::ecs::types::parse_start_time;
 /// (the watch event of that write is on its way and reconciles it again anyway).
 pub const CACHE_BEHIND_RETRY: Duration = Duration::from_secs(1);
 
+/// How often an object whose instance another VncPassword claims looks whether it still does.
+pub const CLAIM_RECHECK: Duration = Duration::from_secs(30);
+
 /// The password Secret as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PasswordInput {
@@ -76,6 +79,7 @@ pub struct Round {
 pub struct Observed<'a> {
     pub now: jiff::Timestamp,
     pub uid: &'a str,
+    pub own_namespace: Option<&'a str>,
     pub generation: i64,
     pub spec: &'a VncPasswordSpec,
     pub paused: bool,
@@ -92,6 +96,8 @@ pub struct Observed<'a> {
     pub generated: Option<&'a GeneratedSecret>,
     /// The value of `ecsvnc.io/rotate-requested-at`.
     pub rotate_token: Option<&'a str>,
+    /// Another (older) VncPassword naming the same instance: `(namespace, name)`.
+    pub claimed_by: Option<(&'a str, &'a str)>,
     pub round: &'a Round,
     pub settings: PlanSettings,
 }
@@ -363,6 +369,28 @@ fn plan_inner(o: &Observed) -> Step {
     }
     if o.round.cache_behind {
         return Step::Requeue(CACHE_BEHIND_RETRY);
+    }
+    if let Some((namespace, name)) = o.claimed_by {
+        // Named only within the namespace: another tenant's object names are not for this one.
+        let owner = if Some(namespace) == o.own_namespace {
+            format!("VncPassword {name}, created earlier")
+        } else {
+            "a VncPassword of another namespace, created earlier".to_string()
+        };
+        return finish(
+            Phase::Failed {
+                failure: Failure::stalled(
+                    Reason::InstanceClaimed,
+                    format!(
+                        "instance {} is managed by {owner}: two VncPasswords would take turns setting different passwords; delete one of them (this one takes over when the other is gone)",
+                        o.spec.instance_id
+                    ),
+                ),
+                applied: false,
+            },
+            // The owner's deletion wakes nobody else: look again now and then.
+            Requeue::After(CLAIM_RECHECK),
+        );
     }
     if let Some(step) = generation_step(o) {
         return step;

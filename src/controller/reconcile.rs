@@ -167,6 +167,7 @@ async fn reconcile_inner(
         .map(|(_, id)| id.clone())
         .map_err(Clone::clone);
     let key_id = ctx.key.id();
+    let claimed_by = ctx.claimed_by(obj);
     let instance_key = plan::instance_key(spec);
     let mut round = Round {
         cache_behind: ctx.is_behind(&uid, resource_version.as_deref()),
@@ -180,6 +181,7 @@ async fn reconcile_inner(
         let observed = Observed {
             now,
             uid: &uid,
+            own_namespace: Some(namespace.as_str()),
             generation: obj.metadata.generation.unwrap_or_default(),
             spec,
             paused,
@@ -190,6 +192,9 @@ async fn reconcile_inner(
             key_id: &key_id,
             generated: inputs.generated.as_ref(),
             rotate_token: rotate_token.as_deref(),
+            claimed_by: claimed_by
+                .as_ref()
+                .map(|(ns, name)| (ns.as_str(), name.as_str())),
             round: &round,
             settings: ctx.settings.plan,
         };

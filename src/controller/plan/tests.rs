@@ -50,6 +50,7 @@ struct S {
     generation: i64,
     generated: Option<GeneratedSecret>,
     rotate: Option<&'static str>,
+    claimed_by: Option<(&'static str, &'static str)>,
 }
 
 impl S {
@@ -70,6 +71,7 @@ impl S {
             generation: 1,
             generated: None,
             rotate: None,
+            claimed_by: None,
         }
     }
 
@@ -77,6 +79,7 @@ impl S {
         Observed {
             now: self.now,
             uid: UID,
+            own_namespace: Some("team-a"),
             generation: self.generation,
             spec: &self.spec,
             paused: self.paused,
@@ -87,6 +90,7 @@ impl S {
             key_id: self.key_id,
             generated: self.generated.as_ref(),
             rotate_token: self.rotate,
+            claimed_by: self.claimed_by.map(|(a, b)| (a, b)),
             round: &self.round,
             settings: PlanSettings {
                 poll: Duration::from_secs(30),
@@ -815,6 +819,41 @@ fn an_invalid_window_stalls_with_the_field_named() {
         Phase::Failed { failure, applied } => {
             assert!(applied);
             assert_eq!(failure.reason(), Reason::InvalidSpec);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// --- one instance, several VncPasswords -----------------------------------------------------
+
+#[test]
+fn an_instance_claimed_by_an_older_object_is_left_to_it() {
+    let mut s = S::new(RebootPolicy::Automatic);
+    s.claimed_by = Some(("team-a", "web-old"));
+    let step = s.plan();
+    assert_eq!(requeue(step.clone()), Requeue::After(CLAIM_RECHECK));
+    match phase(step) {
+        Phase::Failed {
+            failure: Failure::Stalled { reason, message },
+            applied,
+        } => {
+            assert_eq!(reason, Reason::InstanceClaimed);
+            assert!(!applied);
+            assert!(message.contains("web-old"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another tenant's object is not named.
+    s.claimed_by = Some(("team-b", "secret-project"));
+    match phase(s.plan()) {
+        Phase::Failed {
+            failure: Failure::Stalled { message, .. },
+            ..
+        } => {
+            assert!(
+                !message.contains("secret-project") && !message.contains("team-b"),
+                "{message}"
+            );
         }
         other => panic!("{other:?}"),
     }
