@@ -90,7 +90,7 @@ impl S {
             key_id: self.key_id,
             generated: self.generated.as_ref(),
             rotate_token: self.rotate,
-            claimed_by: self.claimed_by.map(|(a, b)| (a, b)),
+            claimed_by: self.claimed_by,
             round: &self.round,
             settings: PlanSettings {
                 poll: Duration::from_secs(30),
