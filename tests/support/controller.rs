@@ -116,6 +116,9 @@ pub async fn start_controller(options: ControllerOptions) -> RunningController {
     if let Some(ns) = &options.namespace {
         flags.push(format!("--namespace={ns}"));
     }
+    // A flag the test passes replaces the default of the same name.
+    let name = |f: &str| f.split('=').next().unwrap_or_default().to_string();
+    flags.retain(|f| !options.flags.iter().any(|o| name(o) == name(f)));
     flags.extend(options.flags.iter().cloned());
     let args = RunArgs::from_flags(&flags).unwrap_or_else(|e| panic!("run flags {flags:?}: {e}"));
     let env = Environment {
