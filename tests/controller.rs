@@ -1246,3 +1246,26 @@ async fn two_objects_naming_one_instance_never_take_turns() {
     );
     case.finish().await;
 }
+
+#[tokio::test]
+async fn a_password_ecs_refuses_beyond_the_local_rule_says_what_ecs_may_want() {
+    let case = Case::new("allkinds", &[("i-allkinds00001", true)]).await;
+    case.sim
+        .with_faults(|f| f.password_requires_all_kinds = true);
+    case.secret("web-vnc", "abcdef").await;
+    case.vncpw("web", "i-allkinds00001", json!({})).await;
+    let status = case
+        .wait("web", "Stalled", "True", Some("InvalidPassword"))
+        .await;
+    let message = status
+        .condition("Stalled")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("one upper-case letter, one lower-case letter and one digit"),
+        "{message}"
+    );
+    case.secret("web-vnc", "Abcde1").await;
+    case.wait("web", "Ready", "True", None).await;
+    case.finish().await;
+}

@@ -12,8 +12,9 @@ use crate::ecs::{ClientConfig, SignatureVersion};
 /// How to reach ECS; shared by every subcommand that calls it.
 #[derive(Debug, Clone, Args)]
 pub struct EcsArgs {
-    /// One base URL for all regions instead of https://ecs.<region>.aliyuncs.com (a VPC endpoint,
-    /// a simulator; http:// allowed).
+    /// Where ECS is: a URL with `{region}` in it is a template (e.g.
+    /// https://ecs-vpc.{region}.aliyuncs.com), any other one base URL for all regions (a simulator;
+    /// http:// allowed). Default: the endpoint Alibaba's ECS SDK chooses for the region.
     #[arg(long, env = "ECS_ENDPOINT", value_name = "URL")]
     pub ecs_endpoint: Option<String>,
     /// ECS calls per second this process makes, all actions and regions together. The account's

@@ -80,16 +80,22 @@ pub fn failure_from_ecs(error: &EcsError, region: &str, instance_id: &str) -> Fa
                 "ECS does not know region {region}: set spec.regionId to the instance's region, e.g. cn-hangzhou"
             ),
         ),
+        // The password passed the local rule (6 of A-Z a-z 0-9) before it was sent, so ECS wants more.
         (Some("IncorrectVncPassword.Malformed"), _) => Failure::stalled(
             Reason::InvalidPassword,
-            "ECS refused the password as malformed: it must be exactly 6 characters from A-Z, a-z and 0-9; update the Secret",
+            "ECS refused the password as malformed although it is 6 characters from A-Z, a-z and 0-9: ECS may require at least one upper-case letter, one lower-case letter and one digit; update the Secret",
         ),
         (Some(code), ErrorClass::Credentials) => Failure::stalled(
             Reason::AuthFailed,
-            format!(
-                "ECS refused the credentials with {code}: {}",
-                credentials_hint(code)
-            ),
+            match error.api_error().and_then(|e| e.access_denied.as_deref()) {
+                Some(denied) => format!(
+                    "ECS refused the credentials with {code} ({denied}): grant that action to the identity in RAM"
+                ),
+                None => format!(
+                    "ECS refused the credentials with {code}: {}",
+                    credentials_hint(code)
+                ),
+            },
         ),
         (_, ErrorClass::Terminal) => Failure::stalled(
             Reason::EcsRejected,
@@ -421,6 +427,7 @@ mod tests {
                 message: "m".into(),
                 request_id: Some("R".into()),
                 recommend: None,
+                access_denied: None,
             }),
             client_string_to_sign: None,
         }

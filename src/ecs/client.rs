@@ -254,10 +254,14 @@ impl EcsClient {
     /// The base URL calls for `region` go to.
     pub fn endpoint_for(&self, region: &str) -> Result<String, EcsError> {
         match &self.inner.config.endpoint {
+            Some(endpoint) if endpoint.contains("{region}") => {
+                validate_region(region)?;
+                Ok(super::endpoints::from_template(endpoint, region))
+            }
             Some(endpoint) => Ok(endpoint.trim_end_matches('/').to_string()),
             None => {
                 validate_region(region)?;
-                Ok(format!("https://ecs.{region}.aliyuncs.com"))
+                Ok(super::endpoints::endpoint_for_region(region))
             }
         }
     }
@@ -595,11 +599,26 @@ mod tests {
     #[test]
     fn default_endpoint_is_regional_and_override_applies_to_all_regions() {
         let c = EcsClient::new(ClientConfig::default()).unwrap();
+        // Alibaba's ECS SDK maps cn-hangzhou to ecs-cn-hangzhou.aliyuncs.com.
         assert_eq!(
             c.endpoint_for("cn-hangzhou").unwrap(),
-            "https://ecs.cn-hangzhou.aliyuncs.com"
+            "https://ecs-cn-hangzhou.aliyuncs.com"
+        );
+        assert_eq!(
+            c.endpoint_for("eu-central-1").unwrap(),
+            "https://ecs.eu-central-1.aliyuncs.com"
         );
         assert!(c.endpoint_for("evil.com/x").is_err());
+        let t = EcsClient::new(ClientConfig {
+            endpoint: Some("https://ecs-vpc.{region}.aliyuncs.com".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            t.endpoint_for("cn-beijing").unwrap(),
+            "https://ecs-vpc.cn-beijing.aliyuncs.com"
+        );
+        assert!(t.endpoint_for("evil.com/x").is_err());
         let c = EcsClient::new(ClientConfig {
             endpoint: Some("http://127.0.0.1:9/".into()),
             ..Default::default()

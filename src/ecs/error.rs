@@ -98,6 +98,10 @@ pub struct ApiError {
     pub message: String,
     pub request_id: Option<String>,
     pub recommend: Option<String>,
+    /// From `AccessDeniedDetail` (RAM refusals): the action that was denied and why, e.g.
+    /// `AuthAction ecs:DescribeInstances, NoPermissionType ImplicitDeny, PolicyType
+    /// AccountLevelIdentityBasedPolicy`. Names a permission, never a secret.
+    pub access_denied: Option<String>,
 }
 
 impl ApiError {
@@ -144,6 +148,20 @@ struct ErrorBody {
     message: Option<String>,
     request_id: Option<String>,
     recommend: Option<String>,
+    access_denied_detail: Option<serde_json::Value>,
+}
+
+/// The parts of `AccessDeniedDetail` that tell what to grant (only short, known fields).
+fn access_denied_summary(detail: &serde_json::Value) -> Option<String> {
+    let parts: Vec<String> = ["AuthAction", "NoPermissionType", "PolicyType"]
+        .iter()
+        .filter_map(|k| {
+            let v = detail.get(*k)?.as_str()?;
+            let v: String = v.chars().take(120).filter(|c| !c.is_control()).collect();
+            (!v.is_empty()).then(|| format!("{k} {v}"))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// Why a response body could not be understood.
@@ -199,12 +217,16 @@ pub fn parse_error_body(
             message,
             request_id,
             recommend,
+            access_denied_detail,
         }) if !code.is_empty() => Ok(ApiError {
             http_status,
             code,
             message: signer::mask_sensitive(message.as_deref().unwrap_or_default()),
             request_id,
             recommend,
+            access_denied: access_denied_detail
+                .as_ref()
+                .and_then(access_denied_summary),
         }),
         _ => Err(UnexpectedBody {
             http_status,
@@ -241,6 +263,18 @@ mod tests {
         assert_eq!(e.code, "Throttling.User");
         assert_eq!(e.request_id.as_deref(), Some("R2"));
         assert_eq!(e.class(), ErrorClass::Throttled);
+    }
+
+    #[test]
+    fn access_denied_detail_names_the_missing_permission() {
+        let body = br#"{"RequestId":"R","Code":"Forbidden.RAM","Message":"User not authorized to operate on the specified resource.","AccessDeniedDetail":{"PolicyType":"AccountLevelIdentityBasedPolicy","AuthPrincipalOwnerId":"1","EncodedDiagnosticMessage":"xyz","AuthPrincipalType":"SubUser","AuthPrincipalDisplayName":"ops","NoPermissionType":"ImplicitDeny","AuthAction":"ecs:ModifyInstanceVncPasswd"}}"#;
+        let e = parse_error_body(403, Some("application/json"), body).unwrap();
+        assert_eq!(
+            e.access_denied.as_deref(),
+            Some(
+                "AuthAction ecs:ModifyInstanceVncPasswd, NoPermissionType ImplicitDeny, PolicyType AccountLevelIdentityBasedPolicy"
+            )
+        );
     }
 
     #[test]

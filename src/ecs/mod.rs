@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod credentials;
+pub mod endpoints;
 pub mod error;
 pub mod retry;
 pub mod signer;

@@ -127,6 +127,9 @@ pub struct FaultConfig {
     /// AccessKeyIds without `ecs:DescribeInstances`: ECS answers them an empty list, not an error.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub describe_denied_keys: Vec<String>,
+    /// Refuse a VNC password without an upper-case letter, a lower-case letter and a digit
+    /// (`IncorrectVncPassword.Malformed`), as Alibaba's Chinese documentation states the rule.
+    pub password_requires_all_kinds: bool,
     /// Instance IDs that make a whole DescribeInstances fail with `InvalidInstanceIds.Malformed`
     /// when they are among its `InstanceIds` (one bad ID in a batch).
     #[serde(skip_serializing_if = "Vec::is_empty")]

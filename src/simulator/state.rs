@@ -459,7 +459,18 @@ impl SimState {
         id: &str,
         password: &str,
     ) -> Result<(), EcsFault> {
-        if password.len() != 6 || !password.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        let all_kinds = [
+            u8::is_ascii_uppercase as fn(&u8) -> bool,
+            u8::is_ascii_lowercase,
+            u8::is_ascii_digit,
+        ]
+        .iter()
+        .all(|kind| password.bytes().any(|b| kind(&b)));
+        let strict = self.lock().faults.config().password_requires_all_kinds;
+        if password.len() != 6
+            || !password.bytes().all(|b| b.is_ascii_alphanumeric())
+            || (strict && !all_kinds)
+        {
             return Err(EcsFault::new(
                 400,
                 "IncorrectVncPassword.Malformed",
