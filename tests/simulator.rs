@@ -1282,3 +1282,47 @@ async fn more_garbage_never_crashes_and_is_counted() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_throttled_client_waits_as_long_as_the_rate_limit_header_says() {
+    let sim = sim().await;
+    // One call per second: the second call in a row is throttled with TimeLeft:1000.
+    let mut faults = sim.state().faults();
+    faults.qps_per_access_key = Some(1.0);
+    sim.state().set_faults(faults);
+    ecs_vnc_controller::ecs::client::install_crypto_provider();
+    let client = EcsClient::new(ClientConfig {
+        endpoint: Some(sim.url()),
+        qps: 100.0,
+        burst: 10,
+        retry: RetryPolicy {
+            max_retries: 3,
+            // A guess that would retry far too early, were the header ignored.
+            throttle_base_delay: std::time::Duration::from_millis(1),
+            ..RetryPolicy::default()
+        },
+        ..ClientConfig::default()
+    })
+    .expect("client");
+    let creds = Credentials::new(KEY, SecretString::new(SECRET), None);
+    let ids = vec!["i-io000000001".to_string()];
+    client
+        .describe_instances(&creds, "cn-hangzhou", &ids)
+        .await
+        .expect("first call");
+    let started = std::time::Instant::now();
+    client
+        .describe_instances(&creds, "cn-hangzhou", &ids)
+        .await
+        .expect("the second call succeeds after waiting");
+    assert_eq!(
+        sim.state()
+            .calls_with_code("DescribeInstances", "Throttling.User"),
+        1
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "retried after {:?}, before ECS's TimeLeft",
+        started.elapsed()
+    );
+}

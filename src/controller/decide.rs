@@ -428,6 +428,7 @@ mod tests {
                 request_id: Some("R".into()),
                 recommend: None,
                 access_denied: None,
+                retry_after: None,
             }),
             client_string_to_sign: None,
         }

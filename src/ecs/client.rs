@@ -383,7 +383,17 @@ impl EcsClient {
                 ErrorClass::Transient => is_idempotent(action),
                 ErrorClass::Terminal | ErrorClass::Credentials | ErrorClass::Unknown => false,
             };
-            match policy.delay(class, attempt, rand::random::<f64>()) {
+            // ECS says when its throttling window resets (`TimeLeft`): wait that long (capped),
+            // instead of guessing.
+            let told = error
+                .api_error()
+                .and_then(|e| e.retry_after)
+                .filter(|_| class == ErrorClass::Throttled)
+                .map(|t| t.min(policy.max_delay));
+            let delay = policy
+                .delay(class, attempt, rand::random::<f64>())
+                .map(|guess| told.unwrap_or(guess));
+            match delay {
                 Some(delay) if may_retry => {
                     tracing::debug!(
                         action,
@@ -496,6 +506,12 @@ impl EcsClient {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let time_left = response
+            .headers()
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with("x-ratelimit-"))
+            .filter_map(|(_, v)| v.to_str().ok())
+            .find_map(super::error::time_left);
         let bytes = response.bytes().await.map_err(network)?;
 
         if (200..300).contains(&status) {
@@ -509,7 +525,8 @@ impl EcsClient {
             });
         }
         match parse_error_body(status, content_type.as_deref(), &bytes) {
-            Ok(error) => {
+            Ok(mut error) => {
+                error.retry_after = time_left;
                 let client_string_to_sign = (error.code == "SignatureDoesNotMatch")
                     .then(|| signer::mask_sensitive(&signed_text));
                 Err(EcsError::Api {

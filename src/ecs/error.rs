@@ -102,6 +102,20 @@ pub struct ApiError {
     /// `AuthAction ecs:DescribeInstances, NoPermissionType ImplicitDeny, PolicyType
     /// AccountLevelIdentityBasedPolicy`. Names a permission, never a secret.
     pub access_denied: Option<String>,
+    /// From a throttling answer's `x-ratelimit-*` header: how long until ECS's window resets.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+/// `TimeLeft:<milliseconds>` from an `x-ratelimit-user-api` / `x-ratelimit-user` header value
+/// (`Limit:…,Remain:…,TimeLeft:…,Reset:…`).
+pub fn time_left(header: &str) -> Option<std::time::Duration> {
+    header.split([',', ';']).find_map(|part| {
+        let (key, value) = part.split_once(':')?;
+        (key.trim().eq_ignore_ascii_case("TimeLeft"))
+            .then(|| value.trim().parse::<u64>().ok())
+            .flatten()
+            .map(std::time::Duration::from_millis)
+    })
 }
 
 impl ApiError {
@@ -227,6 +241,7 @@ pub fn parse_error_body(
             access_denied: access_denied_detail
                 .as_ref()
                 .and_then(access_denied_summary),
+            retry_after: None,
         }),
         _ => Err(UnexpectedBody {
             http_status,
@@ -263,6 +278,16 @@ mod tests {
         assert_eq!(e.code, "Throttling.User");
         assert_eq!(e.request_id.as_deref(), Some("R2"));
         assert_eq!(e.class(), ErrorClass::Throttled);
+    }
+
+    #[test]
+    fn time_left_comes_from_the_rate_limit_header() {
+        assert_eq!(
+            time_left("Limit:100,Remain:0,TimeLeft:1234,Reset:1700000000"),
+            Some(std::time::Duration::from_millis(1234))
+        );
+        assert_eq!(time_left("Limit:100,Remain:3"), None);
+        assert_eq!(time_left("TimeLeft:soon"), None);
     }
 
     #[test]

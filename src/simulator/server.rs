@@ -229,11 +229,27 @@ async fn ecs(State(state): State<Arc<SimState>>, request: Request) -> Response {
     };
     tracing::debug!(action, code, status, v3, "simulated ECS call");
     state.record(record(&state, action, status, code, call));
+    let throttled = code.starts_with("Throttling");
     let body = match result {
         Ok(fields) => render::success(format, action, fields),
         Err(fault) => render::error(format, &fault, &request_id),
     };
-    reply(format, status, body)
+    let mut response = reply(format, status, body);
+    if throttled {
+        // As ECS does: when the window resets, in milliseconds.
+        let time_left = state
+            .faults()
+            .qps_per_access_key
+            .filter(|q| *q > 0.0)
+            .map_or(100, |q| (1000.0 / q).ceil() as u64);
+        if let Ok(value) = header::HeaderValue::from_str(&format!(
+            "Limit:{},Remain:0,TimeLeft:{time_left}",
+            state.faults().qps_per_access_key.unwrap_or(0.0)
+        )) {
+            response.headers_mut().insert("x-ratelimit-user-api", value);
+        }
+    }
+    response
 }
 
 /// What the call log keeps of a request besides its action and outcome.
