@@ -440,19 +440,19 @@ async fn garbage_bodies_are_errors_naming_status_and_an_excerpt() {
 }
 
 #[tokio::test]
-async fn describe_instances_pages_and_reads_io_optimized() {
-    let page = |n: usize, total: usize, ids: &[&str]| {
+async fn describe_instances_pages_by_next_token_and_reads_io_optimized() {
+    let page = |next: &str, ids: &[&str]| {
         json(
             200,
             serde_json::json!({
-                "RequestId": "R", "TotalCount": total, "PageNumber": n, "PageSize": 100,
+                "RequestId": "R", "TotalCount": 2, "MaxResults": 100, "NextToken": next,
                 "Instances": {"Instance": ids.iter().map(|id| serde_json::json!({"InstanceId": id, "RegionId": "cn-hangzhou", "Status": "Running", "IoOptimized": id.ends_with('1'), "StartTime": "2026-01-01T00:00Z"})).collect::<Vec<_>>()}
             }),
         )
     };
     let (url, script) = server(vec![
-        page(1, 2, &["i-a0000001"]),
-        page(2, 2, &["i-a0000002"]),
+        page("tok-2", &["i-a0000001"]),
+        page("", &["i-a0000002"]),
     ])
     .await;
     let ids = vec!["i-a0000001".to_string(), "i-a0000002".to_string()];
@@ -463,11 +463,15 @@ async fn describe_instances_pages_and_reads_io_optimized() {
     assert_eq!(got.len(), 2);
     assert!(got[0].io_optimized && !got[1].io_optimized);
     let s = script.lock().unwrap();
+    assert_eq!(s.seen.len(), 2, "the empty NextToken ends the paging");
     assert_eq!(
         param(&s.seen[0], "InstanceIds"),
         Some(r#"["i-a0000001","i-a0000002"]"#)
     );
-    assert_eq!(param(&s.seen[1], "PageNumber"), Some("2"));
+    assert_eq!(param(&s.seen[0], "MaxResults"), Some("100"));
+    assert_eq!(param(&s.seen[0], "NextToken"), None);
+    assert_eq!(param(&s.seen[1], "NextToken"), Some("tok-2"));
+    assert_eq!(param(&s.seen[1], "PageNumber"), None);
 }
 
 #[tokio::test]

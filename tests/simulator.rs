@@ -1326,3 +1326,32 @@ async fn a_throttled_client_waits_as_long_as_the_rate_limit_header_says() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn describe_instances_pages_by_next_token() {
+    let sim = sim().await;
+    let page = |token: Option<&str>| {
+        let mut p = common("DescribeInstances", KEY);
+        p.extend([
+            ("RegionId".into(), "cn-hangzhou".into()),
+            ("MaxResults".into(), "4".into()),
+        ]);
+        if let Some(t) = token {
+            p.push(("NextToken".into(), t.into()));
+        }
+        signed("POST", p, SECRET)
+    };
+    let first: Value = serde_json::from_str(&post(&sim, page(None)).await.1).unwrap();
+    assert_eq!(first["Instances"]["Instance"].as_array().unwrap().len(), 4);
+    assert_eq!(first["TotalCount"], 6);
+    let token = first["NextToken"].as_str().unwrap().to_string();
+    assert!(!token.is_empty());
+    let last: Value = serde_json::from_str(&post(&sim, page(Some(&token))).await.1).unwrap();
+    assert_eq!(last["Instances"]["Instance"].as_array().unwrap().len(), 2);
+    assert_eq!(last["NextToken"], "");
+    let (status, body) = post(&sim, page(Some("bogus"))).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (400, "InvalidNextToken.Malformed")
+    );
+}

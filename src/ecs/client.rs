@@ -320,29 +320,28 @@ impl EcsClient {
         for chunk in instance_ids.chunks(MAX_IDS) {
             let ids = serde_json::to_string(chunk)
                 .map_err(|e| EcsError::InvalidRequest(format!("cannot encode InstanceIds: {e}")))?;
-            let mut page = 1u32;
+            // NextToken/MaxResults: ECS documents PageNumber/PageSize as being retired.
+            let mut next_token: Option<String> = None;
             loop {
-                let page_text = page.to_string();
+                let mut params: Vec<(&str, &str)> = vec![
+                    ("RegionId", region),
+                    ("InstanceIds", &ids),
+                    ("MaxResults", "100"),
+                ];
+                if let Some(token) = next_token.as_deref() {
+                    params.push(("NextToken", token));
+                }
                 let response: DescribeInstancesResponse = self
-                    .call(
-                        credentials,
-                        region,
-                        "DescribeInstances",
-                        &[
-                            ("RegionId", region),
-                            ("InstanceIds", &ids),
-                            ("PageSize", "100"),
-                            ("PageNumber", &page_text),
-                        ],
-                    )
+                    .call(credentials, region, "DescribeInstances", &params)
                     .await?;
                 let got = response.instances.instance.len();
                 found.extend(response.instances.instance);
-                let seen = (page as usize - 1) * 100 + got;
-                if got == 0 || seen >= response.total_count as usize {
-                    break;
+                match response.next_token.filter(|t| !t.is_empty()) {
+                    Some(token) if got > 0 && next_token.as_deref() != Some(token.as_str()) => {
+                        next_token = Some(token);
+                    }
+                    _ => break,
                 }
-                page += 1;
             }
         }
         Ok(found)

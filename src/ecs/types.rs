@@ -17,6 +17,9 @@ pub struct DescribeInstancesResponse {
     pub total_count: u64,
     #[serde(default)]
     pub instances: InstanceList,
+    /// The next page's token; empty or absent on the last page.
+    #[serde(default)]
+    pub next_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

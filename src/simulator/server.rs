@@ -322,15 +322,37 @@ fn dispatch(
                     })
                 })
             };
-            let page = number("PageNumber", 1)?;
-            let size = number("PageSize", 10)?;
+            // NextToken/MaxResults (the current paging), else PageNumber/PageSize (being retired).
+            let by_token =
+                param(params, "MaxResults").is_some() || param(params, "NextToken").is_some();
+            let size = number(if by_token { "MaxResults" } else { "PageSize" }, 10)?;
             if size > 100 {
                 return Err(EcsFault::new(
                     400,
                     "InvalidParameter",
-                    "The specified parameter PageSize is not valid (1-100).",
+                    format!(
+                        "The specified parameter {} is not valid (1-100).",
+                        if by_token { "MaxResults" } else { "PageSize" }
+                    ),
                 ));
             }
+            let offset = if by_token {
+                match param(params, "NextToken").filter(|t| !t.is_empty()) {
+                    None => 0,
+                    Some(token) => token
+                        .strip_prefix("sim-")
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .ok_or_else(|| {
+                            EcsFault::new(
+                                400,
+                                "InvalidNextToken.Malformed",
+                                "The specified parameter NextToken is not valid.",
+                            )
+                        })?,
+                }
+            } else {
+                (number("PageNumber", 1)? - 1).saturating_mul(size)
+            };
             if ids
                 .as_deref()
                 .is_some_and(|ids| state.refuses_describe_of(ids))
@@ -348,17 +370,28 @@ fn dispatch(
             }
             let items: Vec<Value> = all
                 .iter()
-                .skip((page - 1).saturating_mul(size))
+                .skip(offset)
                 .take(size)
                 .map(render::instance_json)
                 .collect();
-            Ok(json!({
+            let mut answer = json!({
                 "RequestId": request_id,
                 "TotalCount": all.len(),
-                "PageNumber": page,
-                "PageSize": size,
                 "Instances": {"Instance": items},
-            }))
+            });
+            if by_token {
+                let next = if offset + size < all.len() {
+                    format!("sim-{}", offset + size)
+                } else {
+                    String::new()
+                };
+                answer["MaxResults"] = json!(size);
+                answer["NextToken"] = json!(next);
+            } else {
+                answer["PageNumber"] = json!(offset / size + 1);
+                answer["PageSize"] = json!(size);
+            }
+            Ok(answer)
         }
         "DescribeInstanceAttribute" => {
             let id = required(params, "InstanceId")?;
