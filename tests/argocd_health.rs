@@ -297,6 +297,30 @@ fn a_pending_reboot_is_suspended_saying_the_password_was_applied() {
 }
 
 #[test]
+fn a_reboot_waiting_for_its_maintenance_window_is_suspended_saying_when() {
+    let message = "instance i-1 is not I/O-optimized: RebootInstance waits for the next reboot window (spec.rebootWindows), which opens at 2026-12-06T02:00:00Z";
+    let obj = with_conditions(vec![
+        condition("Ready", "False", "RebootRequired", message),
+        condition(
+            "Applied",
+            "True",
+            "Applied",
+            "ECS accepted the Secret's current password",
+        ),
+        condition("RebootRequired", "True", "RebootRequired", message),
+        condition("Reconciling", "True", "WaitingForRestart", message),
+        condition("Stalled", "False", "AsExpected", ""),
+    ]);
+    assert_eq!(
+        health_of(&obj),
+        health(
+            "Suspended",
+            &format!("Password applied; waiting for instance restart ({message})")
+        )
+    );
+}
+
+#[test]
 fn a_reboot_that_was_never_observed_is_degraded_saying_what_to_check() {
     let message = "RebootInstance was requested for instance i-1 at 2026-01-01T10:01:05Z, but no restart has been seen since (--reboot-timeout): check the instance in the ECS console";
     let obj = with_conditions(vec![
