@@ -252,12 +252,15 @@ impl Elector {
             };
         };
         let record = Record::from_spec(lease.spec.as_ref());
+        // A change is dated when its answer arrived (as client-go's observedTime), never earlier:
+        // the holder may have sent it after this request left.
+        let seen = Instant::now();
         let observed_at = match &self.observed {
-            Some((seen, at)) if *seen == record => *at,
-            _ => now,
+            Some((known, at)) if *known == record => *at,
+            _ => seen,
         };
         self.observed = Some((record.clone(), observed_at));
-        match decide(&record, observed_at, now, &self.config.identity) {
+        match decide(&record, observed_at, seen, &self.config.identity) {
             Decision::Follow { holder, .. } => Ok(Attempt::HeldByOther(holder)),
             Decision::Acquire | Decision::Renew => {
                 lease.spec = Some(held_spec(&record, &self.config, wall));
