@@ -317,3 +317,98 @@ async fn killing_the_leader_hands_over_without_a_duplicate_reboot() {
     assert_eq!(sim.successes("RebootInstance"), objects);
     ns.delete().await;
 }
+
+/// The renew deadline: a leader whose renews fail (here: its Lease RBAC revoked, as the deployed
+/// ServiceAccount) steps down within the renew deadline and makes no ECS call after that.
+#[tokio::test]
+async fn a_leader_that_cannot_renew_steps_down_at_its_renew_deadline_and_stops_calling_ecs() {
+    let admin = support::client().await;
+    ensure_controller_namespace(&admin).await;
+    let deploy = support::repo_root().join("deploy");
+    for file in ["serviceaccount.yaml", "rbac.yaml"] {
+        let path = deploy.join(file);
+        let out = support::kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &path.to_string_lossy(),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let ns = support::TestNamespace::new(&admin, "ha-fence").await;
+    let sim = Sim::start(&[("i-fence0000001", true)], &[(AK, AK_SECRET, None)]).await;
+    let as_sa = support::service_account_client(CONTROLLER_NAMESPACE, "ecs-vnc-controller").await;
+    let mut options = ControllerOptions::new(as_sa, sim.url());
+    options.namespace = Some(ns.name.clone());
+    options.default_credentials = Some(credentials(AK, AK_SECRET, None));
+    options.default_credentials_namespaces = ns.name.clone();
+    options.flags = LEASE_FLAGS
+        .iter()
+        .map(|f| f.to_string())
+        .chain(["--leader-identity=fence".to_string()])
+        .collect();
+    let controller = start_controller(options).await;
+    put_secret(&admin, &ns.name, "web-vnc", &[("password", "Fence1")]).await;
+    put_vncpassword(
+        &admin,
+        &ns.name,
+        "web",
+        json!({
+            "regionId": "cn-hangzhou", "instanceId": "i-fence0000001",
+            "passwordSecretRef": {"name": "web-vnc"},
+        }),
+    )
+    .await;
+    wait_condition(
+        &admin,
+        &ns.name,
+        "web",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        metric(controller.metrics_addr, "ecs_vnc_leader ").await,
+        1.0
+    );
+
+    // Renews now fail (403); the Lease itself stays as it was.
+    let revoked_at = Instant::now();
+    let out = support::kubectl(&[
+        "delete",
+        "rolebinding",
+        "-n",
+        CONTROLLER_NAMESPACE,
+        "ecs-vnc-controller",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    support::eventually(
+        "the leader to step down",
+        Duration::from_secs(10),
+        || async {
+            (metric(controller.metrics_addr, "ecs_vnc_leader ").await == 0.0).then_some(())
+        },
+    )
+    .await;
+    let stepped_down = revoked_at.elapsed();
+    println!("renews refused: stepped down after {stepped_down:?} (renew deadline 2 s)");
+    assert!(
+        stepped_down < Duration::from_secs(2) + Duration::from_millis(1500),
+        "{stepped_down:?}"
+    );
+    // A rotation now wakes no reconcile: no ECS call at all.
+    let calls = sim.total_calls();
+    put_secret(&admin, &ns.name, "web-vnc", &[("password", "Fence2")]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sim.total_calls(), calls, "a stepped-down leader called ECS");
+    assert_eq!(
+        sim.set_password("i-fence0000001").as_deref(),
+        Some("Fence1")
+    );
+
+    controller.stop().await;
+    ns.delete().await;
+}
