@@ -399,6 +399,21 @@ async fn a_leader_that_cannot_renew_steps_down_at_its_renew_deadline_and_stops_c
         stepped_down < Duration::from_secs(2) + Duration::from_millis(1500),
         "{stepped_down:?}"
     );
+    // Each transition is an Event on the Lease.
+    support::eventually("the leadership Events", Duration::from_secs(10), || async {
+        let out = support::kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            CONTROLLER_NAMESPACE,
+            "--field-selector=regarding.name=ecs-vnc-controller",
+            "-o",
+            "json",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        (text.contains("\"LeaderElected\"") && text.contains("fence stopped leading")).then_some(())
+    })
+    .await;
     // A rotation now wakes no reconcile: no ECS call at all.
     let calls = sim.total_calls();
     put_secret(&admin, &ns.name, "web-vnc", &[("password", "Fence2")]).await;
