@@ -174,6 +174,9 @@ fn spawn(id: &str, lease: &str, ns: &str, ecs: &str, log_dir: &std::path::Path) 
             "--ecs-qps=200".into(),
             "--ecs-burst=50".into(),
             "--reboot-poll-interval=1".into(),
+            // An intent recorded by a leader killed before its RebootInstance is never acted on
+            // again (at most once): such an object says RebootNotObserved after this long.
+            "--reboot-timeout=20".into(),
         ])
         .env("KUBECONFIG", support::kubeconfig())
         .env("POD_NAMESPACE", CONTROLLER_NAMESPACE)
@@ -264,18 +267,22 @@ async fn killing_the_leader_hands_over_without_a_duplicate_reboot() {
         );
     }
 
-    // Every object converges, and every instance was rebooted exactly once.
+    // Every object converges: Ready (rebooted once), or, when a kill fell between the recorded
+    // intent and the RebootInstance call, RebootNotObserved (never rebooted: at most once).
+    let mut ready = Vec::new();
     for i in 0..objects {
-        wait_condition(
-            &admin,
-            &ns.name,
-            &format!("web-{i}"),
-            "Ready",
-            "True",
-            None,
+        let name = format!("web-{i}");
+        let (st, _) = support::eventually(
+            &format!("{name} Ready=True or RebootNotObserved"),
             Duration::from_secs(150),
+            || async {
+                let s = status(&admin, &ns.name, &name).await?;
+                let (st, reason) = condition(&s, "Ready")?;
+                (st == "True" || reason == "RebootNotObserved").then_some((st, reason))
+            },
         )
         .await;
+        ready.push(st == "True");
     }
     let reboots: Vec<u32> = (0..objects)
         .map(|i| sim.reboot_count(&instance(i)))
@@ -309,12 +316,19 @@ async fn killing_the_leader_hands_over_without_a_duplicate_reboot() {
         failovers[failovers.len() - 1],
     );
     assert!(exit.success(), "SIGTERM exits cleanly: {exit}");
-    assert!(
-        reboots.iter().all(|n| *n == 1),
-        "each instance rebooted exactly once: {reboots:?} (logs in {})",
+    let abandoned = ready.iter().filter(|r| !**r).count();
+    println!(
+        "{objects} objects: {} Ready, {abandoned} with an intent abandoned by a killed leader; reboots per instance {reboots:?}",
+        objects - abandoned
+    );
+    let expected: Vec<u32> = ready.iter().map(|r| u32::from(*r)).collect();
+    assert_eq!(
+        reboots,
+        expected,
+        "Ready instances rebooted exactly once, the others never (logs in {})",
         logs.keep().display()
     );
-    assert_eq!(sim.successes("RebootInstance"), objects);
+    assert_eq!(sim.calls("RebootInstance"), objects - abandoned);
     ns.delete().await;
 }
 

@@ -412,6 +412,10 @@ pub async fn run_with(
                     _ = lost => tracing::warn!("not the leader any more: reconciling stopped"),
                     _ = run_controller(&args, &client, make_ctx(), &metrics, None, terminating(&term_rx)) => {}
                 }
+                // The object gauges are the leader's: a standby reports none, so that a sum over
+                // the replicas counts every object once.
+                metrics.set_ready_reasons(&BTreeMap::new());
+                metrics.set_pending_reboots(0);
                 if *term_rx.borrow() {
                     break;
                 }
