@@ -160,6 +160,14 @@ struct Process {
     child: Child,
 }
 
+/// A failed test must not leave controllers running.
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn spawn(id: &str, lease: &str, ns: &str, ecs: &str, log_dir: &std::path::Path) -> Process {
     let log = std::fs::File::create(log_dir.join(format!("{id}.log"))).expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_ecs-vnc-controller"))
