@@ -10,6 +10,7 @@
 //! | `ecs_vnc_ecs_call_duration_seconds` | histogram | `action` |
 //! | `ecs_vnc_vncpasswords` | gauge | `ready_reason` |
 //! | `ecs_vnc_pending_reboots` | gauge | |
+//! | `ecs_vnc_leader` | gauge | 1 while this replica leads (always 1 without `--leader-elect`), else 0 |
 //!
 //! Every label value is bounded: values come from a fixed list or must look like an ECS error code
 //! (short, `[A-Za-z0-9._]`), anything else is counted as `other`/`Other`, so a strange response body
@@ -82,6 +83,7 @@ pub struct Metrics {
     ecs_call_duration: Family<ActionLabel, Histogram>,
     vncpasswords: Family<ReasonLabel, Gauge>,
     pending_reboots: Gauge,
+    leader: Gauge,
     /// Reasons ever exported: one that disappears from a snapshot is set to 0 rather than dropped,
     /// so `rate()`/alerts see it fall instead of going stale.
     known_reasons: Mutex<BTreeSet<String>>,
@@ -157,6 +159,12 @@ impl Metrics {
             "VncPasswords whose instance must restart for the applied password to take effect",
             pending_reboots.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and reconciles (always 1 without --leader-elect), else 0",
+            leader.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -165,6 +173,7 @@ impl Metrics {
             ecs_call_duration,
             vncpasswords,
             pending_reboots,
+            leader,
             known_reasons: Mutex::new(BTreeSet::new()),
         }
     }
@@ -213,6 +222,10 @@ impl Metrics {
 
     pub fn set_pending_reboots(&self, n: i64) {
         self.pending_reboots.set(n);
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// The exposition of every metric, in OpenMetrics text format (ends with `# EOF`); serve it as
@@ -276,9 +289,12 @@ mod tests {
         );
         m.set_ready_reasons(&reasons(&[("Applied", 2), ("RebootRequired", 1)]));
         m.set_pending_reboots(1);
+        m.set_leader(true);
         let text = m.encode();
         let lines = lines(&text);
         for line in [
+            "# TYPE ecs_vnc_leader gauge",
+            "ecs_vnc_leader 1",
             "# TYPE ecs_vnc_reconciles counter",
             "ecs_vnc_reconciles_total{result=\"applied\"} 1",
             "# TYPE ecs_vnc_reconcile_duration_seconds histogram",

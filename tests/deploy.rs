@@ -91,7 +91,19 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
 
     // The controller as deployed: all namespaces, its own namespace, nothing but its RBAC.
     let as_sa = support::service_account_client("ecs-vnc-system", "ecs-vnc-controller").await;
-    let controller = start_controller(ControllerOptions::new(as_sa, sim.url())).await;
+    // With leader election as deployed: the Lease ecs-vnc-system/ecs-vnc-controller, as the
+    // ServiceAccount too (short timings, the defaults' proportions).
+    let mut options = ControllerOptions::new(as_sa, sim.url());
+    options.flags = [
+        "--leader-elect",
+        "--lease-duration=3",
+        "--renew-deadline=2",
+        "--retry-period=0.5",
+        "--leader-identity=rbac-test",
+    ]
+    .map(String::from)
+    .to_vec();
+    let controller = start_controller(options).await;
     put_vncpassword(
         &admin,
         &ns.name,
@@ -139,7 +151,25 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
         .await
         .expect("get");
     assert!(obj.status.is_some());
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        admin.clone(),
+        "ecs-vnc-system",
+    );
+    let held = lease.get("ecs-vnc-controller").await.expect("the Lease");
+    assert_eq!(
+        held.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("rbac-test")
+    );
     controller.stop().await;
+    // Released on shutdown (an update, as the ServiceAccount).
+    let released = lease.get("ecs-vnc-controller").await.expect("the Lease");
+    assert_eq!(
+        released
+            .spec
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty()),
+        None
+    );
     ns.delete().await;
 }
 
@@ -163,6 +193,22 @@ async fn the_shipped_rbac_allows_nothing_more() {
             "secrets/ecs-vnc-controller-fingerprint-key",
             Some("ecs-vnc-system"),
         ),
+        // Leader election: create the Lease, then read and write it (PUT).
+        (
+            "create",
+            "leases.coordination.k8s.io",
+            Some("ecs-vnc-system"),
+        ),
+        (
+            "get",
+            "leases.coordination.k8s.io/ecs-vnc-controller",
+            Some("ecs-vnc-system"),
+        ),
+        (
+            "update",
+            "leases.coordination.k8s.io/ecs-vnc-controller",
+            Some("ecs-vnc-system"),
+        ),
     ] {
         assert!(
             can_i(verb, resource, ns),
@@ -177,6 +223,44 @@ async fn the_shipped_rbac_allows_nothing_more() {
         (
             "update",
             "secrets/ecs-vnc-controller-fingerprint-key",
+            Some("ecs-vnc-system"),
+        ),
+        // Leases: only its own, only in its own namespace, only the verbs used.
+        ("create", "leases.coordination.k8s.io", Some(team)),
+        (
+            "get",
+            "leases.coordination.k8s.io/ecs-vnc-controller",
+            Some(team),
+        ),
+        (
+            "update",
+            "leases.coordination.k8s.io/ecs-vnc-controller",
+            Some(team),
+        ),
+        (
+            "update",
+            "leases.coordination.k8s.io/kube-scheduler",
+            Some("ecs-vnc-system"),
+        ),
+        (
+            "get",
+            "leases.coordination.k8s.io/other",
+            Some("ecs-vnc-system"),
+        ),
+        (
+            "delete",
+            "leases.coordination.k8s.io/ecs-vnc-controller",
+            Some("ecs-vnc-system"),
+        ),
+        (
+            "patch",
+            "leases.coordination.k8s.io/ecs-vnc-controller",
+            Some("ecs-vnc-system"),
+        ),
+        ("list", "leases.coordination.k8s.io", Some("ecs-vnc-system")),
+        (
+            "watch",
+            "leases.coordination.k8s.io",
             Some("ecs-vnc-system"),
         ),
         ("update", "vncpasswords.ecsvnc.io", Some(team)),
@@ -235,9 +319,41 @@ fn the_deployment_is_hardened() {
     }
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    // Two replicas with leader election, never fewer than two during a rollout, one at most
+    // evicted at a time, spread across nodes.
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+    assert!(
+        container["args"]
+            .as_array()
+            .expect("args")
+            .contains(&json!("--leader-elect"))
+    );
+    assert_eq!(
+        pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+            ["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    let pdb = docs
+        .iter()
+        .find(|d| d["kind"] == "PodDisruptionBudget")
+        .expect("a PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
     let env = container["env"].as_array().expect("env");
     assert!(env.iter().any(|e| e["name"] == "POD_NAMESPACE"
         && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"));
+    assert!(
+        env.iter().any(|e| e["name"] == "POD_NAME"
+            && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name")
+    );
 }
 
 #[tokio::test]

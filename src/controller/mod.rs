@@ -1,5 +1,8 @@
 //! The VncPassword controller: watches VncPasswords and the metadata of Secrets, reconciles one
 //! object at a time (bounded concurrency), serves metrics and health, and stops cleanly on SIGTERM.
+//! With `--leader-elect` ([`crate::leader`]) the watches and the kube `Controller` run only while
+//! this replica holds the Lease: a standby makes no ECS call and writes no status, and losing the
+//! Lease drops the running controller at once.
 //!
 //! Layout, observe → plan → act → record: `plan` (the pure planner: the next step from what was
 //! observed), `record` (pure status changes after each step), `decide` (pure failure, phase and
@@ -25,10 +28,11 @@ use std::time::Duration;
 
 use clap::Args;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
@@ -38,6 +42,7 @@ use crate::api::{VncPassword, condition};
 use crate::cli::EcsArgs;
 use crate::ecs::{CallObserver, Credentials, EcsClient};
 use crate::http::Health;
+use crate::leader::{self, LeaderConfig, Role};
 use crate::metrics::Metrics;
 use crate::telemetry::LogFormat;
 use context::{Clock, Context, Settings};
@@ -81,6 +86,29 @@ pub struct RunArgs {
     /// Pod's terminationGracePeriodSeconds so that a shutdown never cuts a status write short.
     #[arg(long, default_value_t = 50.0, value_name = "SECONDS")]
     pub reconcile_timeout: f64,
+    /// Run as one of several replicas: only the holder of a coordination.k8s.io/v1 Lease reconciles
+    /// (calls ECS, writes status); the others wait to take over. On in deploy/, off by default.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Seconds a standby waits, after it last saw the Lease renewed, before it takes the Lease over
+    /// (a whole number).
+    #[arg(long, default_value_t = 15.0, value_name = "SECONDS")]
+    pub lease_duration: f64,
+    /// Seconds the leader keeps leading without a successful renew; past it, it stops at once.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub renew_deadline: f64,
+    /// Seconds between tries to acquire or renew the Lease.
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub retry_period: f64,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "ecs-vnc-controller", value_name = "NAME")]
+    pub lease_name: String,
+    /// Namespace of the leader Lease (default: the controller's own, POD_NAMESPACE).
+    #[arg(long, value_name = "NS")]
+    pub lease_namespace: Option<String>,
+    /// holderIdentity in the Lease (default: POD_NAME, else hostname and a random suffix).
+    #[arg(long, value_name = "ID")]
+    pub leader_identity: Option<String>,
 }
 
 impl RunArgs {
@@ -217,6 +245,41 @@ pub async fn run_with(
     let mut ecs_config = args.ecs.client_config().map_err(RunError::Arguments)?;
     // The controller backs off per object; within one call, retry briefly only.
     ecs_config.retry.max_retries = ecs_config.retry.max_retries.min(2);
+    let leader = if args.leader_elect {
+        let config = LeaderConfig {
+            lease_name: args.lease_name.clone(),
+            namespace: args
+                .lease_namespace
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| own_namespace.clone()),
+            identity: args
+                .leader_identity
+                .clone()
+                .filter(|i| !i.trim().is_empty())
+                .unwrap_or_else(leader::default_identity),
+            lease_duration: seconds("lease-duration", args.lease_duration)?,
+            renew_deadline: seconds("renew-deadline", args.renew_deadline)?,
+            retry_period: seconds("retry-period", args.retry_period)?,
+        };
+        config.validate().map_err(RunError::Arguments)?;
+        // Fencing by time: a leader that cannot renew stops at its renew deadline (dropping every
+        // reconcile, so no further attempt or retry starts); a standby can lead no sooner than the
+        // lease duration after that leader's last renew. So one ECS attempt started just before the
+        // deadline must be over within lease-duration - renew-deadline (5 s by default).
+        let margin = config.fencing_margin();
+        if ecs_config.request_timeout > margin {
+            tracing::info!(
+                ecs_timeout_s = margin.as_secs_f64(),
+                "--leader-elect: one ECS attempt is cut off after lease-duration - renew-deadline"
+            );
+            ecs_config.request_timeout = margin;
+        }
+        ecs_config.connect_timeout = ecs_config.connect_timeout.min(margin);
+        Some(config)
+    } else {
+        None
+    };
     let observer: Arc<dyn CallObserver> = metrics.clone();
     let ecs = EcsClient::with_observer(ecs_config, Some(observer))?;
 
@@ -241,25 +304,150 @@ pub async fn run_with(
         controller: "ecs-vnc-controller".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    // The VncPassword cache, shared by the controller and the reconciles (claims on an instance).
-    let (store, writer) = reflector::store();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        ecs.clone(),
-        instances::InstanceCache::new(ecs, poll * 4, poll / 2),
-        key,
-        Settings {
-            allowed_default_credentials: args.default_credentials_namespaces.clone(),
-            default_credentials,
-            plan: plan_settings,
-            reconcile_timeout,
-            clock,
-        },
-        Recorder::new(client.clone(), reporter),
-        metrics.clone(),
-        store.clone(),
-    ));
+    let leader_reporter = Reporter {
+        controller: "ecs-vnc-controller".into(),
+        instance: leader.as_ref().map(|l| l.identity.clone()),
+    };
+    let settings = Settings {
+        allowed_default_credentials: args.default_credentials_namespaces.clone(),
+        default_credentials,
+        plan: plan_settings,
+        reconcile_timeout,
+        clock,
+    };
+    // A fresh Context (per-object memory, instance cache) for every term of leadership: nothing
+    // learnt while another replica led is trusted.
+    let make_ctx = {
+        let client = client.clone();
+        let metrics = metrics.clone();
+        move |objects: Store<VncPassword>| {
+            Arc::new(Context::new(
+                client.clone(),
+                ecs.clone(),
+                instances::InstanceCache::new(ecs.clone(), poll * 4, poll / 2),
+                key.clone(),
+                settings.clone(),
+                Recorder::new(client.clone(), reporter.clone()),
+                metrics.clone(),
+                objects,
+            ))
+        }
+    };
 
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = {
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::spawn(crate::http::serve(
+            listener,
+            metrics.clone(),
+            health.clone(),
+            shutdown,
+        ))
+    };
+    // SIGTERM (or the caller's trigger) as a flag every part can wait on.
+    let (term_tx, term_rx) = tokio::sync::watch::channel(false);
+    let term_task = tokio::spawn(async move {
+        shutdown.await;
+        let _ = term_tx.send(true);
+    });
+    let terminating = |rx: &tokio::sync::watch::Receiver<bool>| {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    match leader {
+        None => {
+            metrics.set_leader(true);
+            run_controller(
+                &args,
+                &client,
+                &make_ctx,
+                &metrics,
+                Some(health.clone()),
+                terminating(&term_rx),
+            )
+            .await;
+        }
+        Some(config) => {
+            metrics.set_leader(false);
+            let observer = Arc::new(LeaderObserver {
+                metrics: metrics.clone(),
+                health: health.clone(),
+                recorder: Recorder::new(client.clone(), leader_reporter),
+                lease: lease_reference(&config),
+                identity: config.identity.clone(),
+            });
+            let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Candidate);
+            let (resign_tx, resign_rx) = tokio::sync::watch::channel(false);
+            let elector = tokio::spawn(
+                leader::Elector::new(client.clone(), config).run(role_tx, resign_rx, observer),
+            );
+            loop {
+                let leading = {
+                    let mut role = role_rx.clone();
+                    async move { role.wait_for(|r| *r == Role::Leader).await.is_ok() }
+                };
+                let became_leader = tokio::select! {
+                    biased;
+                    _ = terminating(&term_rx) => false,
+                    ok = leading => ok,
+                };
+                if !became_leader {
+                    break;
+                }
+                let lost = {
+                    let mut role = role_rx.clone();
+                    async move {
+                        let _ = role.wait_for(|r| *r != Role::Leader).await;
+                    }
+                };
+                // Losing the Lease drops the controller at once, reconciles in flight included:
+                // no ECS call starts after that (abandoning a reconcile is safe at any point; a
+                // reboot is only called after its intent is in the status).
+                tokio::select! {
+                    biased;
+                    _ = lost => tracing::warn!("not the leader any more: reconciling stopped"),
+                    _ = run_controller(&args, &client, &make_ctx, &metrics, None, terminating(&term_rx)) => {}
+                }
+                // The object gauges are the leader's: a standby reports none, so that a sum over
+                // the replicas counts every object once.
+                metrics.set_ready_reasons(&BTreeMap::new());
+                metrics.set_pending_reboots(0);
+                if *term_rx.borrow() {
+                    break;
+                }
+            }
+            // The controller has stopped: now give the Lease up, so the standby takes over at its
+            // next try instead of after the lease duration.
+            let _ = resign_tx.send(true);
+            let _ = elector.await;
+            metrics.set_leader(false);
+        }
+    }
+    tracing::info!("shutting down");
+    health.set_ready(false);
+    let _ = stop_tx.send(true);
+    term_task.abort();
+    let _ = server.await;
+    Ok(())
+}
+
+/// One term of reconciling: the watches, the kube Controller and the gauges, until `shutdown`
+/// (graceful: no new reconcile, those in flight finish). Dropping the future stops everything at
+/// once. With `ready`, /readyz turns ready once the VncPassword watch has synced.
+async fn run_controller(
+    args: &RunArgs,
+    client: &Client,
+    make_ctx: &impl Fn(Store<VncPassword>) -> Arc<Context>,
+    metrics: &Arc<Metrics>,
+    ready: Option<Arc<Health>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let (vncpasswords, secrets): (Api<VncPassword>, Api<PartialObjectMeta<Secret>>) =
         match &args.namespace {
             Some(ns) => (
@@ -268,6 +456,9 @@ pub async fn run_with(
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
+    // The VncPassword cache, shared by the controller and the reconciles (claims on an instance).
+    let (store, writer) = reflector::store();
+    let ctx = make_ctx(store.clone());
     // The controller's own status writes do not wake it: only what a user changes (spec,
     // the paused and reconcile-requested-at annotations, deletion) and the Secrets it reads do;
     // requeues it asked for still come.
@@ -293,73 +484,120 @@ pub async fn run_with(
         },
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = {
-        let mut stop = stop_rx.clone();
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        tokio::spawn(crate::http::serve(
-            listener,
-            metrics.clone(),
-            health.clone(),
-            shutdown,
-        ))
-    };
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let readiness = {
         let store = store.clone();
-        let health = health.clone();
-        tokio::spawn(async move {
+        let mut done = done_rx.clone();
+        async move {
+            let Some(health) = ready else { return };
             // The store's readiness signal wakes only its latest waiter, and the controller waits
             // on it too: ask again until it answers.
             loop {
-                match tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready())
-                    .await
-                {
-                    Ok(Ok(())) => {
-                        health.set_ready(true);
-                        tracing::info!("VncPassword watch synced; ready");
-                        return;
-                    }
-                    Ok(Err(_)) => return,
-                    Err(_) => continue,
+                tokio::select! {
+                    _ = done.wait_for(|s| *s) => return,
+                    r = tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()) => match r {
+                        Ok(Ok(())) => {
+                            health.set_ready(true);
+                            tracing::info!("VncPassword watch synced; ready");
+                            return;
+                        }
+                        Ok(Err(_)) => return,
+                        Err(_) => continue,
+                    },
                 }
             }
-        })
+        }
     };
-    let gauges = tokio::spawn(update_gauges(
-        store.clone(),
-        metrics.clone(),
-        ctx.clone(),
-        stop_rx.clone(),
-    ));
-
-    controller
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            use kube::runtime::controller::Error as ControllerError;
-            match result {
-                Ok(_) => {}
-                // Logged with the object by error_policy.
-                Err(ControllerError::ReconcilerFailed(..)) => {}
-                // A reconcile requested for an object deleted meanwhile: nothing to do.
-                Err(e @ ControllerError::ObjectNotFound(_)) => {
-                    tracing::debug!(error = %e, "controller event");
+    let gauges = update_gauges(store.clone(), metrics.clone(), ctx.clone(), done_rx);
+    let run = async move {
+        controller
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile::reconcile, error_policy, ctx)
+            .for_each(|result| async move {
+                use kube::runtime::controller::Error as ControllerError;
+                match result {
+                    Ok(_) => {}
+                    // Logged with the object by error_policy.
+                    Err(ControllerError::ReconcilerFailed(..)) => {}
+                    // A reconcile requested for an object deleted meanwhile: nothing to do.
+                    Err(e @ ControllerError::ObjectNotFound(_)) => {
+                        tracing::debug!(error = %e, "controller event");
+                    }
+                    // Watch failures (RBAC, the API server gone, an expired resourceVersion): the
+                    // watcher retries with backoff, but an operator must see them.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch or queue error; retrying with backoff")
+                    }
                 }
-                // Watch failures (RBAC, the API server gone, an expired resourceVersion): the
-                // watcher retries with backoff, but an operator must see them.
-                Err(e) => tracing::warn!(error = %e, "watch or queue error; retrying with backoff"),
+            })
+            .await;
+        let _ = done_tx.send(true);
+    };
+    futures::join!(run, readiness, gauges);
+}
+
+/// The Lease as the subject of leadership Events.
+fn lease_reference(config: &LeaderConfig) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("coordination.k8s.io/v1".into()),
+        kind: Some("Lease".into()),
+        name: Some(config.lease_name.clone()),
+        namespace: Some(config.namespace.clone()),
+        ..Default::default()
+    }
+}
+
+/// Every leadership transition: a log line, `ecs_vnc_leader`, and an Event on the Lease.
+struct LeaderObserver {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    recorder: Recorder,
+    lease: ObjectReference,
+    identity: String,
+}
+
+impl leader::Observer for LeaderObserver {
+    fn transition(&self, role: Role, why: &str) {
+        let leading = role == Role::Leader;
+        self.metrics.set_leader(leading);
+        let (reason, note) = if leading {
+            tracing::info!(identity = %self.identity, why, "became the leader: reconciling");
+            (
+                "LeaderElected",
+                format!("{} became the leader: {why}", self.identity),
+            )
+        } else {
+            tracing::warn!(identity = %self.identity, why, "stopped leading");
+            (
+                "LeaderLost",
+                format!("{} stopped leading: {why}", self.identity),
+            )
+        };
+        let event = Event {
+            type_: if leading {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: "LeaderElection".into(),
+            secondary: None,
+        };
+        let recorder = self.recorder.clone();
+        let lease = self.lease.clone();
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &lease).await {
+                tracing::warn!(error = %e, "could not publish the leadership Event");
             }
-        })
-        .await;
-    tracing::info!("shutting down");
-    health.set_ready(false);
-    let _ = stop_tx.send(true);
-    readiness.abort();
-    let _ = gauges.await;
-    let _ = server.await;
-    Ok(())
+        });
+    }
+
+    /// /readyz says the process serves and reaches the API server, whether or not it leads: a
+    /// standby is a healthy replica, and a rollout must not wait for leadership.
+    fn reached_api(&self) {
+        self.health.set_ready(true);
+    }
 }
 
 /// What of a VncPassword, when it changes, calls for a reconcile: never its status.
