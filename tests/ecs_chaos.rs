@@ -20,9 +20,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use ecs_vnc_controller::api::VncPassword;
-use ecs_vnc_controller::simulator::{
-    AccessKeyConfig, FaultConfig, InstanceConfig, Simulator, SimulatorConfig,
-};
+use ecs_vnc_controller::simulator::{FaultConfig, Simulator, SimulatorConfig};
 use support::TestNamespace;
 use support::controller::{
     ControllerOptions, credentials, put_secret, put_vncpassword, start_controller,
@@ -78,22 +76,14 @@ async fn everything_converges_after_ecs_chaos_with_bounded_calls_and_rate() {
     let sim = Simulator::start(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         SimulatorConfig {
-            access_keys: vec![AccessKeyConfig {
-                id: AK.into(),
-                secret: AK_SECRET.into(),
-                security_token: None,
-            }],
-            instances: (0..OBJECTS)
-                .map(|i| InstanceConfig {
-                    id: instance(i),
-                    region: "cn-hangzhou".into(),
-                    io_optimized: !automatic(i),
-                    status: "Running".into(),
-                })
-                .collect(),
             reboot_seconds: 5.0,
             reboot_seconds_max: 15.0,
             faults: chaos(),
+            ..support::sim::fleet(
+                AK,
+                AK_SECRET,
+                (0..OBJECTS).map(|i| (instance(i), !automatic(i))),
+            )
         },
     )
     .await

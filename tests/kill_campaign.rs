@@ -26,9 +26,7 @@ use rand::Rng;
 use serde_json::json;
 
 use ecs_vnc_controller::api::VncPassword;
-use ecs_vnc_controller::simulator::{
-    AccessKeyConfig, InstanceConfig, RunningSimulator, Simulator, SimulatorConfig,
-};
+use ecs_vnc_controller::simulator::{RunningSimulator, Simulator, SimulatorConfig};
 use support::TestNamespace;
 use support::controller::{put_secret, put_vncpassword};
 
@@ -104,22 +102,13 @@ impl Drop for Controller {
 
 async fn simulator() -> RunningSimulator {
     let config = SimulatorConfig {
-        access_keys: vec![AccessKeyConfig {
-            id: AK.into(),
-            secret: AK_SECRET.into(),
-            security_token: None,
-        }],
-        instances: (0..OBJECTS)
-            .map(|i| InstanceConfig {
-                id: instance(i),
-                region: "cn-hangzhou".into(),
-                io_optimized: !automatic(i),
-                status: "Running".into(),
-            })
-            .collect(),
         reboot_seconds: 20.0,
         reboot_seconds_max: 60.0,
-        ..Default::default()
+        ..support::sim::fleet(
+            AK,
+            AK_SECRET,
+            (0..OBJECTS).map(|i| (instance(i), !automatic(i))),
+        )
     };
     Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
         .await

@@ -7,6 +7,32 @@ use ecs_vnc_controller::simulator::{
     AccessKeyConfig, InstanceConfig, RunningSimulator, Simulator, SimulatorConfig,
 };
 
+/// A simulator configuration with one access key and Running instances (id, io_optimized) in
+/// cn-hangzhou; the caller sets reboot times and faults.
+pub fn fleet(
+    key: &str,
+    secret: &str,
+    instances: impl IntoIterator<Item = (String, bool)>,
+) -> SimulatorConfig {
+    SimulatorConfig {
+        access_keys: vec![AccessKeyConfig {
+            id: key.into(),
+            secret: secret.into(),
+            security_token: None,
+        }],
+        instances: instances
+            .into_iter()
+            .map(|(id, io_optimized)| InstanceConfig {
+                id,
+                region: "cn-hangzhou".into(),
+                io_optimized,
+                status: "Running".into(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 pub struct Sim {
     running: RunningSimulator,
 }
