@@ -77,7 +77,9 @@ async fn restart_apiserver(down: Duration) {
         .append(true)
         .open(dir.join("kube-apiserver.log"))
         .expect("log");
-    // setsid: the new server belongs to the control plane, not to this test's process group.
+    // setsid: the new server belongs to the control plane, not to this test's process group; the
+    // control plane's `stop` (run by the watchdog, through the pid file) ends it, not this process.
+    #[allow(clippy::zombie_processes)]
     let child = std::process::Command::new("setsid")
         .args(&argv)
         .stdin(std::process::Stdio::null())
