@@ -315,6 +315,38 @@ async fn sigkill_at_random_moments_never_reboots_twice_and_everything_converges(
         modifies <= expected_modifies + KILLS,
         "{modifies} ModifyInstanceVncPasswd for {expected_modifies} passwords and {KILLS} kills"
     );
+    // Leak scan: no password and no AccessKeySecret in the controller's log (20 processes), the
+    // Events or the statuses.
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    let statuses = api.list(&ListParams::default()).await.expect("list");
+    let mut produced = std::fs::read_to_string(&log).expect("controller log");
+    produced.push_str(&serde_json::to_string(&events.items).expect("events json"));
+    for o in &statuses.items {
+        produced.push_str(&serde_json::to_string(&o.status).expect("status json"));
+    }
+    let mut secrets: Vec<String> = vec![AK_SECRET.to_string()];
+    for i in 0..OBJECTS {
+        secrets.push(password(i, 1));
+        secrets.push(password(i, 2));
+    }
+    let leaks: Vec<&String> = secrets
+        .iter()
+        .filter(|s| produced.contains(s.as_str()))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "{} secrets appear in logs, Events or statuses ({} bytes scanned)",
+        leaks.len(),
+        produced.len()
+    );
+    println!(
+        "leak scan: {} secrets searched in {} bytes of log, Events and statuses: 0 found",
+        secrets.len(),
+        produced.len()
+    );
     ns.delete().await;
     let _ = std::fs::remove_file(&log);
 }
