@@ -209,8 +209,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test]
 async fn killing_the_leader_hands_over_without_a_duplicate_reboot() {
-    const KILLS: usize = 5;
-    const PER_ROUND: usize = 3;
+    const KILLS: usize = 10;
+    const PER_ROUND: usize = 2;
     let admin = support::client().await;
     ensure_controller_namespace(&admin).await;
     let ns = support::TestNamespace::new(&admin, "ha-kill").await;
