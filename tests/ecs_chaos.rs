@@ -94,6 +94,7 @@ async fn everything_converges_after_ecs_chaos_with_bounded_calls_and_rate() {
             reboot_seconds: 5.0,
             reboot_seconds_max: 15.0,
             faults: chaos(),
+            ..SimulatorConfig::default()
         },
     )
     .await
