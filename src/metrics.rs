@@ -57,6 +57,12 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    source: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     action: String,
     code: String,
@@ -82,6 +88,7 @@ pub struct Metrics {
     ecs_call_duration: Family<ActionLabel, Histogram>,
     vncpasswords: Family<ReasonLabel, Gauge>,
     pending_reboots: Gauge,
+    credential_refreshes: Family<RefreshLabels, Counter>,
     /// Reasons ever exported: one that disappears from a snapshot is set to 0 rather than dropped,
     /// so `rate()`/alerts see it fall instead of going stale.
     known_reasons: Mutex<BTreeSet<String>>,
@@ -157,9 +164,16 @@ impl Metrics {
             "VncPasswords whose instance must restart for the applied password to take effect",
             pending_reboots.clone(),
         );
+        let credential_refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "credential_refreshes",
+            "Fetches of the controller's own temporary credentials (STS AssumeRoleWithOIDC, ECS RAM role) by source and result (success, failure)",
+            credential_refreshes.clone(),
+        );
         Self {
             registry,
             reconciles,
+            credential_refreshes,
             reconcile_duration,
             ecs_calls,
             ecs_call_duration,
@@ -230,6 +244,17 @@ impl Metrics {
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl crate::ecs::provider::RefreshObserver for Metrics {
+    fn refreshed(&self, source: &'static str, ok: bool) {
+        self.credential_refreshes
+            .get_or_create(&RefreshLabels {
+                source: source.to_string(),
+                result: if ok { "success" } else { "failure" }.to_string(),
+            })
+            .inc();
+    }
+}
 
 impl CallObserver for Metrics {
     fn observe(&self, action: &str, result: &str, elapsed: Duration) {
