@@ -120,7 +120,10 @@ struct Inner {
     source: Source,
     identity: String,
     http: reqwest::Client,
+    /// Held while fetching: one exchange at a time.
     state: tokio::sync::Mutex<State>,
+    /// The credentials in hand and when they are due, readable while a fetch is in flight.
+    snapshot: Mutex<Option<(Temporary, jiff::Timestamp)>>,
     observer: Mutex<Option<Arc<dyn RefreshObserver>>>,
 }
 
@@ -146,6 +149,8 @@ pub struct Chain {
 }
 
 fn http_client(timeout: Duration) -> reqwest::Client {
+    // reqwest panics without a process-wide rustls provider (built without a default one).
+    super::client::install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(super::client::USER_AGENT)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -169,6 +174,7 @@ impl CredentialsProvider {
                 identity,
                 http: http_client(timeout),
                 state: tokio::sync::Mutex::new(State::default()),
+                snapshot: Mutex::new(None),
                 observer: Mutex::new(None),
             }),
         }
@@ -380,7 +386,28 @@ impl CredentialsProvider {
         if let Source::Static(c) = &self.inner.source {
             return Ok(c.clone());
         }
-        let mut state = self.inner.state.lock().await;
+        // Fast path, without waiting for a refresh in flight: credentials not yet due, or (while
+        // another caller refreshes) still valid.
+        let now = jiff::Timestamp::now();
+        let snapshot = self
+            .inner
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((t, at)) = &snapshot
+            && now < *at
+        {
+            return Ok(t.credentials.clone());
+        }
+        let still_valid = snapshot
+            .filter(|(t, _)| t.expiration > now)
+            .map(|(t, _)| t.credentials);
+        let mut state = match (self.inner.state.try_lock(), still_valid) {
+            (Ok(state), _) => state,
+            (Err(_), Some(c)) => return Ok(c),
+            (Err(_), None) => self.inner.state.lock().await,
+        };
         let now = jiff::Timestamp::now();
         let valid = state
             .current
@@ -407,6 +434,13 @@ impl CredentialsProvider {
                 let c = t.credentials.clone();
                 state.current = Some(t);
                 state.fetched = Some(now);
+                if let (Some(t), Some(at)) = (&state.current, refresh_at(&state)) {
+                    *self
+                        .inner
+                        .snapshot
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some((t.clone(), at));
+                }
                 state.failures = 0;
                 state.next_attempt = None;
                 state.last_error = None;
