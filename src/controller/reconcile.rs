@@ -949,20 +949,18 @@ async fn credentials(
             // The identity is what the credentials are (an AccessKeyId, a role): stable across
             // refreshes of temporary credentials.
             let id = format!("default:{}", provider.identity());
+            // Only credentials that have expired without a successful refresh get here. STS
+            // refusing the exchange stalls (rechecked like any AuthFailed); anything else (STS or
+            // the metadata service unreachable, the token file missing mid-rotation) is retried.
             Ok(match provider.credentials().await {
                 Ok(c) => Ok((c, id)),
-                Err(e) if e.transient => Err(Failure::retry(
+                Err(e) if e.code.is_some() && !e.transient => {
+                    Err(Failure::stalled(Reason::AuthFailed, e.message))
+                }
+                Err(e) => Err(Failure::retry(
                     Reason::EcsUnavailable,
                     e.message,
                     crate::controller::decide::Pace::Normal,
-                )),
-                Err(e) => Err(Failure::stalled(
-                    if e.code.is_some() {
-                        Reason::AuthFailed
-                    } else {
-                        Reason::CredentialsNotFound
-                    },
-                    e.message,
                 )),
             })
         }
