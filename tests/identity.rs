@@ -425,3 +425,83 @@ async fn metadata_ram_role_in_token_mode_and_the_file_before_it() {
     );
     ns.delete().await;
 }
+
+/// A refresh that fails is retried and reported while the credentials in hand still work; only
+/// once they have expired does the provider fail, naming the cause (never the token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_refresh_keeps_valid_credentials_until_they_expire() {
+    #[derive(Default)]
+    struct Count(std::sync::Mutex<(u32, u32)>);
+    impl ecs_vnc_controller::ecs::provider::RefreshObserver for Count {
+        fn refreshed(&self, _source: &'static str, ok: bool) {
+            let mut c = self.0.lock().unwrap();
+            if ok { c.0 += 1 } else { c.1 += 1 }
+        }
+    }
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "identity-fail").await;
+    service_account(&client, &ns.name, SA).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    let token = token(&client, &ns.name, SA, AUDIENCE).await;
+    std::fs::write(&token_file, &token).expect("write");
+    let sim = simulator(&client, &ns.name, Some(6), None).await;
+    let provider = CredentialsProvider::oidc(
+        ecs_vnc_controller::ecs::provider::OidcRole {
+            role_arn: ROLE.into(),
+            oidc_provider_arn: PROVIDER.into(),
+            token_file: token_file.clone(),
+            role_session_name: "identity-test".into(),
+            sts_endpoint: format!("{}/sts", sim.url()),
+            duration_seconds: 900,
+        },
+        Duration::from_secs(5),
+    );
+    let count = std::sync::Arc::new(Count::default());
+    provider.set_observer(count.clone());
+    let first = provider.credentials().await.expect("first exchange");
+    let fetched = Instant::now();
+    std::fs::remove_file(&token_file).expect("remove the token file");
+    // Due after 4 s, expired after 6 s: in between the refresh fails and the old ones are served.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let again = provider.credentials().await.expect("still valid");
+    assert_eq!(again.access_key_id, first.access_key_id);
+    ecs(&sim)
+        .describe_instances(&again, "cn-hangzhou", &[INSTANCE.to_string()])
+        .await
+        .expect("the credentials in hand still work");
+    assert!(
+        count.0.lock().unwrap().1 >= 1,
+        "the failed refresh is reported"
+    );
+    tokio::time::sleep(
+        Duration::from_secs(6).saturating_sub(fetched.elapsed()) + Duration::from_millis(1500),
+    )
+    .await;
+    let e = provider
+        .credentials()
+        .await
+        .expect_err("expired, and no refresh works");
+    assert!(
+        e.message.contains("token file") && !e.message.contains(&token),
+        "{e}"
+    );
+    // The file back: the next attempt (after the backoff) works again.
+    std::fs::write(&token_file, &token).expect("write");
+    let back = eventually_ok(&provider).await;
+    assert_ne!(back.access_key_id, first.access_key_id);
+    let (ok, failed) = *count.0.lock().unwrap();
+    assert!(ok >= 2 && failed >= 2, "ok {ok}, failed {failed}");
+    ns.delete().await;
+}
+
+async fn eventually_ok(provider: &CredentialsProvider) -> ecs_vnc_controller::ecs::Credentials {
+    let deadline = Instant::now() + Duration::from_secs(70);
+    loop {
+        match provider.credentials().await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > deadline => panic!("never recovered: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
