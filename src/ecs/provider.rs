@@ -358,7 +358,10 @@ impl CredentialsProvider {
             };
         }
         let named = var(ENV_ECS_METADATA);
-        let p = Self::ecs_ram_role(metadata_endpoint, named.clone(), config.timeout);
+        // The metadata service is link-local: the SDKs give it 1 s; off ECS the probe must not
+        // hold up start-up.
+        let timeout = config.timeout.min(Duration::from_secs(2));
+        let p = Self::ecs_ram_role(metadata_endpoint, named.clone(), timeout);
         if named.is_some() {
             return Chain {
                 provider: Some(p),
