@@ -20,7 +20,7 @@ use serde_json::json;
 
 use ecs_vnc_controller::api::{Reason, VncPassword, condition};
 use ecs_vnc_controller::controller::{Environment, RunArgs, run_with};
-use ecs_vnc_controller::ecs::Credentials;
+use ecs_vnc_controller::ecs::{Credentials, CredentialsProvider};
 use ecs_vnc_controller::secret::SecretString;
 use ecs_vnc_controller::simulator::{AccessKeyConfig, InstanceConfig, Simulator, SimulatorConfig};
 
@@ -141,11 +141,11 @@ async fn main() {
     .expect("run flags");
     let env = Environment {
         client: client.clone(),
-        default_credentials: Some(Credentials::new(
+        default_credentials: Some(CredentialsProvider::fixed(Credentials::new(
             "LTAIscale",
             SecretString::new("scale-secret"),
             None,
-        )),
+        ))),
         controller_namespace: "ecs-vnc-system".into(),
         clock: ecs_vnc_controller::controller::context::system_clock(),
     };

@@ -58,6 +58,12 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    source: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     action: String,
     code: String,
@@ -84,6 +90,7 @@ pub struct Metrics {
     vncpasswords: Family<ReasonLabel, Gauge>,
     pending_reboots: Gauge,
     leader: Gauge,
+    credential_refreshes: Family<RefreshLabels, Counter>,
     /// Reasons ever exported: one that disappears from a snapshot is set to 0 rather than dropped,
     /// so `rate()`/alerts see it fall instead of going stale.
     known_reasons: Mutex<BTreeSet<String>>,
@@ -165,9 +172,16 @@ impl Metrics {
             "1 while this replica holds the leader Lease and reconciles (always 1 without --leader-elect), else 0",
             leader.clone(),
         );
+        let credential_refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "credential_refreshes",
+            "Fetches of the controller's own temporary credentials (STS AssumeRoleWithOIDC, ECS RAM role) by source and result (success, failure)",
+            credential_refreshes.clone(),
+        );
         Self {
             registry,
             reconciles,
+            credential_refreshes,
             reconcile_duration,
             ecs_calls,
             ecs_call_duration,
@@ -243,6 +257,17 @@ impl Metrics {
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl crate::ecs::provider::RefreshObserver for Metrics {
+    fn refreshed(&self, source: &'static str, ok: bool) {
+        self.credential_refreshes
+            .get_or_create(&RefreshLabels {
+                source: source.to_string(),
+                result: if ok { "success" } else { "failure" }.to_string(),
+            })
+            .inc();
+    }
+}
 
 impl CallObserver for Metrics {
     fn observe(&self, action: &str, result: &str, elapsed: Duration) {

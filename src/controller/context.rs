@@ -13,7 +13,7 @@ use crate::controller::fingerprint::FingerprintKey;
 use crate::controller::instances::InstanceCache;
 use crate::controller::plan::PlanSettings;
 use crate::controller::tenancy::AllowedNamespaces;
-use crate::ecs::{Credentials, EcsClient};
+use crate::ecs::{CredentialsProvider, EcsClient};
 use crate::metrics::Metrics;
 
 /// The controller's clock; tests share one with the simulator.
@@ -26,8 +26,8 @@ pub fn system_clock() -> Clock {
 #[derive(Clone)]
 pub struct Settings {
     pub allowed_default_credentials: AllowedNamespaces,
-    /// The controller's own credentials (environment), for allowed namespaces.
-    pub default_credentials: Option<Credentials>,
+    /// The controller's own credentials (Alibaba's default chain), for allowed namespaces.
+    pub default_credentials: Option<CredentialsProvider>,
     pub plan: PlanSettings,
     /// Each reconcile is abandoned after this long (below the Pod's termination grace period).
     pub reconcile_timeout: Duration,

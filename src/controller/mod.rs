@@ -40,7 +40,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::api::{VncPassword, condition};
 use crate::cli::EcsArgs;
-use crate::ecs::{CallObserver, Credentials, EcsClient};
+use crate::ecs::{CallObserver, CredentialsProvider, EcsClient, ProviderConfig};
 use crate::http::Health;
 use crate::leader::{self, LeaderConfig, Role};
 use crate::metrics::Metrics;
@@ -55,8 +55,16 @@ pub const DEFAULT_CONTROLLER_NAMESPACE: &str = "ecs-vnc-system";
 pub struct RunArgs {
     #[command(flatten)]
     pub ecs: EcsArgs,
-    /// Namespaces whose VncPasswords may use the controller's own credentials (environment
-    /// ALIBABA_CLOUD_*) when they name no credentials Secret: a comma list, or '*' for all.
+    /// Where STS is, for AssumeRoleWithOIDC (RRSA). Default: as Alibaba's credentials SDKs choose
+    /// it (sts[-vpc].<ALIBABA_CLOUD_STS_REGION>.aliyuncs.com, else sts.aliyuncs.com).
+    #[arg(long, env = "STS_ENDPOINT", value_name = "URL")]
+    pub sts_endpoint: Option<String>,
+    /// Where the ECS instance metadata service is, for the instance's RAM role.
+    #[arg(long, env = "ECS_METADATA_ENDPOINT", value_name = "URL", default_value = crate::ecs::metadata::DEFAULT_ENDPOINT)]
+    pub metadata_endpoint: String,
+    /// Namespaces whose VncPasswords may use the controller's own credentials (Alibaba's default
+    /// credentials chain, see README) when they name no credentials Secret: a comma list, or '*'
+    /// for all.
     /// Default: none.
     #[arg(long, default_value = "", value_name = "LIST")]
     pub default_credentials_namespaces: AllowedNamespaces,
@@ -168,21 +176,42 @@ pub fn controller_namespace() -> String {
 #[derive(Clone)]
 pub struct Environment {
     pub client: Client,
-    /// The controller's own credentials (ALIBABA_CLOUD_*), for allowed namespaces.
-    pub default_credentials: Option<Credentials>,
+    /// The controller's own credentials (Alibaba's default chain), for allowed namespaces.
+    pub default_credentials: Option<CredentialsProvider>,
     /// Where the fingerprint key Secret lives.
     pub controller_namespace: String,
     /// The clock the controller plans with.
     pub clock: Clock,
 }
 
+impl RunArgs {
+    /// Where the credentials chain finds STS and the metadata service.
+    pub fn provider_config(&self) -> ProviderConfig {
+        let url = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
+        ProviderConfig {
+            sts_endpoint: url(&self.sts_endpoint),
+            metadata_endpoint: url(&Some(self.metadata_endpoint.clone())),
+            ..ProviderConfig::default()
+        }
+    }
+}
+
 /// Runs the controller until SIGTERM/Ctrl-C, with the kubeconfig (KUBECONFIG or in-cluster) and
-/// credentials of the process environment.
+/// credentials of the process environment (Alibaba's default chain).
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     crate::ecs::client::install_crypto_provider();
+    let chain = CredentialsProvider::from_env(&args.provider_config()).await;
+    match &chain.provider {
+        Some(p) => {
+            tracing::info!(identity = p.identity(), skipped = ?chain.skipped, "the controller's own credentials")
+        }
+        None => {
+            tracing::info!(skipped = ?chain.skipped, "the controller has no credentials of its own")
+        }
+    }
     let env = Environment {
         client: Client::try_default().await?,
-        default_credentials: Credentials::from_env().ok(),
+        default_credentials: chain.provider,
         controller_namespace: controller_namespace(),
         clock: context::system_clock(),
     };
@@ -287,9 +316,14 @@ pub async fn run_with(
         && default_credentials.is_none()
     {
         tracing::warn!(
-            "--default-credentials-namespaces is set but ALIBABA_CLOUD_ACCESS_KEY_ID/ALIBABA_CLOUD_ACCESS_KEY_SECRET are not: VncPasswords without credentialsSecretRef will be Stalled"
+            "--default-credentials-namespaces is set but the controller has no credentials of its own (see the credentials chain in the README): VncPasswords without credentialsSecretRef will be Stalled"
         );
     }
+    // Temporary credentials are refreshed ahead of expiry, in the background.
+    let refresher = default_credentials.as_ref().and_then(|p| {
+        p.set_observer(metrics.clone());
+        p.spawn_refresher()
+    });
     let key = fingerprint::load_or_create(client.clone(), &own_namespace).await?;
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -433,6 +467,9 @@ pub async fn run_with(
     health.set_ready(false);
     let _ = stop_tx.send(true);
     term_task.abort();
+    if let Some(r) = refresher {
+        r.abort();
+    }
     let _ = server.await;
     Ok(())
 }

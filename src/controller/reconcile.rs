@@ -937,15 +937,33 @@ async fn credentials(
     namespace: &str,
 ) -> Result<Result<(Credentials, String), Failure>, ReconcileError> {
     match &obj.spec.credentials_secret_ref {
-        None => Ok(tenancy::default_for(
-            namespace,
-            &ctx.settings.allowed_default_credentials,
-            ctx.settings.default_credentials.as_ref(),
-        )
-        .map(|c| {
-            let id = format!("default:{}", c.access_key_id);
-            (c, id)
-        })),
+        None => {
+            let provider = match tenancy::default_for(
+                namespace,
+                &ctx.settings.allowed_default_credentials,
+                ctx.settings.default_credentials.as_ref(),
+            ) {
+                Ok(p) => p,
+                Err(failure) => return Ok(Err(failure)),
+            };
+            // The identity is what the credentials are (an AccessKeyId, a role): stable across
+            // refreshes of temporary credentials.
+            let id = format!("default:{}", provider.identity());
+            // Only credentials that have expired without a successful refresh get here. STS
+            // refusing the exchange stalls (rechecked like any AuthFailed); anything else (STS or
+            // the metadata service unreachable, the token file missing mid-rotation) is retried.
+            Ok(match provider.credentials().await {
+                Ok(c) => Ok((c, id)),
+                Err(e) if e.code.is_some() && !e.transient => {
+                    Err(Failure::stalled(Reason::AuthFailed, e.message))
+                }
+                Err(e) => Err(Failure::retry(
+                    Reason::EcsUnavailable,
+                    e.message,
+                    crate::controller::decide::Pace::Normal,
+                )),
+            })
+        }
         Some(r) => match read_secret(ctx, namespace, &r.name).await? {
             None => Ok(Err(Failure::stalled(
                 Reason::CredentialsNotFound,

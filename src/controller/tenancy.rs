@@ -101,11 +101,11 @@ pub fn from_secret_data(
 }
 
 /// The controller's own credentials for an object without `credentialsSecretRef`, or why not.
-pub fn default_for(
+pub fn default_for<T: Clone>(
     namespace: &str,
     allowed: &AllowedNamespaces,
-    defaults: Option<&Credentials>,
-) -> Result<Credentials, Failure> {
+    defaults: Option<&T>,
+) -> Result<T, Failure> {
     if !allowed.allows(namespace) {
         return Err(Failure::stalled(
             Reason::CredentialsNotAllowed,
@@ -117,7 +117,7 @@ pub fn default_for(
     defaults.cloned().ok_or_else(|| {
         Failure::stalled(
             Reason::CredentialsNotFound,
-            "the controller has no default credentials (ALIBABA_CLOUD_ACCESS_KEY_ID/ALIBABA_CLOUD_ACCESS_KEY_SECRET are not set): set spec.credentialsSecretRef",
+            "the controller has no default credentials (none of Alibaba's credentials chain: environment, OIDC, credentials file, ECS RAM role): set spec.credentialsSecretRef",
         )
     })
 }
@@ -147,7 +147,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match default_for("team-a", &allowed, None) {
+        match default_for::<Credentials>("team-a", &allowed, None) {
             Err(Failure::Stalled { reason, .. }) => assert_eq!(reason, Reason::CredentialsNotFound),
             other => panic!("{other:?}"),
         }

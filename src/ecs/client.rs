@@ -556,7 +556,7 @@ pub fn host_header(endpoint: &str) -> Result<String, EcsError> {
 }
 
 /// The error and its sources on one line ("error sending request: connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {

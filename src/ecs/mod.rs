@@ -5,12 +5,17 @@ pub mod client;
 pub mod credentials;
 pub mod endpoints;
 pub mod error;
+pub mod metadata;
+pub mod profile;
+pub mod provider;
 pub mod retry;
 pub mod signer;
 pub mod signer_v3;
+pub mod sts;
 pub mod types;
 
 pub use client::{CallObserver, ClientConfig, EcsClient, EcsError, SignatureVersion};
 pub use credentials::Credentials;
 pub use error::{ApiError, ErrorClass};
+pub use provider::{CredentialsProvider, ProviderConfig};
 pub use types::Instance;

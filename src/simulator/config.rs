@@ -12,6 +12,60 @@ pub struct SimulatorConfig {
     pub reboot_seconds: f64,
     /// When above `rebootSeconds`, each reboot takes a random time between the two.
     pub reboot_seconds_max: f64,
+    /// STS `AssumeRoleWithOIDC` at `/sts` (off when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sts: Option<StsConfig>,
+    /// The instance metadata service's RAM role at `/latest/...` (off when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MetadataConfig>,
+}
+
+/// What the simulated STS trusts: one OIDC issuer (its JWKS given inline, e.g. a Kubernetes API
+/// server's `/openid/v1/jwks`) and RAM roles that trust it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StsConfig {
+    /// The tokens' `iss`.
+    pub issuer: String,
+    /// The issuer's JSON Web Key Set (`{"keys": [...]}`).
+    pub jwks: serde_json::Value,
+    /// The tokens' required `aud`.
+    #[serde(default = "sts_audience")]
+    pub audience: String,
+    pub roles: Vec<RoleConfig>,
+    /// Issued credentials live at most this long, below STS's 900 s minimum if need be (tests of
+    /// refresh); absent: as asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_seconds: Option<u32>,
+}
+
+fn sts_audience() -> String {
+    "sts.aliyuncs.com".into()
+}
+
+/// A RAM role and its trust policy: the OIDC provider ARN and the token subjects it admits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleConfig {
+    pub arn: String,
+    pub oidc_provider_arn: String,
+    /// `sub` values admitted (`system:serviceaccount:<namespace>:<name>`); empty: any.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+}
+
+/// The instance's RAM role as the metadata service hands it out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetadataConfig {
+    pub role_name: String,
+    /// Lifetime of the credentials it hands out.
+    #[serde(default = "metadata_duration")]
+    pub duration_seconds: u32,
+}
+
+fn metadata_duration() -> u32 {
+    3600
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]

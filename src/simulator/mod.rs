@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod faults;
+pub mod identity;
 pub mod render;
 pub mod server;
 pub mod state;
@@ -18,7 +19,10 @@ pub mod verify;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{AccessKeyConfig, FailNext, FaultConfig, InstanceConfig, SimulatorConfig};
+pub use config::{
+    AccessKeyConfig, FailNext, FaultConfig, InstanceConfig, MetadataConfig, RoleConfig,
+    SimulatorConfig, StsConfig,
+};
 pub use state::{CallRecord, Clock, EcsFault, InstanceView, SimState};
 
 pub struct Simulator;

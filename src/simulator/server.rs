@@ -7,7 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -22,6 +22,17 @@ const MAX_BODY: usize = 1024 * 1024;
 pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
         .route("/", any(ecs))
+        .route("/sts", post(super::identity::sts))
+        .route("/sts/", post(super::identity::sts))
+        .route("/latest/api/token", put(super::identity::metadata_token))
+        .route(
+            "/latest/meta-data/ram/security-credentials/",
+            get(super::identity::metadata_roles),
+        )
+        .route(
+            "/latest/meta-data/ram/security-credentials/{role}",
+            get(super::identity::metadata_credentials),
+        )
         .route(
             "/_simulator/instances",
             get(list_instances).post(add_instance),

@@ -180,6 +180,12 @@ impl EcsFault {
 struct Inner {
     instances: BTreeMap<String, Instance>,
     access_keys: HashMap<String, AccessKeyConfig>,
+    /// When temporary keys issued by the simulated STS or metadata service stop working.
+    expirations: HashMap<String, jiff::Timestamp>,
+    /// Temporary keys issued, by who issued them (`AssumeRoleWithOIDC`, `EcsRamRole`).
+    issued: BTreeMap<&'static str, u64>,
+    /// Metadata session tokens and when they expire.
+    metadata_tokens: HashMap<String, jiff::Timestamp>,
     /// Keyed 64-bit hashes of the used nonces (a collision needs ~2^32 nonces in the window).
     nonces: HashSet<u64>,
     nonce_order: VecDeque<(i64, u64)>,
@@ -193,6 +199,8 @@ struct Inner {
 
 pub struct SimState {
     inner: Mutex<Inner>,
+    sts: Option<super::config::StsConfig>,
+    metadata: Option<super::config::MetadataConfig>,
     clock: RwLock<Clock>,
     nonce_hasher: RandomState,
 }
@@ -219,6 +227,9 @@ impl SimState {
                     .iter()
                     .map(|k| (k.id.clone(), k.clone()))
                     .collect(),
+                expirations: HashMap::new(),
+                issued: BTreeMap::new(),
+                metadata_tokens: HashMap::new(),
                 nonces: HashSet::new(),
                 nonce_order: VecDeque::new(),
                 counts: BTreeMap::new(),
@@ -227,6 +238,8 @@ impl SimState {
                 reboot_duration: reboot_duration(config.reboot_seconds),
                 reboot_duration_max: reboot_duration(config.reboot_seconds_max),
             }),
+            sts: config.sts.clone(),
+            metadata: config.metadata.clone(),
             clock: RwLock::new(Arc::new(jiff::Timestamp::now)),
             nonce_hasher: RandomState::new(),
         };
@@ -274,6 +287,65 @@ impl SimState {
             ready_at: None,
         };
         self.lock().instances.insert(config.id, instance);
+    }
+
+    /// Adds a temporary key that stops working at `expiration` (issued by `issuer`).
+    pub fn add_temporary_key(
+        &self,
+        key: AccessKeyConfig,
+        expiration: jiff::Timestamp,
+        issuer: &'static str,
+    ) {
+        let mut inner = self.lock();
+        let now = self.now();
+        // Forget keys long expired, so a long run does not grow without bound.
+        let stale: Vec<String> = inner
+            .expirations
+            .iter()
+            .filter(|(_, e)| (now.duration_since(**e)).as_secs() > 3600)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            inner.expirations.remove(&k);
+            inner.access_keys.remove(&k);
+        }
+        inner.expirations.insert(key.id.clone(), expiration);
+        *inner.issued.entry(issuer).or_default() += 1;
+        inner.access_keys.insert(key.id.clone(), key);
+    }
+
+    pub fn sts_config(&self) -> Option<&super::config::StsConfig> {
+        self.sts.as_ref()
+    }
+
+    pub fn metadata_config(&self) -> Option<&super::config::MetadataConfig> {
+        self.metadata.as_ref()
+    }
+
+    /// Whether `id` is a temporary key past its expiration.
+    pub fn key_expired(&self, id: &str) -> bool {
+        let expiration = self.lock().expirations.get(id).copied();
+        expiration.is_some_and(|e| self.now() >= e)
+    }
+
+    /// Temporary keys issued so far by `issuer` (`AssumeRoleWithOIDC`, `EcsRamRole`).
+    pub fn issued(&self, issuer: &str) -> u64 {
+        self.lock().issued.get(issuer).copied().unwrap_or(0)
+    }
+
+    pub fn add_metadata_token(&self, token: String, expiration: jiff::Timestamp) {
+        let now = self.now();
+        let mut inner = self.lock();
+        inner.metadata_tokens.retain(|_, e| *e > now);
+        inner.metadata_tokens.insert(token, expiration);
+    }
+
+    pub fn metadata_token_valid(&self, token: &str) -> bool {
+        let now = self.now();
+        self.lock()
+            .metadata_tokens
+            .get(token)
+            .is_some_and(|e| *e > now)
     }
 
     pub fn access_key(&self, id: &str) -> Option<AccessKeyConfig> {

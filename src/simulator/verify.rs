@@ -65,6 +65,7 @@ pub fn authenticate(
         )
     })?;
     check_security_token(&key, param(params, "SecurityToken"))?;
+    check_expiry(state, key_id)?;
     let signed = signer::sign(
         method,
         params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -82,6 +83,18 @@ pub fn authenticate(
     }
     check_time_and_nonce(get("Timestamp"), get("SignatureNonce"), state)?;
     Ok(key_id.to_string())
+}
+
+/// Temporary keys from the simulated STS or metadata service work until their `Expiration`.
+fn check_expiry(state: &SimState, key_id: &str) -> Result<(), EcsFault> {
+    if state.key_expired(key_id) {
+        return Err(EcsFault::new(
+            400,
+            "InvalidSecurityToken.Expired",
+            "Specified SecurityToken is expired.",
+        ));
+    }
+    Ok(())
 }
 
 /// A temporary key needs its SecurityToken; a permanent key must not send one.
@@ -251,6 +264,7 @@ pub fn authenticate_v3(request: &V3Request<'_>, state: &SimState) -> Result<Stri
         )
     })?;
     check_security_token(&key, request.header(signer_v3::HEADER_SECURITY_TOKEN))?;
+    check_expiry(state, key_id)?;
     let query: Vec<(&str, &str)> = request
         .query
         .iter()

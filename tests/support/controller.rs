@@ -47,6 +47,8 @@ pub struct ControllerOptions {
     pub namespace: Option<String>,
     pub ecs_endpoint: String,
     pub default_credentials: Option<Credentials>,
+    /// The controller's own credentials as a provider (wins over `default_credentials`).
+    pub default_provider: Option<ecs_vnc_controller::ecs::CredentialsProvider>,
     pub default_credentials_namespaces: String,
     pub client: Client,
     /// More `run` flags, e.g. `--reboot-timeout=5`.
@@ -63,6 +65,7 @@ impl ControllerOptions {
             namespace: None,
             ecs_endpoint,
             default_credentials: None,
+            default_provider: None,
             default_credentials_namespaces: String::new(),
             client,
             flags: Vec::new(),
@@ -123,7 +126,11 @@ pub async fn start_controller(options: ControllerOptions) -> RunningController {
     let args = RunArgs::from_flags(&flags).unwrap_or_else(|e| panic!("run flags {flags:?}: {e}"));
     let env = Environment {
         client: options.client,
-        default_credentials: options.default_credentials,
+        default_credentials: options.default_provider.or_else(|| {
+            options
+                .default_credentials
+                .map(ecs_vnc_controller::ecs::CredentialsProvider::fixed)
+        }),
         controller_namespace: options
             .controller_namespace
             .unwrap_or_else(|| CONTROLLER_NAMESPACE.into()),
