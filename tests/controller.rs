@@ -1014,14 +1014,21 @@ async fn a_stall_fixable_outside_kubernetes_is_checked_again() {
 #[tokio::test]
 async fn an_unknown_ecs_refusal_is_retried_slowly_not_stalled() {
     let case = Case::new("unknown", &[("i-unknown000001", true)]).await;
+    // ECS keeps refusing: a watch event (the Secret's, say) may bring one early retry, and then the
+    // slow backoff (150 s or more) holds.
     case.sim
-        .fail_next("ModifyInstanceVncPasswd", "Brand.NewRefusal", 400, 1);
+        .fail_next("ModifyInstanceVncPasswd", "Brand.NewRefusal", 400, 10);
     case.secret("web-vnc", "Ecs123").await;
     case.vncpw("web", "i-unknown000001", json!({})).await;
     let status = case
         .wait("web", "Reconciling", "True", Some("UnknownEcsError"))
         .await;
     assert!(!status.is_true("Stalled"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let attempts = case
+        .sim
+        .calls_with_code("ModifyInstanceVncPasswd", "Brand.NewRefusal");
+    assert!(attempts <= 2, "{attempts} attempts within seconds");
     let message = status.condition("Ready").map(|c| c.message.clone());
     assert!(
         message

@@ -68,7 +68,7 @@ pub enum KeyError {
         source: kube::Error,
     },
     #[error(
-        "Secret {namespace}/{KEY_SECRET_NAME} has no usable key '{KEY_FIELD}' (16 bytes or more); delete it to have a new one generated (every password is then applied once more)"
+        "Secret {namespace}/{KEY_SECRET_NAME} has no usable key '{KEY_FIELD}' (16 bytes or more); delete it to have a new one generated (applied passwords whose Secrets did not change are re-recorded under it without any ECS call)"
     )]
     Malformed { namespace: String },
 }
