@@ -8,7 +8,8 @@
 //! observed), `record` (pure status changes after each step), `decide` (pure failure, phase and
 //! condition decisions), `reconcile` (the executor: the I/O of one reconcile), `conditions`
 //! (condition merging), `fingerprint` (keyed HMAC and its key Secret), `tenancy` (who may use which
-//! credentials), `instances` (batched, shared DescribeInstances), `context` (what reconciles share).
+//! credentials), `instances` (batched, shared DescribeInstances), `schedule` (durations, reboot
+//! windows), `context` (what reconciles share).
 
 pub mod conditions;
 pub mod context;
