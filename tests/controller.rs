@@ -62,6 +62,8 @@ struct Case {
     /// More `run` flags for the controller.
     flags: Vec<String>,
     clock: Option<ecs_vnc_controller::controller::context::Clock>,
+    /// Where the controller keeps its fingerprint key (default: the shared `ecs-vnc-system`).
+    controller_namespace: Option<String>,
 }
 
 impl Case {
@@ -90,6 +92,7 @@ impl Case {
             controller: None,
             flags: Vec::new(),
             clock: None,
+            controller_namespace: None,
         };
         case.start_controller(allow_default).await;
         case
@@ -107,6 +110,7 @@ impl Case {
                 },
                 flags: self.flags.clone(),
                 clock: self.clock.clone(),
+                controller_namespace: self.controller_namespace.clone(),
                 ..ControllerOptions::new(self.client.clone(), self.sim.url())
             })
             .await,
@@ -816,18 +820,8 @@ async fn losing_the_fingerprint_key_calls_ecs_for_nothing_that_is_unchanged() {
     // This test's controller keeps its key in the test namespace, not the shared one.
     let own = case.ns().to_string();
     case.stop_controller().await;
-    let start = |case: &mut Case| {
-        let own = own.clone();
-        let options = ControllerOptions {
-            namespace: Some(case.ns.name.clone()),
-            default_credentials: Some(credentials(AK, AK_SECRET, None)),
-            default_credentials_namespaces: case.ns.name.clone(),
-            controller_namespace: Some(own),
-            ..ControllerOptions::new(case.client.clone(), case.sim.url())
-        };
-        start_controller(options)
-    };
-    case.controller = Some(start(&mut case).await);
+    case.controller_namespace = Some(own.clone());
+    case.start_controller(true).await;
     case.secret("a-vnc", "Ecs123").await;
     case.secret("b-vnc", "Ecs456").await;
     case.vncpw("a", "i-keyio00000001", json!({})).await;
@@ -849,7 +843,7 @@ async fn losing_the_fingerprint_key_calls_ecs_for_nothing_that_is_unchanged() {
         )
         .await
         .expect("delete the key Secret");
-    case.controller = Some(start(&mut case).await);
+    case.start_controller(true).await;
     // Both objects are re-recorded under the new key.
     eventually("fingerprints under the new key", WAIT, || async {
         let a = status_of(&case, "a").await.applied_password_fingerprint;
