@@ -150,7 +150,9 @@ async fn reconcile_inner(
         .annotations()
         .get(ANNOTATION_ROTATE_REQUESTED_AT)
         .cloned();
-    let mut inputs = if paused {
+    let claimed_by = ctx.claimed_by(obj);
+    // Paused, or another VncPassword owns the instance: the plan reads no Secret, so none is read.
+    let mut inputs = if paused || claimed_by.is_some() {
         Inputs {
             password: PasswordInput::Unusable(Failure::stalled(Reason::Paused, "")),
             secret_password: None,
@@ -167,7 +169,6 @@ async fn reconcile_inner(
         .map(|(_, id)| id.clone())
         .map_err(Clone::clone);
     let key_id = ctx.key.id();
-    let claimed_by = ctx.claimed_by(obj);
     let instance_key = plan::instance_key(spec);
     let mut round = Round {
         cache_behind: ctx.is_behind(&uid, resource_version.as_deref()),
