@@ -1,39 +1,87 @@
-//! The controller at scale: N VncPasswords (half on non-I/O-optimized instances) on a real
-//! kube-apiserver (tests/control-plane) against the in-process ECS simulator.
+//! The controller at scale: N VncPasswords in K namespaces on a real kube-apiserver
+//! (tests/control-plane), the controller running as its own process (`ecs-vnc-controller run`,
+//! release build) against the ECS simulator, which limits each API per AccessKey like ECS does and
+//! adds a fixed latency to every call.
 //!
-//!     cargo run --release --example controller_scale [-- N [ECS_QPS]]
+//!     cargo run --release --example controller_scale -- --objects 1000 --namespaces 10 \
+//!         --qps 100 --latency-ms 20
 //!
-//! Prints how long until every object settles (Ready, or RebootRequired for non-I/O-optimized
-//! instances), how long after a mass console reboot until all are Ready, the ECS calls made per
-//! action (DescribeInstances batching shows here), and the controller process's peak RSS.
-//! Set TEST_KUBECONFIG to use an existing cluster instead of starting a control plane.
+//! Prints, for the initial wave (every object created before the controller starts): the time until
+//! every I/O-optimized object is Ready and its ratio to N / QPS; ECS calls per object per action and
+//! the throttled ones; reconciles and status writes per object; Kubernetes API requests per object
+//! (from the API server's own `apiserver_request_total`); the controller's peak RSS. Then a restart
+//! with everything applied (ECS calls that write, status writes, time until every object was
+//! reconciled once), and Secret rotations one at a time while the rest sit idle (p50/p99 from the
+//! Secret update to the status naming its new resourceVersion). Set TEST_KUBECONFIG to use an
+//! existing cluster instead of starting a control plane.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use futures::StreamExt;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use ecs_vnc_controller::api::{Reason, VncPassword, condition};
-use ecs_vnc_controller::controller::{Environment, RunArgs, run_with};
-use ecs_vnc_controller::ecs::{Credentials, CredentialsProvider};
-use ecs_vnc_controller::secret::SecretString;
-use ecs_vnc_controller::simulator::{AccessKeyConfig, InstanceConfig, Simulator, SimulatorConfig};
+use ecs_vnc_controller::api::{VncPassword, condition};
+use ecs_vnc_controller::simulator::{
+    AccessKeyConfig, FaultConfig, InstanceConfig, RunningSimulator, Simulator, SimulatorConfig,
+};
 
-const NS: &str = "scale";
+const KEY_ID: &str = "LTAIscale";
+const KEY_SECRET: &str = "scale-secret";
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// VncPasswords (each with its own Secret and instance).
+    #[arg(long, default_value_t = 1000)]
+    objects: usize,
+    /// Namespaces they are spread over.
+    #[arg(long, default_value_t = 10)]
+    namespaces: usize,
+    /// ECS's limit per API (calls per second per AccessKey and action); the controller is given
+    /// the same with --ecs-qps.
+    #[arg(long, default_value_t = 100.0)]
+    qps: f64,
+    /// Latency the simulator adds to every ECS call.
+    #[arg(long, default_value_t = 20)]
+    latency_ms: u64,
+    /// Percent of instances that are not I/O-optimized (they wait for a restart, rebootPolicy
+    /// Manual).
+    #[arg(long, default_value_t = 10)]
+    non_io_percent: usize,
+    /// Secret rotations measured one at a time after the wave.
+    #[arg(long, default_value_t = 100)]
+    rotations: usize,
+    /// Extra flags for `ecs-vnc-controller run` (e.g. --extra=--concurrency=64).
+    #[arg(long)]
+    extra: Vec<String>,
+}
+
+/// What the benchmark's own watch has seen.
+#[derive(Default)]
+struct Seen {
+    /// uid → when Ready turned True.
+    ready: HashMap<String, Instant>,
+    /// (namespace/name) → status.appliedSecret.resourceVersion, when it changed.
+    applied_rv: HashMap<String, (String, Instant)>,
+}
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let qps: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200.0);
+    let args = Args::parse();
+    let n = args.objects;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let binary = build_controller(&root);
     ecs_vnc_controller::ecs::client::install_crypto_provider();
 
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let (kubeconfig, cp_dir) = match std::env::var_os("TEST_KUBECONFIG") {
         Some(k) => (PathBuf::from(k), None),
         None => {
@@ -46,78 +94,86 @@ async fn main() {
             (dir.join("kubeconfig"), Some(dir))
         }
     };
-    let kubectl = |args: &[&str]| {
-        let ok = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(args)
-            .output()
-            .expect("kubectl");
-        assert!(
-            ok.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
-    };
-    kubectl(&[
-        "apply",
-        "--server-side",
-        "-f",
-        root.join("crds/vncpassword.yaml").to_str().unwrap(),
-    ]);
-    kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/vncpasswords.ecsvnc.io",
-    ]);
-    for ns in [NS, "ecs-vnc-system"] {
-        let _ = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["create", "ns", ns])
-            .output();
-    }
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
-        &Default::default(),
+    let client = client(&kubeconfig).await;
+    let crd: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("crds/vncpassword.yaml")).unwrap())
+            .unwrap();
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    crds.patch(
+        "vncpasswords.ecsvnc.io",
+        &PatchParams::apply("scale").force(),
+        &Patch::Apply(&crd),
     )
     .await
-    .expect("config");
-    let client = Client::try_from(config).expect("client");
+    .expect("CRD");
+    kube::runtime::wait::await_condition(
+        crds,
+        "vncpasswords.ecsvnc.io",
+        kube::runtime::wait::conditions::is_crd_established(),
+    )
+    .await
+    .expect("CRD established");
+    let namespaces: Vec<String> = (0..args.namespaces.max(1))
+        .map(|i| format!("scale-{i}"))
+        .collect();
+    for ns in namespaces
+        .iter()
+        .map(String::as_str)
+        .chain(["ecs-vnc-system"])
+    {
+        let api: Api<Namespace> = Api::all(client.clone());
+        let _ = api
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await;
+    }
 
     let instance = |i: usize| format!("i-scale{i:08}");
+    let non_io = |i: usize| i % 100 < args.non_io_percent;
     let sim = Simulator::start(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         SimulatorConfig {
             access_keys: vec![AccessKeyConfig {
-                id: "LTAIscale".into(),
-                secret: "scale-secret".into(),
+                id: KEY_ID.into(),
+                secret: KEY_SECRET.into(),
                 security_token: None,
             }],
             instances: (0..n)
                 .map(|i| InstanceConfig {
                     id: instance(i),
                     region: "cn-hangzhou".into(),
-                    io_optimized: i % 2 == 0,
+                    io_optimized: !non_io(i),
                     status: "Running".into(),
                 })
                 .collect(),
+            faults: FaultConfig {
+                qps_per_api: Some(args.qps),
+                latency_ms: args.latency_ms,
+                ..Default::default()
+            },
             ..Default::default()
         },
     )
     .await
     .expect("simulator");
 
-    println!("creating {n} Secrets and VncPasswords in namespace {NS} ...");
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
-    let vncpw: Api<VncPassword> = Api::namespaced(client.clone(), NS);
+    let place = |i: usize| (namespaces[i % namespaces.len()].clone(), format!("vm-{i}"));
+    println!(
+        "creating {n} Secrets and VncPasswords in {} namespaces ...",
+        namespaces.len()
+    );
+    let created = Instant::now();
     futures::stream::iter(0..n)
         .for_each_concurrent(32, |i| {
-            let (secrets, vncpw) = (secrets.clone(), vncpw.clone());
-            let name = format!("vm-{i}");
+            let (ns, name) = place(i);
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            let vncpw: Api<VncPassword> = Api::namespaced(client.clone(), &ns);
             let instance = instance(i);
             async move {
-                let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+                let secret: Secret = serde_json::from_value(json!({
                     "metadata": {"name": format!("{name}-vnc")}, "stringData": {"password": format!("P{i:05}")}
                 })).expect("secret");
                 let _ = secrets.create(&PostParams::default(), &secret).await;
@@ -127,113 +183,382 @@ async fn main() {
             }
         })
         .await;
+    println!("  created in {:.1} s", created.elapsed().as_secs_f64());
 
-    let args = RunArgs::from_flags([
-        format!("--ecs-endpoint={}", sim.url()),
-        format!("--ecs-qps={qps}"),
-        format!("--ecs-burst={}", qps.max(1.0) as u32),
-        "--ecs-max-retries=2".to_string(),
-        format!("--default-credentials-namespaces={NS}"),
-        "--metrics-addr=127.0.0.1:0".to_string(),
-        "--reboot-poll-interval=5".to_string(),
-        "--concurrency=16".to_string(),
-    ])
-    .expect("run flags");
-    let env = Environment {
-        client: client.clone(),
-        default_credentials: Some(CredentialsProvider::fixed(Credentials::new(
-            "LTAIscale",
-            SecretString::new("scale-secret"),
-            None,
-        ))),
-        controller_namespace: "ecs-vnc-system".into(),
-        clock: ecs_vnc_controller::controller::context::system_clock(),
+    // The benchmark's own view: one watch over every VncPassword.
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let watch = {
+        let seen = seen.clone();
+        let api: Api<VncPassword> = Api::all(client.clone());
+        tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default().any_semantic())
+                .default_backoff()
+                .applied_objects();
+            futures::pin_mut!(stream);
+            while let Some(Ok(o)) = stream.next().await {
+                let now = Instant::now();
+                let mut seen = seen.lock().unwrap();
+                let status = o.status.as_ref();
+                if status.is_some_and(|s| s.is_true(condition::READY)) {
+                    seen.ready.entry(o.uid().unwrap_or_default()).or_insert(now);
+                }
+                if let Some(rv) = status
+                    .and_then(|s| s.applied_secret.as_ref())
+                    .map(|a| a.resource_version.clone())
+                {
+                    let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+                    if seen.applied_rv.get(&key).is_none_or(|(r, _)| *r != rv) {
+                        seen.applied_rv.insert(key, (rv, now));
+                    }
+                }
+            }
+        })
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let io_count = (0..n).filter(|i| !non_io(*i)).count();
+
+    // 1. The initial wave.
+    let before = apiserver_requests(&client).await;
+    let metrics_addr = free_addr();
     let started = Instant::now();
-    let controller = tokio::spawn(run_with(args, env, async move {
-        let _ = stop_rx.await;
-    }));
+    let mut controller = start_controller(&binary, &kubeconfig, &sim, &args, metrics_addr);
+    wait_until(Duration::from_secs(1800), || {
+        seen.lock().unwrap().ready.len() >= io_count
+    })
+    .await;
+    let t_ready = started.elapsed();
+    // The rest settle: RebootRequired for the others (no more ECS or status work pending).
+    wait_until(Duration::from_secs(600), || {
+        scrape_sum(metrics_addr, "ecs_vnc_vncpasswords{") as usize >= n
+            && scrape_reason(metrics_addr, "RebootRequired") as usize >= n - io_count
+    })
+    .await;
+    let t_settled = started.elapsed();
+    let reconciles = scrape_sum(metrics_addr, "ecs_vnc_reconciles_total{");
+    let calls = sim.state().counts();
+    let after = apiserver_requests(&client).await;
+    let rss_wave = peak_rss(controller.id());
+    let bound = n as f64 / args.qps;
+    let per = |x: f64| x / n as f64;
 
-    let settled = |o: &VncPassword| {
-        o.status
-            .as_ref()
-            .and_then(|s| s.condition(condition::READY))
-            .is_some_and(|c| c.status == "True" || c.reason == Reason::RebootRequired.as_str())
-    };
-    let ready = |o: &VncPassword| {
-        o.status
-            .as_ref()
-            .is_some_and(|s| s.is_true(condition::READY))
-    };
-    wait_all(&vncpw, n, settled).await;
-    let t_settle = started.elapsed();
-    let calls_settle = counts(&sim);
-
-    let reboot_started = Instant::now();
-    for i in (0..n).filter(|i| i % 2 == 1) {
-        let _ = sim.state().reboot(None, &instance(i));
+    println!(
+        "\ncontroller at scale: {n} VncPasswords in {} namespaces ({} non-I/O-optimized), ECS limit {} QPS per API, {} ms per call, controller flags {:?}",
+        namespaces.len(),
+        n - io_count,
+        args.qps,
+        args.latency_ms,
+        controller_flags(&sim, &args, metrics_addr)
+    );
+    println!(
+        "initial wave: all {io_count} I/O-optimized Ready in {:.1} s = {:.2} x N/QPS ({bound:.1} s); everything settled in {:.1} s",
+        t_ready.as_secs_f64(),
+        t_ready.as_secs_f64() / bound,
+        t_settled.as_secs_f64()
+    );
+    for (action, codes) in &calls {
+        let total: u64 = codes.values().sum();
+        let throttled: u64 = codes
+            .iter()
+            .filter(|(c, _)| c.starts_with("Throttling"))
+            .map(|(_, v)| v)
+            .sum();
+        println!(
+            "  ECS {action}: {total} calls ({:.3} per object), {throttled} throttled",
+            per(total as f64)
+        );
     }
-    wait_all(&vncpw, n, ready).await;
-    let t_reboot = reboot_started.elapsed();
-    let calls_total = counts(&sim);
+    println!("  reconciles per object: {:.2}", per(reconciles));
+    let delta = diff(&before, &after);
+    println!(
+        "  status writes per object: {:.2}",
+        per(status_writes(&delta))
+    );
+    println!(
+        "  Kubernetes API requests per object: {:.2} ({})",
+        per(delta.values().sum()),
+        describe(&delta, n)
+    );
+    println!("  controller peak RSS (VmHWM): {rss_wave}");
 
+    // 2. A restart with everything applied.
+    stop(&mut controller);
+    let before = apiserver_requests(&client).await;
+    let calls_before = sim.state().counts();
+    let restarted = Instant::now();
+    let mut controller = start_controller(&binary, &kubeconfig, &sim, &args, metrics_addr);
+    wait_until(Duration::from_secs(600), || {
+        scrape_sum(metrics_addr, "ecs_vnc_reconciles_total{") as usize >= n
+    })
+    .await;
+    let t_restart = restarted.elapsed();
+    let after = apiserver_requests(&client).await;
+    let calls_after = sim.state().counts();
+    let writes = |c: &BTreeMap<String, BTreeMap<String, u64>>| -> u64 {
+        ["ModifyInstanceVncPasswd", "RebootInstance"]
+            .iter()
+            .filter_map(|a| c.get(*a))
+            .flat_map(|codes| codes.values())
+            .sum()
+    };
+    let describes = |c: &BTreeMap<String, BTreeMap<String, u64>>| -> u64 {
+        c.get("DescribeInstances")
+            .map_or(0, |codes| codes.values().sum())
+    };
+    let delta = diff(&before, &after);
     println!(
-        "\ncontroller at scale: {n} VncPasswords ({} non-I/O-optimized), ECS limit {qps} QPS, concurrency 16",
-        n / 2
-    );
-    println!(
-        "all settled (Ready or RebootRequired): {:.1} s  ({:.0} objects/s)",
-        t_settle.as_secs_f64(),
-        n as f64 / t_settle.as_secs_f64()
-    );
-    println!("  ECS calls: {calls_settle}");
-    println!(
-        "all Ready after a mass console reboot: {:.1} s (poll interval 5 s)",
-        t_reboot.as_secs_f64()
-    );
-    println!("  ECS calls in total: {calls_total}");
-    println!(
-        "controller process peak RSS (VmHWM, includes the in-process simulator): {}",
-        peak_rss()
+        "restart: every object reconciled once in {:.1} s; ECS calls that write: {}; DescribeInstances: {}; status writes: {}; Kubernetes API requests: {:.0} ({})",
+        t_restart.as_secs_f64(),
+        writes(&calls_after) - writes(&calls_before),
+        describes(&calls_after) - describes(&calls_before),
+        status_writes(&delta),
+        delta.values().sum::<f64>(),
+        describe(&delta, 1)
     );
 
-    let _ = stop_tx.send(());
-    let _ = controller.await;
+    // 3. Rotations, one at a time, the other objects idle.
+    let mut latencies = Vec::new();
+    for k in 0..args.rotations.min(io_count) {
+        let i = (0..n)
+            .filter(|i| !non_io(*i))
+            .nth(k * io_count / args.rotations.max(1))
+            .unwrap();
+        let (ns, name) = place(i);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let patch = json!({"stringData": {"password": format!("R{k:05}")}});
+        let t0 = Instant::now();
+        let written = secrets
+            .patch(
+                &format!("{name}-vnc"),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .expect("rotate");
+        let rv = written.resource_version().unwrap_or_default();
+        let key = format!("{ns}/{name}");
+        wait_until(Duration::from_secs(60), || {
+            seen.lock()
+                .unwrap()
+                .applied_rv
+                .get(&key)
+                .is_some_and(|(r, _)| *r == rv)
+        })
+        .await;
+        let at = seen.lock().unwrap().applied_rv[&key].1;
+        latencies.push(at.duration_since(t0));
+    }
+    latencies.sort();
+    if !latencies.is_empty() {
+        let pct = |p: f64| {
+            latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+        };
+        println!(
+            "rotation -> applied ({} Secrets, one at a time, {} objects idle): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            latencies.len(),
+            n - 1,
+            pct(0.50).as_secs_f64() * 1000.0,
+            pct(0.99).as_secs_f64() * 1000.0,
+            latencies.last().unwrap().as_secs_f64() * 1000.0
+        );
+    }
+    println!(
+        "controller peak RSS after the restart and the rotations (VmHWM): {}",
+        peak_rss(controller.id())
+    );
+
+    stop(&mut controller);
+    watch.abort();
     if let Some(dir) = cp_dir {
         let _ = Command::new(root.join("tests/control-plane/stop"))
             .arg(&dir)
             .status();
-        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
-async fn wait_all(api: &Api<VncPassword>, n: usize, done: impl Fn(&VncPassword) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        let list = api.list(&ListParams::default()).await.expect("list");
-        if list.items.len() >= n && list.items.iter().all(&done) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not settled within 30 minutes");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+/// Builds the release controller binary next to this example and returns its path.
+fn build_controller(root: &Path) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "--bin", "ecs-vnc-controller"])
+        .status()
+        .expect("cargo build");
+    assert!(
+        ok.success(),
+        "cargo build --release --bin ecs-vnc-controller"
+    );
+    let exe = std::env::current_exe().expect("current exe");
+    // target/release/examples/controller_scale → target/release/ecs-vnc-controller
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("ecs-vnc-controller"))
+        .expect("target dir")
+}
+
+async fn client(kubeconfig: &Path) -> Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+fn controller_flags(sim: &RunningSimulator, args: &Args, metrics: SocketAddr) -> Vec<String> {
+    let mut flags = vec![
+        format!("--ecs-endpoint={}", sim.url()),
+        format!("--ecs-qps={}", args.qps),
+        "--default-credentials-namespaces=*".to_string(),
+        format!("--metrics-addr={metrics}"),
+        "--log-format=json".to_string(),
+    ];
+    flags.extend(args.extra.iter().cloned());
+    flags
+}
+
+fn start_controller(
+    binary: &Path,
+    kubeconfig: &Path,
+    sim: &RunningSimulator,
+    args: &Args,
+    metrics: SocketAddr,
+) -> Child {
+    Command::new(binary)
+        .arg("run")
+        .args(controller_flags(sim, args, metrics))
+        .env("KUBECONFIG", kubeconfig)
+        .env("POD_NAMESPACE", "ecs-vnc-system")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", KEY_ID)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", KEY_SECRET)
+        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the controller")
+}
+
+/// SIGTERM, then wait for the exit.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "not done within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-fn counts(sim: &ecs_vnc_controller::simulator::RunningSimulator) -> String {
-    [
-        "ModifyInstanceVncPasswd",
-        "DescribeInstances",
-        "RebootInstance",
-    ]
-    .iter()
-    .map(|a| format!("{a} {}", sim.state().calls(a)))
-    .collect::<Vec<_>>()
-    .join(", ")
+fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
 }
 
-fn peak_rss() -> String {
-    std::fs::read_to_string("/proc/self/status")
+/// The sum of every sample whose line starts with `prefix`.
+fn scrape_sum(addr: SocketAddr, prefix: &str) -> f64 {
+    scrape(addr)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn scrape_reason(addr: SocketAddr, reason: &str) -> f64 {
+    scrape_sum(
+        addr,
+        &format!("ecs_vnc_vncpasswords{{ready_reason=\"{reason}\"}}"),
+    )
+}
+
+/// `apiserver_request_total` summed by "VERB resource[/subresource]".
+async fn apiserver_requests(client: &Client) -> BTreeMap<String, f64> {
+    let request = axum::http::Request::get("/metrics")
+        .body(Vec::new())
+        .unwrap();
+    let text = client.request_text(request).await.expect("/metrics");
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let label = |name: &str| {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = line[start..].find('"')? + start;
+            Some(line[start..end].to_string())
+        };
+        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else {
+            continue;
+        };
+        let sub = label("subresource").unwrap_or_default();
+        let key = if sub.is_empty() {
+            format!("{verb} {resource}")
+        } else {
+            format!("{verb} {resource}/{sub}")
+        };
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *out.entry(key).or_default() += value;
+    }
+    out
+}
+
+/// Server-side apply shows as verb APPLY, other patches as PATCH.
+fn status_writes(delta: &BTreeMap<String, f64>) -> f64 {
+    ["APPLY", "PATCH", "PUT"]
+        .iter()
+        .filter_map(|v| delta.get(&format!("{v} vncpasswords/status")))
+        .sum::<f64>()
+        + 0.0
+}
+
+fn diff(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
+}
+
+/// The largest contributors, per object.
+fn describe(delta: &BTreeMap<String, f64>, n: usize) -> String {
+    let mut items: Vec<_> = delta.iter().collect();
+    items.sort_by(|a, b| b.1.total_cmp(a.1));
+    items
+        .iter()
+        .take(6)
+        .map(|(k, v)| {
+            if n > 1 {
+                format!("{k} {:.2}", *v / n as f64)
+            } else {
+                format!("{k} {v:.0}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn peak_rss(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()

@@ -11,6 +11,8 @@
 //! | `ecs_vnc_vncpasswords` | gauge | `ready_reason` |
 //! | `ecs_vnc_pending_reboots` | gauge | |
 //! | `ecs_vnc_leader` | gauge | 1 while this replica leads (always 1 without `--leader-elect`), else 0 |
+//! | `ecs_vnc_ecs_rate_limit_qps` | gauge | `account` (AccessKeyId), `region`, `action`: the bucket's current rate |
+//! | `ecs_vnc_ecs_throttles_total` | counter | `account`, `region`, `action`: `Throttling*` answers |
 //!
 //! Every label value is bounded: values come from a fixed list or must look like an ECS error code
 //! (short, `[A-Za-z0-9._]`), anything else is counted as `other`/`Other`, so a strange response body
@@ -75,6 +77,16 @@ struct ActionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BucketLabels {
+    account: String,
+    region: String,
+    action: String,
+}
+
+/// Distinct accounts with their own rate-limit series; the rest are `Other`.
+const MAX_ACCOUNTS: usize = 64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     ready_reason: String,
 }
@@ -91,6 +103,9 @@ pub struct Metrics {
     pending_reboots: Gauge,
     leader: Gauge,
     credential_refreshes: Family<RefreshLabels, Counter>,
+    rate_limit: Family<BucketLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    throttles: Family<BucketLabels, Counter>,
+    known_accounts: Mutex<BTreeSet<String>>,
     /// Reasons ever exported: one that disappears from a snapshot is set to 0 rather than dropped,
     /// so `rate()`/alerts see it fall instead of going stale.
     known_reasons: Mutex<BTreeSet<String>>,
@@ -117,6 +132,16 @@ fn bounded(label: &str) -> &str {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
     if ok { label } else { OTHER }
+}
+
+/// `region` if it looks like a region ID (`cn-hangzhou`), else `Other`.
+fn bounded_region(region: &str) -> &str {
+    let ok = !region.is_empty()
+        && region.len() <= MAX_LABEL_LEN
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok { region } else { OTHER }
 }
 
 fn duration_histogram() -> Histogram {
@@ -178,9 +203,25 @@ impl Metrics {
             "Fetches of the controller's own temporary credentials (STS AssumeRoleWithOIDC, ECS RAM role) by source and result (success, failure)",
             credential_refreshes.clone(),
         );
+        let rate_limit =
+            Family::<BucketLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "ecs_rate_limit_qps",
+            "ECS calls per second a rate-limit bucket (account, region, action) allows now: the configured --ecs-qps, less after throttling",
+            rate_limit.clone(),
+        );
+        let throttles = Family::<BucketLabels, Counter>::default();
+        registry.register(
+            "ecs_throttles",
+            "Throttling answers from ECS per rate-limit bucket (account, region, action)",
+            throttles.clone(),
+        );
         Self {
             registry,
             reconciles,
+            rate_limit,
+            throttles,
+            known_accounts: Mutex::new(BTreeSet::new()),
             credential_refreshes,
             reconcile_duration,
             ecs_calls,
@@ -282,6 +323,37 @@ impl CallObserver for Metrics {
             .get_or_create(&ActionLabel { action })
             .observe(elapsed.as_secs_f64());
     }
+
+    fn rate_limit(
+        &self,
+        key: &crate::ecs::ratelimit::BucketKey,
+        state: crate::ecs::ratelimit::BucketState,
+    ) {
+        let account = {
+            let mut known = self
+                .known_accounts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let account = bounded(&key.account);
+            if known.contains(account) || known.len() < MAX_ACCOUNTS {
+                known.insert(account.to_string());
+                account.to_string()
+            } else {
+                OTHER.to_string()
+            }
+        };
+        let labels = BucketLabels {
+            account,
+            region: bounded_region(&key.region).to_string(),
+            action: bounded(key.action).to_string(),
+        };
+        self.rate_limit.get_or_create(&labels).set(state.rate);
+        let counter = self.throttles.get_or_create(&labels);
+        let seen = counter.get();
+        if state.throttles > seen {
+            counter.inc_by(state.throttles - seen);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -315,6 +387,17 @@ mod tests {
         m.set_ready_reasons(&reasons(&[("Applied", 2), ("RebootRequired", 1)]));
         m.set_pending_reboots(1);
         m.set_leader(true);
+        m.rate_limit(
+            &crate::ecs::ratelimit::BucketKey {
+                account: "LTAIexample".into(),
+                region: "cn-hangzhou".into(),
+                action: "DescribeInstances",
+            },
+            crate::ecs::ratelimit::BucketState {
+                rate: 12.5,
+                throttles: 2,
+            },
+        );
         let text = m.encode();
         let lines = lines(&text);
         for line in [
@@ -334,6 +417,10 @@ mod tests {
             "ecs_vnc_vncpasswords{ready_reason=\"RebootRequired\"} 1",
             "# TYPE ecs_vnc_pending_reboots gauge",
             "ecs_vnc_pending_reboots 1",
+            "# TYPE ecs_vnc_ecs_rate_limit_qps gauge",
+            "ecs_vnc_ecs_rate_limit_qps{account=\"LTAIexample\",region=\"cn-hangzhou\",action=\"DescribeInstances\"} 12.5",
+            "# TYPE ecs_vnc_ecs_throttles counter",
+            "ecs_vnc_ecs_throttles_total{account=\"LTAIexample\",region=\"cn-hangzhou\",action=\"DescribeInstances\"} 2",
         ] {
             assert!(lines.contains(&line), "missing line {line:?} in\n{text}");
         }

@@ -1173,7 +1173,7 @@ fn our_client_on_the_wire_is_signed_as_alibabas_sdk_signs_it() {
         count.set(count.get() + 1);
         let client = EcsClient::new(ClientConfig {
             endpoint: Some(url.clone()),
-            qps: 100_000.0,
+            qps: ecs_vnc_controller::ecs::ratelimit::QpsLimits::uniform(100_000.0),
             burst: 1000,
             retry: RetryPolicy { max_retries: 0, ..Default::default() },
             signature,

@@ -127,7 +127,7 @@ fn client(url: &str) -> EcsClient {
             throttle_base_delay: Duration::from_millis(20),
             max_delay: Duration::from_millis(100),
         },
-        qps: 1000.0,
+        qps: ecs_vnc_controller::ecs::ratelimit::QpsLimits::uniform(1000.0),
         burst: 100,
         ..Default::default()
     })
@@ -479,7 +479,7 @@ async fn the_rate_limiter_is_shared_by_all_calls_of_a_client() {
     let (url, _) = server(vec![]).await;
     let c = EcsClient::new(ClientConfig {
         endpoint: Some(url),
-        qps: 5.0,
+        qps: ecs_vnc_controller::ecs::ratelimit::QpsLimits::uniform(5.0),
         burst: 1,
         ..Default::default()
     })

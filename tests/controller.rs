@@ -64,6 +64,8 @@ struct Case {
     clock: Option<ecs_vnc_controller::controller::context::Clock>,
     /// Where the controller keeps its fingerprint key (default: the shared `ecs-vnc-system`).
     controller_namespace: Option<String>,
+    /// The controller's Kubernetes client, when not `client`.
+    controller_client: Option<Client>,
 }
 
 impl Case {
@@ -93,6 +95,7 @@ impl Case {
             flags: Vec::new(),
             clock: None,
             controller_namespace: None,
+            controller_client: None,
         };
         case.start_controller(allow_default).await;
         case
@@ -111,7 +114,12 @@ impl Case {
                 flags: self.flags.clone(),
                 clock: self.clock.clone(),
                 controller_namespace: self.controller_namespace.clone(),
-                ..ControllerOptions::new(self.client.clone(), self.sim.url())
+                ..ControllerOptions::new(
+                    self.controller_client
+                        .clone()
+                        .unwrap_or_else(|| self.client.clone()),
+                    self.sim.url(),
+                )
             })
             .await,
         );
@@ -454,31 +462,80 @@ async fn transient_failures_reconcile_with_backoff_and_recover() {
 }
 
 #[tokio::test]
-async fn a_controller_restart_makes_no_ecs_write_calls_for_applied_objects() {
+async fn a_controller_restart_makes_no_ecs_write_and_no_api_call_for_settled_objects() {
     let mut case = Case::new(
         "restart",
-        &[("i-restart000001", true), ("i-restart000002", false)],
+        &[
+            ("i-restart000001", true),
+            ("i-restart000002", false),
+            ("i-restart000003", false),
+        ],
     )
     .await;
     case.secret("a-vnc", "Ecs123").await;
     case.secret("b-vnc", "Ecs456").await;
+    case.secret("c-vnc", "Ecs789").await;
     case.vncpw("a", "i-restart000001", json!({})).await;
     case.vncpw("b", "i-restart000002", json!({})).await;
+    case.vncpw("c", "i-restart000003", json!({})).await;
     case.wait("a", "Ready", "True", None).await;
     case.wait("b", "RebootRequired", "True", None).await;
+    case.wait("c", "RebootRequired", "True", None).await;
     case.sim.console_reboot("i-restart000002");
     case.wait("b", "Ready", "True", None).await;
     let writes = case.sim.calls("ModifyInstanceVncPasswd") + case.sim.calls("RebootInstance");
-    assert_eq!(writes, 2);
+    assert_eq!(writes, 3);
     case.stop_controller().await;
+
+    // The new controller's every request to the API server is recorded.
+    let (client, requests) = support::recording_client().await;
+    case.controller_client = Some(client);
     case.start_controller(true).await;
-    // Let the new controller list and reconcile everything.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let addr = case.controller.as_ref().expect("controller").metrics_addr;
+    eventually(
+        "every object reconciled by the new controller",
+        WAIT,
+        || async {
+            let m = reqwest::get(format!("http://{addr}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let reconciled: f64 = m
+                .lines()
+                .filter(|l| l.starts_with("ecs_vnc_reconciles_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            // c waits for a restart: it is looked at again every poll interval (1 s here).
+            (reconciled >= 4.0).then_some(())
+        },
+    )
+    .await;
     case.wait("a", "Ready", "True", None).await;
     case.wait("b", "Ready", "True", None).await;
+    case.wait("c", "RebootRequired", "True", None).await;
     assert_eq!(
         case.sim.calls("ModifyInstanceVncPasswd") + case.sim.calls("RebootInstance"),
         writes
+    );
+    // Nothing to do: no Secret read, no status write, no Event. The watches list and watch, and
+    // the fingerprint key is read once; nothing is asked about one object.
+    let ns = case.ns().to_string();
+    let per_object: Vec<String> = requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r.contains(&format!("/namespaces/{ns}/secrets/"))
+                || r.contains(&format!("/namespaces/{ns}/vncpasswords/"))
+                || r.contains(&format!("/namespaces/{ns}/events"))
+        })
+        .cloned()
+        .collect();
+    assert!(
+        per_object.is_empty(),
+        "requests about single objects after the restart: {per_object:?}"
     );
     case.finish().await;
 }

@@ -18,7 +18,7 @@ fn cache(sim: &Sim, forget_after: Duration) -> InstanceCache {
     ecs_vnc_controller::ecs::client::install_crypto_provider();
     let client = EcsClient::new(ClientConfig {
         endpoint: Some(sim.url()),
-        qps: 1000.0,
+        qps: ecs_vnc_controller::ecs::ratelimit::QpsLimits::uniform(1000.0),
         burst: 100,
         retry: RetryPolicy {
             max_retries: 0,
@@ -123,4 +123,48 @@ async fn groups_and_answers_nobody_wants_are_forgotten() {
         .await
         .expect("describe");
     assert_eq!(cache.size(), (1, 1), "(groups, answers)");
+}
+
+#[tokio::test]
+async fn a_wave_of_look_ups_goes_out_in_full_batches_and_a_lone_one_at_once() {
+    let sim = sim_with(300).await;
+    sim.with_faults(|f| f.latency_ms = 20);
+    let wave = cache(&sim, Duration::from_secs(60));
+    let creds = credentials(AK, SECRET, None);
+    // 300 new objects, one every 2 ms (500 a second), each describing its instance after its apply.
+    let look_ups = ids(300).into_iter().enumerate().map(|(i, (id, _))| {
+        let wave = wave.clone();
+        let creds = creds.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
+            wave.describe(&creds, "cn-hangzhou", &id, Instant::now())
+                .await
+        }
+    });
+    let results = futures::future::join_all(look_ups).await;
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Some(_)))),
+        "every instance described"
+    );
+    // The first goes out alone at once; the rest fill batches of up to 100 IDs.
+    let calls = sim.calls("DescribeInstances");
+    assert!(
+        calls <= 300 / 100 + 3,
+        "{calls} DescribeInstances for 300 look-ups"
+    );
+
+    // Much later, a lone look-up is not held back for a batch.
+    let quiet = cache(&sim, Duration::from_secs(60));
+    let before = sim.calls("DescribeInstances");
+    let started = Instant::now();
+    quiet
+        .describe(&creds, "cn-hangzhou", "i-cache00000007", Instant::now())
+        .await
+        .expect("describe");
+    assert_eq!(sim.calls("DescribeInstances"), before + 1);
+    assert!(
+        started.elapsed() < ecs_vnc_controller::controller::instances::LINGER,
+        "a lone look-up waited {:?}",
+        started.elapsed()
+    );
 }

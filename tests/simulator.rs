@@ -641,7 +641,7 @@ proptest! {
         let sim = shared_sim();
         let client = EcsClient::new(ClientConfig {
             endpoint: Some(sim.url()),
-            qps: 10_000.0,
+            qps: ecs_vnc_controller::ecs::ratelimit::QpsLimits::uniform(10_000.0),
             burst: 100,
             retry: RetryPolicy { max_retries: 0, ..Default::default() },
             ..Default::default()
@@ -1293,7 +1293,7 @@ async fn a_throttled_client_waits_as_long_as_the_rate_limit_header_says() {
     ecs_vnc_controller::ecs::client::install_crypto_provider();
     let client = EcsClient::new(ClientConfig {
         endpoint: Some(sim.url()),
-        qps: 100.0,
+        qps: ecs_vnc_controller::ecs::ratelimit::QpsLimits::uniform(100.0),
         burst: 10,
         retry: RetryPolicy {
             max_retries: 3,

@@ -17,11 +17,13 @@ pub struct EcsArgs {
     /// http:// allowed). Default: the endpoint Alibaba's ECS SDK chooses for the region.
     #[arg(long, env = "ECS_ENDPOINT", value_name = "URL")]
     pub ecs_endpoint: Option<String>,
-    /// ECS calls per second this process makes, all actions and regions together. The account's
-    /// limit is shared with the console and every other tool.
-    #[arg(long, default_value_t = 10.0, value_name = "QPS")]
-    pub ecs_qps: f64,
-    /// Calls that may go out at once before the QPS limit applies.
+    /// ECS calls per second per account, region and action, as ECS counts them: a number for every
+    /// action, or Action=N pairs (e.g. ModifyInstanceVncPasswd=20,DescribeInstances=50,RebootInstance=10;
+    /// a plain number among them sets the other actions). The account's limit is shared with the
+    /// console and every other tool. Throttling answers slow a bucket down; it recovers gradually.
+    #[arg(long, default_value = "10", value_name = "QPS")]
+    pub ecs_qps: crate::ecs::ratelimit::QpsLimits,
+    /// Calls one bucket (account, region, action) may send at once before its rate applies.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub ecs_burst: u32,
     /// Retries of throttled, transient (5xx, network) and stale-signature failures per call.
@@ -52,7 +54,7 @@ impl EcsArgs {
             endpoint: self.ecs_endpoint.clone().filter(|e| !e.trim().is_empty()),
             connect_timeout: seconds("ecs-connect-timeout", self.ecs_connect_timeout)?,
             request_timeout: seconds("ecs-timeout", self.ecs_timeout)?,
-            qps: self.ecs_qps,
+            qps: self.ecs_qps.clone(),
             burst: self.ecs_burst,
             retry: RetryPolicy {
                 max_retries: self.ecs_max_retries,

@@ -7,14 +7,46 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::runtime::events::Recorder;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::controller::fingerprint::FingerprintKey;
+use crate::controller::index::Index;
 use crate::controller::instances::InstanceCache;
 use crate::controller::plan::PlanSettings;
 use crate::controller::tenancy::AllowedNamespaces;
 use crate::ecs::{CredentialsProvider, EcsClient};
 use crate::metrics::Metrics;
+
+/// What the watches of one leadership term know, shared with its reconciles.
+#[derive(Clone)]
+pub struct Watched {
+    /// Every VncPassword, by the Secrets it references and the instance it names.
+    pub index: Arc<Index>,
+    /// The metadata of every Secret (identity, owners, annotations; no data, no managedFields).
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// True once the Secret watch has listed everything (the store is complete).
+    pub secrets_synced: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Watched {
+    /// The metadata of Secret `namespace/name` as last seen by the watch; `None` when it is not
+    /// known (absent, or the watch has not listed everything yet).
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<PartialObjectMeta<Secret>>> {
+        if !*self.secrets_synced.borrow() {
+            return None;
+        }
+        self.secrets.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Waits (at most `limit`) until the Secret watch has listed everything.
+    pub async fn wait_secrets_synced(&self, limit: Duration) {
+        let mut synced = self.secrets_synced.clone();
+        let _ = tokio::time::timeout(limit, synced.wait_for(|s| *s)).await;
+    }
+}
 
 /// The controller's clock; tests share one with the simulator.
 pub type Clock = Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>;
@@ -40,10 +72,11 @@ pub struct Context {
     pub instances: InstanceCache,
     pub key: FingerprintKey,
     pub settings: Settings,
-    pub recorder: Recorder,
+    /// Who the Events say they come from.
+    reporter: Reporter,
     pub metrics: Arc<Metrics>,
-    /// Every VncPassword the controller watches (for claims on an instance).
-    pub objects: kube::runtime::reflector::Store<crate::api::VncPassword>,
+    /// What the watches know: every VncPassword (indexed) and every Secret's metadata.
+    pub watched: Watched,
     /// Consecutive failures per object uid, for backoff; cleared on success.
     failures: Mutex<HashMap<String, u32>>,
     /// resourceVersion of the controller's last status write per object uid.
@@ -58,9 +91,9 @@ impl Context {
         instances: InstanceCache,
         key: FingerprintKey,
         settings: Settings,
-        recorder: Recorder,
+        reporter: Reporter,
         metrics: Arc<Metrics>,
-        objects: kube::runtime::reflector::Store<crate::api::VncPassword>,
+        watched: Watched,
     ) -> Self {
         Self {
             client,
@@ -68,12 +101,21 @@ impl Context {
             instances,
             key,
             settings,
-            recorder,
+            reporter,
             metrics,
-            objects,
+            watched,
             failures: Default::default(),
             written: Default::default(),
         }
+    }
+
+    /// A recorder for the Events of one reconcile. kube's `Recorder` keeps every Event it published
+    /// for six minutes (to count repeats into a series) and scans them all at each publish: shared
+    /// by the whole controller, that is an entry per object in a wave of 10,000. The controller
+    /// publishes Events on transitions only, so repeats are rare and a fresh recorder each time
+    /// loses nothing that matters.
+    pub fn recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
     }
 
     pub fn now(&self) -> jiff::Timestamp {
@@ -130,32 +172,9 @@ impl Context {
             .retain(|uid, _| live.contains(uid));
     }
 
-    /// The VncPassword that owns `obj`'s instance when another one does: of all VncPasswords naming
-    /// the same region and instance, the oldest (then the first by namespace and name) wins, so
-    /// that two objects never take turns setting different passwords on one instance.
+    /// The VncPassword that owns `obj`'s instance when another one does (see [`Index::claimed_by`]).
     pub fn claimed_by(&self, obj: &crate::api::VncPassword) -> Option<(String, String)> {
-        use kube::ResourceExt as _;
-        let rank = |o: &crate::api::VncPassword| {
-            (
-                o.creation_timestamp().map(|t| t.0),
-                o.namespace().unwrap_or_default(),
-                o.name_any(),
-            )
-        };
-        let mine = rank(obj);
-        self.objects
-            .state()
-            .iter()
-            .filter(|o| {
-                o.uid() != obj.uid()
-                    && o.metadata.deletion_timestamp.is_none()
-                    && o.spec.instance_id == obj.spec.instance_id
-                    && o.spec.region_id == obj.spec.region_id
-            })
-            .map(|o| rank(o))
-            .filter(|r| *r < mine)
-            .min()
-            .map(|(_, ns, name)| (ns, name))
+        self.watched.index.claimed_by(obj)
     }
 
     /// (failure entries, written entries), for tests of bounded memory.

@@ -5,7 +5,11 @@
 //! same calls (100 IDs each), every instance of that account and region looked up recently, and the
 //! answer serves the other objects until it is older than they accept.
 //!
-//! Per (credentials, region) at most one call is in flight. Its result, error included, is shared by
+//! Per (credentials, region), look-ups that find no fresh enough answer join the batch being
+//! assembled. A batch is sent at once when the group sent none within the last `linger` (a lone
+//! look-up waits for nothing), else when that much time has passed since the last one or when it
+//! holds 100 IDs (one call's worth): in a wave of new objects, DescribeInstances goes out about
+//! once per 100 objects instead of once per object. A call's result, error included, is shared by
 //! every look-up it covers; no lock is held across the call. When a batch fails with an error that
 //! one ID could cause (a refusal, not throttling or bad credentials), a look-up asks for its own ID
 //! alone before it reports the error, so one bad ID never fails the others. Groups and answers
@@ -42,10 +46,27 @@ fn identity(credentials: &Credentials) -> String {
 
 type CallResult = Result<(), Arc<EcsError>>;
 
+/// IDs per DescribeInstances call (ECS's maximum for `InstanceIds`).
+const MAX_IDS: usize = 100;
+
+/// What a launched batch describes, and since when.
+type Launch = Arc<Mutex<Option<(Instant, Vec<String>)>>>;
+
 struct InFlight {
+    seq: u64,
     started: Instant,
     ids: HashSet<String>,
     done: Shared<BoxFuture<'static, CallResult>>,
+    launch: Launch,
+}
+
+/// A batch being assembled: look-ups join it until it is launched.
+struct Pending {
+    seq: u64,
+    ids: Vec<String>,
+    done: Shared<BoxFuture<'static, CallResult>>,
+    launch: Launch,
+    fire: Arc<tokio::sync::Notify>,
 }
 
 struct Group {
@@ -53,8 +74,11 @@ struct Group {
     wanted: HashMap<String, Instant>,
     /// Last answers: `None` means ECS did not return the instance.
     answers: HashMap<String, (Instant, Option<Instance>)>,
-    in_flight: Option<InFlight>,
+    pending: Option<Pending>,
+    in_flight: Vec<InFlight>,
+    last_call: Option<Instant>,
     last_used: Instant,
+    next_seq: u64,
 }
 
 impl Group {
@@ -62,9 +86,45 @@ impl Group {
         Self {
             wanted: HashMap::new(),
             answers: HashMap::new(),
-            in_flight: None,
+            pending: None,
+            in_flight: Vec::new(),
+            last_call: None,
             last_used: now,
+            next_seq: 0,
         }
+    }
+
+    /// Fixes the pending batch's IDs (its look-ups, plus other wanted instances whose answers are
+    /// getting old, so that a poll round is one call) and marks it in flight.
+    fn launch(&mut self, now: Instant, stale_after: Duration) {
+        let Some(p) = self.pending.take() else { return };
+        let stale_before = now.checked_sub(stale_after).unwrap_or(now);
+        let mut ids: HashSet<String> = p.ids.into_iter().collect();
+        let mut extra: Vec<&String> = self
+            .wanted
+            .keys()
+            .filter(|id| !ids.contains(*id))
+            .filter(|id| {
+                self.answers
+                    .get(*id)
+                    .is_none_or(|(at, _)| *at < stale_before)
+            })
+            .collect();
+        extra.sort();
+        let room = MAX_IDS.saturating_sub(ids.len() % MAX_IDS) % MAX_IDS;
+        ids.extend(extra.into_iter().take(room).cloned());
+        let mut sorted: Vec<String> = ids.iter().cloned().collect();
+        sorted.sort();
+        *p.launch.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, sorted));
+        p.fire.notify_one();
+        self.last_call = Some(now);
+        self.in_flight.push(InFlight {
+            seq: p.seq,
+            started: now,
+            ids,
+            done: p.done,
+            launch: p.launch,
+        });
     }
 }
 
@@ -77,16 +137,21 @@ pub struct InstanceCache {
     forget_after: Duration,
     /// Answers older than this are refreshed along with any call that is made anyway.
     stale_after: Duration,
+    /// A group sends at most one batch that is not full per this much time.
+    linger: Duration,
     groups: Groups,
 }
 
+/// The default `linger`: in a wave of 100 new objects a second (or more), batches are full.
+pub const LINGER: Duration = Duration::from_secs(1);
+
 enum Next {
     Answer(Option<Instance>),
-    /// Wait for this call; `covers` when it describes our ID fresh enough.
+    /// Wait for this call, which describes our ID fresh enough; `launch` says which IDs it
+    /// described.
     Wait {
         done: Shared<BoxFuture<'static, CallResult>>,
-        covers: bool,
-        batch: usize,
+        launch: Launch,
     },
 }
 
@@ -96,8 +161,15 @@ impl InstanceCache {
             client,
             forget_after,
             stale_after,
+            linger: LINGER,
             groups: Default::default(),
         }
+    }
+
+    /// Replaces [`LINGER`].
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
     }
 
     /// (groups, remembered answers), for tests of bounded memory.
@@ -118,19 +190,16 @@ impl InstanceCache {
         let key: Key = (identity(credentials), region.to_string());
         loop {
             let next = self.next(&key, credentials, region, instance_id, fresh_after);
-            let (done, covers, batch) = match next {
+            let (done, launch) = match next {
                 Next::Answer(answer) => return Ok(answer),
-                Next::Wait {
-                    done,
-                    covers,
-                    batch,
-                } => (done, covers, batch),
+                Next::Wait { done, launch } => (done, launch),
             };
             let result = done.await;
-            if !covers {
-                // Someone else's call: wait for it, then make (or join) one that covers us.
-                continue;
-            }
+            let batch = launch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map_or(0, |(_, ids)| ids.len());
             match result {
                 Ok(()) => continue,
                 Err(error) if batch > 1 && may_be_one_id(&error) => {
@@ -155,7 +224,10 @@ impl InstanceCache {
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         let forget_after = self.forget_after;
         groups.retain(|k, g| {
-            k == key || g.in_flight.is_some() || now.duration_since(g.last_used) < forget_after
+            k == key
+                || g.pending.is_some()
+                || !g.in_flight.is_empty()
+                || now.duration_since(g.last_used) < forget_after
         });
         let group = groups.entry(key.clone()).or_insert_with(|| Group::new(now));
         group.last_used = now;
@@ -165,69 +237,106 @@ impl InstanceCache {
         {
             return Next::Answer(answer.clone());
         }
-        if let Some(in_flight) = &group.in_flight {
+        if let Some(f) = group
+            .in_flight
+            .iter()
+            .find(|f| f.started >= fresh_after && f.ids.contains(instance_id))
+        {
             return Next::Wait {
-                done: in_flight.done.clone(),
-                covers: in_flight.started >= fresh_after && in_flight.ids.contains(instance_id),
-                batch: in_flight.ids.len(),
+                done: f.done.clone(),
+                launch: f.launch.clone(),
             };
         }
-        group
-            .wanted
-            .retain(|_, last| now.duration_since(*last) < forget_after);
-        let Group {
-            wanted, answers, ..
-        } = &mut *group;
-        answers.retain(|id, _| wanted.contains_key(id));
-        // This instance, plus the others whose answers are getting old: a poll round is then one
-        // call, while a burst of applies does not re-describe everything each time.
-        let stale_before = now.checked_sub(self.stale_after).unwrap_or(now);
-        let mut ids: Vec<String> = wanted
-            .keys()
-            .filter(|id| {
-                *id == instance_id || answers.get(*id).is_none_or(|(at, _)| *at < stale_before)
-            })
-            .cloned()
-            .collect();
-        ids.sort();
-        let done = self.call(
-            key.clone(),
-            credentials.clone(),
-            region.to_string(),
-            ids.clone(),
-            now,
-        );
-        let batch = ids.len();
-        group.in_flight = Some(InFlight {
-            started: now,
-            ids: ids.into_iter().collect(),
-            done: done.clone(),
-        });
-        Next::Wait {
-            done,
-            covers: true,
-            batch,
+        if group.pending.is_none() {
+            group
+                .wanted
+                .retain(|_, last| now.duration_since(*last) < forget_after);
+            let Group {
+                wanted, answers, ..
+            } = &mut *group;
+            answers.retain(|id, _| wanted.contains_key(id));
+            let seq = group.next_seq;
+            group.next_seq += 1;
+            let delay = group.last_call.map_or(Duration::ZERO, |t| {
+                (t + self.linger).saturating_duration_since(now)
+            });
+            let launch: Launch = Arc::default();
+            let fire = Arc::new(tokio::sync::Notify::new());
+            let done = self.call(
+                key.clone(),
+                credentials.clone(),
+                region.to_string(),
+                seq,
+                delay,
+                launch.clone(),
+                fire.clone(),
+            );
+            group.pending = Some(Pending {
+                seq,
+                ids: Vec::new(),
+                done,
+                launch,
+                fire,
+            });
         }
+        let Some(pending) = group.pending.as_mut() else {
+            unreachable!("a pending batch was just made")
+        };
+        pending.ids.push(instance_id.to_string());
+        let (done, launch, batch) = (
+            pending.done.clone(),
+            pending.launch.clone(),
+            pending.ids.len(),
+        );
+        let lingering = group
+            .last_call
+            .is_some_and(|t| now.duration_since(t) < self.linger);
+        if batch >= MAX_IDS || !lingering {
+            group.launch(now, self.stale_after);
+        }
+        Next::Wait { done, launch }
     }
 
-    /// One DescribeInstances for `ids`, storing the answers in the group when it ends. Polled by
+    /// One DescribeInstances for a batch: it waits until the batch is launched (full, or `delay`
+    /// passed), then describes the batch's IDs and stores the answers in the group. Polled by
     /// whichever waiter gets there first, so it completes even when the look-up that started it
     /// is cancelled.
+    #[allow(clippy::too_many_arguments)]
     fn call(
         &self,
         key: Key,
         credentials: Credentials,
         region: String,
-        ids: Vec<String>,
-        started: Instant,
+        seq: u64,
+        delay: Duration,
+        launch: Launch,
+        fire: Arc<tokio::sync::Notify>,
     ) -> Shared<BoxFuture<'static, CallResult>> {
         let client = self.client.clone();
         let groups = self.groups.clone();
+        let stale_after = self.stale_after;
         async move {
+            tokio::select! {
+                _ = fire.notified() => {}
+                _ = tokio::time::sleep(delay) => {}
+            }
+            let (started, ids) = {
+                let mut groups = groups.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(group) = groups.get_mut(&key)
+                    && group.pending.as_ref().is_some_and(|p| p.seq == seq)
+                {
+                    group.launch(Instant::now(), stale_after);
+                }
+                launch
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_else(|| (Instant::now(), Vec::new()))
+            };
             let result = client.describe_instances(&credentials, &region, &ids).await;
             let mut groups = groups.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(group) = groups.get_mut(&key) {
-                group.in_flight = None;
+                group.in_flight.retain(|f| f.seq != seq);
                 if let Ok(found) = &result {
                     let mut by_id: HashMap<&str, &Instance> =
                         found.iter().map(|i| (i.instance_id.as_str(), i)).collect();

@@ -15,6 +15,7 @@ pub mod conditions;
 pub mod context;
 pub mod decide;
 pub mod fingerprint;
+pub mod index;
 pub mod instances;
 pub mod plan;
 pub mod reconcile;
@@ -28,13 +29,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -80,8 +81,10 @@ pub struct RunArgs {
     /// Seconds between looks at an instance that must restart for its password to take effect.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub reboot_poll_interval: f64,
-    /// Reconciles running at once (each object is only ever reconciled by one at a time).
-    #[arg(long, default_value_t = 16, value_name = "N")]
+    /// Reconciles running at once (each object is only ever reconciled by one at a time). Most of
+    /// a reconcile's time is spent waiting (for ECS, for a DescribeInstances batch, for its rate
+    /// limit), so this is set well above the number of cores.
+    #[arg(long, default_value_t = 256, value_name = "N")]
     pub concurrency: u16,
     /// Seconds after RebootInstance without a restart seen before the object says
     /// RebootNotObserved (it is never rebooted again without a new reconcile-requested-at token).
@@ -355,16 +358,16 @@ pub async fn run_with(
     let make_ctx = {
         let client = client.clone();
         let metrics = metrics.clone();
-        move |objects: Store<VncPassword>| {
+        move |watched: context::Watched| {
             Arc::new(Context::new(
                 client.clone(),
                 ecs.clone(),
                 instances::InstanceCache::new(ecs.clone(), poll * 4, poll / 2),
                 key.clone(),
                 settings.clone(),
-                Recorder::new(client.clone(), reporter.clone()),
+                reporter.clone(),
                 metrics.clone(),
-                objects,
+                watched,
             ))
         }
     };
@@ -481,7 +484,7 @@ pub async fn run_with(
 async fn run_controller(
     args: &RunArgs,
     client: &Client,
-    make_ctx: &impl Fn(Store<VncPassword>) -> Arc<Context>,
+    make_ctx: &impl Fn(context::Watched) -> Arc<Context>,
     metrics: &Arc<Metrics>,
     ready: Option<Arc<Health>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -494,33 +497,55 @@ async fn run_controller(
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
-    // The VncPassword cache, shared by the controller and the reconciles (claims on an instance).
+    // The caches: every VncPassword (with an index by Secret and by instance) and the metadata of
+    // every Secret, both slimmed (see `slim`). Lists are paged (500 objects a page, the watcher's default): an
+    // "any resourceVersion" list would be served from the API server's cache in one piece, which
+    // at 10,000 objects is a peak of tens of MB in the controller.
     let (store, writer) = reflector::store();
-    let ctx = make_ctx(store.clone());
+    let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    let index = Arc::new(index::Index::new());
+    let ctx = make_ctx(context::Watched {
+        index: index.clone(),
+        secrets: secret_store,
+        secrets_synced: synced_rx,
+    });
     // The controller's own status writes do not wake it: only what a user changes (spec,
     // the paused and reconcile-requested-at annotations, deletion) and the Secrets it reads do;
     // requeues it asked for still come.
-    let objects = watcher(vncpasswords, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(wakes_reconcile, PredicateConfig::default());
+    let objects = {
+        let index = index.clone();
+        watcher(vncpasswords, watcher::Config::default())
+            .default_backoff()
+            .modify(slim)
+            .map_ok(move |event| {
+                index.apply(&event);
+                event
+            })
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(wakes_reconcile, PredicateConfig::default())
+    };
     let controller = Controller::for_stream(objects, store.clone())
         .with_config(ControllerConfig::default().concurrency(args.concurrency.max(1)));
-    // Only Secret metadata is watched (`PartialObjectMeta`: metadata-only list and watch, nothing
-    // cached); a referenced Secret is read when its VncPasswords are reconciled.
-    let mapper_store = store.clone();
-    let controller = controller.watches(
-        secrets,
-        watcher::Config::default().any_semantic(),
-        move |secret| {
-            referencing(
-                &mapper_store,
-                secret.namespace().as_deref(),
-                &secret.name_any(),
-            )
-        },
-    );
+    // Only Secret metadata is watched (`PartialObjectMeta`: metadata-only list and watch); a
+    // Secret's data is read only when a reconcile needs it (see reconcile::observe).
+    let secret_events = watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(secret_writer)
+        .map_ok(move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                synced_tx.send_replace(true);
+            }
+            event
+        })
+        .touched_objects();
+    let controller =
+        controller.watches_stream(secret_events, move |secret| match secret.namespace() {
+            Some(namespace) => index.referencing(&namespace, &secret.name_any()),
+            None => Vec::new(),
+        });
 
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let readiness = {
@@ -654,28 +679,15 @@ fn wakes_reconcile(obj: &VncPassword) -> Option<u64> {
     Some(h.finish())
 }
 
-/// VncPasswords in `namespace` that reference the Secret `name` (password or credentials).
-fn referencing(
-    store: &Store<VncPassword>,
-    namespace: Option<&str>,
-    name: &str,
-) -> Vec<ObjectRef<VncPassword>> {
-    let Some(namespace) = namespace else {
-        return Vec::new();
-    };
-    store
-        .state()
-        .iter()
-        .filter(|o| o.namespace().as_deref() == Some(namespace))
-        .filter(|o| {
-            o.spec.password_secret_ref.name == name
-                || o.spec
-                    .credentials_secret_ref
-                    .as_ref()
-                    .is_some_and(|c| c.name == name)
-        })
-        .map(|o| ObjectRef::from_obj(o.as_ref()))
-        .collect()
+/// What the caches keep of an object: not its managedFields (often most of its size), its labels
+/// (the controller selects nothing by label) nor kubectl's last-applied copy of it.
+fn slim<K: kube::Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// Kubernetes-side failures (a Secret read or a status write refused, a reconcile past its deadline):

@@ -32,9 +32,17 @@ use crate::controller::tenancy;
 use crate::ecs::Credentials;
 use crate::password::VncPassword as Password;
 
-/// More steps than any plan takes (apply, describe, intent, reboot, finish); a guard against a
-/// planner bug turning into a loop of ECS calls.
-const MAX_STEPS: usize = 8;
+/// More steps than any plan takes (a read of the Secrets, generate, apply, describe, intent,
+/// reboot, finish); a guard against a planner bug turning into a loop of ECS calls.
+const MAX_STEPS: usize = 10;
+
+/// The longest a reconcile waits for a slot of the account's ECS quota before it gives its worker
+/// up and looks again later.
+const MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a reconcile waits, after a start, for the Secret watch to list everything before it
+/// reads the Secrets it needs from the API server instead.
+const SECRETS_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// Failures of the Kubernetes side (the ECS side ends up in the status instead).
 #[derive(Debug, thiserror::Error)]
@@ -113,16 +121,55 @@ pub async fn reconcile(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Actio
     result.map(|(action, _)| action)
 }
 
-/// What was read from Kubernetes for one reconcile.
+/// What one reconcile knows of the referenced Secrets and the credentials.
 struct Inputs {
     password: PasswordInput,
-    /// The password itself, when usable (only the Apply step sends it).
+    /// The password itself, when read and usable (only the Apply step sends it).
     secret_password: Option<Password>,
-    credentials: Result<(Credentials, String), Failure>,
+    /// The credentials' identity (never a secret), or why there are none.
+    credentials_identity: Result<String, Failure>,
+    /// The credentials themselves, when read.
+    credentials: Option<Credentials>,
     /// With `generatePassword`: the Secret's ownership and generation record.
     generated: Option<GeneratedSecret>,
     /// The password Secret's resourceVersion (the precondition of a rotation).
     secret_version: Option<String>,
+    /// Whether the password Secret was read from the API server. When not, the identities above
+    /// come from the watch caches, and a step that needs the password reads the Secrets first
+    /// (one that needs only the credentials reads only those).
+    password_read: bool,
+}
+
+impl Inputs {
+    /// Nothing to read: the plan of a paused or claimed object needs no Secret.
+    fn none() -> Self {
+        Self {
+            password: PasswordInput::Unusable(Failure::stalled(Reason::Paused, "")),
+            secret_password: None,
+            credentials_identity: Err(Failure::stalled(Reason::Paused, "")),
+            credentials: None,
+            generated: None,
+            secret_version: None,
+            password_read: true,
+        }
+    }
+}
+
+/// Steps that need the password Secret's contents.
+fn needs_password(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::GeneratePassword | Step::RotatePassword | Step::Apply
+    )
+}
+
+/// Steps that need the credentials: every ECS call, and the reboot intent, which is only written
+/// when RebootInstance can follow.
+fn needs_credentials(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::Apply | Step::Describe | Step::RecordRebootIntent | Step::Reboot
+    )
 }
 
 async fn reconcile_inner(
@@ -153,21 +200,14 @@ async fn reconcile_inner(
     let claimed_by = ctx.claimed_by(obj);
     // Paused, or another VncPassword owns the instance: the plan reads no Secret, so none is read.
     let mut inputs = if paused || claimed_by.is_some() {
-        Inputs {
-            password: PasswordInput::Unusable(Failure::stalled(Reason::Paused, "")),
-            secret_password: None,
-            credentials: Err(Failure::stalled(Reason::Paused, "")),
-            generated: None,
-            secret_version: None,
-        }
+        Inputs::none()
     } else {
-        observe(ctx, obj, &namespace).await?
+        ctx.watched.wait_secrets_synced(SECRETS_SYNC_WAIT).await;
+        match cached_inputs(ctx, obj, &namespace, &previous) {
+            Some(inputs) => inputs,
+            None => observe(ctx, obj, &namespace).await?,
+        }
     };
-    let credentials_identity = inputs
-        .credentials
-        .as_ref()
-        .map(|(_, id)| id.clone())
-        .map_err(Clone::clone);
     let key_id = ctx.key.id();
     let instance_key = plan::instance_key(spec);
     let mut round = Round {
@@ -179,6 +219,7 @@ async fn reconcile_inner(
 
     for _ in 0..MAX_STEPS {
         let now = ctx.now();
+        let credentials_identity = inputs.credentials_identity.clone();
         let observed = Observed {
             now,
             uid: &uid,
@@ -203,6 +244,24 @@ async fn reconcile_inner(
         let step = plan::plan(&observed);
         let stall_key = plan::stall_inputs(&observed);
         tracing::trace!(?step, "planned");
+        // Known from the caches so far: read what the step needs, then plan again with it.
+        if !inputs.password_read && needs_password(&step) {
+            inputs = observe(ctx, obj, &namespace).await?;
+            continue;
+        }
+        if inputs.credentials.is_none()
+            && inputs.credentials_identity.is_ok()
+            && needs_credentials(&step)
+        {
+            match credentials(ctx, obj, &namespace).await? {
+                Ok((c, id)) => {
+                    inputs.credentials = Some(c);
+                    inputs.credentials_identity = Ok(id);
+                }
+                Err(failure) => inputs.credentials_identity = Err(failure),
+            }
+            continue;
+        }
         match step {
             Step::GeneratePassword | Step::RotatePassword => {
                 let rotate = step == Step::RotatePassword;
@@ -255,7 +314,7 @@ async fn reconcile_inner(
             Step::Apply => {
                 let (
                     Some(password),
-                    Ok((credentials, _)),
+                    Some(credentials),
                     PasswordInput::Usable {
                         fingerprint,
                         secret,
@@ -268,6 +327,16 @@ async fn reconcile_inner(
                 else {
                     return Err(ReconcileError::TooManySteps);
                 };
+                // A worker does not sit out a long queue for this account's quota: the object is
+                // looked at again when there is room, and other objects (other accounts, other
+                // actions) are served meanwhile.
+                let backlog =
+                    ctx.ecs
+                        .backlog(credentials, &spec.region_id, "ModifyInstanceVncPasswd");
+                if backlog > MAX_QUEUE_WAIT {
+                    let jitter = backlog.mul_f64(rand::random::<f64>() * 0.2);
+                    return Ok((Action::requeue(backlog + jitter), "retry"));
+                }
                 match ctx
                     .ecs
                     .modify_instance_vnc_passwd(
@@ -325,7 +394,7 @@ async fn reconcile_inner(
                 }
             }
             Step::Describe => {
-                let Ok((credentials, _)) = &inputs.credentials else {
+                let Some(credentials) = &inputs.credentials else {
                     return Err(ReconcileError::TooManySteps);
                 };
                 round.described = true;
@@ -385,7 +454,7 @@ async fn reconcile_inner(
                 }
             }
             Step::Reboot => {
-                let Ok((credentials, _)) = &inputs.credentials else {
+                let Some(credentials) = &inputs.credentials else {
                     return Err(ReconcileError::TooManySteps);
                 };
                 round.reboot_called = true;
@@ -592,8 +661,9 @@ async fn finish(
         ctx.wrote(uid, written.resource_version().as_deref());
     }
     let reference = obj.object_ref(&());
+    let recorder = ctx.recorder();
     for event in events {
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(e) = recorder.publish(&event, &reference).await {
             tracing::warn!(%namespace, %name, error = %e, "could not publish an Event");
         }
     }
@@ -734,6 +804,91 @@ async fn read_secret(
     }))
 }
 
+/// With `generatePassword`: what the password Secret's metadata (`None`: no such Secret) says.
+fn generated_secret(
+    obj: &VncPassword,
+    secret: Option<(&[String], &std::collections::BTreeMap<String, String>)>,
+) -> GeneratedSecret {
+    match secret {
+        None => GeneratedSecret::Missing,
+        Some((controllers, _)) if !obj.uid().is_some_and(|uid| controllers.contains(&uid)) => {
+            GeneratedSecret::NotOurs
+        }
+        Some((_, annotations)) => GeneratedSecret::Ours {
+            generated_at: annotations
+                .get(ANNOTATION_GENERATED_AT)
+                .and_then(|t| t.parse().ok()),
+            rotate_token: annotations.get(ANNOTATION_ROTATE_TOKEN).cloned(),
+        },
+    }
+}
+
+/// The inputs from the watch caches alone, without any API call: only when the cache shows the
+/// password Secret at exactly the uid and resourceVersion the status says was applied to this
+/// instance under the current fingerprint key (the same version of a Secret is the same password),
+/// and the credentials' identity is known without reading them. `None`: read the Secrets.
+///
+/// A cache that is behind is harmless here: the Secret's change reaches the cache before the
+/// watch event that reconciles the object again.
+fn cached_inputs(
+    ctx: &Context,
+    obj: &VncPassword,
+    namespace: &str,
+    status: &VncPasswordStatus,
+) -> Option<Inputs> {
+    let spec = &obj.spec;
+    let applied = status.applied_secret.as_ref()?;
+    let fingerprint = status.applied_password_fingerprint.as_deref()?;
+    let key_id = ctx.key.id();
+    if applied.name != spec.password_secret_ref.name
+        || applied.key != spec.password_secret_ref.key
+        || status.applied_instance.as_deref() != Some(plan::instance_key(spec).as_str())
+        || plan::fingerprint_key_id(fingerprint) != Some(key_id.as_str())
+    {
+        return None;
+    }
+    let secret = ctx.watched.secret(namespace, &applied.name)?;
+    let meta = &secret.metadata;
+    if meta.uid.as_deref() != Some(applied.uid.as_str())
+        || meta.resource_version.as_deref() != Some(applied.resource_version.as_str())
+    {
+        return None;
+    }
+    let credentials_identity = match &spec.credentials_secret_ref {
+        None => default_credentials(ctx, namespace).map(|(_, id)| id),
+        Some(r) => {
+            let m = &ctx.watched.secret(namespace, &r.name)?.metadata;
+            Ok(secret_credentials_identity(
+                m.uid.as_deref().unwrap_or_default(),
+                m.resource_version.as_deref().unwrap_or_default(),
+            ))
+        }
+    };
+    let controllers: Vec<String> = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone())
+        .collect();
+    let no_annotations = std::collections::BTreeMap::new();
+    let annotations = meta.annotations.as_ref().unwrap_or(&no_annotations);
+    Some(Inputs {
+        password: PasswordInput::Usable {
+            fingerprint: fingerprint.to_string(),
+            secret: applied.clone(),
+        },
+        secret_password: None,
+        credentials_identity,
+        credentials: None,
+        generated: spec
+            .generate_password
+            .then(|| generated_secret(obj, Some((&controllers, annotations)))),
+        secret_version: Some(applied.resource_version.clone()),
+        password_read: false,
+    })
+}
+
 /// Reads the password Secret and the credentials.
 async fn observe(
     ctx: &Context,
@@ -741,18 +896,13 @@ async fn observe(
     namespace: &str,
 ) -> Result<Inputs, ReconcileError> {
     let secret = read_secret(ctx, namespace, &obj.spec.password_secret_ref.name).await?;
-    let generated = obj.spec.generate_password.then(|| match &secret {
-        None => GeneratedSecret::Missing,
-        Some(s) if !obj.uid().is_some_and(|uid| s.controllers.contains(&uid)) => {
-            GeneratedSecret::NotOurs
-        }
-        Some(s) => GeneratedSecret::Ours {
-            generated_at: s
-                .annotations
-                .get(ANNOTATION_GENERATED_AT)
-                .and_then(|t| t.parse().ok()),
-            rotate_token: s.annotations.get(ANNOTATION_ROTATE_TOKEN).cloned(),
-        },
+    let generated = obj.spec.generate_password.then(|| {
+        generated_secret(
+            obj,
+            secret
+                .as_ref()
+                .map(|s| (s.controllers.as_slice(), &s.annotations)),
+        )
     });
     let secret_version = secret.as_ref().map(|s| s.resource_version.clone());
     let (password, secret_password) = match password(obj, namespace, secret) {
@@ -767,12 +917,18 @@ async fn observe(
         ),
         Err(f) => (PasswordInput::Unusable(f), None),
     };
+    let (credentials, credentials_identity) = match credentials(ctx, obj, namespace).await? {
+        Ok((c, id)) => (Some(c), Ok(id)),
+        Err(failure) => (None, Err(failure)),
+    };
     Ok(Inputs {
         password,
         secret_password,
-        credentials: credentials(ctx, obj, namespace).await?,
+        credentials_identity,
+        credentials,
         generated,
         secret_version,
+        password_read: true,
     })
 }
 
@@ -939,17 +1095,10 @@ async fn credentials(
 ) -> Result<Result<(Credentials, String), Failure>, ReconcileError> {
     match &obj.spec.credentials_secret_ref {
         None => {
-            let provider = match tenancy::default_for(
-                namespace,
-                &ctx.settings.allowed_default_credentials,
-                ctx.settings.default_credentials.as_ref(),
-            ) {
+            let (provider, id) = match default_credentials(ctx, namespace) {
                 Ok(p) => p,
                 Err(failure) => return Ok(Err(failure)),
             };
-            // The identity is what the credentials are (an AccessKeyId, a role): stable across
-            // refreshes of temporary credentials.
-            let id = format!("default:{}", provider.identity());
             // Only credentials that have expired without a successful refresh get here. STS
             // refusing the exchange stalls (rechecked like any AuthFailed); anything else (STS or
             // the metadata service unreachable, the token file missing mid-rotation) is retried.
@@ -979,7 +1128,28 @@ async fn credentials(
                 resource_version,
                 ..
             }) => Ok(tenancy::from_secret_data(&r.name, |k| data.get(k).cloned())
-                .map(|c| (c, format!("secret:{uid}:{resource_version}")))),
+                .map(|c| (c, secret_credentials_identity(&uid, &resource_version)))),
         },
     }
+}
+
+/// The controller's own credentials for this namespace with their identity, or why not. The
+/// identity is what the credentials are (an AccessKeyId, a role): stable across refreshes of
+/// temporary credentials.
+fn default_credentials(
+    ctx: &Context,
+    namespace: &str,
+) -> Result<(crate::ecs::CredentialsProvider, String), Failure> {
+    let provider = tenancy::default_for(
+        namespace,
+        &ctx.settings.allowed_default_credentials,
+        ctx.settings.default_credentials.as_ref(),
+    )?;
+    let id = format!("default:{}", provider.identity());
+    Ok((provider, id))
+}
+
+/// The identity of credentials read from a Secret: its uid and resourceVersion.
+fn secret_credentials_identity(uid: &str, resource_version: &str) -> String {
+    format!("secret:{uid}:{resource_version}")
 }

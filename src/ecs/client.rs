@@ -1,5 +1,6 @@
-//! The ECS RPC client: signed calls with a fresh nonce and timestamp per attempt, a process-wide
-//! rate limiter, timeouts, and bounded retries with capped exponential backoff and full jitter.
+//! The ECS RPC client: signed calls with a fresh nonce and timestamp per attempt, rate limits per
+//! account, region and action ([`super::ratelimit`]), timeouts, and bounded retries with capped
+//! exponential backoff and full jitter.
 //!
 //! Requests are sent as `POST` with a form body, so the VNC password and the SecurityToken never
 //! appear in a URL (proxy and access logs record URLs). Two signatures:
@@ -13,15 +14,14 @@
 //!   `github.com/alibabacloud-go/darabonba-openapi/v2`); the generated ECS SDK itself puts ECS's
 //!   parameters in the query string instead, which would put the VNC password in the URL.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::de::DeserializeOwned;
 
 use super::credentials::Credentials;
 use super::error::{ApiError, ErrorClass, UnexpectedBody, parse_error_body};
+use super::ratelimit::{BucketKey, BucketState, QpsLimits, RateLimits};
 use super::retry::RetryPolicy;
 use super::signer;
 use super::signer_v3;
@@ -68,8 +68,10 @@ pub struct ClientConfig {
     pub endpoint: Option<String>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
-    /// Calls per second this process makes, all actions and regions together.
-    pub qps: f64,
+    /// Calls per second per account (AccessKeyId), region and action: ECS's own unit of flow
+    /// control.
+    pub qps: QpsLimits,
+    /// Calls one bucket may send at once before its rate applies.
     pub burst: u32,
     pub retry: RetryPolicy,
     /// The clock for the `Timestamp` parameter (replaced in tests of clock skew).
@@ -83,7 +85,7 @@ impl Default for ClientConfig {
             endpoint: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(20),
-            qps: 10.0,
+            qps: QpsLimits::default(),
             burst: 10,
             retry: RetryPolicy::default(),
             clock: jiff::Timestamp::now,
@@ -96,6 +98,8 @@ impl Default for ClientConfig {
 /// of `NetworkError`, `Timeout`, `UnexpectedResponse`.
 pub trait CallObserver: Send + Sync {
     fn observe(&self, action: &str, result: &str, elapsed: Duration);
+    /// A rate-limit bucket's state after a call took a slot from it or was throttled.
+    fn rate_limit(&self, _key: &BucketKey, _state: BucketState) {}
 }
 
 /// Everything that can go wrong with one call.
@@ -183,7 +187,7 @@ pub struct EcsClient {
 struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
-    limiter: DefaultDirectRateLimiter,
+    limits: RateLimits,
     observer: Option<Arc<dyn CallObserver>>,
 }
 
@@ -219,17 +223,6 @@ impl EcsClient {
         if let Some(endpoint) = &config.endpoint {
             validate_endpoint(endpoint)?;
         }
-        if !(config.qps.is_finite() && config.qps > 0.0) {
-            return Err(EcsError::InvalidRequest(format!(
-                "the ECS rate limit must be a positive number of calls per second, got {}",
-                config.qps
-            )));
-        }
-        let period = Duration::from_secs_f64(1.0 / config.qps).max(Duration::from_micros(1));
-        let burst = NonZeroU32::new(config.burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(period)
-            .ok_or_else(|| EcsError::InvalidRequest("invalid ECS rate limit".into()))?
-            .allow_burst(burst);
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(config.connect_timeout)
@@ -240,7 +233,7 @@ impl EcsClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
-                limiter: RateLimiter::direct(quota),
+                limits: RateLimits::new(config.qps.clone(), config.burst),
                 config,
                 observer,
             }),
@@ -249,6 +242,37 @@ impl EcsClient {
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// The rate-limit buckets (per account, region and action).
+    pub fn rate_limits(&self) -> &RateLimits {
+        &self.inner.limits
+    }
+
+    /// How long a call of `action` in `region` with these credentials would now wait for its
+    /// rate-limit slot.
+    pub fn backlog(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        action: &'static str,
+    ) -> Duration {
+        self.inner.limits.backlog(
+            &BucketKey {
+                account: credentials.access_key_id.clone(),
+                region: region.to_string(),
+                action,
+            },
+            Instant::now(),
+        )
+    }
+
+    fn report_rate(&self, bucket: &BucketKey) {
+        if let (Some(observer), Some(state)) =
+            (&self.inner.observer, self.inner.limits.state(bucket))
+        {
+            observer.rate_limit(bucket, state);
+        }
     }
 
     /// The base URL calls for `region` go to.
@@ -358,9 +382,15 @@ impl EcsClient {
     ) -> Result<T, EcsError> {
         let endpoint = self.endpoint_for(region)?;
         let policy = &self.inner.config.retry;
+        let bucket = BucketKey {
+            account: credentials.access_key_id.clone(),
+            region: region.to_string(),
+            action,
+        };
         let mut attempt = 0u32;
         loop {
-            self.inner.limiter.until_ready().await;
+            self.inner.limits.acquire(&bucket).await;
+            self.report_rate(&bucket);
             let started = Instant::now();
             let result = self
                 .attempt::<T>(&endpoint, credentials, action, params)
@@ -389,6 +419,11 @@ impl EcsClient {
                 .and_then(|e| e.retry_after)
                 .filter(|_| class == ErrorClass::Throttled)
                 .map(|t| t.min(policy.max_delay));
+            if class == ErrorClass::Throttled {
+                // The bucket slows down for every caller, not only this one.
+                self.inner.limits.throttled(&bucket, Instant::now(), told);
+                self.report_rate(&bucket);
+            }
             let delay = policy
                 .delay(class, attempt, rand::random::<f64>())
                 .map(|guess| told.unwrap_or(guess));

@@ -8,6 +8,7 @@ pub mod error;
 pub mod metadata;
 pub mod profile;
 pub mod provider;
+pub mod ratelimit;
 pub mod retry;
 pub mod signer;
 pub mod signer_v3;

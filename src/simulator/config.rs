@@ -168,6 +168,10 @@ pub struct FaultConfig {
     /// calls beyond it get `Throttling.User` as ECS's flow control answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qps_per_access_key: Option<f64>,
+    /// A token bucket per AccessKey and action (ECS limits each API separately), in calls per
+    /// second (burst = one second's worth); calls beyond it get `Throttling.User`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qps_per_api: Option<f64>,
     /// Probability (0..1) of answering `ServiceUnavailable` 503 / `InternalError` 500.
     pub error_rate: f64,
     /// Probability (0..1) of closing the connection without an answer.

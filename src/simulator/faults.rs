@@ -52,14 +52,19 @@ pub struct Faults {
     config: FaultConfig,
     buckets: HashMap<String, DefaultDirectRateLimiter>,
     quota: Option<Quota>,
+    /// Buckets per (AccessKeyId, action).
+    api_buckets: HashMap<(String, String), DefaultDirectRateLimiter>,
+    api_quota: Option<Quota>,
 }
 
 impl Faults {
     pub fn new(config: FaultConfig) -> Self {
         let config = sanitize(config);
         Self {
-            quota: quota(&config),
+            quota: quota(config.qps_per_access_key),
             buckets: HashMap::new(),
+            api_quota: quota(config.qps_per_api),
+            api_buckets: HashMap::new(),
             config,
         }
     }
@@ -146,6 +151,21 @@ impl Faults {
             self.config.throttle_next -= 1;
             return true;
         }
+        if let Some(quota) = self.api_quota {
+            let key = (access_key_id.to_string(), action.to_string());
+            if !self.api_buckets.contains_key(&key) && self.api_buckets.len() >= MAX_BUCKETS {
+                self.api_buckets.clear();
+            }
+            let refused = self
+                .api_buckets
+                .entry(key)
+                .or_insert_with(|| RateLimiter::direct(quota))
+                .check()
+                .is_err();
+            if refused {
+                return true;
+            }
+        }
         let Some(quota) = self.quota else {
             return false;
         };
@@ -172,12 +192,13 @@ fn sanitize(mut c: FaultConfig) -> FaultConfig {
     c.error_rate = unit(c.error_rate);
     c.drop_rate = unit(c.drop_rate);
     c.qps_per_access_key = c.qps_per_access_key.filter(|q| q.is_finite() && *q > 0.0);
+    c.qps_per_api = c.qps_per_api.filter(|q| q.is_finite() && *q > 0.0);
     c
 }
 
 /// Burst = one second's worth (at least one call), refilled at `qps`.
-fn quota(c: &FaultConfig) -> Option<Quota> {
-    let qps = c.qps_per_access_key?;
+fn quota(qps: Option<f64>) -> Option<Quota> {
+    let qps = qps?;
     let burst = NonZeroU32::new(qps.ceil().min(f64::from(u32::MAX)) as u32)?;
     Quota::with_period(Duration::from_secs_f64(1.0 / qps)).map(|q| q.allow_burst(burst))
 }
@@ -243,6 +264,13 @@ mod tests {
         let a: Vec<bool> = (0..4).map(|_| f.throttles("a", "X")).collect();
         assert_eq!(a, [false, false, true, true]);
         assert!(!f.throttles("b", "X"));
+        let mut f = Faults::new(FaultConfig {
+            qps_per_api: Some(2.0),
+            ..Default::default()
+        });
+        let a: Vec<bool> = (0..3).map(|_| f.throttles("a", "X")).collect();
+        assert_eq!(a, [false, false, true], "per key and action");
+        assert!(!f.throttles("a", "Y"), "another action has its own bucket");
         assert!(
             Faults::new(FaultConfig {
                 qps_per_access_key: Some(-1.0),

@@ -248,14 +248,14 @@ async fn ecs(State(state): State<Arc<SimState>>, request: Request) -> Response {
     let mut response = reply(format, status, body);
     if throttled {
         // As ECS does: when the window resets, in milliseconds.
-        let time_left = state
-            .faults()
-            .qps_per_access_key
+        let faults = state.faults();
+        let limit = faults.qps_per_api.or(faults.qps_per_access_key);
+        let time_left = limit
             .filter(|q| *q > 0.0)
             .map_or(100, |q| (1000.0 / q).ceil() as u64);
         if let Ok(value) = header::HeaderValue::from_str(&format!(
             "Limit:{},Remain:0,TimeLeft:{time_left}",
-            state.faults().qps_per_access_key.unwrap_or(0.0)
+            limit.unwrap_or(0.0)
         )) {
             response.headers_mut().insert("x-ratelimit-user-api", value);
         }

@@ -160,6 +160,32 @@ async fn client_as(user: Option<(String, Vec<String>)>) -> Client {
     Client::try_from(config).expect("kube client")
 }
 
+/// An admin client that records every request it sends as `METHOD /path` (no query), for tests of
+/// which API calls the controller makes.
+pub async fn recording_client() -> (Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    ecs_vnc_controller::ecs::client::install_crypto_provider();
+    let kubeconfig = Kubeconfig::read_from(kubeconfig()).expect("readable kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("usable kubeconfig");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = log.clone();
+    let layer = tower::util::MapRequestLayer::new(
+        move |request: axum::http::Request<kube::client::Body>| {
+            record
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", request.method(), request.uri().path()));
+            request
+        },
+    );
+    let client = kube::client::ClientBuilder::try_from(config)
+        .expect("kube client")
+        .with_layer(&layer)
+        .build();
+    (client, log)
+}
+
 /// A namespace of one test's own, labelled so leftovers on a shared cluster can be found.
 pub struct TestNamespace {
     pub name: String,
