@@ -8,7 +8,7 @@
 //! observed), `record` (pure status changes after each step), `decide` (pure failure, phase and
 //! condition decisions), `reconcile` (the executor: the I/O of one reconcile), `conditions`
 //! (condition merging), `fingerprint` (keyed HMAC and its key Secret), `tenancy` (who may use which
-//! credentials), `instances` (batched, shared DescribeInstances), `schedule` (durations, reboot
+//! credentials), `service_account` (ServiceAccount tokens exchanged for STS credentials, RRSA), `instances` (batched, shared DescribeInstances), `schedule` (durations, reboot
 //! windows), `context` (what reconciles share).
 
 pub mod conditions;
@@ -20,6 +20,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod record;
 pub mod schedule;
+pub mod service_account;
 pub mod tenancy;
 
 use std::collections::{BTreeMap, HashSet};
@@ -30,7 +31,7 @@ use std::time::Duration;
 use clap::Args;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -60,6 +61,12 @@ pub struct RunArgs {
     /// it (sts[-vpc].<ALIBABA_CLOUD_STS_REGION>.aliyuncs.com, else sts.aliyuncs.com).
     #[arg(long, env = "STS_ENDPOINT", value_name = "URL")]
     pub sts_endpoint: Option<String>,
+    /// ARN of the RAM OIDC identity provider of this cluster's ServiceAccount token issuer (ACK's
+    /// RRSA provider, acs:ram::<account>:oidc-provider/<name>), for VncPasswords with
+    /// spec.credentialsServiceAccountRef. Default: the controller's own
+    /// ALIBABA_CLOUD_OIDC_PROVIDER_ARN.
+    #[arg(long, env = "ALIBABA_CLOUD_OIDC_PROVIDER_ARN", value_name = "ARN")]
+    pub oidc_provider_arn: Option<String>,
     /// Where the ECS instance metadata service is, for the instance's RAM role.
     #[arg(long, env = "ECS_METADATA_ENDPOINT", value_name = "URL", default_value = crate::ecs::metadata::DEFAULT_ENDPOINT)]
     pub metadata_endpoint: String,
@@ -193,6 +200,31 @@ impl RunArgs {
             sts_endpoint: url(&self.sts_endpoint),
             metadata_endpoint: url(&Some(self.metadata_endpoint.clone())),
             ..ProviderConfig::default()
+        }
+    }
+}
+
+impl RunArgs {
+    /// How ServiceAccount tokens are exchanged (`spec.credentialsServiceAccountRef`).
+    pub fn exchange_config(&self) -> service_account::ExchangeConfig {
+        use crate::ecs::provider::{ENV_STS_REGION, ENV_VPC_ENDPOINT_ENABLED};
+        let config = self.provider_config();
+        let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        service_account::ExchangeConfig {
+            oidc_provider_arn: self
+                .oidc_provider_arn
+                .as_deref()
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string),
+            sts_endpoint: config.sts_endpoint.clone().unwrap_or_else(|| {
+                crate::ecs::sts::default_endpoint(
+                    var(ENV_STS_REGION).as_deref(),
+                    var(ENV_VPC_ENDPOINT_ENABLED).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                )
+            }),
+            duration_seconds: config.duration_seconds,
+            timeout: config.timeout,
         }
     }
 }
@@ -343,9 +375,12 @@ pub async fn run_with(
         controller: "ecs-vnc-controller".into(),
         instance: leader.as_ref().map(|l| l.identity.clone()),
     };
+    let service_accounts = service_account::ServiceAccountCredentials::new(args.exchange_config());
+    service_accounts.set_observer(metrics.clone());
     let settings = Settings {
         allowed_default_credentials: args.default_credentials_namespaces.clone(),
         default_credentials,
+        service_accounts,
         plan: plan_settings,
         reconcile_timeout,
         clock,
@@ -494,6 +529,10 @@ async fn run_controller(
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
+    let service_accounts: Api<PartialObjectMeta<ServiceAccount>> = match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     // The VncPassword cache, shared by the controller and the reconciles (claims on an instance).
     let (store, writer) = reflector::store();
     let ctx = make_ctx(store.clone());
@@ -519,6 +558,16 @@ async fn run_controller(
                 secret.namespace().as_deref(),
                 &secret.name_any(),
             )
+        },
+    );
+    // ServiceAccount metadata too (its `ecsvnc.io/role-arn` annotation is metadata): one created
+    // or annotated after the VncPassword that names it wakes that VncPassword.
+    let mapper_store = store.clone();
+    let controller = controller.watches(
+        service_accounts,
+        watcher::Config::default().any_semantic(),
+        move |sa| {
+            referencing_service_account(&mapper_store, sa.namespace().as_deref(), &sa.name_any())
         },
     );
 
@@ -673,6 +722,29 @@ fn referencing(
                     .credentials_secret_ref
                     .as_ref()
                     .is_some_and(|c| c.name == name)
+        })
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
+/// VncPasswords in `namespace` whose `credentialsServiceAccountRef` names ServiceAccount `name`.
+fn referencing_service_account(
+    store: &Store<VncPassword>,
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<VncPassword>> {
+    let Some(namespace) = namespace else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|o| o.namespace().as_deref() == Some(namespace))
+        .filter(|o| {
+            o.spec
+                .credentials_service_account_ref
+                .as_ref()
+                .is_some_and(|r| r.name == name)
         })
         .map(|o| ObjectRef::from_obj(o.as_ref()))
         .collect()

@@ -148,7 +148,7 @@ pub struct Chain {
     pub skipped: Vec<String>,
 }
 
-fn http_client(timeout: Duration) -> reqwest::Client {
+pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
     // reqwest panics without a process-wide rustls provider (built without a default one).
     super::client::install_crypto_provider();
     reqwest::Client::builder()
@@ -585,12 +585,16 @@ impl CredentialsProvider {
 /// When the credentials in hand are due: `min(180 s, a third of their lifetime)` before expiry.
 fn refresh_at(state: &State) -> Option<jiff::Timestamp> {
     let t = state.current.as_ref()?;
-    let fetched = state.fetched?;
-    let lifetime =
-        Duration::try_from(t.expiration.duration_since(fetched)).unwrap_or(Duration::ZERO);
+    Some(refresh_due(state.fetched?, t.expiration))
+}
+
+/// When temporary credentials fetched at `fetched` and expiring at `expiration` are due for a
+/// refresh: `min(180 s, a third of their lifetime)` before expiry, as Alibaba's SDKs do.
+pub fn refresh_due(fetched: jiff::Timestamp, expiration: jiff::Timestamp) -> jiff::Timestamp {
+    let lifetime = Duration::try_from(expiration.duration_since(fetched)).unwrap_or(Duration::ZERO);
     let ahead = REFRESH_AHEAD.min(lifetime / 3);
     let ahead = jiff::SignedDuration::try_from(ahead).unwrap_or(jiff::SignedDuration::ZERO);
-    t.expiration.checked_sub(ahead).ok()
+    expiration.checked_sub(ahead).unwrap_or(expiration)
 }
 
 #[cfg(test)]
