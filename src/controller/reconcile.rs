@@ -980,14 +980,16 @@ async fn credentials(
                 Ok(p) => p,
                 Err(failure) => return Ok(Err(failure)),
             };
-            // The identity is what the credentials are (an AccessKeyId, a role): stable across
-            // refreshes of temporary credentials.
-            let id = format!("default:{}", provider.identity());
             // Only credentials that have expired without a successful refresh get here. STS
             // refusing the exchange stalls (rechecked like any AuthFailed); anything else (STS or
             // the metadata service unreachable, the token file missing mid-rotation) is retried.
             Ok(match provider.credentials().await {
-                Ok(c) => Ok((c, id)),
+                // The identity is what the credentials are (an AccessKeyId, a role): stable across
+                // refreshes of temporary credentials, new when the credentials file is rotated.
+                Ok(c) => {
+                    let id = format!("default:{}", provider.identity_of(&c));
+                    Ok((c, id))
+                }
                 Err(e) if e.code.is_some() && !e.transient => {
                     Err(Failure::stalled(Reason::AuthFailed, e.message))
                 }
