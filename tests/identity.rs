@@ -25,8 +25,8 @@ use ecs_vnc_controller::simulator::{
     AccessKeyConfig, InstanceConfig, MetadataConfig, RoleConfig, RunningSimulator, Simulator,
     SimulatorConfig, StsConfig,
 };
-use support::TestNamespace;
 use support::controller::*;
+use support::{TestNamespace, jwks};
 
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 const AUDIENCE: &str = "sts.aliyuncs.com";
@@ -35,17 +35,6 @@ const PROVIDER: &str = "acs:ram::1234567890:oidc-provider/ack-rrsa-test";
 const SA: &str = "ecs-vnc-controller";
 const INSTANCE: &str = "i-identity0001";
 const INSTANCE2: &str = "i-identity0002";
-
-async fn jwks(client: &Client) -> serde_json::Value {
-    let request = axum::http::Request::get("/openid/v1/jwks")
-        .body(Vec::new())
-        .expect("request");
-    let text = client
-        .request_text(request)
-        .await
-        .expect("GET /openid/v1/jwks");
-    serde_json::from_str(&text).expect("JWKS JSON")
-}
 
 async fn service_account(client: &Client, ns: &str, name: &str) {
     let sa = ServiceAccount {
