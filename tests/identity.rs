@@ -924,3 +924,42 @@ async fn a_rotated_credentials_file_signs_the_next_ecs_call_without_a_restart() 
     controller.stop().await;
     ns.delete().await;
 }
+
+/// Why the controller may hold STS-audience tokens: the API server itself refuses them (their
+/// audience is not one of its `--api-audiences`, by default its issuer), while a token of the same
+/// ServiceAccount with the API server's audience is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_sts_is_refused_by_the_kubernetes_api() {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "identity-aud").await;
+    service_account(&client, &ns.name, "vnc").await;
+    let review = |token: String| {
+        let client = client.clone();
+        async move {
+            let review = TokenReview {
+                spec: TokenReviewSpec {
+                    token,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            Api::<TokenReview>::all(client)
+                .create(&PostParams::default(), &review)
+                .await
+                .expect("TokenReview")
+                .status
+                .and_then(|s| s.authenticated)
+                .unwrap_or(false)
+        }
+    };
+    assert!(
+        !review(token(&client, &ns.name, "vnc", AUDIENCE).await).await,
+        "a token for sts.aliyuncs.com must not authenticate to the API server"
+    );
+    assert!(
+        review(token(&client, &ns.name, "vnc", ISSUER).await).await,
+        "the same ServiceAccount's token for the API server's own audience does"
+    );
+    ns.delete().await;
+}
