@@ -508,6 +508,17 @@ async fn rrsa_simulator(
     subjects: Vec<String>,
     keys: Vec<AccessKeyConfig>,
 ) -> RunningSimulator {
+    rrsa_simulator_lasting(client, ids, subjects, keys, None).await
+}
+
+/// As [`rrsa_simulator`], with STS credentials that last at most `max_duration` seconds.
+async fn rrsa_simulator_lasting(
+    client: &Client,
+    ids: &[&str],
+    subjects: Vec<String>,
+    keys: Vec<AccessKeyConfig>,
+    max_duration: Option<u32>,
+) -> RunningSimulator {
     let config = SimulatorConfig {
         access_keys: keys,
         instances: ids
@@ -535,7 +546,7 @@ async fn rrsa_simulator(
                     subjects: vec!["system:serviceaccount:elsewhere:someone".into()],
                 },
             ],
-            max_duration_seconds: None,
+            max_duration_seconds: max_duration,
         }),
         ..Default::default()
     };
@@ -961,5 +972,86 @@ async fn a_token_for_sts_is_refused_by_the_kubernetes_api() {
         review(token(&client, &ns.name, "vnc", ISSUER).await).await,
         "the same ServiceAccount's token for the API server's own audience does"
     );
+    ns.delete().await;
+}
+
+/// A ServiceAccount's STS credentials are exchanged again before they expire (here they last 6 s,
+/// due after 4 s): across several lifetimes of password changes no ECS call meets expired
+/// credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_credentials_are_exchanged_again_before_they_expire() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "rrsa-refresh").await;
+    service_account(&client, &ns.name, "vnc").await;
+    annotate(&client, &ns.name, "vnc", Some(TENANT_ROLE)).await;
+    let sim = rrsa_simulator_lasting(
+        &client,
+        &[INSTANCE],
+        vec![format!("system:serviceaccount:{}:vnc", ns.name)],
+        vec![],
+        Some(6),
+    )
+    .await;
+    let controller = rrsa_controller(&client, &ns.name, &sim).await;
+    put_secret(&client, &ns.name, "pw", &[("password", "Rf0000")]).await;
+    put_vncpassword(
+        &client,
+        &ns.name,
+        "web",
+        json!({
+            "instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
+            "credentialsServiceAccountRef": {"name": "vnc"},
+        }),
+    )
+    .await;
+    wait_condition(
+        &client,
+        &ns.name,
+        "web",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    // 15 s of password changes, each applied before the next: more than two lifetimes.
+    let started = Instant::now();
+    let mut i = 1;
+    while started.elapsed() < Duration::from_secs(15) {
+        let password = format!("Rf{i:04}");
+        put_secret(&client, &ns.name, "pw", &[("password", password.as_str())]).await;
+        support::eventually(&password, Duration::from_secs(20), || async {
+            (set_password(&sim, INSTANCE).as_deref() == Some(password.as_str())).then_some(())
+        })
+        .await;
+        i += 1;
+    }
+    let exchanges = sim.state().issued("AssumeRoleWithOIDC");
+    assert!(
+        exchanges >= 3,
+        "only {exchanges} exchanges in 15 s of 6 s credentials"
+    );
+    for code in [
+        "InvalidSecurityToken.Expired",
+        "InvalidAccessKeyId.NotFound",
+    ] {
+        assert_eq!(
+            sim.state().calls_with_code("ModifyInstanceVncPasswd", code)
+                + sim.state().calls_with_code("DescribeInstances", code),
+            0,
+            "{code}"
+        );
+    }
+    wait_condition(
+        &client,
+        &ns.name,
+        "web",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
+    controller.stop().await;
     ns.delete().await;
 }
