@@ -1,5 +1,6 @@
-//! The VncPassword controller: watches VncPasswords and the metadata of Secrets, reconciles one
-//! object at a time (bounded concurrency), serves metrics and health, and stops cleanly on SIGTERM.
+//! The VncPassword controller: watches VncPasswords and the metadata of Secrets and
+//! ServiceAccounts, reconciles one object at a time (bounded concurrency), serves metrics and
+//! health, and stops cleanly on SIGTERM.
 //! With `--leader-elect` ([`crate::leader`]) the watches and the kube `Controller` run only while
 //! this replica holds the Lease: a standby makes no ECS call and writes no status, and losing the
 //! Lease drops the running controller at once.
@@ -8,8 +9,9 @@
 //! observed), `record` (pure status changes after each step), `decide` (pure failure, phase and
 //! condition decisions), `reconcile` (the executor: the I/O of one reconcile), `conditions`
 //! (condition merging), `fingerprint` (keyed HMAC and its key Secret), `tenancy` (who may use which
-//! credentials), `service_account` (ServiceAccount tokens exchanged for STS credentials, RRSA), `instances` (batched, shared DescribeInstances), `schedule` (durations, reboot
-//! windows), `context` (what reconciles share).
+//! credentials), `service_account` (ServiceAccount tokens exchanged for STS credentials, RRSA),
+//! `instances` (batched, shared DescribeInstances), `schedule` (durations, reboot windows),
+//! `context` (what reconciles share).
 
 pub mod conditions;
 pub mod context;
