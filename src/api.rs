@@ -24,6 +24,11 @@ pub const ANNOTATION_ROTATE_TOKEN: &str = "ecsvnc.io/rotate-token";
 /// Label of every Secret the controller creates (`app.kubernetes.io/managed-by` value below).
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "ecs-vnc-controller";
+/// On a ServiceAccount named by `spec.credentialsServiceAccountRef`: the ARN of the RAM role its
+/// tokens are exchanged for (STS `AssumeRoleWithOIDC`), e.g. `acs:ram::<account>:role/<name>`.
+pub const ANNOTATION_ROLE_ARN: &str = "ecsvnc.io/role-arn";
+/// The audience of the ServiceAccount tokens exchanged with STS, as ACK's RRSA issues them.
+pub const STS_AUDIENCE: &str = "sts.aliyuncs.com";
 
 /// Condition types.
 pub mod condition {
@@ -75,10 +80,17 @@ pub enum Reason {
     InvalidSpec,
     /// An older VncPassword names the same instance: only one sets its password.
     InstanceClaimed,
+    /// `spec.credentialsServiceAccountRef` names a ServiceAccount that does not exist in the
+    /// object's namespace.
+    ServiceAccountNotFound,
+    /// That ServiceAccount has no (or an empty) `ecsvnc.io/role-arn` annotation.
+    RoleArnNotSet,
+    /// The controller has no OIDC provider ARN (`--oidc-provider-arn`) to exchange tokens with.
+    OidcProviderNotConfigured,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 30] = [
         Reason::Applied,
         Reason::RebootRequired,
         Reason::RebootRequested,
@@ -106,6 +118,9 @@ impl Reason {
         Reason::SecretNotOwned,
         Reason::InvalidSpec,
         Reason::InstanceClaimed,
+        Reason::ServiceAccountNotFound,
+        Reason::RoleArnNotSet,
+        Reason::OidcProviderNotConfigured,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -137,6 +152,9 @@ impl Reason {
             Reason::SecretNotOwned => "SecretNotOwned",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::InstanceClaimed => "InstanceClaimed",
+            Reason::ServiceAccountNotFound => "ServiceAccountNotFound",
+            Reason::RoleArnNotSet => "RoleArnNotSet",
+            Reason::OidcProviderNotConfigured => "OidcProviderNotConfigured",
         }
     }
 
@@ -191,6 +209,7 @@ impl std::fmt::Display for Reason {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.rotationInterval) || (has(self.generatePassword) && self.generatePassword)").message("rotationInterval needs generatePassword: true (the controller only rotates passwords it generates)"))]
 #[x_kube(validation = Rule::new("!has(self.rotationInterval) || duration(self.rotationInterval) >= duration('1h')").message("rotationInterval must be at least 1h"))]
+#[x_kube(validation = Rule::new("!(has(self.credentialsSecretRef) && has(self.credentialsServiceAccountRef))").message("set at most one of credentialsSecretRef and credentialsServiceAccountRef"))]
 pub struct VncPasswordSpec {
     /// Region of the ECS instance, e.g. `cn-hangzhou` or `ap-southeast-1`.
     #[schemars(regex(pattern = r"^[a-z]{2,}(-[a-z0-9]+){1,4}$"), length(max = 64))]
@@ -210,6 +229,15 @@ pub struct VncPasswordSpec {
     /// (`--default-credentials-namespaces`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
+
+    /// A ServiceAccount, in this namespace, whose identity to use instead of a credentials Secret
+    /// (RRSA, as on ACK): the controller requests a short-lived token of it (audience
+    /// `sts.aliyuncs.com`) and exchanges it with STS `AssumeRoleWithOIDC` for temporary credentials
+    /// of the RAM role named by its annotation `ecsvnc.io/role-arn`. The role's trust policy must
+    /// trust the cluster's OIDC provider for `system:serviceaccount:<namespace>:<name>`. At most one
+    /// of `credentialsSecretRef` and `credentialsServiceAccountRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_service_account_ref: Option<ServiceAccountRef>,
 
     /// What to do when the instance is not I/O-optimized and so needs a restart for the new password
     /// to take effect. `Manual` (default): report `RebootRequired` until someone restarts it.
@@ -280,6 +308,19 @@ fn default_password_key() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
     /// Name of the Secret.
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(min = 1, max = 253)
+    )]
+    pub name: String,
+}
+
+/// A ServiceAccount in the same namespace (there is no namespace field: another namespace's
+/// ServiceAccount can never be named).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountRef {
+    /// Name of the ServiceAccount.
     #[schemars(
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
         length(min = 1, max = 253)

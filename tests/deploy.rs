@@ -7,10 +7,12 @@ mod support;
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 use serde_json::json;
 
 use ecs_vnc_controller::api::VncPassword;
+use ecs_vnc_controller::simulator::{RoleConfig, StsConfig};
 use support::controller::*;
 use support::sim::Sim;
 
@@ -34,8 +36,15 @@ fn deploy_dir() -> String {
         .into_owned()
 }
 
-/// Installs deploy/ for real (the Deployment's pod never runs: this control plane has no nodes).
+/// Installs deploy/ for real (the Deployment's pod never runs: this control plane has no nodes),
+/// once per test binary: two tests installing at once race (a dry-run create of an object the
+/// other's apply has just created is refused with AlreadyExists).
 fn install() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(install_once);
+}
+
+fn install_once() {
     // A server-side dry run of namespaced objects needs their namespace to exist already.
     kubectl_ok(&[
         "apply",
@@ -54,9 +63,13 @@ fn install() {
 }
 
 fn can_i(verb: &str, resource: &str, namespace: Option<&str>) -> bool {
-    let (resource, subresource) = match resource.strip_suffix("/status") {
-        Some(r) => (r, Some("--subresource=status")),
-        None => (resource, None),
+    let (resource, subresource) = match (
+        resource.strip_suffix("/status"),
+        resource.strip_suffix("/token"),
+    ) {
+        (Some(r), _) => (r, Some("--subresource=status")),
+        (_, Some(r)) => (r, Some("--subresource=token")),
+        _ => (resource, None),
     };
     let mut args = vec!["auth", "can-i", verb, resource, "--as", SA];
     args.extend(subresource);
@@ -83,11 +96,40 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
         ],
     )
     .await;
-    let sim = Sim::start(
-        &[("i-rbac00000001", false)],
-        &[("LTAIrbac", "rbac-secret", None)],
-    )
-    .await;
+    // The ServiceAccount a second VncPassword names (RRSA per namespace), and an STS that trusts
+    // its tokens for the role its annotation names.
+    let role = "acs:ram::1234567890:role/rbac-tenant";
+    let provider = "acs:ram::1234567890:oidc-provider/rbac-test";
+    Api::<ServiceAccount>::namespaced(admin.clone(), &ns.name)
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "vnc", "annotations": {"ecsvnc.io/role-arn": role}},
+            }))
+            .expect("ServiceAccount"),
+        )
+        .await
+        .expect("create the ServiceAccount");
+    let mut config = support::sim::fleet(
+        "LTAIrbac",
+        "rbac-secret",
+        [
+            ("i-rbac00000001".to_string(), false),
+            ("i-rbac00000002".to_string(), true),
+        ],
+    );
+    config.sts = Some(StsConfig {
+        issuer: support::SERVICE_ACCOUNT_ISSUER.into(),
+        jwks: support::jwks(&admin).await,
+        audience: "sts.aliyuncs.com".into(),
+        roles: vec![RoleConfig {
+            arn: role.into(),
+            oidc_provider_arn: provider.into(),
+            subjects: vec![format!("system:serviceaccount:{}:vnc", ns.name)],
+        }],
+        max_duration_seconds: None,
+    });
+    let sim = Sim::from_config(config).await;
 
     // The controller as deployed: all namespaces, its own namespace, nothing but its RBAC.
     let as_sa = support::service_account_client("ecs-vnc-system", "ecs-vnc-controller").await;
@@ -100,6 +142,8 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
         "--renew-deadline=2",
         "--retry-period=0.5",
         "--leader-identity=rbac-test",
+        &format!("--sts-endpoint={}/sts", sim.url()),
+        &format!("--oidc-provider-arn={provider}"),
     ]
     .map(String::from)
     .to_vec();
@@ -128,6 +172,29 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
     )
     .await;
     assert_eq!(sim.calls("RebootInstance"), 1);
+    // The ServiceAccount's annotation, its token (TokenRequest) and the exchange, as the
+    // controller's ServiceAccount.
+    put_vncpassword(
+        &admin,
+        &ns.name,
+        "rrsa",
+        json!({
+            "regionId": "cn-hangzhou", "instanceId": "i-rbac00000002",
+            "passwordSecretRef": {"name": "web-vnc"}, "credentialsServiceAccountRef": {"name": "vnc"},
+        }),
+    )
+    .await;
+    wait_condition(
+        &admin,
+        &ns.name,
+        "rrsa",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(sim.state().issued("AssumeRoleWithOIDC"), 1);
     let events = kubectl_ok(&["get", "events", "-n", &ns.name, "-o", "json"]);
     assert!(
         events.contains("PasswordApplied") && events.contains("RebootRequested"),
@@ -184,6 +251,10 @@ async fn the_shipped_rbac_allows_nothing_more() {
         ("get", "secrets", Some(team)),
         ("watch", "secrets", None),
         ("create", "events.events.k8s.io", Some(team)),
+        // credentialsServiceAccountRef: the ServiceAccount's annotation, its watch, its token.
+        ("get", "serviceaccounts", Some(team)),
+        ("watch", "serviceaccounts", None),
+        ("create", "serviceaccounts/token", Some(team)),
         ("create", "secrets", Some("ecs-vnc-system")),
         // generatePassword; narrowed to its own Secrets by the admission policy (tested below).
         ("create", "secrets", Some(team)),
@@ -263,6 +334,11 @@ async fn the_shipped_rbac_allows_nothing_more() {
             "leases.coordination.k8s.io",
             Some("ecs-vnc-system"),
         ),
+        // ServiceAccounts: tokens only, never the accounts themselves.
+        ("create", "serviceaccounts", Some(team)),
+        ("update", "serviceaccounts", Some(team)),
+        ("patch", "serviceaccounts", Some(team)),
+        ("delete", "serviceaccounts", Some(team)),
         ("update", "vncpasswords.ecsvnc.io", Some(team)),
         ("delete", "vncpasswords.ecsvnc.io", Some(team)),
         ("create", "vncpasswords.ecsvnc.io", Some(team)),
@@ -354,6 +430,44 @@ fn the_deployment_is_hardened() {
         env.iter().any(|e| e["name"] == "POD_NAME"
             && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name")
     );
+    // The default credentials: the Secret mounted as a credentials file (a whole-volume mount, which
+    // the kubelet updates, never subPath), optional, never environment variables (which change only
+    // on a restart).
+    assert!(
+        !env.iter()
+            .any(|e| e["valueFrom"]["secretKeyRef"].is_object()),
+        "no Secret in the environment"
+    );
+    let file = env
+        .iter()
+        .find(|e| e["name"] == "ALIBABA_CLOUD_CREDENTIALS_FILE")
+        .and_then(|e| e["value"].as_str())
+        .expect("ALIBABA_CLOUD_CREDENTIALS_FILE");
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "ecs-vnc-default-credentials")
+        .expect("the default-credentials Secret as a volume");
+    assert_eq!(volume["secret"]["optional"], true);
+    let mount = container["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("mounted");
+    assert!(
+        mount["subPath"].is_null(),
+        "subPath mounts are never updated"
+    );
+    let path = volume["secret"]["items"][0]["path"]
+        .as_str()
+        .expect("item path");
+    assert_eq!(
+        file,
+        format!("{}/{path}", mount["mountPath"].as_str().expect("mountPath"))
+    );
+    assert_eq!(pod["securityContext"]["fsGroup"], 65532);
 }
 
 #[tokio::test]

@@ -22,11 +22,11 @@ use ecs_vnc_controller::ecs::sts::{self, StsError};
 use ecs_vnc_controller::ecs::{ClientConfig, CredentialsProvider, EcsClient, ProviderConfig};
 use ecs_vnc_controller::secret::SecretString;
 use ecs_vnc_controller::simulator::{
-    InstanceConfig, MetadataConfig, RoleConfig, RunningSimulator, Simulator, SimulatorConfig,
-    StsConfig,
+    AccessKeyConfig, InstanceConfig, MetadataConfig, RoleConfig, RunningSimulator, Simulator,
+    SimulatorConfig, StsConfig,
 };
-use support::TestNamespace;
 use support::controller::*;
+use support::{TestNamespace, jwks};
 
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 const AUDIENCE: &str = "sts.aliyuncs.com";
@@ -35,17 +35,6 @@ const PROVIDER: &str = "acs:ram::1234567890:oidc-provider/ack-rrsa-test";
 const SA: &str = "ecs-vnc-controller";
 const INSTANCE: &str = "i-identity0001";
 const INSTANCE2: &str = "i-identity0002";
-
-async fn jwks(client: &Client) -> serde_json::Value {
-    let request = axum::http::Request::get("/openid/v1/jwks")
-        .body(Vec::new())
-        .expect("request");
-    let text = client
-        .request_text(request)
-        .await
-        .expect("GET /openid/v1/jwks");
-    serde_json::from_str(&text).expect("JWKS JSON")
-}
 
 async fn service_account(client: &Client, ns: &str, name: &str) {
     let sa = ServiceAccount {
@@ -504,4 +493,565 @@ async fn eventually_ok(provider: &CredentialsProvider) -> ecs_vnc_controller::ec
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
+
+// --- spec.credentialsServiceAccountRef: RRSA per namespace ----------------------------------------
+
+const TENANT_ROLE: &str = "acs:ram::1234567890:role/vnc-tenant";
+const UNTRUSTING_ROLE: &str = "acs:ram::1234567890:role/trusts-someone-else";
+
+/// A simulator with instances `ids`, whose STS trusts the test API server's tokens: `TENANT_ROLE`
+/// for the ServiceAccounts `subjects`, `UNTRUSTING_ROLE` for nobody here.
+async fn rrsa_simulator(
+    client: &Client,
+    ids: &[&str],
+    subjects: Vec<String>,
+    keys: Vec<AccessKeyConfig>,
+) -> RunningSimulator {
+    rrsa_simulator_lasting(client, ids, subjects, keys, None).await
+}
+
+/// As [`rrsa_simulator`], with STS credentials that last at most `max_duration` seconds.
+async fn rrsa_simulator_lasting(
+    client: &Client,
+    ids: &[&str],
+    subjects: Vec<String>,
+    keys: Vec<AccessKeyConfig>,
+    max_duration: Option<u32>,
+) -> RunningSimulator {
+    let config = SimulatorConfig {
+        access_keys: keys,
+        instances: ids
+            .iter()
+            .map(|id| InstanceConfig {
+                id: id.to_string(),
+                region: "cn-hangzhou".into(),
+                io_optimized: true,
+                status: "Running".into(),
+            })
+            .collect(),
+        sts: Some(StsConfig {
+            issuer: ISSUER.into(),
+            jwks: jwks(client).await,
+            audience: AUDIENCE.into(),
+            roles: vec![
+                RoleConfig {
+                    arn: TENANT_ROLE.into(),
+                    oidc_provider_arn: PROVIDER.into(),
+                    subjects,
+                },
+                RoleConfig {
+                    arn: UNTRUSTING_ROLE.into(),
+                    oidc_provider_arn: PROVIDER.into(),
+                    subjects: vec!["system:serviceaccount:elsewhere:someone".into()],
+                },
+            ],
+            max_duration_seconds: max_duration,
+        }),
+        ..Default::default()
+    };
+    Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+        .await
+        .expect("start the simulator")
+}
+
+/// A controller of namespace `ns` that exchanges ServiceAccount tokens with `sim`'s STS.
+async fn rrsa_controller(client: &Client, ns: &str, sim: &RunningSimulator) -> RunningController {
+    start_controller(ControllerOptions {
+        namespace: Some(ns.to_string()),
+        flags: vec![
+            format!("--sts-endpoint={}/sts", sim.url()),
+            format!("--oidc-provider-arn={PROVIDER}"),
+        ],
+        ..ControllerOptions::new(client.clone(), sim.url())
+    })
+    .await
+}
+
+/// Sets (or with `None` removes) the ServiceAccount's `ecsvnc.io/role-arn`.
+async fn annotate(client: &Client, ns: &str, name: &str, role: Option<&str>) {
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {"ecsvnc.io/role-arn": role}}}),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("annotate ServiceAccount {ns}/{name}: {e}"));
+}
+
+fn set_password(sim: &RunningSimulator, id: &str) -> Option<String> {
+    sim.state().instance(id).and_then(|i| i.set_password)
+}
+
+/// Waits for a Stalled condition with `reason`, and returns its message.
+async fn stalled(client: &Client, ns: &str, name: &str, reason: &str) -> String {
+    let status = wait_condition(
+        client,
+        ns,
+        name,
+        "Stalled",
+        "True",
+        Some(reason),
+        Duration::from_secs(60),
+    )
+    .await;
+    status
+        .condition("Stalled")
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// A VncPassword naming a ServiceAccount of its namespace is applied with the RAM role of the
+/// ServiceAccount's annotation; a changed annotation is used at once (a role that does not trust
+/// the ServiceAccount: Stalled AuthFailed with STS's code), and changing it back heals the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_ref_is_applied_end_to_end_and_follows_its_role_annotation() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "rrsa-e2e").await;
+    service_account(&client, &ns.name, "vnc").await;
+    annotate(&client, &ns.name, "vnc", Some(TENANT_ROLE)).await;
+    let sim = rrsa_simulator(
+        &client,
+        &[INSTANCE],
+        vec![format!("system:serviceaccount:{}:vnc", ns.name)],
+        vec![],
+    )
+    .await;
+    let controller = rrsa_controller(&client, &ns.name, &sim).await;
+    put_secret(&client, &ns.name, "pw", &[("password", "Rrsa12")]).await;
+    let spec = json!({
+        "instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
+        "credentialsServiceAccountRef": {"name": "vnc"},
+    });
+    put_vncpassword(&client, &ns.name, "web", spec.clone()).await;
+    wait_condition(
+        &client,
+        &ns.name,
+        "web",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(set_password(&sim, INSTANCE).as_deref(), Some("Rrsa12"));
+    let modify = sim
+        .state()
+        .call_log()
+        .into_iter()
+        .find(|c| c.action == "ModifyInstanceVncPasswd" && c.code == "Success")
+        .expect("a successful ModifyInstanceVncPasswd");
+    assert!(
+        modify
+            .access_key_id
+            .as_deref()
+            .is_some_and(|k| k.starts_with("STS.")),
+        "signed with STS credentials: {modify:?}"
+    );
+    let exchanges = sim.state().issued("AssumeRoleWithOIDC");
+    assert_eq!(exchanges, 1);
+
+    // Cached: another password change is applied without another exchange.
+    put_secret(&client, &ns.name, "pw", &[("password", "Rrsa34")]).await;
+    support::eventually("the second password", Duration::from_secs(30), || async {
+        (set_password(&sim, INSTANCE).as_deref() == Some("Rrsa34")).then_some(())
+    })
+    .await;
+    assert_eq!(sim.state().issued("AssumeRoleWithOIDC"), exchanges);
+
+    // The annotation names a role whose trust policy does not admit this ServiceAccount: the next
+    // apply is refused by STS, and the user sees STS's code (never the token).
+    annotate(&client, &ns.name, "vnc", Some(UNTRUSTING_ROLE)).await;
+    put_secret(&client, &ns.name, "pw", &[("password", "Rrsa56")]).await;
+    let message = stalled(&client, &ns.name, "web", "AuthFailed").await;
+    assert!(
+        message.contains("AuthenticationFail.NoPermission") && message.contains(UNTRUSTING_ROLE),
+        "{message}"
+    );
+    assert!(!message.contains("eyJ"), "no token in {message}");
+    assert_eq!(set_password(&sim, INSTANCE).as_deref(), Some("Rrsa34"));
+
+    // Back to the trusted role: the ServiceAccount watch brings the reconcile that applies.
+    annotate(&client, &ns.name, "vnc", Some(TENANT_ROLE)).await;
+    support::eventually("the third password", Duration::from_secs(60), || async {
+        (set_password(&sim, INSTANCE).as_deref() == Some("Rrsa56")).then_some(())
+    })
+    .await;
+    wait_condition(
+        &client,
+        &ns.name,
+        "web",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
+    controller.stop().await;
+    ns.delete().await;
+}
+
+/// What a user sees while the ServiceAccount is missing or not annotated, and that creating and
+/// annotating it later is enough (the ServiceAccount watch). The CRD refuses naming both a Secret
+/// and a ServiceAccount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_unannotated_service_account_stalls_until_it_is_created_and_annotated() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "rrsa-late").await;
+    let sim = rrsa_simulator(
+        &client,
+        &[INSTANCE],
+        vec![format!("system:serviceaccount:{}:late", ns.name)],
+        vec![],
+    )
+    .await;
+    let controller = rrsa_controller(&client, &ns.name, &sim).await;
+    put_secret(&client, &ns.name, "pw", &[("password", "Late12")]).await;
+    put_vncpassword(
+        &client,
+        &ns.name,
+        "web",
+        json!({
+            "instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
+            "credentialsServiceAccountRef": {"name": "late"},
+        }),
+    )
+    .await;
+    let message = stalled(&client, &ns.name, "web", "ServiceAccountNotFound").await;
+    assert!(
+        message.contains("late") && message.contains(&ns.name),
+        "{message}"
+    );
+
+    service_account(&client, &ns.name, "late").await;
+    let message = stalled(&client, &ns.name, "web", "RoleArnNotSet").await;
+    assert!(message.contains("ecsvnc.io/role-arn"), "{message}");
+    assert_eq!(sim.state().issued("AssumeRoleWithOIDC"), 0);
+    assert_eq!(
+        sim.state().total_calls(),
+        0,
+        "no ECS call without credentials"
+    );
+
+    annotate(&client, &ns.name, "late", Some(TENANT_ROLE)).await;
+    wait_condition(
+        &client,
+        &ns.name,
+        "web",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(set_password(&sim, INSTANCE).as_deref(), Some("Late12"));
+
+    // Both kinds of credentials at once: refused by the API server, with the rule's message.
+    let both = serde_json::from_value::<ecs_vnc_controller::api::VncPassword>(json!({
+        "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword",
+        "metadata": {"name": "both"},
+        "spec": {
+            "instanceId": INSTANCE2, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
+            "credentialsSecretRef": {"name": "creds"}, "credentialsServiceAccountRef": {"name": "late"},
+        },
+    }))
+    .expect("object");
+    let refused = Api::<ecs_vnc_controller::api::VncPassword>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &both)
+        .await
+        .expect_err("both credentials references");
+    assert!(
+        refused
+            .to_string()
+            .contains("set at most one of credentialsSecretRef and credentialsServiceAccountRef"),
+        "{refused}"
+    );
+    controller.stop().await;
+    ns.delete().await;
+}
+
+/// A tenant cannot use another namespace's ServiceAccount: the reference has only a name, always
+/// looked up in the VncPassword's own namespace, so no token is requested and STS is never asked.
+/// A controller without an OIDC provider ARN says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_namespaces_service_account_is_never_used() {
+    let client = support::client().await;
+    let owner = TestNamespace::new(&client, "rrsa-owner").await;
+    let tenant = TestNamespace::new(&client, "rrsa-tenant").await;
+    service_account(&client, &owner.name, "deployer").await;
+    annotate(&client, &owner.name, "deployer", Some(TENANT_ROLE)).await;
+    // The role trusts the owner's ServiceAccount (and, were it asked, would trust anyone's).
+    let sim = rrsa_simulator(&client, &[INSTANCE], vec![], vec![]).await;
+    let controller = rrsa_controller(&client, &tenant.name, &sim).await;
+    put_secret(&client, &tenant.name, "pw", &[("password", "Xns123")]).await;
+    put_vncpassword(
+        &client,
+        &tenant.name,
+        "steal",
+        json!({
+            "instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
+            "credentialsServiceAccountRef": {"name": "deployer"},
+        }),
+    )
+    .await;
+    let message = stalled(&client, &tenant.name, "steal", "ServiceAccountNotFound").await;
+    assert!(message.contains(&tenant.name), "{message}");
+    assert_eq!(
+        sim.state().issued("AssumeRoleWithOIDC"),
+        0,
+        "STS never asked"
+    );
+    assert_eq!(sim.state().total_calls(), 0, "ECS never called");
+    assert_eq!(set_password(&sim, INSTANCE), None);
+    controller.stop().await;
+
+    // The same ServiceAccount in the tenant's own namespace, but a controller with no OIDC
+    // provider ARN: a clear stall, no exchange.
+    service_account(&client, &tenant.name, "deployer").await;
+    annotate(&client, &tenant.name, "deployer", Some(TENANT_ROLE)).await;
+    let controller = start_controller(ControllerOptions {
+        namespace: Some(tenant.name.clone()),
+        flags: vec![
+            format!("--sts-endpoint={}/sts", sim.url()),
+            "--oidc-provider-arn=".into(),
+        ],
+        ..ControllerOptions::new(client.clone(), sim.url())
+    })
+    .await;
+    put_vncpassword(
+        &client,
+        &tenant.name,
+        "steal",
+        json!({
+            "instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
+            "credentialsServiceAccountRef": {"name": "deployer"}, "rebootPolicy": "Manual",
+        }),
+    )
+    .await;
+    let message = stalled(&client, &tenant.name, "steal", "OidcProviderNotConfigured").await;
+    assert!(message.contains("--oidc-provider-arn"), "{message}");
+    assert_eq!(sim.state().issued("AssumeRoleWithOIDC"), 0);
+    controller.stop().await;
+    owner.delete().await;
+    tenant.delete().await;
+}
+
+// --- the default credentials as a mounted file ---------------------------------------------------
+
+/// The controller's credentials file (a mounted Secret) rotated in place, as the kubelet does it
+/// (a new file swapped in): the next ECS call is signed with the new key, no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_credentials_file_signs_the_next_ecs_call_without_a_restart() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "identity-file").await;
+    let key = |id: &str, secret: &str| AccessKeyConfig {
+        id: id.into(),
+        secret: secret.into(),
+        security_token: None,
+    };
+    let sim = rrsa_simulator(
+        &client,
+        &[INSTANCE],
+        vec![],
+        vec![key("LTAIold", "old-secret"), key("LTAInew", "new-secret")],
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("credentials");
+    let write = |id: &str, secret: &str| {
+        let tmp = dir.path().join("..data_tmp");
+        std::fs::write(
+            &tmp,
+            format!(
+                "[default]\ntype = access_key\naccess_key_id = {id}\naccess_key_secret = {secret}\n"
+            ),
+        )
+        .expect("write");
+        std::fs::rename(&tmp, &file).expect("swap");
+    };
+    write("LTAIold", "old-secret");
+    let chain = CredentialsProvider::from_lookup(
+        lookup(vec![
+            (ENV_CREDENTIALS_FILE, file.display().to_string()),
+            ("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true".into()),
+        ]),
+        &ProviderConfig::default(),
+    )
+    .await;
+    let provider = chain.provider.expect("the credentials file");
+    let controller = start_controller(ControllerOptions {
+        namespace: Some(ns.name.clone()),
+        default_provider: Some(provider),
+        default_credentials_namespaces: ns.name.clone(),
+        ..ControllerOptions::new(client.clone(), sim.url())
+    })
+    .await;
+    put_secret(&client, &ns.name, "pw", &[("password", "File12")]).await;
+    put_vncpassword(
+        &client,
+        &ns.name,
+        "web",
+        json!({"instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"}}),
+    )
+    .await;
+    wait_condition(
+        &client,
+        &ns.name,
+        "web",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    let signer = |password: &'static str| {
+        let sim = &sim;
+        async move {
+            sim.state()
+                .call_log()
+                .into_iter()
+                .find(|c| {
+                    c.action == "ModifyInstanceVncPasswd"
+                        && c.code == "Success"
+                        && c.vnc_password.as_deref() == Some(password)
+                })
+                .and_then(|c| c.access_key_id)
+        }
+    };
+    assert_eq!(signer("File12").await.as_deref(), Some("LTAIold"));
+
+    write("LTAInew", "new-secret");
+    put_secret(&client, &ns.name, "pw", &[("password", "File34")]).await;
+    let key = support::eventually(
+        "the rotated password applied",
+        Duration::from_secs(30),
+        || signer("File34"),
+    )
+    .await;
+    assert_eq!(key, "LTAInew", "signed with the rotated key");
+    controller.stop().await;
+    ns.delete().await;
+}
+
+/// Why the controller may hold STS-audience tokens: the API server itself refuses them (their
+/// audience is not one of its `--api-audiences`, by default its issuer), while a token of the same
+/// ServiceAccount with the API server's audience is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_sts_is_refused_by_the_kubernetes_api() {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "identity-aud").await;
+    service_account(&client, &ns.name, "vnc").await;
+    let review = |token: String| {
+        let client = client.clone();
+        async move {
+            let review = TokenReview {
+                spec: TokenReviewSpec {
+                    token,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            Api::<TokenReview>::all(client)
+                .create(&PostParams::default(), &review)
+                .await
+                .expect("TokenReview")
+                .status
+                .and_then(|s| s.authenticated)
+                .unwrap_or(false)
+        }
+    };
+    assert!(
+        !review(token(&client, &ns.name, "vnc", AUDIENCE).await).await,
+        "a token for sts.aliyuncs.com must not authenticate to the API server"
+    );
+    assert!(
+        review(token(&client, &ns.name, "vnc", ISSUER).await).await,
+        "the same ServiceAccount's token for the API server's own audience does"
+    );
+    ns.delete().await;
+}
+
+/// A ServiceAccount's STS credentials are exchanged again before they expire (here they last 6 s,
+/// due after 4 s): across several lifetimes of password changes no ECS call meets expired
+/// credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_credentials_are_exchanged_again_before_they_expire() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "rrsa-refresh").await;
+    service_account(&client, &ns.name, "vnc").await;
+    annotate(&client, &ns.name, "vnc", Some(TENANT_ROLE)).await;
+    let sim = rrsa_simulator_lasting(
+        &client,
+        &[INSTANCE],
+        vec![format!("system:serviceaccount:{}:vnc", ns.name)],
+        vec![],
+        Some(6),
+    )
+    .await;
+    let controller = rrsa_controller(&client, &ns.name, &sim).await;
+    put_secret(&client, &ns.name, "pw", &[("password", "Rf0000")]).await;
+    put_vncpassword(
+        &client,
+        &ns.name,
+        "web",
+        json!({
+            "instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
+            "credentialsServiceAccountRef": {"name": "vnc"},
+        }),
+    )
+    .await;
+    wait_condition(
+        &client,
+        &ns.name,
+        "web",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    // 15 s of password changes, each applied before the next: more than two lifetimes.
+    let started = Instant::now();
+    let mut i = 1;
+    while started.elapsed() < Duration::from_secs(15) {
+        let password = format!("Rf{i:04}");
+        put_secret(&client, &ns.name, "pw", &[("password", password.as_str())]).await;
+        support::eventually(&password, Duration::from_secs(20), || async {
+            (set_password(&sim, INSTANCE).as_deref() == Some(password.as_str())).then_some(())
+        })
+        .await;
+        i += 1;
+    }
+    let exchanges = sim.state().issued("AssumeRoleWithOIDC");
+    assert!(
+        exchanges >= 3,
+        "only {exchanges} exchanges in 15 s of 6 s credentials"
+    );
+    for code in [
+        "InvalidSecurityToken.Expired",
+        "InvalidAccessKeyId.NotFound",
+    ] {
+        assert_eq!(
+            sim.state().calls_with_code("ModifyInstanceVncPasswd", code)
+                + sim.state().calls_with_code("DescribeInstances", code),
+            0,
+            "{code}"
+        );
+    }
+    wait_condition(
+        &client,
+        &ns.name,
+        "web",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
+    controller.stop().await;
+    ns.delete().await;
 }

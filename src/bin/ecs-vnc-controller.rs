@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controller (kubeconfig from KUBECONFIG or in-cluster).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the VncPassword CustomResourceDefinition as YAML (crds/vncpassword.yaml is this output).
     Crd,
     /// Set one instance's VNC password now (password from --password-file or standard input).
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => {
             ecs_vnc_controller::telemetry::init(args.log_format);
-            match runtime.block_on(ecs_vnc_controller::controller::run(args)) {
+            match runtime.block_on(ecs_vnc_controller::controller::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "controller stopped");

@@ -16,6 +16,7 @@ use crate::controller::fingerprint::FingerprintKey;
 use crate::controller::index::Index;
 use crate::controller::instances::InstanceCache;
 use crate::controller::plan::PlanSettings;
+use crate::controller::service_account::ServiceAccountCredentials;
 use crate::controller::tenancy::AllowedNamespaces;
 use crate::ecs::{CredentialsProvider, EcsClient};
 use crate::metrics::Metrics;
@@ -60,6 +61,8 @@ pub struct Settings {
     pub allowed_default_credentials: AllowedNamespaces,
     /// The controller's own credentials (Alibaba's default chain), for allowed namespaces.
     pub default_credentials: Option<CredentialsProvider>,
+    /// `spec.credentialsServiceAccountRef`: ServiceAccount tokens exchanged for STS credentials.
+    pub service_accounts: ServiceAccountCredentials,
     pub plan: PlanSettings,
     /// Each reconcile is abandoned after this long (below the Pod's termination grace period).
     pub reconcile_timeout: Duration,

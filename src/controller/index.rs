@@ -23,8 +23,9 @@ type Rank = (Option<jiff::Timestamp>, String, String);
 struct Entry {
     namespace: String,
     name: String,
-    /// `namespace/secret`: the password Secret and the credentials Secret.
-    secrets: Vec<String>,
+    /// What it references ([`secret_key`], [`service_account_key`]): the password Secret, the
+    /// credentials Secret or ServiceAccount.
+    refs: Vec<String>,
     /// `region/instance`, while the object is not being deleted.
     instance: Option<String>,
     created: Option<jiff::Timestamp>,
@@ -39,7 +40,7 @@ impl Entry {
 #[derive(Default)]
 struct Inner {
     by_uid: HashMap<Arc<str>, Entry>,
-    by_secret: HashMap<String, Vec<Arc<str>>>,
+    by_ref: HashMap<String, Vec<Arc<str>>>,
     by_instance: HashMap<String, Vec<Arc<str>>>,
     /// uids seen since the last `Init`, while a relist is in progress.
     relisted: Option<HashSet<Arc<str>>>,
@@ -52,6 +53,14 @@ pub struct Index {
 
 fn key(a: &str, b: &str) -> String {
     format!("{a}/{b}")
+}
+
+fn secret_key(namespace: &str, name: &str) -> String {
+    format!("secret:{namespace}/{name}")
+}
+
+fn service_account_key(namespace: &str, name: &str) -> String {
+    format!("serviceaccount:{namespace}/{name}")
 }
 
 impl Index {
@@ -94,10 +103,23 @@ impl Index {
 
     /// VncPasswords in `namespace` that reference the Secret `name` (password or credentials).
     pub fn referencing(&self, namespace: &str, name: &str) -> Vec<ObjectRef<VncPassword>> {
+        self.by_ref(&secret_key(namespace, name))
+    }
+
+    /// VncPasswords in `namespace` whose credentials are the ServiceAccount `name`.
+    pub fn referencing_service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<ObjectRef<VncPassword>> {
+        self.by_ref(&service_account_key(namespace, name))
+    }
+
+    fn by_ref(&self, k: &str) -> Vec<ObjectRef<VncPassword>> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         inner
-            .by_secret
-            .get(&key(namespace, name))
+            .by_ref
+            .get(k)
             .into_iter()
             .flatten()
             .filter_map(|uid| inner.by_uid.get(uid))
@@ -162,16 +184,16 @@ impl Inner {
         self.remove(&uid);
         let uid: Arc<str> = uid.into();
         let namespace = o.namespace().unwrap_or_default();
-        let mut secrets = vec![key(&namespace, &o.spec.password_secret_ref.name)];
+        let mut refs = vec![secret_key(&namespace, &o.spec.password_secret_ref.name)];
         if let Some(c) = &o.spec.credentials_secret_ref {
-            secrets.push(key(&namespace, &c.name));
+            refs.push(secret_key(&namespace, &c.name));
         }
-        secrets.dedup();
-        for s in &secrets {
-            self.by_secret
-                .entry(s.clone())
-                .or_default()
-                .push(uid.clone());
+        if let Some(sa) = &o.spec.credentials_service_account_ref {
+            refs.push(service_account_key(&namespace, &sa.name));
+        }
+        refs.dedup();
+        for r in &refs {
+            self.by_ref.entry(r.clone()).or_default().push(uid.clone());
         }
         let instance = o
             .metadata
@@ -187,7 +209,7 @@ impl Inner {
         let entry = Entry {
             namespace,
             name: o.name_any(),
-            secrets,
+            refs,
             instance,
             created: o.creation_timestamp().map(|t| t.0),
         };
@@ -198,8 +220,8 @@ impl Inner {
         let Some(entry) = self.by_uid.remove(uid) else {
             return;
         };
-        for s in &entry.secrets {
-            unlink(&mut self.by_secret, s, uid);
+        for r in &entry.refs {
+            unlink(&mut self.by_ref, r, uid);
         }
         if let Some(i) = &entry.instance {
             unlink(&mut self.by_instance, i, uid);

@@ -1,5 +1,6 @@
-//! The VncPassword controller: watches VncPasswords and the metadata of Secrets, reconciles one
-//! object at a time (bounded concurrency), serves metrics and health, and stops cleanly on SIGTERM.
+//! The VncPassword controller: watches VncPasswords and the metadata of Secrets and
+//! ServiceAccounts, reconciles one object at a time (bounded concurrency), serves metrics and
+//! health, and stops cleanly on SIGTERM.
 //! With `--leader-elect` ([`crate::leader`]) the watches and the kube `Controller` run only while
 //! this replica holds the Lease: a standby makes no ECS call and writes no status, and losing the
 //! Lease drops the running controller at once.
@@ -8,8 +9,9 @@
 //! observed), `record` (pure status changes after each step), `decide` (pure failure, phase and
 //! condition decisions), `reconcile` (the executor: the I/O of one reconcile), `conditions`
 //! (condition merging), `fingerprint` (keyed HMAC and its key Secret), `tenancy` (who may use which
-//! credentials), `instances` (batched, shared DescribeInstances), `schedule` (durations, reboot
-//! windows), `context` (what reconciles share).
+//! credentials), `service_account` (ServiceAccount tokens exchanged for STS credentials, RRSA),
+//! `instances` (batched, shared DescribeInstances), `schedule` (durations, reboot windows),
+//! `context` (what reconciles share).
 
 pub mod conditions;
 pub mod context;
@@ -21,6 +23,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod record;
 pub mod schedule;
+pub mod service_account;
 pub mod tenancy;
 
 use std::collections::{BTreeMap, HashSet};
@@ -31,7 +34,7 @@ use std::time::Duration;
 use clap::Args;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -61,6 +64,12 @@ pub struct RunArgs {
     /// it (sts[-vpc].<ALIBABA_CLOUD_STS_REGION>.aliyuncs.com, else sts.aliyuncs.com).
     #[arg(long, env = "STS_ENDPOINT", value_name = "URL")]
     pub sts_endpoint: Option<String>,
+    /// ARN of the RAM OIDC identity provider of this cluster's ServiceAccount token issuer (ACK's
+    /// RRSA provider, acs:ram::<account>:oidc-provider/<name>), for VncPasswords with
+    /// spec.credentialsServiceAccountRef. Default: the controller's own
+    /// ALIBABA_CLOUD_OIDC_PROVIDER_ARN.
+    #[arg(long, env = "ALIBABA_CLOUD_OIDC_PROVIDER_ARN", value_name = "ARN")]
+    pub oidc_provider_arn: Option<String>,
     /// Where the ECS instance metadata service is, for the instance's RAM role.
     #[arg(long, env = "ECS_METADATA_ENDPOINT", value_name = "URL", default_value = crate::ecs::metadata::DEFAULT_ENDPOINT)]
     pub metadata_endpoint: String,
@@ -196,6 +205,31 @@ impl RunArgs {
             sts_endpoint: url(&self.sts_endpoint),
             metadata_endpoint: url(&Some(self.metadata_endpoint.clone())),
             ..ProviderConfig::default()
+        }
+    }
+}
+
+impl RunArgs {
+    /// How ServiceAccount tokens are exchanged (`spec.credentialsServiceAccountRef`).
+    pub fn exchange_config(&self) -> service_account::ExchangeConfig {
+        use crate::ecs::provider::{ENV_STS_REGION, ENV_VPC_ENDPOINT_ENABLED};
+        let config = self.provider_config();
+        let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        service_account::ExchangeConfig {
+            oidc_provider_arn: self
+                .oidc_provider_arn
+                .as_deref()
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string),
+            sts_endpoint: config.sts_endpoint.clone().unwrap_or_else(|| {
+                crate::ecs::sts::default_endpoint(
+                    var(ENV_STS_REGION).as_deref(),
+                    var(ENV_VPC_ENDPOINT_ENABLED).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                )
+            }),
+            duration_seconds: config.duration_seconds,
+            timeout: config.timeout,
         }
     }
 }
@@ -346,9 +380,12 @@ pub async fn run_with(
         controller: "ecs-vnc-controller".into(),
         instance: leader.as_ref().map(|l| l.identity.clone()),
     };
+    let service_accounts = service_account::ServiceAccountCredentials::new(args.exchange_config());
+    service_accounts.set_observer(metrics.clone());
     let settings = Settings {
         allowed_default_credentials: args.default_credentials_namespaces.clone(),
         default_credentials,
+        service_accounts,
         plan: plan_settings,
         reconcile_timeout,
         clock,
@@ -497,10 +534,14 @@ async fn run_controller(
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
+    let service_accounts: Api<PartialObjectMeta<ServiceAccount>> = match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     // The caches: every VncPassword (with an index by Secret and by instance) and the metadata of
-    // every Secret, both slimmed (see `slim`). Lists are paged (500 objects a page, the watcher's default): an
-    // "any resourceVersion" list would be served from the API server's cache in one piece, which
-    // at 10,000 objects is a peak of tens of MB in the controller.
+    // every Secret, both slimmed (see `slim`). Lists are paged (500 objects a page, the watcher's
+    // default): an "any resourceVersion" list would be served from the API server's cache in one
+    // piece, which at 10,000 objects is a peak of tens of MB in the controller.
     let (store, writer) = reflector::store();
     let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
@@ -541,11 +582,23 @@ async fn run_controller(
             event
         })
         .touched_objects();
+    let sa_index = index.clone();
     let controller =
         controller.watches_stream(secret_events, move |secret| match secret.namespace() {
             Some(namespace) => index.referencing(&namespace, &secret.name_any()),
             None => Vec::new(),
         });
+    // ServiceAccount metadata too (its `ecsvnc.io/role-arn` annotation is metadata): one created
+    // or annotated after the VncPassword that names it wakes that VncPassword.
+    let controller =
+        controller.watches(
+            service_accounts,
+            watcher::Config::default(),
+            move |sa| match sa.namespace() {
+                Some(namespace) => sa_index.referencing_service_account(&namespace, &sa.name_any()),
+                None => Vec::new(),
+            },
+        );
 
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let readiness = {

@@ -1,6 +1,8 @@
 //! Which credentials a VncPassword may use.
 //!
-//! A `credentialsSecretRef` names a Secret in the object's own namespace. Without one, the
+//! A `credentialsSecretRef` names a Secret in the object's own namespace, a
+//! `credentialsServiceAccountRef` a ServiceAccount of it (see `service_account`; neither reference
+//! has a namespace field, so one tenant can never name another's). Without either, the
 //! controller's own credentials are used only in namespaces its operator listed: otherwise anyone
 //! allowed to create a VncPassword could change the VNC password of every instance the controller's
 //! identity can reach.

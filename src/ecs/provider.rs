@@ -82,6 +82,13 @@ pub struct OidcRole {
 #[derive(Debug, Clone)]
 enum Source {
     Static(Credentials),
+    /// An `access_key` profile of the credentials file, read again at every use: a Kubernetes
+    /// Secret mounted as that file is updated in place by the kubelet (an atomic swap of the
+    /// `..data` symlink), and a rotated key is used without a restart.
+    File {
+        path: PathBuf,
+        profile: String,
+    },
     Oidc(OidcRole),
     Metadata {
         endpoint: String,
@@ -148,7 +155,7 @@ pub struct Chain {
     pub skipped: Vec<String>,
 }
 
-fn http_client(timeout: Duration) -> reqwest::Client {
+pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
     // reqwest panics without a process-wide rustls provider (built without a default one).
     super::client::install_crypto_provider();
     reqwest::Client::builder()
@@ -206,14 +213,35 @@ impl CredentialsProvider {
     }
 
     /// What the credentials are (never secret, stable across refreshes): `accesskey:<id>`,
-    /// `oidc:<role ARN>`, `ecs-ram-role:<role>`.
+    /// `oidc:<role ARN>`, `ecs-ram-role:<role>`, `profile:<profile>:<id>` (the AccessKeyId found
+    /// when the chain was built; see [`Self::identity_of`]).
     pub fn identity(&self) -> &str {
         &self.inner.identity
     }
 
+    /// The identity of `credentials` this provider handed out: as [`Self::identity`], except for
+    /// the credentials file, whose AccessKeyId changes when the file is rotated.
+    pub fn identity_of(&self, credentials: &Credentials) -> String {
+        match &self.inner.source {
+            Source::File { profile, .. } => {
+                format!("profile:{profile}:{}", credentials.access_key_id)
+            }
+            _ => self.inner.identity.clone(),
+        }
+    }
+
+    /// An `access_key` profile of a credentials file, read again at every use.
+    pub fn file(path: PathBuf, profile: String, identity: String) -> Self {
+        Self::new(
+            Source::File { path, profile },
+            identity,
+            Duration::from_secs(10),
+        )
+    }
+
     /// Whether credentials are temporary and refreshed.
     pub fn refreshes(&self) -> bool {
-        !matches!(self.inner.source, Source::Static(_))
+        !matches!(self.inner.source, Source::Static(_) | Source::File { .. })
     }
 
     pub fn set_observer(&self, observer: Arc<dyn RefreshObserver>) {
@@ -303,7 +331,7 @@ impl CredentialsProvider {
                     match profile::parse(&text, &name, &file) {
                         Ok(Profile::AccessKey(c)) => {
                             let id = format!("profile:{name}:{}", c.access_key_id);
-                            let p = Self::new(Source::Static(c), id, config.timeout);
+                            let p = Self::file(file.into(), name, id);
                             return Chain {
                                 provider: Some(p),
                                 skipped,
@@ -349,13 +377,21 @@ impl CredentialsProvider {
                 "credentials file: neither HOME nor ALIBABA_CLOUD_CREDENTIALS_FILE is set".into(),
             );
         }
+        // Past the last way: a credentials file named explicitly but not readable yet (a Kubernetes
+        // Secret mounted `optional: true` and created later) is read at every use, so that it is
+        // picked up without a restart. Alibaba's SDKs would end with no credentials here.
+        let explicit_file = |skipped: Vec<String>| Chain {
+            provider: var(ENV_CREDENTIALS_FILE).map(|file| {
+                let name = var(ENV_PROFILE).unwrap_or_else(|| "default".to_string());
+                let id = format!("profile:{name}:(not yet readable)");
+                Self::file(file.into(), name, id)
+            }),
+            skipped,
+        };
         // 4. The ECS RAM role.
         if var(ENV_ECS_METADATA_DISABLED).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             skipped.push(format!("ECS RAM role: {ENV_ECS_METADATA_DISABLED}=true"));
-            return Chain {
-                provider: None,
-                skipped,
-            };
+            return explicit_file(skipped);
         }
         let named = var(ENV_ECS_METADATA);
         // The metadata service is link-local: the SDKs give it 1 s; off ECS the probe must not
@@ -375,10 +411,7 @@ impl CredentialsProvider {
             },
             Err(e) => {
                 skipped.push(format!("ECS RAM role: {e}"));
-                Chain {
-                    provider: None,
-                    skipped,
-                }
+                explicit_file(skipped)
             }
         }
     }
@@ -386,8 +419,10 @@ impl CredentialsProvider {
     /// Current credentials: cached until they are due for refresh, then fetched once for all
     /// callers. After a failed refresh the credentials in hand are returned while they work.
     pub async fn credentials(&self) -> Result<Credentials, ProviderError> {
-        if let Source::Static(c) = &self.inner.source {
-            return Ok(c.clone());
+        match &self.inner.source {
+            Source::Static(c) => return Ok(c.clone()),
+            Source::File { path, profile } => return self.read_file(path, profile).await,
+            _ => {}
         }
         // Fast path, without waiting for a refresh in flight: credentials not yet due, or (while
         // another caller refreshes) still valid.
@@ -505,7 +540,7 @@ impl CredentialsProvider {
 
     fn observe(&self, ok: bool) {
         let source = match self.inner.source {
-            Source::Static(_) => "static",
+            Source::Static(_) | Source::File { .. } => "static",
             Source::Oidc(_) => "oidc",
             Source::Metadata { .. } => "ecs_ram_role",
         };
@@ -531,8 +566,42 @@ impl CredentialsProvider {
         }
     }
 
+    /// The credentials file as it is now (a few hundred bytes: read at every use rather than
+    /// watched, so a kubelet's symlink swap, an edit in place and a recreated file all count).
+    async fn read_file(
+        &self,
+        path: &std::path::Path,
+        profile: &str,
+    ) -> Result<Credentials, ProviderError> {
+        let shown = path.display().to_string();
+        let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+            self.error(
+                format!("cannot read the credentials file {shown}: {}", e.kind()),
+                false,
+                None,
+            )
+        })?;
+        match profile::parse(&text, profile, &shown) {
+            Ok(Profile::AccessKey(c)) => Ok(c),
+            Ok(_) => Err(self.error(
+                format!(
+                    "profile [{profile}] in {shown} is no longer of type access_key: restart the controller to use another type"
+                ),
+                false,
+                None,
+            )),
+            Err(e) => Err(self.error(e, false, None)),
+        }
+    }
+
     async fn fetch(&self) -> Result<Temporary, ProviderError> {
         match &self.inner.source {
+            Source::File { path, profile } => {
+                self.read_file(path, profile).await.map(|c| Temporary {
+                    credentials: c,
+                    expiration: jiff::Timestamp::MAX,
+                })
+            }
             Source::Static(c) => Ok(Temporary {
                 credentials: c.clone(),
                 expiration: jiff::Timestamp::MAX,
@@ -585,12 +654,16 @@ impl CredentialsProvider {
 /// When the credentials in hand are due: `min(180 s, a third of their lifetime)` before expiry.
 fn refresh_at(state: &State) -> Option<jiff::Timestamp> {
     let t = state.current.as_ref()?;
-    let fetched = state.fetched?;
-    let lifetime =
-        Duration::try_from(t.expiration.duration_since(fetched)).unwrap_or(Duration::ZERO);
+    Some(refresh_due(state.fetched?, t.expiration))
+}
+
+/// When temporary credentials fetched at `fetched` and expiring at `expiration` are due for a
+/// refresh: `min(180 s, a third of their lifetime)` before expiry, as Alibaba's SDKs do.
+pub fn refresh_due(fetched: jiff::Timestamp, expiration: jiff::Timestamp) -> jiff::Timestamp {
+    let lifetime = Duration::try_from(expiration.duration_since(fetched)).unwrap_or(Duration::ZERO);
     let ahead = REFRESH_AHEAD.min(lifetime / 3);
     let ahead = jiff::SignedDuration::try_from(ahead).unwrap_or(jiff::SignedDuration::ZERO);
-    t.expiration.checked_sub(ahead).ok()
+    expiration.checked_sub(ahead).unwrap_or(expiration)
 }
 
 #[cfg(test)]
@@ -684,6 +757,67 @@ mod tests {
         let again = p.credentials().await.unwrap_err();
         assert_eq!(again.message, e.message);
         assert_eq!(p.inner.state.lock().await.failures, 1);
+    }
+
+    #[tokio::test]
+    async fn a_rotated_credentials_file_is_used_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        let write = |id: &str, secret: &str| {
+            // As the kubelet does: a new file renamed over the old one.
+            let tmp = dir.path().join("tmp");
+            std::fs::write(&tmp, format!("[default]\ntype = access_key\naccess_key_id = {id}\naccess_key_secret = {secret}\n")).unwrap();
+            std::fs::rename(&tmp, &file).unwrap();
+        };
+        write("OLDAK", "old-secret");
+        let vars = [(ENV_CREDENTIALS_FILE, file.to_str().unwrap())];
+        let p = CredentialsProvider::from_lookup(lookup(&vars), &no_metadata())
+            .await
+            .provider
+            .unwrap();
+        let c = p.credentials().await.unwrap();
+        assert_eq!(c.access_key_id, "OLDAK");
+        assert_eq!(p.identity_of(&c), "profile:default:OLDAK");
+        write("NEWAK", "new-secret");
+        let c = p.credentials().await.unwrap();
+        assert_eq!(
+            (c.access_key_id.as_str(), c.access_key_secret.expose()),
+            ("NEWAK", "new-secret")
+        );
+        assert_eq!(p.identity_of(&c), "profile:default:NEWAK");
+        // Gone (the Secret deleted): no credentials, and the error names the file, not a value.
+        std::fs::remove_file(&file).unwrap();
+        let e = p.credentials().await.unwrap_err();
+        assert!(
+            e.message.contains("credentials") && !e.message.contains("new-secret"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_credentials_file_named_but_not_there_yet_is_picked_up_when_it_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        let vars = [
+            (ENV_CREDENTIALS_FILE, file.to_str().unwrap()),
+            (ENV_ECS_METADATA_DISABLED, "true"),
+        ];
+        let chain = CredentialsProvider::from_lookup(lookup(&vars), &no_metadata()).await;
+        let p = chain.provider.expect("the named file, read at every use");
+        assert!(p.credentials().await.is_err());
+        std::fs::write(
+            &file,
+            "[default]\naccess_key_id = LATEAK\naccess_key_secret = s\n",
+        )
+        .unwrap();
+        assert_eq!(p.credentials().await.unwrap().access_key_id, "LATEAK");
+        // Without an explicit file the chain still ends with nothing, as the SDKs do.
+        let chain = CredentialsProvider::from_lookup(
+            lookup(&[(ENV_ECS_METADATA_DISABLED, "true")]),
+            &no_metadata(),
+        )
+        .await;
+        assert!(chain.provider.is_none());
     }
 
     #[test]

@@ -237,3 +237,19 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The test API server's JSON Web Key Set (`/openid/v1/jwks`), for a simulated STS that verifies
+/// its ServiceAccount tokens.
+pub async fn jwks(client: &Client) -> serde_json::Value {
+    let request = axum::http::Request::get("/openid/v1/jwks")
+        .body(Vec::new())
+        .expect("request");
+    let text = client
+        .request_text(request)
+        .await
+        .expect("GET /openid/v1/jwks");
+    serde_json::from_str(&text).expect("JWKS JSON")
+}
+
+/// The issuer of the test API server's ServiceAccount tokens (`--service-account-issuer`).
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";

@@ -66,6 +66,14 @@ impl Sim {
         Self { running }
     }
 
+    /// A simulator of any configuration (an STS, faults, ...).
+    pub async fn from_config(config: SimulatorConfig) -> Self {
+        let running = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+            .await
+            .expect("start the ECS simulator");
+        Self { running }
+    }
+
     pub fn url(&self) -> String {
         self.running.url()
     }

@@ -858,3 +858,50 @@ fn an_instance_claimed_by_an_older_object_is_left_to_it() {
         other => panic!("{other:?}"),
     }
 }
+
+// --- credentials from a ServiceAccount (RRSA) --------------------------------------------------
+
+#[test]
+fn service_account_credentials_stall_by_reason_and_only_sts_refusals_are_rechecked() {
+    for (reason, rechecked) in [
+        (Reason::ServiceAccountNotFound, false),
+        (Reason::RoleArnNotSet, false),
+        (Reason::OidcProviderNotConfigured, false),
+        (Reason::AuthFailed, true),
+    ] {
+        let mut s = S::new(RebootPolicy::Manual);
+        s.credentials = Err(stalled(reason));
+        let step = s.plan();
+        let want = if rechecked {
+            Requeue::After(Duration::from_secs(1800))
+        } else {
+            // The ServiceAccount watch brings the next reconcile.
+            Requeue::AwaitChange
+        };
+        assert_eq!(requeue(step.clone()), want, "{reason}");
+        assert!(
+            matches!(phase(step), Phase::Failed { applied: false, failure } if failure.reason() == reason),
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn an_ecs_stall_ends_when_the_service_account_or_its_role_changes() {
+    let sa = |rv: &str| Ok(format!("serviceaccount:team-a/vnc:sa-uid:{rv}"));
+    let mut s = S::new(RebootPolicy::Manual);
+    s.credentials = sa("5");
+    s.round.failure = Some(stalled(Reason::EcsRejected));
+    let inputs = stall_inputs(&s.observed());
+    let now = s.now;
+    record::stalled(&mut s.status, inputs, now);
+    let mut s = s.finish_into_status().next_round("2026-01-01T10:01:00Z");
+    s.credentials = sa("5");
+    assert!(
+        matches!(s.plan(), Step::Finish { .. }),
+        "same ServiceAccount: remembered"
+    );
+    // The role annotation changed (a new resourceVersion): ECS is asked again.
+    s.credentials = sa("6");
+    assert_eq!(s.plan(), Step::Apply);
+}
