@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Event as CoreEvent;
@@ -22,37 +22,7 @@ const AK_SECRET: &str = "TestKeySecretValue0123456789";
 /// Generous: an Automatic reboot waits for a later minute than the apply (up to 60 s).
 const WAIT: Duration = Duration::from_secs(90);
 
-/// Everything the controllers log in this test binary, to check that no secret reaches a log.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = buffer.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "debug,hyper=info,kube=info,tower=info,h2=info,rustls=info,reqwest=info",
-            ))
-            .with_ansi(false)
-            .with_writer(move || LogWriter(writer.clone()))
-            .try_init();
-        buffer
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use support::leaks::captured_logs;
 
 struct Case {
     client: Client,
@@ -1326,4 +1296,42 @@ async fn a_password_ecs_refuses_beyond_the_local_rule_says_what_ecs_may_want() {
     case.secret("web-vnc", "Abcde1").await;
     case.wait("web", "Ready", "True", None).await;
     case.finish().await;
+}
+
+#[tokio::test]
+async fn the_suite_wide_leak_check_finds_a_password_in_an_event() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "leakcheck").await;
+    put_secret(&client, &ns.name, "x-vnc", &[("password", "Lk9x7Q")]).await;
+    // Clean: the check passes.
+    support::leaks::assert_no_leak(&client, &ns.name).await;
+    let event: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "leaky"},
+        "involvedObject": {"kind": "Secret", "name": "x-vnc", "namespace": ns.name},
+        "reason": "Oops", "message": "the password is Lk9x7Q", "type": "Normal"
+    }))
+    .unwrap();
+    Api::<CoreEvent>::namespaced(client.clone(), &ns.name)
+        .create(&Default::default(), &event)
+        .await
+        .expect("create event");
+    let (check_client, name) = (client.clone(), ns.name.clone());
+    let check =
+        tokio::spawn(async move { support::leaks::assert_no_leak(&check_client, &name).await })
+            .await;
+    let panic = check.expect_err("the leak is found");
+    let message = panic
+        .into_panic()
+        .downcast::<String>()
+        .map(|m| *m)
+        .unwrap_or_default();
+    assert!(message.contains("Event leaky"), "{message}");
+    assert!(
+        !message.contains("Lk9x7Q"),
+        "the check never prints the secret"
+    );
+    let _ = Api::<CoreEvent>::namespaced(client.clone(), &ns.name)
+        .delete("leaky", &Default::default())
+        .await;
+    ns.delete().await;
 }

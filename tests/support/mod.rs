@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod controller;
+pub mod leaks;
 pub mod sim;
 
 use std::path::{Path, PathBuf};
@@ -194,6 +195,8 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     pub async fn new(client: &Client, prefix: &str) -> Self {
+        // Whatever a controller in this test binary logs is kept, for the leak check at delete.
+        leaks::captured_logs();
         let name = format!("{prefix}-{:08x}", rand::random::<u32>());
         let ns = Namespace {
             metadata: ObjectMeta {
@@ -213,7 +216,10 @@ impl TestNamespace {
         }
     }
 
+    /// Checks that no secret of the namespace's Secrets reached an Event, a VncPassword's status
+    /// or this binary's logs (see [`leaks`]), then deletes the namespace.
     pub async fn delete(self) {
+        leaks::assert_no_leak(&self.client, &self.name).await;
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.name, &DeleteParams::default())
             .await;

@@ -1,0 +1,132 @@
+//! The suite-wide leak check: every test that ends with `TestNamespace::delete` checks that no
+//! secret it put into a Secret of its namespace (passwords, AccessKeySecrets, STS tokens) appears
+//! in an Event of that namespace, in a VncPassword's status, or in anything the controllers of the
+//! test binary logged (every in-process controller logs into [`captured_logs`], at debug level).
+//! Controllers run as child processes (leader, kill campaign) scan their own output.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use ecs_vnc_controller::api::VncPassword;
+
+/// Secret keys whose values are not secret (an AccessKeyId names the key in every request).
+const NOT_SECRET: &[&str] = &["accessKeyId"];
+
+/// Everything the controllers log in this test binary. Installs the capturing subscriber once.
+pub fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,hyper=info,kube=info,tower=info,h2=info,rustls=info,reqwest=info",
+            ))
+            .with_ansi(false)
+            .with_writer(move || LogWriter(writer.clone()))
+            .try_init();
+        buffer
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The secret values of the namespace's Secrets (at least 6 bytes: a VNC password is 6).
+async fn secrets_of(client: &Client, namespace: &str) -> Vec<String> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut values: Vec<String> = secrets
+        .into_iter()
+        .flat_map(|s| s.data.unwrap_or_default())
+        .filter(|(k, _)| !NOT_SECRET.contains(&k.as_str()))
+        .filter_map(|(_, v)| String::from_utf8(v.0).ok())
+        .flat_map(|v| {
+            // A credentials file holds its secret on one of its lines.
+            let mut parts = vec![v.trim().to_string()];
+            parts.extend(v.lines().filter_map(|l| {
+                let (k, val) = l.split_once('=')?;
+                let k = k.trim().to_ascii_lowercase();
+                (k.contains("secret") || k.contains("token") || k.contains("password"))
+                    .then(|| val.trim().to_string())
+            }));
+            parts
+        })
+        .filter(|v| v.len() >= 6)
+        .collect();
+    values.sort();
+    values.dedup();
+    values
+}
+
+/// Panics, naming where (never the secret itself), when a secret of `namespace` leaked.
+pub async fn assert_no_leak(client: &Client, namespace: &str) {
+    let secrets = secrets_of(client, namespace).await;
+    if secrets.is_empty() {
+        return;
+    }
+    let mut places: Vec<(String, String)> = Vec::new();
+    let events = Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    for e in events {
+        places.push((
+            format!(
+                "Event {} ({})",
+                e.metadata.name.unwrap_or_default(),
+                e.reason.clone().unwrap_or_default()
+            ),
+            format!(
+                "{} {}",
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            ),
+        ));
+    }
+    let objects = Api::<VncPassword>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    for o in objects {
+        places.push((
+            format!(
+                "the status of VncPassword {}",
+                o.metadata.name.unwrap_or_default()
+            ),
+            serde_json::to_string(&o.status).unwrap_or_default(),
+        ));
+    }
+    let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap_or_else(|p| p.into_inner()))
+        .into_owned();
+    places.push(("the controllers' logs".to_string(), logs));
+    let leaks: Vec<String> = places
+        .iter()
+        .filter(|(_, text)| secrets.iter().any(|s| text.contains(s.as_str())))
+        .map(|(place, _)| place.clone())
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "a secret of a Secret in namespace {namespace} appears in: {leaks:?}"
+    );
+}
