@@ -28,7 +28,8 @@ pub struct Watched {
     pub index: Arc<Index>,
     /// The metadata of every Secret (identity, owners, annotations; no data, no managedFields).
     pub secrets: Store<PartialObjectMeta<Secret>>,
-    /// True once the Secret watch has listed everything (the store is complete).
+    /// True while the store holds a complete list: false until the Secret watch has listed
+    /// everything, and again during a relist (the store swaps in the new list at its end).
     pub secrets_synced: tokio::sync::watch::Receiver<bool>,
 }
 

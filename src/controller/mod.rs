@@ -576,8 +576,17 @@ async fn run_controller(
         .modify(slim)
         .reflect(secret_writer)
         .map_ok(move |event| {
-            if matches!(event, watcher::Event::InitDone) {
-                synced_tx.send_replace(true);
+            // During a relist (after a restart of the API server, a 410) the store keeps the old
+            // list until InitDone, while the relisted Secrets already trigger reconciles: those wait
+            // for the new list (or read the Secrets) instead of trusting the old one.
+            match event {
+                watcher::Event::Init => {
+                    synced_tx.send_replace(false);
+                }
+                watcher::Event::InitDone => {
+                    synced_tx.send_replace(true);
+                }
+                _ => {}
             }
             event
         })
