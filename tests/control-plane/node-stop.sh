@@ -67,6 +67,27 @@ node_stop() {
     iptables -t "$table" -X "$chain" 2>/dev/null || true
   done
 
+  # The kubelet's own chains: KUBE-FIREWALL (drops non-loopback packets to 127.0.0.0/8) and the
+  # canaries by which it notices a flushed table.
+  local cmd_ipt t c
+  for cmd_ipt in iptables ip6tables; do
+    command -v "$cmd_ipt" >/dev/null || continue
+    for t in filter nat mangle; do
+      for c in INPUT OUTPUT; do
+        while "$cmd_ipt" -t "$t" -D "$c" -j KUBE-FIREWALL 2>/dev/null; do :; done
+      done
+      for c in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
+        "$cmd_ipt" -t "$t" -F "$c" 2>/dev/null && "$cmd_ipt" -t "$t" -X "$c" 2>/dev/null || true
+      done
+    done
+  done
+
+  # The kubelet's cgroups (cgroupfs driver), once empty.
+  local cg
+  for cg in /sys/fs/cgroup/*/kubepods; do
+    [ -d "$cg" ] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+
   # Kernel settings the kubelet and the CNI bridge plugin changed.
   if [ -f "$dir/host-state" ]; then
     local line
