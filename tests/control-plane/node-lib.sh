@@ -35,10 +35,6 @@ node_preflight() {
   done
   [ -n "$cni_bin_dir" ] || { echo "FATAL: no CNI plugins (bridge, host-local, loopback, portmap) in /usr/lib/cni or /opt/cni/bin (Debian: containernetworking-plugins)" >&2; exit 1; }
   grep -q cgroup /proc/mounts || { echo "FATAL: no cgroup file system mounted" >&2; exit 1; }
-  if ip link show "$cni_bridge" >/dev/null 2>&1; then
-    echo "FATAL: the bridge $cni_bridge exists: another test node runs on this machine (or one was not stopped: tests/control-plane/stop DIR)" >&2
-    exit 1
-  fi
   # The host's address: Pods reach the API server (and the tests' ECS simulator) there.
   node_ip=${ECS_VNC_NODE_IP:-$(ip -4 -o route get 192.0.2.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')}
   [ -n "$node_ip" ] && [ "$node_ip" != 127.0.0.1 ] || node_ip=$(ip -4 -o route show default | sed -n 's/.* src \([0-9.]*\).*/\1/p')
@@ -46,6 +42,44 @@ node_preflight() {
     node_ip=$(ip -4 -o addr show scope global | awk '{print $4; exit}' | cut -d/ -f1)
   fi
   [ -n "$node_ip" ] || { echo "FATAL: no non-loopback IPv4 address on this host; set ECS_VNC_NODE_IP" >&2; exit 1; }
+}
+
+# One node per machine: the directory /run/ecs-vnc-test-node names the DIR whose node runs (and the
+# pid of the start that claimed it). Another start waits (up to 20 min) until that node is stopped,
+# or takes the claim over when neither that start nor that node's containerd/kubelet runs any more.
+node_marker=/run/ecs-vnc-test-node
+node_claim() {
+  local owner pid announced="" deadline=$((SECONDS + 1200))
+  while ! mkdir "$node_marker" 2>/dev/null; do
+    owner=$(cat "$node_marker/dir" 2>/dev/null || true)
+    pid=$(cat "$node_marker/pid" 2>/dev/null || true)
+    if [ -n "$owner" ] && ! node_alive "$owner" "$pid"; then
+      echo ">> the test node of $owner is gone; taking its claim over" >&2
+      rm -rf "$node_marker"
+      continue
+    fi
+    [ $SECONDS -lt $deadline ] || { echo "FATAL: another test node ($owner) still runs on this machine after 20 min" >&2; exit 1; }
+    if [ -z "$announced" ]; then
+      echo ">> another test node runs on this machine ($owner); waiting until it is stopped" >&2
+      announced=1
+    fi
+    sleep 1
+  done
+  echo "$$" >"$node_marker/pid"
+  echo "$dir" >"$node_marker/dir"
+  # A bridge left by a node that was not stopped (its processes are gone: the claim was free).
+  if ip link show "$cni_bridge" >/dev/null 2>&1; then
+    echo ">> deleting the stale bridge $cni_bridge" >&2
+    ip link del "$cni_bridge" || true
+  fi
+}
+node_alive() { # dir start-pid: the start that claimed it, or that node's containerd or kubelet, runs
+  local p
+  [ -n "$2" ] && kill -0 "$2" 2>/dev/null && return 0
+  for p in containerd kubelet; do
+    p=$(cat "$1/$p.pid" 2>/dev/null) && kill -0 "$p" 2>/dev/null && return 0
+  done
+  return 1
 }
 
 # wait_until what timeout process cmd... : polls cmd every 0.2 s while process (a name of

@@ -97,6 +97,11 @@ node_stop() {
   fi
 }
 
+node_release_claim() { # the machine-wide claim of start's node_claim, if it names DIR
+  local marker=/run/ecs-vnc-test-node
+  if [ "$(cat "$marker/dir" 2>/dev/null)" = "$dir" ]; then rm -rf "$marker"; fi
+}
+
 node_api() { # method path: a request as admin, with the client certificate start wrote
   local pki="$dir/pki" server
   server=$(awk '$1=="server:" {print $2; exit}' "$kubeconfig")
