@@ -3,12 +3,14 @@
 # api_port and helpers): kube-controller-manager, kube-scheduler, containerd + runc + CNI, a kubelet
 # and kube-proxy, each a background process with DIR/<name>.pid and DIR/<name>.log.
 #
-# One such node per machine at a time: the Pod network is the bridge ecsvnc0 with 10.88.0.0/24, the
-# Service network 10.0.0.0/24 is programmed by kube-proxy into the host's iptables. What is host-wide
-# (saved in DIR/host-state and restored by stop): the kernel settings a kubelet changes
-# (vm.overcommit_memory, kernel.panic, kernel.panic_on_oops; https://kubernetes.io/docs/reference/config-api/kubelet-config.v1beta1/
-# protectKernelDefaults), net.ipv4.ip_forward (set by the CNI bridge plugin), kube-proxy's iptables
-# chains (removed by `kube-proxy --cleanup`), the bridge, the cgroups under kubepods.
+# One such node per machine at a time (node_claim below: a second start waits for the first node to
+# be stopped): the Pod network is the bridge ecsvnc0 with 10.88.0.0/24, the Service network
+# 10.0.0.0/24 is programmed by kube-proxy into the host's iptables. What is host-wide, and what stop
+# (node-stop.sh) undoes: the kernel settings a kubelet changes (vm.overcommit_memory, kernel.panic,
+# kernel.panic_on_oops; protectKernelDefaults in
+# https://kubernetes.io/docs/reference/config-api/kubelet-config.v1beta1/) and net.ipv4.ip_forward
+# (set by the CNI bridge plugin), saved in DIR/host-state; the iptables chains of kube-proxy
+# (`kube-proxy --cleanup`), of the kubelet and of the bridge plugin; the bridge; the kubepods cgroups.
 
 node_name=ecs-vnc-test-node
 pod_cidr=10.88.0.0/24
