@@ -9,7 +9,7 @@
 //! One test, in steps, because the steps share the one Deployment of the one node: install →
 //! Running and Ready → JSON logs → one leader → a VncPassword reconciled against the ECS simulator
 //! (on the host's address, which Pods reach through the bridge) → the leader Pod deleted: the
-//! controller exits 0 within the grace period and the standby takes over and reconciles → the
+//! controller exits 0 within the grace period and another replica takes over and reconciles → the
 //! readiness probe fails while the Lease cannot be reached (its RBAC taken away) and passes again
 //! once it can.
 
