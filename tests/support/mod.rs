@@ -9,12 +9,14 @@
 #![allow(dead_code)]
 
 pub mod controller;
+pub mod image;
 pub mod leaks;
 pub mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -24,6 +26,23 @@ use kube::{Api, Client, Config};
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+static WITH_NODE: AtomicBool = AtomicBool::new(false);
+
+/// Asks for a cluster with a node (`tests/control-plane/start DIR --with-node`: controller-manager,
+/// scheduler, kubelet, containerd, kube-proxy), where Pods run. Call it before the first
+/// [`kubeconfig`]; with `TEST_KUBECONFIG` the named cluster is used as it is.
+pub fn with_node() {
+    WITH_NODE.store(true, Ordering::SeqCst);
+}
+
+/// The directory of the control plane this test binary started (None with `TEST_KUBECONFIG`).
+pub fn control_plane_dir() -> Option<PathBuf> {
+    std::env::var_os("TEST_KUBECONFIG")
+        .filter(|v| !v.is_empty())
+        .is_none()
+        .then(|| kubeconfig().parent().unwrap().to_path_buf())
 }
 
 /// The kubeconfig of this test binary's cluster, started on first use.
@@ -47,8 +66,12 @@ fn start_control_plane() -> PathBuf {
     ));
     let start = repo_root().join("tests/control-plane/start");
     let stop = repo_root().join("tests/control-plane/stop");
-    let output = Command::new(&start)
-        .arg(&dir)
+    let mut command = Command::new(&start);
+    command.arg(&dir);
+    if WITH_NODE.load(Ordering::SeqCst) {
+        command.arg("--with-node");
+    }
+    let output = command
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", start.display()));

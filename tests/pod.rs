@@ -1,0 +1,549 @@
+//! The shipped manifests as real Pods: the image scripts/image builds (no Docker daemon) is
+//! imported into a real node's containerd (`tests/control-plane/start DIR --with-node`: kubelet,
+//! containerd + runc + CNI bridge, kube-proxy, controller-manager, scheduler), `deploy/` is applied
+//! with kustomize as the README's install section says, and the Deployment's two Pods run the
+//! controller under the Deployment's own constraints (uid 65532, read-only root, no capabilities,
+//! the mounted ServiceAccount token, the in-cluster API address through the kubernetes Service,
+//! POD_NAMESPACE/POD_NAME from the downward API, the probes).
+//!
+//! One test, in steps, because the steps share the one Deployment of the one node: install →
+//! Running and Ready → JSON logs → one leader → a VncPassword reconciled against the ECS simulator
+//! (on the host's address, which Pods reach through the bridge) → the leader Pod deleted: the
+//! controller exits 0 within the grace period and another replica takes over and reconciles → the
+//! readiness probe fails while the Lease cannot be reached (its RBAC taken away) and passes again
+//! once it can.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+
+use ecs_vnc_controller::simulator::Simulator;
+use support::controller::*;
+
+const NS: &str = "ecs-vnc-system";
+const SELECTOR: &str = "app.kubernetes.io/name=ecs-vnc-controller";
+const INSTANCE: &str = "i-podtest0001";
+
+fn kubectl_ok(args: &[&str]) -> String {
+    let out = support::kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn kubectl_json(args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&kubectl_ok(&all)).expect("kubectl -o json")
+}
+
+/// The controller's Pods, by name (those not being deleted).
+fn pods() -> BTreeMap<String, Value> {
+    kubectl_json(&["-n", NS, "get", "pods", "-l", SELECTOR])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p.clone(),
+            )
+        })
+        .collect()
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+fn lease_holder() -> Option<String> {
+    let out = support::kubectl(&["-n", NS, "get", "lease", "ecs-vnc-controller", "-o", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    let lease: Value = serde_json::from_slice(&out.stdout).ok()?;
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+/// Waits for the rollout and for two Running, Ready Pods (not counting those being deleted);
+/// returns them.
+async fn wait_two_ready_pods() -> BTreeMap<String, Value> {
+    kubectl_ok(&[
+        "-n",
+        NS,
+        "rollout",
+        "status",
+        "deployment/ecs-vnc-controller",
+        "--timeout=180s",
+    ]);
+    support::eventually(
+        "two Running and Ready controller Pods",
+        Duration::from_secs(120),
+        || async {
+            let pods = pods();
+            (pods.len() == 2
+                && pods
+                    .values()
+                    .all(|p| p["status"]["phase"] == "Running" && is_ready(p)))
+            .then_some(pods)
+        },
+    )
+    .await
+}
+
+/// A kustomize overlay of deploy/, as a platform team writes one: the image scripts/image tagged,
+/// and where ECS is (the simulator).
+fn write_overlay(dir: &Path, image: &str, ecs_endpoint: &str) {
+    let deploy = support::repo_root().join("deploy");
+    // kustomize wants a relative path to a base.
+    let up = "../".repeat(dir.components().count() - 1);
+    let base = format!("{up}{}", deploy.to_string_lossy().trim_start_matches('/'));
+    let (name, tag) = image.rsplit_once(':').expect("image name:tag");
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        format!(
+            r#"apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - {base}
+images:
+  - name: ecs-vnc-controller
+    newName: {name}
+    newTag: "{tag}"
+patches:
+  - target:
+      kind: Deployment
+      name: ecs-vnc-controller
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --ecs-endpoint={ecs_endpoint}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+fn node_env(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(dir.join("node.env"))
+        .expect("node.env: the control plane has no node")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The terminated state of the container `controller` of `pod`, as the kubelet reports it before
+/// the Pod object goes: (exitCode, finishedAt).
+async fn watch_termination(pods: Api<Pod>, pod: String) -> Option<(i32, String)> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={pod}"));
+    let mut events = watcher::watcher(pods, config).boxed();
+    while let Some(event) = events.next().await {
+        let Ok(event) = event else { continue };
+        let objects = match event {
+            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => vec![p],
+            watcher::Event::Delete(p) => {
+                let t = terminated(&p);
+                return t;
+            }
+            _ => vec![],
+        };
+        for p in objects {
+            if let Some(t) = terminated(&p) {
+                return Some(t);
+            }
+        }
+    }
+    None
+}
+
+fn terminated(p: &Pod) -> Option<(i32, String)> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "controller")?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+        .map(|t| {
+            (
+                t.exit_code,
+                t.finished_at
+                    .as_ref()
+                    .map(|f| f.0.to_string())
+                    .unwrap_or_default(),
+            )
+        })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_deployment_runs_as_real_pods() {
+    support::with_node();
+    let started = Instant::now();
+    let dir = support::control_plane_dir().expect(
+        "this test needs the node of tests/control-plane/start --with-node (unset TEST_KUBECONFIG)",
+    );
+    let node = node_env(&dir);
+    let node_ip: IpAddr = node["NODE_IP"].parse().unwrap();
+    eprintln!(">> control plane with a node: {:.0?}", started.elapsed());
+
+    // --- the image, into the node's containerd ------------------------------------------------
+    let t = Instant::now();
+    let image = support::image::build();
+    eprintln!(
+        ">> scripts/image: {} in {:.0?}",
+        image.reference,
+        t.elapsed()
+    );
+    let load = support::repo_root().join("tests/control-plane/load-image");
+    let out = Command::new(&load)
+        .arg(&dir)
+        .arg(&image.tarball)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "load-image failed");
+    let imported = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(imported, format!("docker.io/library/{}", image.reference));
+
+    // --- the ECS simulator, where Pods reach it (the host's address) -----------------------------
+    let sim = Simulator::start(
+        SocketAddr::new(node_ip, 0),
+        support::sim::fleet(
+            "LTAIpodtest",
+            "pod-test-secret",
+            [(INSTANCE.to_string(), true)],
+        ),
+    )
+    .await
+    .expect("start the ECS simulator");
+
+    // --- kubectl apply -k ---------------------------------------------------------------------------
+    let overlay = tempfile::tempdir().unwrap();
+    write_overlay(overlay.path(), &image.reference, &sim.url());
+    let overlay_path = overlay.path().to_string_lossy().into_owned();
+    let apply = || {
+        kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-k",
+            &overlay_path,
+        ])
+    };
+    apply();
+    let deployment = kubectl_json(&["-n", NS, "get", "deployment", "ecs-vnc-controller"]);
+    let spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(spec["containers"][0]["image"], image.reference.as_str());
+    let grace = spec["terminationGracePeriodSeconds"].as_u64().unwrap();
+
+    let t = Instant::now();
+    let first = wait_two_ready_pods().await;
+    let config_digest = image.manifest()["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eprintln!(
+        ">> two Pods Running and Ready {:.0?} after apply",
+        t.elapsed()
+    );
+    for (name, pod) in &first {
+        let status = &pod["status"]["containerStatuses"][0];
+        assert_eq!(status["restartCount"], 0, "{name} restarted: {status}");
+        assert_eq!(
+            status["image"],
+            format!("docker.io/library/{}", image.reference).as_str()
+        );
+        // The image the kubelet ran is the one scripts/image built: its manifest (repo digest) or
+        // config digest.
+        let image_id = status["imageID"].as_str().unwrap_or_default();
+        assert!(
+            image_id.ends_with(&image.digest) || image_id.ends_with(&config_digest),
+            "{name} runs {image_id}, scripts/image built {} (config {config_digest})",
+            image.digest
+        );
+        assert_eq!(pod["spec"]["nodeName"], node["NODE_NAME"].as_str());
+    }
+
+    // --- JSON logs, one leader -------------------------------------------------------------------------
+    let leader = support::eventually("a leader in the Lease", Duration::from_secs(60), || async {
+        lease_holder().filter(|h| first.contains_key(h))
+    })
+    .await;
+    for name in first.keys() {
+        let logs = kubectl_ok(&["-n", NS, "logs", name]);
+        let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(!lines.is_empty(), "{name} logged nothing");
+        for line in &lines {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{name}: a log line that is not JSON ({e}): {line}"));
+            assert!(v.is_object(), "{name}: {line}");
+        }
+        assert!(
+            logs.contains("/readyz"),
+            "{name}: no line about serving /metrics, /healthz, /readyz:\n{logs}"
+        );
+    }
+    eprintln!(">> logs are JSON; leader {leader}");
+
+    // --- a VncPassword, reconciled by the Pod against the simulator ----------------------------------
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "pod").await;
+    put_secret(
+        &client,
+        &ns.name,
+        "aliyun-credentials",
+        &[
+            ("accessKeyId", "LTAIpodtest"),
+            ("accessKeySecret", "pod-test-secret"),
+        ],
+    )
+    .await;
+    put_secret(&client, &ns.name, "web-vnc", &[("password", "Pod001")]).await;
+    put_vncpassword(
+        &client,
+        &ns.name,
+        "web",
+        json!({
+            "regionId": "cn-hangzhou",
+            "instanceId": INSTANCE,
+            "passwordSecretRef": {"name": "web-vnc"},
+            "credentialsSecretRef": {"name": "aliyun-credentials"},
+        }),
+    )
+    .await;
+    let t = Instant::now();
+    wait_condition(
+        &client,
+        &ns.name,
+        "web",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(
+        sim.state()
+            .instance(INSTANCE)
+            .and_then(|i| i.set_password)
+            .as_deref(),
+        Some("Pod001")
+    );
+    eprintln!(">> VncPassword Ready {:.0?} after create", t.elapsed());
+
+    // --- delete the leader Pod: a clean exit within the grace period, the standby takes over -----
+    let standby = first.keys().find(|n| **n != leader).unwrap().clone();
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let termination = tokio::spawn(watch_termination(pods_api.clone(), leader.clone()));
+    // The watch is established before the delete: its initial list carries the running Pod.
+    support::eventually(
+        "the watch on the leader Pod",
+        Duration::from_secs(10),
+        || async { pods_api.get_opt(&leader).await.ok().flatten().map(|_| ()) },
+    )
+    .await;
+    let t = Instant::now();
+    kubectl_ok(&["-n", NS, "delete", "pod", &leader, "--wait=false"]);
+    let (exit_code, finished_at) =
+        tokio::time::timeout(Duration::from_secs(grace + 30), termination)
+            .await
+            .expect("the deleted leader Pod's container did not terminate")
+            .unwrap()
+            .expect("the watch ended before the container terminated");
+    let stopped_in = t.elapsed();
+    eprintln!(
+        ">> deleted leader {leader}: exit code {exit_code} at {finished_at}, {stopped_in:.1?} after the delete (grace {grace} s)"
+    );
+    assert_eq!(
+        exit_code, 0,
+        "the controller did not exit cleanly on SIGTERM"
+    );
+    assert!(
+        stopped_in < Duration::from_secs(grace),
+        "the controller took {stopped_in:?}, the grace period is {grace} s"
+    );
+    // The Lease goes to another replica: the standby at its next try (every 2 s), or the
+    // ReplicaSet's replacement Pod if that one asks first; never back to the deleted Pod.
+    let t = Instant::now();
+    let new_leader = support::eventually(
+        "another replica to take the Lease",
+        Duration::from_secs(30),
+        || async { lease_holder().filter(|h| *h != leader) },
+    )
+    .await;
+    let which = if new_leader == standby {
+        "the standby"
+    } else {
+        "the replacement Pod"
+    };
+    eprintln!(
+        ">> {new_leader} ({which}) leads {:.1?} after the delete",
+        t.elapsed()
+    );
+    let second = wait_two_ready_pods().await;
+    assert!(second.contains_key(&standby));
+    // The new leader does the job: a changed password reaches ECS.
+    put_secret(&client, &ns.name, "web-vnc", &[("password", "Pod002")]).await;
+    support::eventually(
+        "the new leader to apply Pod002",
+        Duration::from_secs(90),
+        || async {
+            (sim.state()
+                .instance(INSTANCE)
+                .and_then(|i| i.set_password)
+                .as_deref()
+                == Some("Pod002"))
+            .then_some(())
+        },
+    )
+    .await;
+    wait_condition(
+        &client,
+        &ns.name,
+        "web",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // --- readiness: a replica that cannot reach the Lease is not Ready (and not restarted) ------
+    // /readyz turns ok once the Lease answered (src/controller/mod.rs, LeaderObserver::reached_api);
+    // without the Role's lease rules every Lease request is Forbidden, so it never does.
+    let role = kubectl_json(&["-n", NS, "get", "role", "ecs-vnc-controller"]);
+    let lease_rules: Vec<usize> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == "leases")
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!lease_rules.is_empty(), "the Role grants leases: {role}");
+    let patch: Vec<Value> = lease_rules
+        .iter()
+        .rev()
+        .map(|i| json!({"op": "remove", "path": format!("/rules/{i}")}))
+        .collect();
+    kubectl_ok(&[
+        "-n",
+        NS,
+        "patch",
+        "role",
+        "ecs-vnc-controller",
+        "--type=json",
+        "-p",
+        &serde_json::to_string(&patch).unwrap(),
+    ]);
+    let victim = second.keys().find(|n| **n != new_leader).unwrap().clone();
+    kubectl_ok(&["-n", NS, "delete", "pod", &victim, "--wait=false"]);
+    let before: BTreeSet<String> = second.keys().cloned().collect();
+    let fresh = support::eventually(
+        "a replacement Pod running",
+        Duration::from_secs(120),
+        || async {
+            pods().into_iter().find(|(n, p)| {
+                !before.contains(n)
+                    && !p["status"]["containerStatuses"][0]["state"]["running"].is_null()
+            })
+        },
+    )
+    .await
+    .0;
+    let unhealthy = support::eventually(
+        "the replacement Pod's readiness probe to fail",
+        Duration::from_secs(60),
+        || async {
+            let events = kubectl_json(&[
+                "-n",
+                NS,
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={fresh},reason=Unhealthy"),
+            ]);
+            events["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["message"].as_str().unwrap_or("").to_string())
+                // The probe reached /readyz and got 503 (earlier failures may be "connection
+                // refused", before the controller listens).
+                .find(|m| m.contains("Readiness probe failed") && m.contains("statuscode: 503"))
+        },
+    )
+    .await;
+    eprintln!(">> {fresh}: {unhealthy}");
+    let now = pods();
+    let pod = &now[&fresh];
+    assert!(
+        !is_ready(pod),
+        "{fresh} is Ready without reaching the Lease"
+    );
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["restartCount"], 0,
+        "liveness kept passing"
+    );
+    // /readyz and /healthz as the kubelet sees them, through the API server's Pod proxy.
+    let readyz = support::kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{NS}/pods/{fresh}:8080/proxy/readyz"),
+    ]);
+    assert!(
+        !readyz.status.success(),
+        "/readyz answered ok without the Lease"
+    );
+    let healthz = kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{NS}/pods/{fresh}:8080/proxy/healthz"),
+    ]);
+    assert_eq!(healthz.trim(), "ok");
+
+    // The shipped RBAC back: every replica Ready again.
+    apply();
+    let t = Instant::now();
+    let third = wait_two_ready_pods().await;
+    assert!(third.contains_key(&fresh), "{fresh} became Ready in place");
+    eprintln!(
+        ">> Ready again {:.1?} after the Role was restored",
+        t.elapsed()
+    );
+
+    ns.delete().await;
+    eprintln!(">> the whole walk took {:.0?}", started.elapsed());
+}
