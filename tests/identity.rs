@@ -76,15 +76,7 @@ async fn simulator(
     metadata: Option<MetadataConfig>,
 ) -> RunningSimulator {
     let config = SimulatorConfig {
-        instances: [INSTANCE, INSTANCE2]
-            .iter()
-            .map(|id| InstanceConfig {
-                id: id.to_string(),
-                region: "cn-hangzhou".into(),
-                io_optimized: true,
-                status: "Running".into(),
-            })
-            .collect(),
+        instances: instances(&[INSTANCE, INSTANCE2]),
         sts: Some(StsConfig {
             issuer: ISSUER.into(),
             jwks: jwks(client).await,
@@ -102,6 +94,71 @@ async fn simulator(
     Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
         .await
         .expect("start the simulator")
+}
+
+fn instances(ids: &[&str]) -> Vec<InstanceConfig> {
+    ids.iter()
+        .map(|id| InstanceConfig {
+            id: id.to_string(),
+            region: "cn-hangzhou".into(),
+            io_optimized: true,
+            status: "Running".into(),
+        })
+        .collect()
+}
+
+/// A controller of namespace `ns` against `sim`, whose default credentials (for `ns`) come from
+/// `provider`.
+async fn controller_with(
+    client: &Client,
+    ns: &str,
+    sim: &RunningSimulator,
+    provider: CredentialsProvider,
+) -> RunningController {
+    start_controller(ControllerOptions {
+        namespace: Some(ns.to_string()),
+        default_provider: Some(provider),
+        default_credentials_namespaces: ns.to_string(),
+        ..ControllerOptions::new(client.clone(), sim.url())
+    })
+    .await
+}
+
+/// The spec of a VncPassword for `instance` in cn-hangzhou whose password is the Secret `pw`;
+/// with `service_account`, applied with that ServiceAccount's role
+/// (`credentialsServiceAccountRef`).
+fn spec(instance: &str, service_account: Option<&str>) -> serde_json::Value {
+    let mut spec = json!({
+        "instanceId": instance, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
+    });
+    if let Some(sa) = service_account {
+        spec["credentialsServiceAccountRef"] = json!({"name": sa});
+    }
+    spec
+}
+
+/// The Secret `pw` with `password`, then the VncPassword `name` with `spec`.
+async fn apply(client: &Client, ns: &str, name: &str, password: &str, spec: serde_json::Value) {
+    put_secret(client, ns, "pw", &[("password", password)]).await;
+    put_vncpassword(client, ns, name, spec).await;
+}
+
+/// As [`apply`], then waits (60 s at most) for the VncPassword to be Ready.
+async fn apply_ready(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    password: &str,
+    spec: serde_json::Value,
+) {
+    apply(client, ns, name, password, spec).await;
+    wait_ready(client, ns, name, Duration::from_secs(60)).await;
+}
+
+/// A ServiceAccount `name` annotated with the RAM role `role`.
+async fn annotated_service_account(client: &Client, ns: &str, name: &str, role: &str) {
+    service_account(client, ns, name).await;
+    annotate(client, ns, name, Some(role)).await;
 }
 
 fn lookup(vars: Vec<(&'static str, String)>) -> impl Fn(&'static str) -> Option<String> {
@@ -153,31 +210,8 @@ async fn oidc_credentials_are_refreshed_before_expiry_with_no_failed_ecs_call() 
     let provider = chain.provider.expect("the chain finds the OIDC role");
     assert_eq!(provider.identity(), format!("oidc:{ROLE}"));
 
-    let controller = start_controller(ControllerOptions {
-        namespace: Some(ns.name.clone()),
-        default_provider: Some(provider.clone()),
-        default_credentials_namespaces: ns.name.clone(),
-        ..ControllerOptions::new(client.clone(), sim.url())
-    })
-    .await;
-    put_secret(&client, &ns.name, "pw", &[("password", "Abc123")]).await;
-    put_vncpassword(
-        &client,
-        &ns.name,
-        "first",
-        json!({"instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"}}),
-    )
-    .await;
-    wait_condition(
-        &client,
-        &ns.name,
-        "first",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(60),
-    )
-    .await;
+    let controller = controller_with(&client, &ns.name, &sim, provider.clone()).await;
+    apply_ready(&client, &ns.name, "first", "Abc123", spec(INSTANCE, None)).await;
     assert_eq!(
         sim.state()
             .instance(INSTANCE)
@@ -204,23 +238,8 @@ async fn oidc_credentials_are_refreshed_before_expiry_with_no_failed_ecs_call() 
         "only {issued} exchanges in 20 s of 6 s credentials"
     );
     // A new object long after the first credentials expired applies at once.
-    put_vncpassword(
-        &client,
-        &ns.name,
-        "second",
-        json!({"instanceId": INSTANCE2, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"}}),
-    )
-    .await;
-    wait_condition(
-        &client,
-        &ns.name,
-        "second",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(30),
-    )
-    .await;
+    put_vncpassword(&client, &ns.name, "second", spec(INSTANCE2, None)).await;
+    wait_ready(&client, &ns.name, "second", Duration::from_secs(30)).await;
     assert_eq!(
         sim.state()
             .instance(INSTANCE2)
@@ -521,15 +540,7 @@ async fn rrsa_simulator_lasting(
 ) -> RunningSimulator {
     let config = SimulatorConfig {
         access_keys: keys,
-        instances: ids
-            .iter()
-            .map(|id| InstanceConfig {
-                id: id.to_string(),
-                region: "cn-hangzhou".into(),
-                io_optimized: true,
-                status: "Running".into(),
-            })
-            .collect(),
+        instances: instances(ids),
         sts: Some(StsConfig {
             issuer: ISSUER.into(),
             jwks: jwks(client).await,
@@ -566,6 +577,26 @@ async fn rrsa_controller(client: &Client, ns: &str, sim: &RunningSimulator) -> R
         ..ControllerOptions::new(client.clone(), sim.url())
     })
     .await
+}
+
+/// A simulator of `INSTANCE` whose STS trusts `TENANT_ROLE` for the ServiceAccount `ns`/`sa`
+/// (with credentials lasting at most `max_duration` seconds), and a controller of `ns` using it.
+async fn rrsa_setup(
+    client: &Client,
+    ns: &str,
+    sa: &str,
+    max_duration: Option<u32>,
+) -> (RunningSimulator, RunningController) {
+    let sim = rrsa_simulator_lasting(
+        client,
+        &[INSTANCE],
+        vec![format!("system:serviceaccount:{ns}:{sa}")],
+        vec![],
+        max_duration,
+    )
+    .await;
+    let controller = rrsa_controller(client, ns, &sim).await;
+    (sim, controller)
 }
 
 /// Sets (or with `None` removes) the ServiceAccount's `ecsvnc.io/role-arn`.
@@ -611,30 +642,14 @@ async fn stalled(client: &Client, ns: &str, name: &str, reason: &str) -> String 
 async fn a_service_account_ref_is_applied_end_to_end_and_follows_its_role_annotation() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "rrsa-e2e").await;
-    service_account(&client, &ns.name, "vnc").await;
-    annotate(&client, &ns.name, "vnc", Some(TENANT_ROLE)).await;
-    let sim = rrsa_simulator(
-        &client,
-        &[INSTANCE],
-        vec![format!("system:serviceaccount:{}:vnc", ns.name)],
-        vec![],
-    )
-    .await;
-    let controller = rrsa_controller(&client, &ns.name, &sim).await;
-    put_secret(&client, &ns.name, "pw", &[("password", "Rrsa12")]).await;
-    let spec = json!({
-        "instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
-        "credentialsServiceAccountRef": {"name": "vnc"},
-    });
-    put_vncpassword(&client, &ns.name, "web", spec.clone()).await;
-    wait_condition(
+    annotated_service_account(&client, &ns.name, "vnc", TENANT_ROLE).await;
+    let (sim, controller) = rrsa_setup(&client, &ns.name, "vnc", None).await;
+    apply_ready(
         &client,
         &ns.name,
         "web",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(60),
+        "Rrsa12",
+        spec(INSTANCE, Some("vnc")),
     )
     .await;
     assert_eq!(set_password(&sim, INSTANCE).as_deref(), Some("Rrsa12"));
@@ -680,16 +695,7 @@ async fn a_service_account_ref_is_applied_end_to_end_and_follows_its_role_annota
         (set_password(&sim, INSTANCE).as_deref() == Some("Rrsa56")).then_some(())
     })
     .await;
-    wait_condition(
-        &client,
-        &ns.name,
-        "web",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_ready(&client, &ns.name, "web", Duration::from_secs(30)).await;
     controller.stop().await;
     ns.delete().await;
 }
@@ -701,23 +707,13 @@ async fn a_service_account_ref_is_applied_end_to_end_and_follows_its_role_annota
 async fn a_missing_or_unannotated_service_account_stalls_until_it_is_created_and_annotated() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "rrsa-late").await;
-    let sim = rrsa_simulator(
-        &client,
-        &[INSTANCE],
-        vec![format!("system:serviceaccount:{}:late", ns.name)],
-        vec![],
-    )
-    .await;
-    let controller = rrsa_controller(&client, &ns.name, &sim).await;
-    put_secret(&client, &ns.name, "pw", &[("password", "Late12")]).await;
-    put_vncpassword(
+    let (sim, controller) = rrsa_setup(&client, &ns.name, "late", None).await;
+    apply(
         &client,
         &ns.name,
         "web",
-        json!({
-            "instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
-            "credentialsServiceAccountRef": {"name": "late"},
-        }),
+        "Late12",
+        spec(INSTANCE, Some("late")),
     )
     .await;
     let message = stalled(&client, &ns.name, "web", "ServiceAccountNotFound").await;
@@ -737,16 +733,7 @@ async fn a_missing_or_unannotated_service_account_stalls_until_it_is_created_and
     );
 
     annotate(&client, &ns.name, "late", Some(TENANT_ROLE)).await;
-    wait_condition(
-        &client,
-        &ns.name,
-        "web",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(60),
-    )
-    .await;
+    wait_ready(&client, &ns.name, "web", Duration::from_secs(60)).await;
     assert_eq!(set_password(&sim, INSTANCE).as_deref(), Some("Late12"));
 
     // Both kinds of credentials at once: refused by the API server, with the rule's message.
@@ -781,22 +768,12 @@ async fn another_namespaces_service_account_is_never_used() {
     let client = support::client().await;
     let owner = TestNamespace::new(&client, "rrsa-owner").await;
     let tenant = TestNamespace::new(&client, "rrsa-tenant").await;
-    service_account(&client, &owner.name, "deployer").await;
-    annotate(&client, &owner.name, "deployer", Some(TENANT_ROLE)).await;
+    annotated_service_account(&client, &owner.name, "deployer", TENANT_ROLE).await;
     // The role trusts the owner's ServiceAccount (and, were it asked, would trust anyone's).
     let sim = rrsa_simulator(&client, &[INSTANCE], vec![], vec![]).await;
     let controller = rrsa_controller(&client, &tenant.name, &sim).await;
-    put_secret(&client, &tenant.name, "pw", &[("password", "Xns123")]).await;
-    put_vncpassword(
-        &client,
-        &tenant.name,
-        "steal",
-        json!({
-            "instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
-            "credentialsServiceAccountRef": {"name": "deployer"},
-        }),
-    )
-    .await;
+    let steal = spec(INSTANCE, Some("deployer"));
+    apply(&client, &tenant.name, "steal", "Xns123", steal.clone()).await;
     let message = stalled(&client, &tenant.name, "steal", "ServiceAccountNotFound").await;
     assert!(message.contains(&tenant.name), "{message}");
     assert_eq!(
@@ -810,8 +787,7 @@ async fn another_namespaces_service_account_is_never_used() {
 
     // The same ServiceAccount in the tenant's own namespace, but a controller with no OIDC
     // provider ARN: a clear stall, no exchange.
-    service_account(&client, &tenant.name, "deployer").await;
-    annotate(&client, &tenant.name, "deployer", Some(TENANT_ROLE)).await;
+    annotated_service_account(&client, &tenant.name, "deployer", TENANT_ROLE).await;
     let controller = start_controller(ControllerOptions {
         namespace: Some(tenant.name.clone()),
         flags: vec![
@@ -821,16 +797,9 @@ async fn another_namespaces_service_account_is_never_used() {
         ..ControllerOptions::new(client.clone(), sim.url())
     })
     .await;
-    put_vncpassword(
-        &client,
-        &tenant.name,
-        "steal",
-        json!({
-            "instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
-            "credentialsServiceAccountRef": {"name": "deployer"}, "rebootPolicy": "Manual",
-        }),
-    )
-    .await;
+    let mut manual = steal;
+    manual["rebootPolicy"] = json!("Manual");
+    put_vncpassword(&client, &tenant.name, "steal", manual).await;
     let message = stalled(&client, &tenant.name, "steal", "OidcProviderNotConfigured").await;
     assert!(message.contains("--oidc-provider-arn"), "{message}");
     assert_eq!(sim.state().issued("AssumeRoleWithOIDC"), 0);
@@ -882,31 +851,8 @@ async fn a_rotated_credentials_file_signs_the_next_ecs_call_without_a_restart() 
     )
     .await;
     let provider = chain.provider.expect("the credentials file");
-    let controller = start_controller(ControllerOptions {
-        namespace: Some(ns.name.clone()),
-        default_provider: Some(provider),
-        default_credentials_namespaces: ns.name.clone(),
-        ..ControllerOptions::new(client.clone(), sim.url())
-    })
-    .await;
-    put_secret(&client, &ns.name, "pw", &[("password", "File12")]).await;
-    put_vncpassword(
-        &client,
-        &ns.name,
-        "web",
-        json!({"instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"}}),
-    )
-    .await;
-    wait_condition(
-        &client,
-        &ns.name,
-        "web",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(60),
-    )
-    .await;
+    let controller = controller_with(&client, &ns.name, &sim, provider).await;
+    apply_ready(&client, &ns.name, "web", "File12", spec(INSTANCE, None)).await;
     let signer = |password: &'static str| {
         let sim = &sim;
         async move {
@@ -982,36 +928,14 @@ async fn a_token_for_sts_is_refused_by_the_kubernetes_api() {
 async fn service_account_credentials_are_exchanged_again_before_they_expire() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "rrsa-refresh").await;
-    service_account(&client, &ns.name, "vnc").await;
-    annotate(&client, &ns.name, "vnc", Some(TENANT_ROLE)).await;
-    let sim = rrsa_simulator_lasting(
-        &client,
-        &[INSTANCE],
-        vec![format!("system:serviceaccount:{}:vnc", ns.name)],
-        vec![],
-        Some(6),
-    )
-    .await;
-    let controller = rrsa_controller(&client, &ns.name, &sim).await;
-    put_secret(&client, &ns.name, "pw", &[("password", "Rf0000")]).await;
-    put_vncpassword(
+    annotated_service_account(&client, &ns.name, "vnc", TENANT_ROLE).await;
+    let (sim, controller) = rrsa_setup(&client, &ns.name, "vnc", Some(6)).await;
+    apply_ready(
         &client,
         &ns.name,
         "web",
-        json!({
-            "instanceId": INSTANCE, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
-            "credentialsServiceAccountRef": {"name": "vnc"},
-        }),
-    )
-    .await;
-    wait_condition(
-        &client,
-        &ns.name,
-        "web",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(60),
+        "Rf0000",
+        spec(INSTANCE, Some("vnc")),
     )
     .await;
     // 15 s of password changes, each applied before the next: more than two lifetimes.
@@ -1042,16 +966,7 @@ async fn service_account_credentials_are_exchanged_again_before_they_expire() {
             "{code}"
         );
     }
-    wait_condition(
-        &client,
-        &ns.name,
-        "web",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_ready(&client, &ns.name, "web", Duration::from_secs(30)).await;
     controller.stop().await;
     ns.delete().await;
 }

@@ -114,13 +114,10 @@ async fn two_controllers_at_once_for_sixty_seconds_only_one_calls_ecs() {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     for i in 0..created {
-        wait_condition(
+        wait_ready(
             &admin,
             &ns.name,
             &format!("web-{i}"),
-            "Ready",
-            "True",
-            None,
             Duration::from_secs(30),
         )
         .await;
@@ -382,16 +379,7 @@ async fn a_leader_that_cannot_renew_steps_down_at_its_renew_deadline_and_stops_c
         }),
     )
     .await;
-    wait_condition(
-        &admin,
-        &ns.name,
-        "web",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_ready(&admin, &ns.name, "web", Duration::from_secs(30)).await;
     assert_eq!(
         metric(controller.metrics_addr, "ecs_vnc_leader ").await,
         1.0

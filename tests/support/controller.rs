@@ -249,3 +249,13 @@ pub async fn wait_condition(
     })
     .await
 }
+
+/// Waits until the VncPassword is Ready=True.
+pub async fn wait_ready(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> VncPasswordStatus {
+    wait_condition(client, namespace, name, "Ready", "True", None, timeout).await
+}
