@@ -10,7 +10,8 @@
 //! condition decisions), `reconcile` (the executor: the I/O of one reconcile), `conditions`
 //! (condition merging), `fingerprint` (keyed HMAC and its key Secret), `tenancy` (who may use which
 //! credentials), `service_account` (ServiceAccount tokens exchanged for STS credentials, RRSA),
-//! `instances` (batched, shared DescribeInstances), `schedule` (durations, reboot windows),
+//! `instances` (batched, shared DescribeInstances), `index` (VncPasswords by Secret,
+//! ServiceAccount and instance), `schedule` (durations, reboot windows),
 //! `context` (what reconciles share).
 
 pub mod conditions;
