@@ -1,7 +1,8 @@
-//! What every reconcile shares: clients, the fingerprint key, settings, metrics, and two small
-//! per-object caches (backoff counts, the resourceVersion of the controller's own last status
-//! write). Neither is the truth: both are pruned when objects go away, and a restart that forgets
-//! them loses nothing (the truth is in the status).
+//! What every reconcile shares: clients, the fingerprint key, settings, metrics, what the watches
+//! know ([`Watched`]: the VncPassword index, the Secret metadata store), and two small per-object
+//! caches (backoff counts, the resourceVersion of the controller's own last status write). None of
+//! them is the truth: the per-object caches are pruned when objects go away, and a restart that
+//! forgets them all loses nothing (the truth is in the status and the cluster).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
