@@ -869,7 +869,10 @@ fn cached_inputs(
         None if spec.credentials_service_account_ref.is_some() => {
             Ok(format!("serviceaccount:{namespace}/unresolved"))
         }
-        None => default_credentials(ctx, namespace).map(|(_, id)| id),
+        // What the chain is (a role, a file), as known without fetching: for a rotated credentials
+        // file the fetched identity names the AccessKeyId, and a step that fetches plans again
+        // with it.
+        None => default_credentials(ctx, namespace).map(|p| format!("default:{}", p.identity())),
         Some(r) => {
             let m = &ctx.watched.secret(namespace, &r.name)?.metadata;
             Ok(secret_credentials_identity(
@@ -1134,7 +1137,7 @@ async fn credentials(
     }
     match &obj.spec.credentials_secret_ref {
         None => {
-            let (provider, _) = match default_credentials(ctx, namespace) {
+            let provider = match default_credentials(ctx, namespace) {
                 Ok(p) => p,
                 Err(failure) => return Ok(Err(failure)),
             };
@@ -1177,20 +1180,16 @@ async fn credentials(
     }
 }
 
-/// The controller's own credentials for this namespace with their identity, or why not. The
-/// identity is what the credentials are (an AccessKeyId, a role): stable across refreshes of
-/// temporary credentials.
+/// The controller's own credentials for this namespace, or why not.
 fn default_credentials(
     ctx: &Context,
     namespace: &str,
-) -> Result<(crate::ecs::CredentialsProvider, String), Failure> {
-    let provider = tenancy::default_for(
+) -> Result<crate::ecs::CredentialsProvider, Failure> {
+    tenancy::default_for(
         namespace,
         &ctx.settings.allowed_default_credentials,
         ctx.settings.default_credentials.as_ref(),
-    )?;
-    let id = format!("default:{}", provider.identity());
-    Ok((provider, id))
+    )
 }
 
 /// The identity of credentials read from a Secret: its uid and resourceVersion.

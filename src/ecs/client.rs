@@ -244,11 +244,6 @@ impl EcsClient {
         &self.inner.config
     }
 
-    /// The rate-limit buckets (per account, region and action).
-    pub fn rate_limits(&self) -> &RateLimits {
-        &self.inner.limits
-    }
-
     /// How long a call of `action` in `region` with these credentials would now wait for its
     /// rate-limit slot.
     pub fn backlog(

@@ -229,10 +229,6 @@ impl RateLimits {
         }
     }
 
-    pub fn limits(&self) -> &QpsLimits {
-        &self.limits
-    }
-
     fn bucket(&self, key: &BucketKey, now: Instant) -> Arc<Bucket> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = buckets.get(key) {
