@@ -14,20 +14,10 @@ use serde_json::json;
 use ecs_vnc_controller::api::VncPassword;
 use ecs_vnc_controller::simulator::{RoleConfig, StsConfig};
 use support::controller::*;
+use support::kubectl_ok;
 use support::sim::Sim;
 
 const SA: &str = "system:serviceaccount:ecs-vnc-system:ecs-vnc-controller";
-
-fn kubectl_ok(args: &[&str]) -> String {
-    let out = support::kubectl(args);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn deploy_dir() -> String {
     support::repo_root()

@@ -29,21 +29,11 @@ use serde_json::{Value, json};
 
 use ecs_vnc_controller::simulator::Simulator;
 use support::controller::*;
+use support::kubectl_ok;
 
 const NS: &str = "ecs-vnc-system";
 const SELECTOR: &str = "app.kubernetes.io/name=ecs-vnc-controller";
 const INSTANCE: &str = "i-podtest0001";
-
-fn kubectl_ok(args: &[&str]) -> String {
-    let out = support::kubectl(args);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn kubectl_json(args: &[&str]) -> Value {
     let mut all = args.to_vec();
@@ -338,16 +328,7 @@ async fn the_shipped_deployment_runs_as_real_pods() {
     )
     .await;
     let t = Instant::now();
-    wait_condition(
-        &client,
-        &ns.name,
-        "web",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(90),
-    )
-    .await;
+    wait_ready(&client, &ns.name, "web", Duration::from_secs(90)).await;
     assert_eq!(
         sim.state()
             .instance(INSTANCE)
@@ -423,16 +404,7 @@ async fn the_shipped_deployment_runs_as_real_pods() {
         },
     )
     .await;
-    wait_condition(
-        &client,
-        &ns.name,
-        "web",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(60),
-    )
-    .await;
+    wait_ready(&client, &ns.name, "web", Duration::from_secs(60)).await;
 
     // --- readiness: a replica that cannot reach the Lease is not Ready (and not restarted) ------
     // /readyz turns ok once the Lease answered (src/controller/mod.rs, LeaderObserver::reached_api);

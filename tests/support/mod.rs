@@ -123,6 +123,18 @@ pub fn kubectl(args: &[&str]) -> std::process::Output {
         .expect("kubectl is not installed")
 }
 
+/// `kubectl` that must succeed: its standard output.
+pub fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn install_crds(kubeconfig: &Path) {
     let crds = repo_root().join("crds");
     if !crds.join("vncpassword.yaml").exists() {
