@@ -144,8 +144,9 @@ fn leaked_at(text: &str, secret: &str) -> Option<usize> {
     text.match_indices(secret).map(|(at, _)| at).find(|&at| {
         let before = text[..at].chars().next_back();
         let after = text[at + secret.len()..].chars().next();
-        !(secret.starts_with(word) && before.is_some_and(word))
-            && !(secret.ends_with(word) && after.is_some_and(word))
+        let glued_before = secret.starts_with(word) && before.is_some_and(word);
+        let glued_after = secret.ends_with(word) && after.is_some_and(word);
+        !glued_before && !glued_after
     })
 }
 
