@@ -378,14 +378,44 @@ async fn main() {
 /// Builds the release controller binary next to this example and returns its path.
 fn build_controller(root: &Path) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    // `cargo run` gives this process its package's CARGO_PKG_*, CARGO_MANIFEST_* and the like;
+    // build scripts that watch those variables (ring's does) would then see them change between
+    // the two builds and rebuild ring and all that depends on it, every run, in both builds.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+            || name == "OUT_DIR"
+        {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let ok = build
         .current_dir(root)
-        .args(["build", "--release", "--bin", "ecs-vnc-controller"])
+        // With this example in the same build, dependencies get the same features as in the
+        // `cargo run --example` that started us (dev-dependencies unify theirs into an example's
+        // build, not into a binary's), so neither build undoes the other.
+        .args([
+            "build",
+            "--release",
+            "--bin",
+            "ecs-vnc-controller",
+            "--example",
+            "controller_scale",
+        ])
         .status()
         .expect("cargo build");
     assert!(
         ok.success(),
-        "cargo build --release --bin ecs-vnc-controller"
+        "cargo build --release --bin ecs-vnc-controller --example controller_scale"
     );
     let exe = std::env::current_exe().expect("current exe");
     // target/release/examples/controller_scale → target/release/ecs-vnc-controller
