@@ -141,7 +141,7 @@ pub async fn assert_no_leak(client: &Client, namespace: &str) {
 /// passwords and about a thousand RequestIds, roughly one run in five by estimate, and it failed a
 /// CI run. A real leak shows the password as a token (`VncPassword=C00123&`, `"C00123"`,
 /// `: C00123`); one glued to other letters or digits is not caught.
-fn leaked_at(text: &str, secret: &str) -> Option<usize> {
+pub fn leaked_at(text: &str, secret: &str) -> Option<usize> {
     let word = |c: char| c.is_ascii_alphanumeric();
     text.match_indices(secret).map(|(at, _)| at).find(|&at| {
         let before = text[..at].chars().next_back();
