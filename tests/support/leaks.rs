@@ -138,8 +138,8 @@ pub async fn assert_no_leak(client: &Client, namespace: &str) {
 /// Where `secret` stands in `text` as a token of its own: not inside a longer run of letters and
 /// digits. A 6-character test password such as `C00123` otherwise "appears" by chance inside the
 /// upper-case hex of a logged RequestId (the simulator's are upper-case UUIDs): with 300 such
-/// passwords and about a thousand RequestIds, roughly one run in five by estimate, and it failed a
-/// CI run. A real leak shows the password as a token (`VncPassword=C00123&`, `"C00123"`,
+/// passwords one RequestId in about 5,600 holds one (10 places × 300 / 16^6), a chaos run logs
+/// hundreds, and it failed a CI run. A real leak shows the password as a token (`VncPassword=C00123&`, `"C00123"`,
 /// `: C00123`); one glued to other letters or digits is not caught.
 pub fn leaked_at(text: &str, secret: &str) -> Option<usize> {
     let word = |c: char| c.is_ascii_alphanumeric();
