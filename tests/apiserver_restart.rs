@@ -188,7 +188,7 @@ async fn watches_resume_after_an_api_server_restart_and_nothing_is_lost() {
             json!({"regionId": "cn-hangzhou", "instanceId": id, "passwordSecretRef": {"name": format!("{name}-vnc")}}),
         )
         .await;
-        wait_condition(&client, &ns.name, name, "Ready", "True", None, WAIT).await;
+        wait_ready(&client, &ns.name, name, WAIT).await;
     }
     assert_eq!(sim.calls("ModifyInstanceVncPasswd"), 2);
 
@@ -213,8 +213,8 @@ async fn watches_resume_after_an_api_server_restart_and_nothing_is_lost() {
         },
     )
     .await;
-    wait_condition(&client, &ns.name, "c", "Ready", "True", None, WAIT).await;
-    wait_condition(&client, &ns.name, "b", "Ready", "True", None, WAIT).await;
+    wait_ready(&client, &ns.name, "c", WAIT).await;
+    wait_ready(&client, &ns.name, "b", WAIT).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // a rotated, c new; b unchanged and not applied again.
     assert_eq!(sim.calls("ModifyInstanceVncPasswd"), 4);

@@ -150,17 +150,8 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
     )
     .await;
     // Apply, describe, reboot, status writes, Events, the key Secret: all as the ServiceAccount.
-    wait_condition(
-        &admin,
-        &ns.name,
-        "web",
-        "Ready",
-        "True",
-        None,
-        // An Automatic reboot waits for a later minute than the apply.
-        Duration::from_secs(120),
-    )
-    .await;
+    // An Automatic reboot waits for a later minute than the apply.
+    wait_ready(&admin, &ns.name, "web", Duration::from_secs(120)).await;
     assert_eq!(sim.calls("RebootInstance"), 1);
     // The ServiceAccount's annotation, its token (TokenRequest) and the exchange, as the
     // controller's ServiceAccount.
@@ -174,16 +165,7 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
         }),
     )
     .await;
-    wait_condition(
-        &admin,
-        &ns.name,
-        "rrsa",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(60),
-    )
-    .await;
+    wait_ready(&admin, &ns.name, "rrsa", Duration::from_secs(60)).await;
     assert_eq!(sim.state().issued("AssumeRoleWithOIDC"), 1);
     let events = kubectl_ok(&["get", "events", "-n", &ns.name, "-o", "json"]);
     assert!(

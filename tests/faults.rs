@@ -51,7 +51,7 @@ async fn a_status_write_refused_right_after_a_reboot_never_leads_to_a_second_reb
     })
     .await;
     // The write after the call failed; the retries that follow find the intent in the status.
-    wait_condition(&client, &ns.name, "web", "Ready", "True", None, WAIT).await;
+    wait_ready(&client, &ns.name, "web", WAIT).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(sim.successes("RebootInstance"), 1);
     assert_eq!(sim.reboot_count("i-failpoint0001"), 1);
