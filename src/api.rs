@@ -356,9 +356,14 @@ pub struct VncPasswordStatus {
     /// another instance are never used for this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub described_instance: Option<String>,
-    /// When ECS last accepted the password.
+    /// When ECS last accepted the password, by the controller's clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_time: Option<String>,
+    /// The same moment by ECS's own clock (the `Date` of its answer): the instance's `StartTime`,
+    /// also ECS's clock, is compared with this, so the controller's clock never decides whether a
+    /// restart came after the apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_ecs_time: Option<String>,
     /// RequestId of the last ECS write call, for Alibaba Cloud support.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request_id: Option<String>,

@@ -13,6 +13,7 @@
 //! | `ecs_vnc_leader` | gauge | 1 while this replica leads (always 1 without `--leader-elect`), else 0 |
 //! | `ecs_vnc_ecs_rate_limit_qps` | gauge | `account` (AccessKeyId), `region`, `action`: the bucket's current rate |
 //! | `ecs_vnc_ecs_throttles_total` | counter | `account`, `region`, `action`: `Throttling*` answers |
+//! | `ecs_vnc_clock_offset_seconds` | gauge | ECS's clock (the `Date` of its latest answer) minus the controller's |
 //!
 //! Every label value is bounded: values come from a fixed list or must look like an ECS error code
 //! (short, `[A-Za-z0-9._]`), anything else is counted as `other`/`Other`, so a strange response body
@@ -105,6 +106,7 @@ pub struct Metrics {
     credential_refreshes: Family<RefreshLabels, Counter>,
     rate_limit: Family<BucketLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     throttles: Family<BucketLabels, Counter>,
+    clock_offset: Gauge<f64, std::sync::atomic::AtomicU64>,
     known_accounts: Mutex<BTreeSet<String>>,
     /// Reasons ever exported: one that disappears from a snapshot is set to 0 rather than dropped,
     /// so `rate()`/alerts see it fall instead of going stale.
@@ -216,9 +218,17 @@ impl Metrics {
             "Throttling answers from ECS per rate-limit bucket (account, region, action)",
             throttles.clone(),
         );
+        let clock_offset = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "clock_offset",
+            "ECS's clock (the Date header of its latest answer, whole seconds) minus the controller's clock; restarts are judged on ECS's clock, but ECS refuses signatures more than 15 minutes off",
+            Unit::Seconds,
+            clock_offset.clone(),
+        );
         Self {
             registry,
             reconciles,
+            clock_offset,
             rate_limit,
             throttles,
             known_accounts: Mutex::new(BTreeSet::new()),
@@ -311,6 +321,10 @@ impl crate::ecs::provider::RefreshObserver for Metrics {
 }
 
 impl CallObserver for Metrics {
+    fn clock_offset(&self, offset: jiff::SignedDuration) {
+        self.clock_offset.set(offset.as_secs_f64());
+    }
+
     fn observe(&self, action: &str, result: &str, elapsed: Duration) {
         let action = bounded(action).to_string();
         self.ecs_calls

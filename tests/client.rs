@@ -155,7 +155,8 @@ async fn success_sends_every_common_parameter_signed() {
     let id = client(&url)
         .modify_instance_vnc_passwd(&creds(), "cn-hangzhou", "i-abc12345678", &pw())
         .await
-        .unwrap();
+        .unwrap()
+        .request_id;
     assert_eq!(id, "REQ-OK");
     let s = script.lock().unwrap();
     assert_eq!(s.bad_signatures, 0);

@@ -735,9 +735,96 @@ impl SharedClock {
             .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
     }
     fn clock(&self) -> ecs_vnc_controller::controller::context::Clock {
-        let me = self.clone();
-        Arc::new(move || me.now())
+        self.skewed(0)
     }
+    /// This clock, `seconds` off (it moves with it).
+    fn skewed(&self, seconds: i64) -> ecs_vnc_controller::controller::context::Clock {
+        let me = self.clone();
+        Arc::new(move || me.now() + jiff::SignedDuration::from_secs(seconds))
+    }
+}
+
+/// A sample's value on the controller's /metrics (the first series of that name).
+async fn metric_value(case: &Case, name: &str) -> Option<f64> {
+    let addr = case.controller.as_ref()?.metrics_addr;
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A case whose simulator runs on `ecs` and whose controller runs `skew` seconds off it.
+async fn case_with_skew(prefix: &str, ecs: &SharedClock, skew: i64) -> Case {
+    let mut case = Case::new(prefix, &[]).await;
+    case.sim.state().set_clock({
+        let c = ecs.clone();
+        move || c.now()
+    });
+    case.stop_controller().await;
+    case.clock = Some(ecs.skewed(skew));
+    case.start_controller(true).await;
+    case
+}
+
+/// The controller's clock 5 minutes behind ECS's; the instance booted 2 minutes (ECS time) before
+/// the password is applied. By the controller's clock that boot lies after the apply: it must not
+/// count as the restart that puts the password in effect.
+#[tokio::test]
+async fn a_controller_clock_behind_ecs_reports_no_restart_that_did_not_happen() {
+    let ecs = SharedClock::default();
+    let case = case_with_skew("skewbehind", &ecs, -300).await;
+    case.sim.add_instance("i-skewbehind001", false);
+    case.sim.console_reboot("i-skewbehind001");
+    ecs.advance(120);
+    case.secret("web-vnc", "Skew12").await;
+    case.vncpw("web", "i-skewbehind001", json!({})).await;
+    let status = case
+        .wait("web", "RebootRequired", "True", Some("RebootRequired"))
+        .await;
+    assert!(!status.is_true("Ready"), "{:?}", status.conditions);
+    assert!(
+        status.last_applied_ecs_time.is_some(),
+        "ECS's time of the apply is kept"
+    );
+    // Stays so: nothing restarted.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!status_of(&case, "web").await.is_true("Ready"));
+    // A real restart in a later minute (ECS's clock) puts it in effect.
+    ecs.advance(60);
+    case.sim.console_reboot("i-skewbehind001");
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    let offset = metric_value(&case, "ecs_vnc_clock_offset_seconds").await;
+    assert!(offset.is_some(), "the measured offset is exported");
+    case.finish().await;
+}
+
+/// The controller's clock 5 minutes ahead of ECS's, and the instance restarts before the
+/// controller's first look after the apply (the look fails): ECS's own times still show the restart.
+#[tokio::test]
+async fn a_controller_clock_ahead_of_ecs_still_sees_a_restart_before_its_first_look() {
+    let ecs = SharedClock::default();
+    let case = case_with_skew("skewahead", &ecs, 300).await;
+    case.sim.add_instance("i-skewahead0001", false);
+    // Every DescribeInstances fails for a while: the first look after the apply cannot be made.
+    case.sim
+        .fail_next("DescribeInstances", "ServiceUnavailable", 503, 1000);
+    case.secret("web-vnc", "Skew34").await;
+    case.vncpw("web", "i-skewahead0001", json!({})).await;
+    case.wait("web", "Reconciling", "True", Some("EcsUnavailable"))
+        .await;
+    assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 1);
+    ecs.advance(60);
+    case.sim.console_reboot("i-skewahead0001");
+    case.sim.with_faults(|f| f.fail_next.clear());
+    let status = case.wait("web", "Ready", "True", Some("Applied")).await;
+    assert!(status.restart_observed_time.is_some());
+    case.finish().await;
 }
 
 async fn status_of(case: &Case, name: &str) -> ecs_vnc_controller::api::VncPasswordStatus {
@@ -1203,11 +1290,32 @@ async fn rotation_applies_once_after_the_interval_and_survives_restarts() {
 
 #[tokio::test]
 async fn an_automatic_reboot_waits_for_its_window_and_happens_once_inside_it() {
+    automatic_reboot_in_a_window(0).await;
+}
+
+/// The same a year from now on the controller's clock (ECS keeps today's): no test instant is a
+/// calendar date, and the controller never needs its clock to agree with ECS's.
+#[tokio::test]
+async fn the_window_test_passes_with_the_controller_clock_a_year_ahead() {
+    automatic_reboot_in_a_window(365).await;
+}
+
+/// The controller's clock is put on the first Saturday 12:00 UTC at least a day after today plus
+/// `days_ahead`; the window opens the next Sunday 02:00 UTC for 2 h.
+async fn automatic_reboot_in_a_window(days_ahead: i64) {
     let clock = SharedClock::default();
-    // Saturday 2026-12-05 12:00 UTC; the window opens Sunday 02:00 UTC for 2 h.
-    let target: jiff::Timestamp = "2026-12-05T12:00:00Z".parse().expect("time");
-    clock.advance(target.as_second() - jiff::Timestamp::now().as_second());
-    let case = case_on_clock("window", &[("i-window0000001", false)], &clock).await;
+    let now = jiff::Timestamp::now();
+    let target = support::time::next_saturday_noon_utc(
+        now + jiff::SignedDuration::from_hours(24 * days_ahead),
+    );
+    clock.advance(target.as_second() - now.as_second());
+    let opens = target + jiff::SignedDuration::from_hours(14);
+    let prefix = if days_ahead == 0 {
+        "window"
+    } else {
+        "windowyear"
+    };
+    let case = case_on_clock(prefix, &[("i-window0000001", false)], &clock).await;
     case.secret("web-vnc", "Win123").await;
     case.vncpw(
         "web",
@@ -1221,7 +1329,7 @@ async fn an_automatic_reboot_waits_for_its_window_and_happens_once_inside_it() {
         .await;
     assert_eq!(
         status.next_reboot_window.as_deref(),
-        Some("2026-12-06T02:00:00Z")
+        Some(opens.strftime("%Y-%m-%dT%H:%M:%SZ").to_string().as_str())
     );
     assert!(
         status
@@ -1334,4 +1442,48 @@ async fn the_suite_wide_leak_check_finds_a_password_in_an_event() {
         .delete("leaky", &Default::default())
         .await;
     ns.delete().await;
+}
+
+/// A test that moves a clock derives every instant from the time it runs, never from a calendar
+/// date: a fixed date that a clock offset, a schedule or an expiry is computed from makes the
+/// suite fail once that date has passed (as `2026-12-05T12:00:00Z` once did here). The rule, checked
+/// over every test file that moves a clock: no RFC 3339 date literal in it.
+#[test]
+fn no_test_that_moves_a_clock_names_a_calendar_date() {
+    let dir = support::repo_root().join("tests");
+    let mut offenders = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("tests/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let moves_a_clock = ["set_clock(", ".advance(", "SharedClock"]
+            .iter()
+            .any(|needle| text.contains(needle));
+        if !moves_a_clock {
+            continue;
+        }
+        for (n, line) in text.lines().enumerate() {
+            let bytes = line.as_bytes();
+            let dated = bytes.windows(14).any(|w| {
+                w[0] == b'"'
+                    && w[1..5].iter().all(u8::is_ascii_digit)
+                    && w[5] == b'-'
+                    && w[6..8].iter().all(u8::is_ascii_digit)
+                    && w[8] == b'-'
+                    && w[9..11].iter().all(u8::is_ascii_digit)
+                    && w[11] == b'T'
+                    && w[12..14].iter().all(u8::is_ascii_digit)
+            });
+            if dated {
+                offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "derive instants from now (tests/support/time.rs), not from a date:\n{}",
+        offenders.join("\n")
+    );
 }

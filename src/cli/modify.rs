@@ -88,7 +88,8 @@ async fn execute(args: &ModifyArgs, out: &mut impl Write, err: &mut impl Write) 
         .map_err(|e| {
             report(err, &e);
             EXIT_FAILED
-        })?;
+        })?
+        .request_id;
     let _ = writeln!(out, "RequestId: {request_id}");
     let _ = out.flush();
 

@@ -51,6 +51,10 @@ impl Watched {
     }
 }
 
+/// How long a reading of ECS's clock is trusted for the offset between the clocks (clocks drift
+/// slowly; a leader elected on another node measures its own).
+pub const ECS_CLOCK_FRESH: Duration = Duration::from_secs(600);
+
 /// The controller's clock; tests share one with the simulator.
 pub type Clock = Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>;
 
@@ -125,6 +129,16 @@ impl Context {
 
     pub fn now(&self) -> jiff::Timestamp {
         (self.settings.clock)()
+    }
+
+    /// ECS's clock minus this controller's, from ECS's latest answer with a `Date` (at most
+    /// [`ECS_CLOCK_FRESH`] old); `None` without one.
+    pub fn ecs_offset(&self) -> Option<jiff::SignedDuration> {
+        let reading = self.ecs.ecs_clock()?;
+        if reading.received.elapsed() > ECS_CLOCK_FRESH {
+            return None;
+        }
+        reading.offset_from(self.now())
     }
 
     /// Records one more failure for the object and returns the count.

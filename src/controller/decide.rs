@@ -207,7 +207,28 @@ pub fn floor_minute(t: jiff::Timestamp) -> jiff::Timestamp {
     jiff::Timestamp::from_second(s - s.rem_euclid(60)).unwrap_or(t)
 }
 
-/// Whether `StartTime` shows a restart after the password was applied at `applied`.
+/// How far the controller's clock may be from ECS's when ECS gave no time of its own (an answer
+/// without `Date`, a status written before the controller kept ECS's time): comparisons that need
+/// ECS's time of the apply assume it up to this much later than the controller's.
+pub const SKEW_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// The latest moment, on **ECS's clock**, at which the password can have been applied: the `Date`
+/// of ECS's answer plus the second that `Date` truncates; without it, the controller's time of the
+/// apply plus [`SKEW_MARGIN`]. Restarts are judged against this, so a controller clock that is
+/// behind ECS's never makes an earlier start look like one after the apply.
+pub fn applied_on_ecs_clock(
+    local: Option<jiff::Timestamp>,
+    ecs: Option<jiff::Timestamp>,
+) -> Option<jiff::Timestamp> {
+    match (ecs, local) {
+        (Some(ecs), _) => ecs.checked_add(jiff::SignedDuration::from_secs(1)).ok(),
+        (None, Some(local)) => local.checked_add(SKEW_MARGIN).ok(),
+        (None, None) => None,
+    }
+}
+
+/// Whether `StartTime` shows a restart after the password was applied at `applied`, both on ECS's
+/// clock (see [`applied_on_ecs_clock`]).
 ///
 /// ECS reports `StartTime` to the minute. A restart is recognised when the observed start is in a
 /// later minute than the apply (certainly after it), or when it moved past `baseline`, the start

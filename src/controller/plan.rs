@@ -12,7 +12,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::api::{AppliedSecret, Reason, RebootPolicy, VncPasswordSpec, VncPasswordStatus};
-use crate::controller::decide::{Failure, Pace, Phase, Waiting, floor_minute};
+use crate::controller::decide::{self, Failure, Pace, Phase, Waiting, floor_minute};
 use crate::controller::schedule::{self, WindowState};
 use crate::ecs::types::parse_start_time;
 
@@ -100,6 +100,9 @@ pub struct Observed<'a> {
     pub claimed_by: Option<(&'a str, &'a str)>,
     pub round: &'a Round,
     pub settings: PlanSettings,
+    /// ECS's clock minus the controller's, as this process measured it from ECS's recent answers
+    /// (their `Date`); `None` when it has no recent measurement.
+    pub ecs_offset: Option<jiff::SignedDuration>,
 }
 
 /// When to look at the object again after a reconcile that finished.
@@ -267,17 +270,35 @@ fn remembered_stall(o: &Observed, applied: bool) -> Option<Step> {
     ))
 }
 
-/// The earliest time RebootInstance may be called: a later minute than both the apply and the
-/// last start, so that the restart shows in minute-precision `StartTime`.
-pub fn reboot_not_before(status: &VncPasswordStatus) -> Option<jiff::Timestamp> {
-    let applied = parse_time(status.last_applied_time.as_deref())?;
+/// The earliest time, on the controller's clock, RebootInstance may be called: a later minute *on
+/// ECS's clock* than both the apply and the last start, so that the restart shows in
+/// minute-precision `StartTime`. `ecs_offset` (ECS's clock minus the controller's, as measured from
+/// ECS's recent answers) turns that ECS minute into the controller's time; without a measurement
+/// the one taken at the apply serves, and without either the time is pushed back by
+/// [`decide::SKEW_MARGIN`].
+pub fn reboot_not_before(
+    status: &VncPasswordStatus,
+    ecs_offset: Option<jiff::SignedDuration>,
+) -> Option<jiff::Timestamp> {
+    let local = parse_time(status.last_applied_time.as_deref());
+    let ecs = parse_time(status.last_applied_ecs_time.as_deref());
+    let applied = decide::applied_on_ecs_clock(local, ecs)?;
     let baseline = status
         .start_time_at_apply
         .as_deref()
         .and_then(parse_start_time)
         .unwrap_or(applied);
-    let latest = floor_minute(applied.max(baseline));
-    latest.checked_add(jiff::SignedDuration::from_secs(60)).ok()
+    let earliest_on_ecs = floor_minute(applied.max(baseline))
+        .checked_add(jiff::SignedDuration::from_secs(60))
+        .ok()?;
+    let offset_at_apply = match (ecs, local) {
+        (Some(e), Some(l)) => Some(e.duration_since(l)),
+        _ => None,
+    };
+    match ecs_offset.or(offset_at_apply) {
+        Some(offset) => earliest_on_ecs.checked_sub(offset).ok(),
+        None => earliest_on_ecs.checked_add(decide::SKEW_MARGIN).ok(),
+    }
 }
 
 fn rotation_interval(o: &Observed) -> Result<Option<Duration>, Failure> {
@@ -503,7 +524,7 @@ fn plan_inner(o: &Observed) -> Step {
         Err(message) => return failed(&Failure::stalled(Reason::InvalidSpec, message), true, o),
     };
     // No apply time recorded (cannot happen after an apply): a minute from now.
-    let earliest = reboot_not_before(status)
+    let earliest = reboot_not_before(status, o.ecs_offset)
         .unwrap_or_else(|| floor_minute(o.now) + jiff::SignedDuration::from_secs(60));
     match window {
         WindowState::Closed { next } => waiting(

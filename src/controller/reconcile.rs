@@ -247,6 +247,7 @@ async fn reconcile_inner(
                 .map(|(ns, name)| (ns.as_str(), name.as_str())),
             round: &round,
             settings: ctx.settings.plan,
+            ecs_offset: ctx.ecs_offset(),
         };
         let next_rotation = plan::next_rotation(&observed);
         let step = plan::plan(&observed);
@@ -355,15 +356,19 @@ async fn reconcile_inner(
                     )
                     .await
                 {
-                    Ok(request_id) => {
+                    Ok(accepted) => {
+                        let request_id = accepted.request_id;
                         record::applied(
                             &mut status,
-                            fingerprint,
-                            secret,
-                            &instance_key,
-                            &request_id,
-                            ctx.now(),
-                            force_token.as_deref(),
+                            record::Apply {
+                                fingerprint,
+                                secret,
+                                instance_key: &instance_key,
+                                request_id: &request_id,
+                                at: ctx.now(),
+                                ecs_time: accepted.server_time,
+                                force_token: force_token.as_deref(),
+                            },
                         );
                         applied_at = Some(Instant::now());
                         applied_now = true;
@@ -471,7 +476,8 @@ async fn reconcile_inner(
                     .reboot_instance(credentials, &spec.region_id, &spec.instance_id)
                     .await
                 {
-                    Ok(request_id) => {
+                    Ok(accepted) => {
+                        let request_id = accepted.request_id;
                         record::reboot_accepted(&mut status, &request_id);
                         events.push(normal(
                             Reason::RebootRequested.as_str(),

@@ -1,25 +1,42 @@
 //! observe → plan → act → **record**: pure changes to the working status after each step.
 
 use crate::api::{AppliedSecret, VncPasswordStatus};
-use crate::controller::decide::restarted_since_apply;
+use crate::controller::decide::{applied_on_ecs_clock, restarted_since_apply};
 use crate::ecs::Instance;
 use crate::ecs::signer::format_timestamp;
 use crate::ecs::types::parse_start_time;
 
+/// What ECS accepted, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Apply<'a> {
+    pub fingerprint: &'a str,
+    pub secret: &'a AppliedSecret,
+    pub instance_key: &'a str,
+    pub request_id: &'a str,
+    /// The controller's time.
+    pub at: jiff::Timestamp,
+    /// ECS's time (the `Date` of its answer), when it sent one.
+    pub ecs_time: Option<jiff::Timestamp>,
+    /// The `ecsvnc.io/reconcile-requested-at` token this apply answers.
+    pub force_token: Option<&'a str>,
+}
+
 /// ECS accepted the password: a new apply, whose restart (if one is needed) is still to be seen.
-pub fn applied(
-    status: &mut VncPasswordStatus,
-    fingerprint: &str,
-    secret: &AppliedSecret,
-    instance_key: &str,
-    request_id: &str,
-    now: jiff::Timestamp,
-    force_token: Option<&str>,
-) {
+pub fn applied(status: &mut VncPasswordStatus, apply: Apply) {
+    let Apply {
+        fingerprint,
+        secret,
+        instance_key,
+        request_id,
+        at: now,
+        ecs_time,
+        force_token,
+    } = apply;
     status.applied_password_fingerprint = Some(fingerprint.to_string());
     status.applied_instance = Some(instance_key.to_string());
     status.applied_secret = Some(secret.clone());
     status.last_applied_time = Some(format_timestamp(now));
+    status.last_applied_ecs_time = ecs_time.map(format_timestamp);
     status.last_request_id = Some(request_id.to_string());
     status.start_time_at_apply = None;
     status.left_running_after_apply = false;
@@ -83,10 +100,10 @@ pub fn described(
     if !running && !instance.status.is_empty() {
         status.left_running_after_apply = true;
     }
-    let applied_at = status
-        .last_applied_time
-        .as_deref()
-        .and_then(|t| t.parse().ok());
+    let applied_at = applied_on_ecs_clock(
+        parse(status.last_applied_time.as_deref()),
+        parse(status.last_applied_ecs_time.as_deref()),
+    );
     let baseline = status
         .start_time_at_apply
         .as_deref()
@@ -96,6 +113,10 @@ pub fn described(
     if by_start_time || (running && status.left_running_after_apply) {
         status.restart_observed_time = Some(format_timestamp(now));
     }
+}
+
+fn parse(text: Option<&str>) -> Option<jiff::Timestamp> {
+    text.and_then(|t| t.parse().ok())
 }
 
 /// The intent to reboot, for the applied password, recorded before RebootInstance.
@@ -143,7 +164,18 @@ mod tests {
     fn after_apply(at: &str) -> VncPasswordStatus {
         let mut s = VncPasswordStatus::default();
         let secret = AppliedSecret::default();
-        applied(&mut s, "fp", &secret, "r/i-1", "R1", t(at), None);
+        applied(
+            &mut s,
+            Apply {
+                fingerprint: "fp",
+                secret: &secret,
+                instance_key: "r/i-1",
+                request_id: "R1",
+                at: t(at),
+                ecs_time: Some(t(at)),
+                force_token: None,
+            },
+        );
         s
     }
 
@@ -215,12 +247,15 @@ mod tests {
         s.restart_observed_time = Some("x".into());
         applied(
             &mut s,
-            "fp2",
-            &AppliedSecret::default(),
-            "r/i-1",
-            "R2",
-            t("2026-01-01T11:00:00Z"),
-            Some("tok"),
+            Apply {
+                fingerprint: "fp2",
+                secret: &AppliedSecret::default(),
+                instance_key: "r/i-1",
+                request_id: "R2",
+                at: t("2026-01-01T11:00:00Z"),
+                ecs_time: None,
+                force_token: Some("tok"),
+            },
         );
         assert!(s.reboot_requested_time.is_none() && s.restart_observed_time.is_none());
         assert_eq!(s.last_handled_reconcile_at.as_deref(), Some("tok"));
@@ -236,5 +271,103 @@ mod tests {
             s.applied_password_fingerprint.as_deref(),
             Some("fp-new-key")
         );
+    }
+
+    /// The controller's clock 5 minutes behind ECS's; the instance booted 2 minutes (ECS time)
+    /// before the apply. Judged by the controller's clock, that start lies after the apply.
+    #[test]
+    fn a_controller_clock_behind_ecs_never_makes_an_earlier_start_a_restart() {
+        let mut s = VncPasswordStatus::default();
+        let local = t("2026-01-01T10:00:40Z");
+        let ecs = t("2026-01-01T10:05:40Z");
+        applied(
+            &mut s,
+            Apply {
+                fingerprint: "fp",
+                secret: &AppliedSecret::default(),
+                instance_key: "r/i-1",
+                request_id: "R1",
+                at: local,
+                ecs_time: Some(ecs),
+                force_token: None,
+            },
+        );
+        described(
+            &mut s,
+            "r/i-1",
+            &instance("Running", "2026-01-01T10:03Z", false),
+            local,
+        );
+        assert!(s.restart_observed_time.is_none(), "no restart happened");
+        // A real restart, in a later ECS minute: seen.
+        described(
+            &mut s,
+            "r/i-1",
+            &instance("Running", "2026-01-01T10:07Z", false),
+            local,
+        );
+        assert!(s.restart_observed_time.is_some());
+    }
+
+    /// The controller's clock 5 minutes ahead of ECS's, and the restart happened before the first
+    /// look after the apply (so the baseline is already the new start): ECS's time still shows it.
+    #[test]
+    fn a_controller_clock_ahead_of_ecs_never_misses_a_restart() {
+        let mut s = VncPasswordStatus::default();
+        let local = t("2026-01-01T10:05:40Z");
+        let ecs = t("2026-01-01T10:00:40Z");
+        applied(
+            &mut s,
+            Apply {
+                fingerprint: "fp",
+                secret: &AppliedSecret::default(),
+                instance_key: "r/i-1",
+                request_id: "R1",
+                at: local,
+                ecs_time: Some(ecs),
+                force_token: None,
+            },
+        );
+        described(
+            &mut s,
+            "r/i-1",
+            &instance("Running", "2026-01-01T10:02Z", false),
+            local,
+        );
+        assert!(s.restart_observed_time.is_some());
+    }
+
+    /// No `Date` from ECS: the controller's time plus the margin stands in, so a start up to the
+    /// margin after the controller's apply time is not taken for a restart.
+    #[test]
+    fn without_ecs_time_a_margin_keeps_a_near_start_from_counting() {
+        let mut s = VncPasswordStatus::default();
+        let local = t("2026-01-01T10:00:40Z");
+        applied(
+            &mut s,
+            Apply {
+                fingerprint: "fp",
+                secret: &AppliedSecret::default(),
+                instance_key: "r/i-1",
+                request_id: "R1",
+                at: local,
+                ecs_time: None,
+                force_token: None,
+            },
+        );
+        described(
+            &mut s,
+            "r/i-1",
+            &instance("Running", "2026-01-01T10:01Z", false),
+            local,
+        );
+        assert!(s.restart_observed_time.is_none());
+        described(
+            &mut s,
+            "r/i-1",
+            &instance("Running", "2026-01-01T10:03Z", false),
+            local,
+        );
+        assert!(s.restart_observed_time.is_some());
     }
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use super::clock::{ClockReading, LatestReading, parse_http_date};
 use super::credentials::Credentials;
 use super::error::{ApiError, ErrorClass, UnexpectedBody, parse_error_body};
 use super::ratelimit::{BucketKey, BucketState, QpsLimits, RateLimits};
@@ -100,6 +101,16 @@ pub trait CallObserver: Send + Sync {
     fn observe(&self, action: &str, result: &str, elapsed: Duration);
     /// A rate-limit bucket's state after a call took a slot from it or was throttled.
     fn rate_limit(&self, _key: &BucketKey, _state: BucketState) {}
+    /// ECS's clock (its answer's `Date`) minus the client's clock, at an answer that had a `Date`.
+    fn clock_offset(&self, _offset: jiff::SignedDuration) {}
+}
+
+/// ECS accepted a write call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub request_id: String,
+    /// ECS's own time of the answer (its HTTP `Date`), when it sent one.
+    pub server_time: Option<jiff::Timestamp>,
 }
 
 /// Everything that can go wrong with one call.
@@ -189,6 +200,8 @@ struct Inner {
     config: ClientConfig,
     limits: RateLimits,
     observer: Option<Arc<dyn CallObserver>>,
+    /// ECS's clock as its latest answer with a `Date` told it.
+    ecs_clock: LatestReading,
 }
 
 impl std::fmt::Debug for EcsClient {
@@ -236,12 +249,18 @@ impl EcsClient {
                 limits: RateLimits::new(config.qps.clone(), config.burst),
                 config,
                 observer,
+                ecs_clock: LatestReading::default(),
             }),
         })
     }
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// ECS's clock as the latest answer with a `Date` header told it.
+    pub fn ecs_clock(&self) -> Option<ClockReading> {
+        self.inner.ecs_clock.get()
     }
 
     /// How long a call of `action` in `region` with these credentials would now wait for its
@@ -285,16 +304,16 @@ impl EcsClient {
         }
     }
 
-    /// Sets the VNC password of an instance. Returns the RequestId.
+    /// Sets the VNC password of an instance.
     pub async fn modify_instance_vnc_passwd(
         &self,
         credentials: &Credentials,
         region: &str,
         instance_id: &str,
         password: &VncPassword,
-    ) -> Result<String, EcsError> {
-        let response: RequestIdResponse = self
-            .call(
+    ) -> Result<Accepted, EcsError> {
+        let (response, server_time) = self
+            .call_dated::<RequestIdResponse>(
                 credentials,
                 region,
                 "ModifyInstanceVncPasswd",
@@ -305,25 +324,31 @@ impl EcsClient {
                 ],
             )
             .await?;
-        Ok(response.request_id)
+        Ok(Accepted {
+            request_id: response.request_id,
+            server_time,
+        })
     }
 
-    /// Restarts a `Running` instance. Returns the RequestId.
+    /// Restarts a `Running` instance.
     pub async fn reboot_instance(
         &self,
         credentials: &Credentials,
         region: &str,
         instance_id: &str,
-    ) -> Result<String, EcsError> {
-        let response: RequestIdResponse = self
-            .call(
+    ) -> Result<Accepted, EcsError> {
+        let (response, server_time) = self
+            .call_dated::<RequestIdResponse>(
                 credentials,
                 region,
                 "RebootInstance",
                 &[("RegionId", region), ("InstanceId", instance_id)],
             )
             .await?;
-        Ok(response.request_id)
+        Ok(Accepted {
+            request_id: response.request_id,
+            server_time,
+        })
     }
 
     /// Describes instances of one region by ID, 100 IDs per call, following pages. Instances ECS
@@ -375,6 +400,19 @@ impl EcsClient {
         action: &'static str,
         params: &[(&str, &str)],
     ) -> Result<T, EcsError> {
+        self.call_dated(credentials, region, action, params)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// [`Self::call`], with ECS's own time of the answer (its `Date` header) when it sent one.
+    pub async fn call_dated<T: DeserializeOwned>(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        action: &'static str,
+        params: &[(&str, &str)],
+    ) -> Result<(T, Option<jiff::Timestamp>), EcsError> {
         let endpoint = self.endpoint_for(region)?;
         let policy = &self.inner.config.retry;
         let bucket = BucketKey {
@@ -445,7 +483,7 @@ impl EcsClient {
         credentials: &Credentials,
         action: &'static str,
         params: &[(&str, &str)],
-    ) -> Result<T, EcsError> {
+    ) -> Result<(T, Option<jiff::Timestamp>), EcsError> {
         let nonce = uuid::Uuid::new_v4().to_string();
         let now = (self.inner.config.clock)();
         let request = self
@@ -541,17 +579,33 @@ impl EcsClient {
             .filter(|(name, _)| name.as_str().starts_with("x-ratelimit-"))
             .filter_map(|(_, v)| v.to_str().ok())
             .find_map(super::error::time_left);
+        let server_time = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date);
+        if let Some(server) = server_time {
+            self.inner.ecs_clock.record(ClockReading {
+                server,
+                received: Instant::now(),
+            });
+            if let Some(observer) = &self.inner.observer {
+                observer.clock_offset(server.duration_since((self.inner.config.clock)()));
+            }
+        }
         let bytes = response.bytes().await.map_err(network)?;
 
         if (200..300).contains(&status) {
-            return serde_json::from_slice::<T>(&bytes).map_err(|_| EcsError::UnexpectedBody {
-                action,
-                body: UnexpectedBody {
-                    http_status: status,
-                    content_type,
-                    excerpt: super::error::excerpt(&bytes),
-                },
-            });
+            return serde_json::from_slice::<T>(&bytes)
+                .map(|value| (value, server_time))
+                .map_err(|_| EcsError::UnexpectedBody {
+                    action,
+                    body: UnexpectedBody {
+                        http_status: status,
+                        content_type,
+                        excerpt: super::error::excerpt(&bytes),
+                    },
+                });
         }
         match parse_error_body(status, content_type.as_deref(), &bytes) {
             Ok(mut error) => {

@@ -2,6 +2,7 @@
 //! and the HTTP client.
 
 pub mod client;
+pub mod clock;
 pub mod credentials;
 pub mod endpoints;
 pub mod error;
@@ -15,7 +16,7 @@ pub mod signer_v3;
 pub mod sts;
 pub mod types;
 
-pub use client::{CallObserver, ClientConfig, EcsClient, EcsError, SignatureVersion};
+pub use client::{Accepted, CallObserver, ClientConfig, EcsClient, EcsError, SignatureVersion};
 pub use credentials::Credentials;
 pub use error::{ApiError, ErrorClass};
 pub use provider::{CredentialsProvider, ProviderConfig};

@@ -44,7 +44,21 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/_simulator/faults", get(get_faults).put(put_faults))
         .route("/_simulator/faults/throttle", post(throttle))
         .route("/_simulator/faults/fail", post(fail_next))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            date_header,
+        ))
         .with_state(state)
+}
+
+/// Every answer carries `Date` from the simulator's clock, as ECS's carry ECS's: a test that moves
+/// the simulator's clock moves what its answers say the time is.
+async fn date_header(State(state): State<Arc<SimState>>, mut response: Response) -> Response {
+    let date = crate::ecs::clock::format_http_date(state.now());
+    if let Ok(value) = header::HeaderValue::from_str(&date) {
+        response.headers_mut().insert(header::DATE, value);
+    }
+    response
 }
 
 /// Decodes `a=b&c=d` (query or form body). `+` is a space, as servlet containers decode it;

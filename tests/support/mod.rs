@@ -12,6 +12,7 @@ pub mod controller;
 pub mod image;
 pub mod leaks;
 pub mod sim;
+pub mod time;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -51,6 +51,10 @@ struct S {
     generated: Option<GeneratedSecret>,
     rotate: Option<&'static str>,
     claimed_by: Option<(&'static str, &'static str)>,
+    /// ECS's clock minus the controller's, as measured lately.
+    ecs_offset: Option<jiff::SignedDuration>,
+    /// ECS's clock minus the controller's at the apply (what the `Date` of its answer says).
+    ecs_skew_at_apply: Option<jiff::SignedDuration>,
 }
 
 impl S {
@@ -72,6 +76,8 @@ impl S {
             generated: None,
             rotate: None,
             claimed_by: None,
+            ecs_offset: None,
+            ecs_skew_at_apply: Some(jiff::SignedDuration::ZERO),
         }
     }
 
@@ -97,6 +103,7 @@ impl S {
                 reboot_timeout: Duration::from_secs(900),
                 stall_recheck: Duration::from_secs(1800),
             },
+            ecs_offset: self.ecs_offset,
         }
     }
 
@@ -113,12 +120,15 @@ impl S {
         let key = self.key();
         record::applied(
             &mut self.status,
-            FP,
-            &secret("1"),
-            &key,
-            "R1",
-            self.now,
-            None,
+            record::Apply {
+                fingerprint: FP,
+                secret: &secret("1"),
+                instance_key: &key,
+                request_id: "R1",
+                at: self.now,
+                ecs_time: self.ecs_skew_at_apply.map(|skew| self.now + skew),
+                force_token: None,
+            },
         );
         self
     }
@@ -247,12 +257,15 @@ fn an_instance_id_change_applies_and_never_uses_the_old_instance_facts() {
     let key = s.key();
     record::applied(
         &mut s.status,
-        FP_OTHER_PASSWORD,
-        &secret("1"),
-        &key,
-        "R2",
-        s.now,
-        None,
+        record::Apply {
+            fingerprint: FP_OTHER_PASSWORD,
+            secret: &secret("1"),
+            instance_key: &key,
+            request_id: "R2",
+            at: s.now,
+            ecs_time: Some(s.now),
+            force_token: None,
+        },
     );
     assert_eq!(s.plan(), Step::Describe);
     // DescribeInstances throttled right after the apply: not Ready on the old instance's facts.
@@ -299,7 +312,18 @@ fn a_new_force_token_applies_once() {
     s.force = Some("2026-01-01T11:00:00Z");
     assert_eq!(s.plan(), Step::Apply);
     let key = s.key();
-    record::applied(&mut s.status, FP, &secret("1"), &key, "R2", s.now, s.force);
+    record::applied(
+        &mut s.status,
+        record::Apply {
+            fingerprint: FP,
+            secret: &secret("1"),
+            instance_key: &key,
+            request_id: "R2",
+            at: s.now,
+            ecs_time: Some(s.now),
+            force_token: s.force,
+        },
+    );
     assert!(matches!(phase(s.plan()), Phase::Ready { .. }));
 }
 
@@ -468,6 +492,46 @@ fn automatic_waits_for_a_later_minute_than_the_apply_and_the_last_start() {
         .next_round("2026-01-01T10:01:00Z")
         .described("Running", "2026-01-01T10:00Z", false);
     assert_eq!(s.plan(), Step::RecordRebootIntent);
+}
+
+/// The reboot must land in a later minute *on ECS's clock*; the controller's clock is minutes off.
+#[test]
+fn the_reboot_is_timed_on_ecs_clock_whichever_way_the_controller_clock_is_off() {
+    let minutes = |m: i64| jiff::SignedDuration::from_secs(60 * m);
+    // (ECS minus controller at the apply, measured lately, expected earliest time on the
+    // controller's clock). Applied at 10:00:40 by the controller's clock.
+    let cases = [
+        // ECS 5 minutes ahead: ECS's apply minute is 10:05, the reboot may go at ECS 10:06,
+        // which is 10:01 here.
+        (Some(minutes(5)), None, "2026-01-01T10:01:00Z"),
+        (Some(minutes(5)), Some(minutes(5)), "2026-01-01T10:01:00Z"),
+        // ECS 5 minutes behind: ECS's apply minute is 09:55, its next 09:56, which is 10:01 here.
+        (Some(-minutes(5)), None, "2026-01-01T10:01:00Z"),
+        // The controller moved to a node whose clock is 2 minutes further off: the fresh
+        // measurement wins over the one taken at the apply.
+        (Some(-minutes(5)), Some(-minutes(7)), "2026-01-01T10:03:00Z"),
+        // No ECS time at all: a margin of a minute on both sides of the comparison.
+        (None, None, "2026-01-01T10:03:00Z"),
+    ];
+    for (at_apply, lately, earliest) in cases {
+        let mut s = S::new(RebootPolicy::Automatic);
+        s.ecs_skew_at_apply = at_apply;
+        s.ecs_offset = lately;
+        let start = match at_apply {
+            // The instance started long before the apply, in ECS's time.
+            Some(skew) => format!(
+                "{}",
+                (t("2026-01-01T09:00:00Z") + skew).strftime("%Y-%m-%dT%H:%MZ")
+            ),
+            None => "2026-01-01T09:00Z".into(),
+        };
+        let s = s.applied().described("Running", &start, false);
+        assert_eq!(
+            phase(s.plan()),
+            Phase::WaitingForRestart(Waiting::RebootAfter(t(earliest))),
+            "{at_apply:?} {lately:?}"
+        );
+    }
 }
 
 #[test]
