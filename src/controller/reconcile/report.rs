@@ -1,0 +1,230 @@
+//! record: the end of a reconcile — conditions merged into the working status, one status write
+//! when it changed, Events on transitions only — and the status writes that carry preconditions.
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::api::{FIELD_MANAGER, Reason, VncPassword, VncPasswordStatus, condition};
+use crate::controller::conditions;
+use crate::controller::context::Context;
+use crate::controller::decide::{self, Failure, Phase};
+
+use super::ReconcileError;
+
+/// Why DescribeInstances did not return the instance. After ModifyInstanceVncPasswd succeeded for
+/// it, the instance exists (or did a moment ago): ECS answers an empty list, not an error, to an
+/// identity without `ecs:DescribeInstances`.
+pub(super) fn not_described(
+    obj: &VncPassword,
+    status: &VncPasswordStatus,
+    instance_key: &str,
+) -> Failure {
+    let spec = &obj.spec;
+    if status.applied_instance.as_deref() == Some(instance_key) {
+        Failure::stalled(
+            Reason::DescribeNotAllowed,
+            format!(
+                "ModifyInstanceVncPasswd succeeded for instance {} but DescribeInstances does not return it: the credentials probably lack ecs:DescribeInstances (ECS then answers an empty list, not an error), or the instance was released; grant ecs:DescribeInstances in RAM",
+                spec.instance_id
+            ),
+        )
+    } else {
+        Failure::stalled(
+            Reason::InstanceNotFound,
+            format!(
+                "DescribeInstances does not return instance {} in region {}: check spec.instanceId and spec.regionId",
+                spec.instance_id, spec.region_id
+            ),
+        )
+    }
+}
+
+/// Events on transitions only, so that a steady state stays quiet.
+pub(super) fn transition_events(
+    phase: &Phase,
+    previous: &VncPasswordStatus,
+    spec: &crate::api::VncPasswordSpec,
+    applied_now: bool,
+    events: &mut Vec<Event>,
+) {
+    match phase {
+        Phase::Failed {
+            failure: Failure::Stalled { reason, message },
+            ..
+        } if previous
+            .condition(condition::STALLED)
+            .is_none_or(|c| c.status != "True" || c.reason != reason.as_str()) =>
+        {
+            events.push(warning(reason.as_str(), message.clone(), "Reconcile"));
+        }
+        Phase::Ready { how }
+            if *how == Reason::Restarted && previous.is_true(condition::REBOOT_REQUIRED) =>
+        {
+            events.push(normal(
+                "RestartObserved",
+                format!(
+                    "instance {} restarted: the new VNC password is in effect",
+                    spec.instance_id
+                ),
+                "ObserveRestart",
+            ));
+        }
+        Phase::WaitingForRestart(_)
+            if !previous.is_true(condition::REBOOT_REQUIRED) || applied_now =>
+        {
+            let desired = decide::conditions_for(phase, &spec.instance_id);
+            let message = desired
+                .iter()
+                .find(|d| d.type_ == condition::REBOOT_REQUIRED)
+                .map(|d| d.message.clone())
+                .unwrap_or_default();
+            events.push(normal(Reason::RebootRequired.as_str(), message, "Apply"));
+        }
+        Phase::WaitingForRestart(decide::Waiting::RebootNotObserved(_))
+            if previous
+                .condition(condition::READY)
+                .is_none_or(|c| c.reason != Reason::RebootNotObserved.as_str()) =>
+        {
+            let desired = decide::conditions_for(phase, &spec.instance_id);
+            let message = desired
+                .iter()
+                .find(|d| d.type_ == condition::READY)
+                .map(|d| d.message.clone())
+                .unwrap_or_default();
+            events.push(warning(
+                Reason::RebootNotObserved.as_str(),
+                message,
+                "ObserveRestart",
+            ));
+        }
+        _ => {}
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn finish(
+    ctx: &Context,
+    obj: &VncPassword,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    mut status: VncPasswordStatus,
+    phase: &Phase,
+    rebooted_now: bool,
+    events: Vec<Event>,
+    label: &'static str,
+) -> Result<(), ReconcileError> {
+    let spec = &obj.spec;
+    status.conditions = conditions::merge(
+        &status.conditions,
+        &decide::conditions_for(phase, &spec.instance_id),
+        obj.metadata.generation,
+        ctx.now(),
+    );
+    status.observed_generation = obj.metadata.generation;
+    let changed = obj.status.as_ref() != Some(&status);
+    if changed {
+        if rebooted_now {
+            // Tests make the status write right after a RebootInstance fail here.
+            fail::fail_point!("status-write-after-reboot", |_| Err(
+                ReconcileError::WriteStatus(kube::Error::Api(
+                    kube::core::Status::failure("failpoint", "InternalError")
+                        .with_code(500)
+                        .boxed()
+                ))
+            ));
+        }
+        let written = write_status(ctx, obj, namespace, name, &status, None).await?;
+        ctx.wrote(uid, written.resource_version().as_deref());
+    }
+    let reference = obj.object_ref(&());
+    let recorder = ctx.recorder();
+    for event in events {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(%namespace, %name, error = %e, "could not publish an Event");
+        }
+    }
+    if changed {
+        tracing::info!(phase = label, "reconciled");
+    } else {
+        tracing::debug!(phase = label, "reconciled, nothing changed");
+    }
+    Ok(())
+}
+
+/// Writes the whole status (server-side apply, the controller's field manager). With
+/// `precondition`, the write fails with 409 Conflict unless the object still has that
+/// resourceVersion.
+pub(super) async fn write_status(
+    ctx: &Context,
+    obj: &VncPassword,
+    namespace: &str,
+    name: &str,
+    status: &VncPasswordStatus,
+    precondition: Option<&str>,
+) -> Result<VncPassword, ReconcileError> {
+    let api: Api<VncPassword> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut metadata = json!({"name": name});
+    if let Some(rv) = precondition {
+        metadata["resourceVersion"] = json!(rv);
+    }
+    if let Some(uid) = obj.uid() {
+        // Never write a status computed for a deleted object onto its namesake.
+        metadata["uid"] = json!(uid);
+    }
+    let patch = json!({
+        "apiVersion": "ecsvnc.io/v1alpha1",
+        "kind": "VncPassword",
+        "metadata": metadata,
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(ReconcileError::WriteStatus)
+}
+
+pub(super) fn normal(reason: &str, note: String, action: &str) -> Event {
+    Event {
+        type_: EventType::Normal,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    }
+}
+
+pub(super) fn warning(reason: &str, note: String, action: &str) -> Event {
+    Event {
+        type_: EventType::Warning,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    }
+}
+
+/// Logs a failed ECS call with its RequestId (which conditions leave out to stay stable) and says
+/// what it means for the object.
+pub(super) fn ecs_failure(
+    error: &crate::ecs::EcsError,
+    obj: &VncPassword,
+    action: &str,
+) -> Failure {
+    let failure = decide::failure_from_ecs(error, &obj.spec.region_id, &obj.spec.instance_id);
+    tracing::warn!(
+        namespace = obj.namespace().as_deref().unwrap_or_default(),
+        name = %obj.name_any(),
+        action,
+        code = error.result_label(),
+        request_id = decide::request_id(error).unwrap_or("none"),
+        class = error.class().as_str(),
+        "ECS call failed"
+    );
+    failure
+}

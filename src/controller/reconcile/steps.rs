@@ -1,0 +1,374 @@
+//! act: one function per planned [`Step`], each doing that step's I/O and recording its outcome in
+//! the working status (with the pure functions of `record`). The order that makes the reboot
+//! at-most-once is visible here: [`Run::record_reboot_intent`] writes the intent with the object's
+//! resourceVersion as precondition, and only a reconcile whose own intent write succeeded reaches
+//! [`Run::reboot`].
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::api::{
+    ANNOTATION_GENERATED_AT, ANNOTATION_ROTATE_TOKEN, AppliedSecret, LABEL_MANAGED_BY, MANAGED_BY,
+    Reason,
+};
+use crate::controller::decide;
+use crate::controller::plan::{self, GeneratedSecret, PasswordInput};
+use crate::controller::record;
+use crate::password::VncPassword as Password;
+
+use super::report::{ecs_failure, normal, not_described, warning, write_status};
+use super::{Flow, ReconcileError, Run};
+
+/// The longest a reconcile waits for a slot of the account's ECS quota before it gives its worker
+/// up and looks again later.
+const MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+impl Run<'_> {
+    /// `generatePassword`: creates the password Secret with a new random password, or (`rotate`)
+    /// rewrites the one this object created, with its resourceVersion as precondition.
+    pub(super) async fn generate_password(&mut self, rotate: bool) -> Result<Flow, ReconcileError> {
+        let now = self.ctx.now();
+        let written = write_generated(self, now, rotate).await?;
+        let Some((password, secret, generated)) = written else {
+            // The Secret changed (or appeared) since it was read: its watch event brings the
+            // reconcile that sees it.
+            return Ok(Flow::Done(Action::requeue(Duration::from_secs(1)), "retry"));
+        };
+        let spec = &self.obj.spec;
+        self.inputs.password = PasswordInput::Usable {
+            fingerprint: self
+                .ctx
+                .key
+                .fingerprint(&spec.region_id, &spec.instance_id, &password),
+            secret: secret.clone(),
+        };
+        self.inputs.secret_version = Some(secret.resource_version.clone());
+        self.inputs.secret_password = Some(password);
+        self.inputs.generated = Some(generated);
+        let (reason, action) = if rotate {
+            ("PasswordRotated", "RotatePassword")
+        } else {
+            ("PasswordGenerated", "GeneratePassword")
+        };
+        self.events.push(normal(
+            reason,
+            format!(
+                "generated a new VNC password into Secret {} (key {})",
+                spec.password_secret_ref.name, spec.password_secret_ref.key
+            ),
+            action,
+        ));
+        Ok(Flow::Next)
+    }
+
+    /// ModifyInstanceVncPasswd. A worker does not sit out a long queue for the account's quota:
+    /// the object is looked at again when there is room, and other objects are served meanwhile.
+    pub(super) async fn apply(&mut self) -> Result<Flow, ReconcileError> {
+        let (
+            Some(password),
+            Some(credentials),
+            PasswordInput::Usable {
+                fingerprint,
+                secret,
+            },
+        ) = (
+            &self.inputs.secret_password,
+            &self.inputs.credentials,
+            &self.inputs.password,
+        )
+        else {
+            return Err(ReconcileError::TooManySteps);
+        };
+        let spec = &self.obj.spec;
+        let ctx = self.ctx;
+        let backlog = ctx
+            .ecs
+            .backlog(credentials, &spec.region_id, "ModifyInstanceVncPasswd");
+        if backlog > MAX_QUEUE_WAIT {
+            let jitter = backlog.mul_f64(rand::random::<f64>() * 0.2);
+            return Ok(Flow::Done(Action::requeue(backlog + jitter), "retry"));
+        }
+        match ctx
+            .ecs
+            .modify_instance_vnc_passwd(credentials, &spec.region_id, &spec.instance_id, password)
+            .await
+        {
+            Ok(accepted) => {
+                let request_id = accepted.request_id;
+                record::applied(
+                    &mut self.status,
+                    record::Apply {
+                        fingerprint,
+                        secret,
+                        instance_key: &self.instance_key,
+                        request_id: &request_id,
+                        at: ctx.now(),
+                        ecs_time: accepted.server_time,
+                        force_token: self.force_token.as_deref(),
+                    },
+                );
+                self.applied_at = Some(Instant::now());
+                self.applied_now = true;
+                self.events.push(normal(
+                    "PasswordApplied",
+                    format!(
+                        "ECS accepted the new VNC password for instance {} (RequestId {request_id})",
+                        spec.instance_id
+                    ),
+                    "ModifyInstanceVncPasswd",
+                ));
+            }
+            Err(e) => self.ecs_refused(&e, "ModifyInstanceVncPasswd"),
+        }
+        Ok(Flow::Next)
+    }
+
+    /// The applied password is the Secret's: the fingerprint under the current key and the Secret's
+    /// current identity are recorded. No ECS call.
+    pub(super) fn record_identity(&mut self) {
+        let PasswordInput::Usable {
+            fingerprint,
+            secret,
+        } = &self.inputs.password
+        else {
+            return;
+        };
+        if self
+            .status
+            .applied_password_fingerprint
+            .as_deref()
+            .and_then(plan::fingerprint_key_id)
+            != Some(self.key_id.as_str())
+        {
+            tracing::info!(
+                "the fingerprint key changed and the password Secret did not: re-recorded without any ECS call"
+            );
+        }
+        record::identity(&mut self.status, fingerprint, secret, &self.instance_key);
+    }
+
+    /// DescribeInstances (batched and shared, see `instances`): fresh after this reconcile's apply,
+    /// else at most half a poll interval old.
+    pub(super) async fn describe(&mut self) -> Result<Flow, ReconcileError> {
+        let Some(credentials) = &self.inputs.credentials else {
+            return Err(ReconcileError::TooManySteps);
+        };
+        let ctx = self.ctx;
+        let spec = &self.obj.spec;
+        self.round.described = true;
+        let poll = ctx.settings.plan.poll;
+        let fresh_after = self.applied_at.unwrap_or_else(|| {
+            Instant::now()
+                .checked_sub(poll / 2)
+                .unwrap_or_else(Instant::now)
+        });
+        match ctx
+            .instances
+            .describe(credentials, &spec.region_id, &spec.instance_id, fresh_after)
+            .await
+        {
+            Ok(Some(instance)) => {
+                record::described(&mut self.status, &self.instance_key, &instance, ctx.now());
+            }
+            Ok(None) => {
+                let failure = not_described(self.obj, &self.status, &self.instance_key);
+                record::stalled(&mut self.status, self.stall_key.clone(), ctx.now());
+                self.round.failure = Some(failure);
+            }
+            Err(e) => self.ecs_refused(&e, "DescribeInstances"),
+        }
+        Ok(Flow::Next)
+    }
+
+    /// The intent to reboot, written to the status *before* RebootInstance with the object's
+    /// resourceVersion as precondition: a conflict means the object changed (or another writer got
+    /// there first), and nothing is called.
+    pub(super) async fn record_reboot_intent(&mut self) -> Result<Flow, ReconcileError> {
+        record::reboot_intent(&mut self.status, self.ctx.now());
+        match write_status(
+            self.ctx,
+            self.obj,
+            &self.namespace,
+            &self.name,
+            &self.status,
+            self.resource_version.as_deref(),
+        )
+        .await
+        {
+            Ok(written) => {
+                self.ctx
+                    .wrote(&self.uid, written.resource_version().as_deref());
+                self.resource_version = written.resource_version();
+                self.round.intent_written = true;
+                Ok(Flow::Next)
+            }
+            Err(ReconcileError::WriteStatus(kube::Error::Api(s))) if s.code == 409 => {
+                tracing::info!(
+                    "the object changed before the reboot intent was recorded; planning again"
+                );
+                Ok(Flow::Done(
+                    Action::requeue(Duration::from_millis(500)),
+                    "retry",
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// RebootInstance, only right after this reconcile recorded its intent. An answer that may
+    /// hide a reboot (no answer, a timeout, a 5xx) keeps the intent, so it is never called again
+    /// for this password; a clear refusal withdraws it.
+    pub(super) async fn reboot(&mut self) -> Result<Flow, ReconcileError> {
+        let Some(credentials) = &self.inputs.credentials else {
+            return Err(ReconcileError::TooManySteps);
+        };
+        let spec = &self.obj.spec;
+        self.round.reboot_called = true;
+        match self
+            .ctx
+            .ecs
+            .reboot_instance(credentials, &spec.region_id, &spec.instance_id)
+            .await
+        {
+            Ok(accepted) => {
+                record::reboot_accepted(&mut self.status, &accepted.request_id);
+                self.events.push(normal(
+                    Reason::RebootRequested.as_str(),
+                    format!(
+                        "called RebootInstance for instance {} so the new VNC password takes effect (RequestId {})",
+                        spec.instance_id, accepted.request_id
+                    ),
+                    "RebootInstance",
+                ));
+            }
+            Err(e) if decide::reboot_may_have_happened(&e) => {
+                let _ = ecs_failure(&e, self.obj, "RebootInstance");
+                self.events.push(warning(
+                    Reason::RebootRequested.as_str(),
+                    format!(
+                        "RebootInstance for instance {} got no clear answer ({}); it is not called again for this password, waiting for a restart",
+                        spec.instance_id,
+                        decide::summary(&e)
+                    ),
+                    "RebootInstance",
+                ));
+            }
+            Err(e) => {
+                record::reboot_refused(&mut self.status);
+                self.round.failure = Some(ecs_failure(&e, self.obj, "RebootInstance"));
+            }
+        }
+        Ok(Flow::Next)
+    }
+
+    /// An ECS call failed: what it means for the object, remembered as a stall when only a
+    /// change of its inputs can help.
+    fn ecs_refused(&mut self, error: &crate::ecs::EcsError, action: &str) {
+        let failure = ecs_failure(error, self.obj, action);
+        if failure.is_stalled() {
+            record::stalled(&mut self.status, self.stall_key.clone(), self.ctx.now());
+        }
+        self.round.failure = Some(failure);
+    }
+}
+
+/// Creates (or, for a rotation, rewrites with the observed resourceVersion as precondition) the
+/// password Secret with a new random password. `None` when the Secret changed or appeared
+/// meanwhile (nothing written).
+async fn write_generated(
+    run: &Run<'_>,
+    now: jiff::Timestamp,
+    rotate: bool,
+) -> Result<Option<(Password, AppliedSecret, GeneratedSecret)>, ReconcileError> {
+    use k8s_openapi::ByteString;
+    use kube::api::{ObjectMeta, PostParams};
+    let (obj, namespace, inputs) = (run.obj, run.namespace.as_str(), &run.inputs);
+    let rotate_token = run.rotate_token.as_deref();
+    let r = &obj.spec.password_secret_ref;
+    let password = Password::generate();
+    let generated_at = crate::ecs::signer::format_timestamp(now);
+    let mut annotations = std::collections::BTreeMap::from([(
+        ANNOTATION_GENERATED_AT.to_string(),
+        generated_at.clone(),
+    )]);
+    if let Some(token) = rotate_token {
+        annotations.insert(ANNOTATION_ROTATE_TOKEN.to_string(), token.to_string());
+    }
+    let api: Api<Secret> = Api::namespaced(run.ctx.client.clone(), namespace);
+    let write_err = |source| ReconcileError::WriteSecret {
+        namespace: namespace.to_string(),
+        name: r.name.clone(),
+        source,
+    };
+    let written = if rotate {
+        let Some(rv) = &inputs.secret_version else {
+            return Ok(None);
+        };
+        let patch = json!({
+            "metadata": {"resourceVersion": rv, "annotations": annotations},
+            "data": {r.key.clone(): ByteString(password.expose().as_bytes().to_vec())},
+        });
+        match api
+            .patch(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(s) => s,
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => return Ok(None),
+            Err(e) => return Err(write_err(e)),
+        }
+    } else {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(r.name.clone()),
+                namespace: Some(namespace.to_string()),
+                labels: Some(std::collections::BTreeMap::from([
+                    (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+                    ("ecsvnc.io/vncpassword".to_string(), obj.name_any()),
+                ])),
+                annotations: Some(annotations),
+                owner_references: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        api_version: "ecsvnc.io/v1alpha1".into(),
+                        kind: "VncPassword".into(),
+                        name: obj.name_any(),
+                        uid: run.uid.clone(),
+                        controller: Some(true),
+                        block_owner_deletion: None,
+                    },
+                ]),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(std::collections::BTreeMap::from([(
+                r.key.clone(),
+                ByteString(password.expose().as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(s) => s,
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(None),
+            Err(e) => return Err(write_err(e)),
+        }
+    };
+    let identity = AppliedSecret {
+        name: r.name.clone(),
+        key: r.key.clone(),
+        uid: written.metadata.uid.clone().unwrap_or_default(),
+        resource_version: written
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default(),
+    };
+    let generated = GeneratedSecret::Ours {
+        generated_at: Some(now),
+        rotate_token: rotate_token.map(str::to_string),
+    };
+    Ok(Some((password, identity, generated)))
+}
