@@ -87,10 +87,12 @@ pub enum Reason {
     RoleArnNotSet,
     /// The controller has no OIDC provider ARN (`--oidc-provider-arn`) to exchange tokens with.
     OidcProviderNotConfigured,
+    /// The controller failed on this object (a bug, logged at error level); retried with backoff.
+    InternalError,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 31] = [
         Reason::Applied,
         Reason::RebootRequired,
         Reason::RebootRequested,
@@ -121,6 +123,7 @@ impl Reason {
         Reason::ServiceAccountNotFound,
         Reason::RoleArnNotSet,
         Reason::OidcProviderNotConfigured,
+        Reason::InternalError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -155,6 +158,7 @@ impl Reason {
             Reason::ServiceAccountNotFound => "ServiceAccountNotFound",
             Reason::RoleArnNotSet => "RoleArnNotSet",
             Reason::OidcProviderNotConfigured => "OidcProviderNotConfigured",
+            Reason::InternalError => "InternalError",
         }
     }
 
@@ -208,7 +212,7 @@ impl std::fmt::Display for Reason {
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.rotationInterval) || (has(self.generatePassword) && self.generatePassword)").message("rotationInterval needs generatePassword: true (the controller only rotates passwords it generates)"))]
-#[x_kube(validation = Rule::new("!has(self.rotationInterval) || duration(self.rotationInterval) >= duration('1h')").message("rotationInterval must be at least 1h"))]
+#[x_kube(validation = Rule::new("!has(self.rotationInterval) || (duration(self.rotationInterval) >= duration('1h') && duration(self.rotationInterval) <= duration('8784h'))").message("rotationInterval must be between 1h and 8784h (366 days)"))]
 #[x_kube(validation = Rule::new("!(has(self.credentialsSecretRef) && has(self.credentialsServiceAccountRef))").message("set at most one of credentialsSecretRef and credentialsServiceAccountRef"))]
 pub struct VncPasswordSpec {
     /// Region of the ECS instance, e.g. `cn-hangzhou` or `ap-southeast-1`.
@@ -256,30 +260,39 @@ pub struct VncPasswordSpec {
     pub generate_password: bool,
 
     /// With `generatePassword`: generate and apply a new password when this long has passed since
-    /// the last one was generated, e.g. `720h` (Go duration; at least `1h`).
+    /// the last one was generated, e.g. `720h` (Go duration; from `1h` to `8784h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"),
+        length(max = 32)
+    )]
     pub rotation_interval: Option<String>,
 
-    /// With `rebootPolicy: Automatic`: RebootInstance is called only inside one of these windows.
-    /// Without windows, whenever a reboot is needed.
+    /// With `rebootPolicy: Automatic`: RebootInstance is called only inside one of these windows
+    /// (at most 10). Without windows, whenever a reboot is needed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
     pub reboot_windows: Vec<RebootWindow>,
 }
 
 /// A maintenance window: it opens at each time `schedule` names, in `timeZone`, and lasts
 /// `duration`.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.duration) > duration('0s') && duration(self.duration) <= duration('168h')").message("duration must be longer than 0s and at most 168h (a week)"))]
 pub struct RebootWindow {
     /// Five-field cron expression of the window's start, e.g. `0 2 * * SUN` (02:00 every Sunday).
-    #[schemars(regex(pattern = r"^\S+( +\S+){4}$"))]
+    #[schemars(regex(pattern = r"^\S+( +\S+){4}$"), length(max = 128))]
     pub schedule: String,
-    /// How long the window stays open, Go duration, e.g. `2h`.
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    /// How long the window stays open, a Go duration longer than 0s and at most `168h`, e.g. `2h`.
+    #[schemars(
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"),
+        length(max = 32)
+    )]
     pub duration: String,
     /// IANA time zone of `schedule`, e.g. `Europe/Berlin` (default `UTC`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub time_zone: Option<String>,
 }
 

@@ -6,6 +6,7 @@
 //! | --- | --- | --- |
 //! | `ecs_vnc_reconciles_total` | counter | `result`: one of [`RECONCILE_RESULTS`] or `other` |
 //! | `ecs_vnc_reconcile_duration_seconds` | histogram | |
+//! | `ecs_vnc_reconcile_panics_total` | counter | reconciles that panicked (caught; the object says `InternalError`) |
 //! | `ecs_vnc_ecs_calls_total` | counter | `action`, `code` (`Success`, an ECS error code, `NetworkError`, ...) |
 //! | `ecs_vnc_ecs_call_duration_seconds` | histogram | `action` |
 //! | `ecs_vnc_vncpasswords` | gauge | `ready_reason` |
@@ -41,6 +42,7 @@ pub const RECONCILE_RESULTS: &[&str] = &[
     "retry",
     "error",
     "paused",
+    "panic",
 ];
 
 /// Seconds; from a cache-hit reconcile (~1 ms) to an ECS call that used its whole retry budget (60 s).
@@ -98,6 +100,7 @@ pub struct Metrics {
     registry: Registry,
     reconciles: Family<ResultLabel, Counter>,
     reconcile_duration: Histogram,
+    reconcile_panics: Counter,
     ecs_calls: Family<CallLabels, Counter>,
     ecs_call_duration: Family<ActionLabel, Histogram>,
     vncpasswords: Family<ReasonLabel, Gauge>,
@@ -167,6 +170,12 @@ impl Metrics {
             Unit::Seconds,
             reconcile_duration.clone(),
         );
+        let reconcile_panics = Counter::default();
+        registry.register(
+            "reconcile_panics",
+            "Reconciles that panicked (a bug): caught, logged at error level, and reported on the object as Stalled, reason InternalError; the process and other objects go on",
+            reconcile_panics.clone(),
+        );
         let ecs_calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "ecs_calls",
@@ -234,6 +243,7 @@ impl Metrics {
             known_accounts: Mutex::new(BTreeSet::new()),
             credential_refreshes,
             reconcile_duration,
+            reconcile_panics,
             ecs_calls,
             ecs_call_duration,
             vncpasswords,
@@ -257,6 +267,11 @@ impl Metrics {
             })
             .inc();
         self.reconcile_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one reconcile that panicked.
+    pub fn reconcile_panicked(&self) {
+        self.reconcile_panics.inc();
     }
 
     /// Replaces the per-reason snapshot of `ecs_vnc_vncpasswords`: reasons in `counts` get their

@@ -4,146 +4,19 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Event as CoreEvent;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use ecs_vnc_controller::api::VncPassword;
+use support::case::*;
 use support::controller::*;
+use support::leaks::captured_logs;
 use support::sim::Sim;
 use support::{TestNamespace, eventually};
-
-const AK: &str = "LTAI5tTestKeyId";
-const AK_SECRET: &str = "TestKeySecretValue0123456789";
-/// Generous: an Automatic reboot waits for a later minute than the apply (up to 60 s).
-const WAIT: Duration = Duration::from_secs(90);
-
-use support::leaks::captured_logs;
-
-struct Case {
-    client: Client,
-    ns: TestNamespace,
-    sim: Sim,
-    controller: Option<RunningController>,
-    /// More `run` flags for the controller.
-    flags: Vec<String>,
-    clock: Option<ecs_vnc_controller::controller::context::Clock>,
-    /// Where the controller keeps its fingerprint key (default: the shared `ecs-vnc-system`).
-    controller_namespace: Option<String>,
-    /// The controller's Kubernetes client, when not `client`.
-    controller_client: Option<Client>,
-}
-
-impl Case {
-    /// A namespace, a simulator with `instances` (id, io_optimized) in cn-hangzhou, and a
-    /// controller that may use its default credentials in this namespace.
-    async fn new(prefix: &str, instances: &[(&str, bool)]) -> Self {
-        Self::with(prefix, instances, true).await
-    }
-
-    async fn with(prefix: &str, instances: &[(&str, bool)], allow_default: bool) -> Self {
-        captured_logs();
-        let client = support::client().await;
-        let ns = TestNamespace::new(&client, prefix).await;
-        let sim = Sim::start(
-            instances,
-            &[
-                (AK, AK_SECRET, None),
-                ("STS.TestTempKey", "TempSecret", Some("CAIS+/token==")),
-            ],
-        )
-        .await;
-        let mut case = Self {
-            client,
-            ns,
-            sim,
-            controller: None,
-            flags: Vec::new(),
-            clock: None,
-            controller_namespace: None,
-            controller_client: None,
-        };
-        case.start_controller(allow_default).await;
-        case
-    }
-
-    async fn start_controller(&mut self, allow_default: bool) {
-        self.controller = Some(
-            start_controller(ControllerOptions {
-                namespace: Some(self.ns.name.clone()),
-                default_credentials: Some(credentials(AK, AK_SECRET, None)),
-                default_credentials_namespaces: if allow_default {
-                    self.ns.name.clone()
-                } else {
-                    String::new()
-                },
-                flags: self.flags.clone(),
-                clock: self.clock.clone(),
-                controller_namespace: self.controller_namespace.clone(),
-                ..ControllerOptions::new(
-                    self.controller_client
-                        .clone()
-                        .unwrap_or_else(|| self.client.clone()),
-                    self.sim.url(),
-                )
-            })
-            .await,
-        );
-    }
-
-    async fn stop_controller(&mut self) {
-        if let Some(c) = self.controller.take() {
-            c.stop().await;
-        }
-    }
-
-    fn ns(&self) -> &str {
-        &self.ns.name
-    }
-
-    async fn secret(&self, name: &str, password: &str) {
-        put_secret(&self.client, self.ns(), name, &[("password", password)]).await;
-    }
-
-    async fn vncpw(&self, name: &str, instance: &str, extra: serde_json::Value) {
-        let mut spec = json!({
-            "regionId": "cn-hangzhou",
-            "instanceId": instance,
-            "passwordSecretRef": {"name": format!("{name}-vnc")},
-        });
-        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-            spec.extend(extra.clone());
-        }
-        put_vncpassword(&self.client, self.ns(), name, spec).await;
-    }
-
-    async fn wait(
-        &self,
-        name: &str,
-        type_: &str,
-        status: &str,
-        reason: Option<&str>,
-    ) -> ecs_vnc_controller::api::VncPasswordStatus {
-        wait_condition(&self.client, self.ns(), name, type_, status, reason, WAIT).await
-    }
-
-    async fn events(&self) -> Vec<CoreEvent> {
-        Api::<CoreEvent>::namespaced(self.client.clone(), self.ns())
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default()
-    }
-
-    async fn finish(mut self) {
-        self.stop_controller().await;
-        self.ns.delete().await;
-    }
-}
 
 #[tokio::test]
 async fn io_optimized_instance_becomes_ready_with_exactly_one_modify_call() {
@@ -721,57 +594,6 @@ async fn paused_objects_make_no_ecs_calls_and_say_so_and_reconcile_requests_reap
 
 // --- Safe side effects: one test per finding, each failing on the controller before the planner ---
 
-/// The controller's and the simulator's clock: the system's plus an offset the test moves.
-#[derive(Clone, Default)]
-struct SharedClock(Arc<std::sync::atomic::AtomicI64>);
-
-impl SharedClock {
-    fn now(&self) -> jiff::Timestamp {
-        let offset = self.0.load(std::sync::atomic::Ordering::SeqCst);
-        jiff::Timestamp::now() + jiff::SignedDuration::from_secs(offset)
-    }
-    fn advance(&self, seconds: i64) {
-        self.0
-            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
-    }
-    fn clock(&self) -> ecs_vnc_controller::controller::context::Clock {
-        self.skewed(0)
-    }
-    /// This clock, `seconds` off (it moves with it).
-    fn skewed(&self, seconds: i64) -> ecs_vnc_controller::controller::context::Clock {
-        let me = self.clone();
-        Arc::new(move || me.now() + jiff::SignedDuration::from_secs(seconds))
-    }
-}
-
-/// A sample's value on the controller's /metrics (the first series of that name).
-async fn metric_value(case: &Case, name: &str) -> Option<f64> {
-    let addr = case.controller.as_ref()?.metrics_addr;
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// A case whose simulator runs on `ecs` and whose controller runs `skew` seconds off it.
-async fn case_with_skew(prefix: &str, ecs: &SharedClock, skew: i64) -> Case {
-    let mut case = Case::new(prefix, &[]).await;
-    case.sim.state().set_clock({
-        let c = ecs.clone();
-        move || c.now()
-    });
-    case.stop_controller().await;
-    case.clock = Some(ecs.skewed(skew));
-    case.start_controller(true).await;
-    case
-}
-
 /// The controller's clock 5 minutes behind ECS's; the instance booted 2 minutes (ECS time) before
 /// the password is applied. By the controller's clock that boot lies after the apply: it must not
 /// count as the restart that puts the password in effect.
@@ -825,12 +647,6 @@ async fn a_controller_clock_ahead_of_ecs_still_sees_a_restart_before_its_first_l
     let status = case.wait("web", "Ready", "True", Some("Applied")).await;
     assert!(status.restart_observed_time.is_some());
     case.finish().await;
-}
-
-async fn status_of(case: &Case, name: &str) -> ecs_vnc_controller::api::VncPasswordStatus {
-    support::controller::status(&case.client, case.ns(), name)
-        .await
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -1148,31 +964,6 @@ async fn an_unknown_ecs_refusal_is_retried_slowly_not_stalled() {
 }
 
 // --- Declare it and forget it: generated passwords, rotation, reboot windows ----------------
-
-async fn secret_of(case: &Case, name: &str) -> Option<k8s_openapi::api::core::v1::Secret> {
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(case.client.clone(), case.ns())
-        .get_opt(name)
-        .await
-        .expect("get Secret")
-}
-
-fn password_in(secret: &k8s_openapi::api::core::v1::Secret) -> String {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("password"))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .unwrap_or_default()
-}
-
-/// A Case whose controller runs on `clock` (the simulator keeps the real one).
-async fn case_on_clock(prefix: &str, instances: &[(&str, bool)], clock: &SharedClock) -> Case {
-    let mut case = Case::new(prefix, instances).await;
-    case.stop_controller().await;
-    case.clock = Some(clock.clock());
-    case.start_controller(true).await;
-    case
-}
 
 #[tokio::test]
 async fn a_generated_password_secret_is_created_once_and_never_overwritten() {

@@ -114,3 +114,82 @@ async fn a_status_apply_with_a_stale_resource_version_is_refused() {
         .expect("the current resourceVersion is accepted");
     ns.delete().await;
 }
+
+/// A reconcile that panics (a bug) ends that reconcile only: the process goes on, other objects
+/// are served, the metric counts it, and the object says `Stalled`, reason `InternalError`, until a
+/// retry succeeds.
+#[tokio::test]
+async fn a_panic_in_one_reconcile_stops_neither_the_process_nor_other_objects() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "panic").await;
+    let sim = Sim::start(
+        &[("i-panicboom0001", true), ("i-panicfine0001", true)],
+        &[(AK, AK_SECRET, None)],
+    )
+    .await;
+    let scenario = fail::FailScenario::setup();
+    fail::cfg("reconcile-panic", "return(boom)").expect("failpoint");
+    let controller = start_controller(ControllerOptions {
+        namespace: Some(ns.name.clone()),
+        default_credentials: Some(credentials(AK, AK_SECRET, None)),
+        default_credentials_namespaces: ns.name.clone(),
+        ..ControllerOptions::new(client.clone(), sim.url())
+    })
+    .await;
+    for (name, instance, password) in [
+        ("boom", "i-panicboom0001", "Boom12"),
+        ("fine", "i-panicfine0001", "Fine12"),
+    ] {
+        put_secret(
+            &client,
+            &ns.name,
+            &format!("{name}-vnc"),
+            &[("password", password)],
+        )
+        .await;
+        put_vncpassword(
+            &client,
+            &ns.name,
+            name,
+            json!({"regionId": "cn-hangzhou", "instanceId": instance,
+                   "passwordSecretRef": {"name": format!("{name}-vnc")}}),
+        )
+        .await;
+    }
+    wait_ready(&client, &ns.name, "fine", WAIT).await;
+    wait_condition(
+        &client,
+        &ns.name,
+        "boom",
+        "Stalled",
+        "True",
+        Some("InternalError"),
+        WAIT,
+    )
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", controller.metrics_addr))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    let panics = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ecs_vnc_reconcile_panics_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(
+        panics >= 1.0,
+        "ecs_vnc_reconcile_panics_total in\n{metrics}"
+    );
+    // The bug is gone (an upgrade): the next retry applies it.
+    fail::remove("reconcile-panic");
+    wait_ready(&client, &ns.name, "boom", WAIT).await;
+    assert_eq!(
+        sim.set_password("i-panicboom0001").as_deref(),
+        Some("Boom12")
+    );
+    scenario.teardown();
+    controller.stop().await;
+    ns.delete().await;
+}

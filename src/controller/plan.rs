@@ -302,12 +302,18 @@ pub fn reboot_not_before(
 }
 
 fn rotation_interval(o: &Observed) -> Result<Option<Duration>, Failure> {
-    match o.spec.rotation_interval.as_deref() {
-        None => Ok(None),
-        Some(text) => schedule::parse_go_duration(text).map(Some).map_err(|e| {
-            Failure::stalled(Reason::InvalidSpec, format!("spec.rotationInterval: {e}"))
-        }),
+    let Some(text) = o.spec.rotation_interval.as_deref() else {
+        return Ok(None);
+    };
+    let invalid =
+        |e: String| Failure::stalled(Reason::InvalidSpec, format!("spec.rotationInterval: {e}"));
+    let interval = schedule::parse_go_duration(text).map_err(invalid)?;
+    if interval < Duration::from_secs(3600) || interval > schedule::MAX_ROTATION_INTERVAL {
+        return Err(invalid(format!(
+            "{text:?} must be between 1h and 8784h (366 days)"
+        )));
     }
+    Ok(Some(interval))
 }
 
 /// With `rotationInterval`: when the Secret's password is due to be replaced.
@@ -524,8 +530,11 @@ fn plan_inner(o: &Observed) -> Step {
         Err(message) => return failed(&Failure::stalled(Reason::InvalidSpec, message), true, o),
     };
     // No apply time recorded (cannot happen after an apply): a minute from now.
-    let earliest = reboot_not_before(status, o.ecs_offset)
-        .unwrap_or_else(|| floor_minute(o.now) + jiff::SignedDuration::from_secs(60));
+    let earliest = reboot_not_before(status, o.ecs_offset).unwrap_or_else(|| {
+        floor_minute(o.now)
+            .checked_add(jiff::SignedDuration::from_secs(60))
+            .unwrap_or(o.now)
+    });
     match window {
         WindowState::Closed { next } => waiting(
             Waiting::RebootWindow(next),
@@ -548,3 +557,6 @@ fn plan_inner(o: &Observed) -> Step {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;

@@ -15,6 +15,7 @@ mod steps;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Event;
 use kube::{Resource, ResourceExt};
@@ -105,11 +106,18 @@ pub async fn reconcile(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Actio
     let deadline = ctx.settings.reconcile_timeout;
     // Abandoning a reconcile is safe at any point: an apply not yet recorded is made again, and a
     // reboot is only ever called after its intent was recorded.
-    let result = match tokio::time::timeout(deadline, reconcile_inner(&obj, &ctx))
-        .instrument(span)
+    // A panic (a bug) ends this reconcile only: caught here, before it could unwind through
+    // kube-runtime into the process, and reported on the object.
+    let inner = std::panic::AssertUnwindSafe(reconcile_inner(&obj, &ctx)).catch_unwind();
+    let result = match tokio::time::timeout(deadline, inner)
+        .instrument(span.clone())
         .await
     {
-        Ok(result) => result,
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => {
+            let what = panic_message(panic.as_ref());
+            internal_error(&obj, &ctx, what).instrument(span).await
+        }
         Err(_) => Err(ReconcileError::Deadline(deadline)),
     };
     let label = match &result {
@@ -118,6 +126,54 @@ pub async fn reconcile(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Actio
     };
     ctx.metrics.reconcile_finished(label, started.elapsed());
     result.map(|(action, _)| action)
+}
+
+/// After a panic: counted, logged at error, and the object says `Stalled`, reason
+/// `InternalError`, while it is retried with backoff (a later version, or a changed spec, may
+/// not panic). The rest of its status is left as it was read.
+async fn internal_error(
+    obj: &VncPassword,
+    ctx: &Context,
+    what: String,
+) -> Result<(Action, &'static str), ReconcileError> {
+    ctx.metrics.reconcile_panicked();
+    tracing::error!(panic = %what, "the reconcile panicked (a bug; please report it with this log line): the object is marked InternalError and retried with backoff");
+    let failures = obj.uid().map(|uid| ctx.failed(&uid)).unwrap_or(1);
+    let retry_in = decide::backoff(failures, decide::Pace::Normal, rand::random());
+    let phase = Phase::Failed {
+        failure: Failure::stalled(
+            crate::api::Reason::InternalError,
+            "the controller failed on this object (an internal error, logged at error level with this object's namespace and name; please report it); it is retried with backoff",
+        ),
+        applied: obj
+            .status
+            .as_ref()
+            .is_some_and(|s| s.is_true(crate::api::condition::APPLIED)),
+    };
+    let mut status = obj.status.clone().unwrap_or_default();
+    status.conditions = crate::controller::conditions::merge(
+        &status.conditions,
+        &decide::conditions_for(&phase, &obj.spec.instance_id),
+        obj.metadata.generation,
+        ctx.now(),
+    );
+    status.observed_generation = obj.metadata.generation;
+    if let (Some(namespace), Some(uid)) = (obj.namespace(), obj.uid())
+        && obj.status.as_ref() != Some(&status)
+    {
+        let written =
+            report::write_status(ctx, obj, &namespace, &obj.name_any(), &status, None).await?;
+        ctx.wrote(&uid, written.resource_version().as_deref());
+    }
+    Ok((Action::requeue(retry_in), "panic"))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 /// What a step tells the loop.
@@ -164,6 +220,14 @@ async fn reconcile_inner(
     if obj.meta().deletion_timestamp.is_some() {
         // Nothing to undo in ECS: a VNC password cannot be "unset".
         return Ok((Action::await_change(), "unchanged"));
+    }
+    // Tests make the reconcile of the object named by the failpoint's argument panic.
+    #[cfg(feature = "failpoints")]
+    if fail::eval("reconcile-panic", |name| name)
+        .flatten()
+        .is_some_and(|name| name == obj.name_any())
+    {
+        panic!("failpoint reconcile-panic");
     }
     let mut run = Run::observe(obj, ctx).await?;
     for _ in 0..MAX_STEPS {

@@ -40,6 +40,16 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
+/// The longest reboot window (a week): a window that never closes is no window, and a longer one
+/// would only serve to overflow the time arithmetic. The CRD refuses longer ones too.
+pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The longest rotation interval (366 days); the CRD refuses longer ones too.
+pub const MAX_ROTATION_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// At most this many reboot windows are considered; the CRD refuses more.
+pub const MAX_WINDOWS: usize = 10;
+
 /// Where `now` stands against a VncPassword's reboot windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowState {
@@ -75,6 +85,13 @@ fn window(i: usize, w: &RebootWindow) -> Result<Window, String> {
     if duration.is_zero() {
         return Err(format!("{}: must be longer than 0", at("duration")));
     }
+    if duration > MAX_WINDOW {
+        return Err(format!(
+            "{}: {:?} is longer than a window may be (168h)",
+            at("duration"),
+            w.duration
+        ));
+    }
     let duration = jiff::SignedDuration::try_from(duration)
         .map_err(|_| format!("{}: too long", at("duration")))?;
     let name = w.time_zone.as_deref().unwrap_or("UTC");
@@ -98,17 +115,34 @@ pub fn window_state(windows: &[RebootWindow], now: Timestamp) -> Result<WindowSt
     if windows.is_empty() {
         return Ok(WindowState::Always);
     }
+    if windows.len() > MAX_WINDOWS {
+        return Err(format!(
+            "spec.rebootWindows: {} windows, at most {MAX_WINDOWS} are allowed",
+            windows.len()
+        ));
+    }
+    let out_of_range = |i: usize| {
+        format!(
+            "spec.rebootWindows[{i}]: the window cannot be placed around {now} (out of the time range)"
+        )
+    };
     let mut open_until: Option<Timestamp> = None;
     let mut next: Option<Timestamp> = None;
     for (i, w) in windows.iter().enumerate() {
         let w = window(i, w)?;
         let here = now.to_zoned(w.zone.clone());
         // A start in (now - duration, now] is a window open now.
-        let earliest = (now - w.duration).to_zoned(w.zone.clone());
+        let earliest = now
+            .checked_sub(w.duration)
+            .map_err(|_| out_of_range(i))?
+            .to_zoned(w.zone.clone());
         if let Ok(start) = w.cron.find_next_occurrence(&earliest, false)
             && start.timestamp() <= now
         {
-            let until = start.timestamp() + w.duration;
+            let until = start
+                .timestamp()
+                .checked_add(w.duration)
+                .map_err(|_| out_of_range(i))?;
             open_until = Some(open_until.map_or(until, |u| u.max(until)));
         }
         match w.cron.find_next_occurrence(&here, false) {
@@ -251,10 +285,22 @@ mod tests {
             (w("0 2 * * FUNDAY", "2h", None), "schedule"),
             (w("0 2 * * SUN", "2d", None), "duration"),
             (w("0 2 * * SUN", "0s", None), "duration"),
+            (w("0 2 * * SUN", "110000000h", None), "duration"),
+            (w("0 2 * * SUN", "169h", None), "duration"),
             (w("0 2 * * SUN", "2h", Some("Mars/Olympus")), "timeZone"),
         ] {
             let e = window_state(&[bad], t("2026-01-05T09:00:00Z")).unwrap_err();
             assert!(e.contains(&format!("spec.rebootWindows[0].{field}")), "{e}");
         }
+    }
+
+    #[test]
+    fn the_ends_of_time_are_an_error_never_a_panic() {
+        let windows = [w("0 2 * * SUN", "168h", None)];
+        for now in [Timestamp::MIN, Timestamp::MAX] {
+            let _ = window_state(&windows, now);
+        }
+        let many = vec![w("0 2 * * SUN", "1h", None); MAX_WINDOWS + 1];
+        assert!(window_state(&many, t("2026-01-05T09:00:00Z")).is_err());
     }
 }

@@ -8,6 +8,7 @@
 //! skip.
 #![allow(dead_code)]
 
+pub mod case;
 pub mod controller;
 pub mod image;
 pub mod leaks;
