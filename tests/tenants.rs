@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
@@ -96,5 +98,53 @@ async fn extreme_but_valid_specs_never_stop_the_controller() {
     })
     .await;
     assert!(!odd.is_true("Stalled"), "{:?}", odd.conditions);
+    case.finish().await;
+}
+
+/// An operator answering a leaked password sets `ecsvnc.io/rotate-requested-at`: a new password is
+/// generated and applied at once, once per token.
+#[tokio::test]
+async fn the_rotate_annotation_rotates_now_once_per_token() {
+    let case = Case::new("rotatenow", &[("i-rotatenow0001", true)]).await;
+    case.vncpw("web", "i-rotatenow0001", json!({"generatePassword": true}))
+        .await;
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    let first = password_in(&secret_of(&case, "web-vnc").await.expect("Secret"));
+    let annotate = |token: &'static str| {
+        let (client, ns) = (case.client.clone(), case.ns().to_string());
+        async move {
+            Api::<VncPassword>::namespaced(client, &ns)
+                .patch(
+                    "web",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                        "ecsvnc.io/rotate-requested-at": token}}})),
+                )
+                .await
+                .expect("annotate");
+        }
+    };
+    annotate("leak-1").await;
+    let second = support::eventually(
+        "the rotated password to reach ECS",
+        Duration::from_secs(20),
+        || async {
+            let now = password_in(&secret_of(&case, "web-vnc").await?);
+            (now != first
+                && case.sim.set_password("i-rotatenow0001").as_deref() == Some(now.as_str()))
+            .then_some(now)
+        },
+    )
+    .await;
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 2);
+    // The same token again (a re-apply of the same manifest): nothing.
+    annotate("leak-1").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 2);
+    assert_eq!(
+        password_in(&secret_of(&case, "web-vnc").await.expect("Secret")),
+        second
+    );
     case.finish().await;
 }

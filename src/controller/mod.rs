@@ -552,8 +552,9 @@ async fn run_controller(
         secrets: secret_store,
         secrets_synced: synced_rx,
     });
-    // The controller's own status writes do not wake it: only what a user changes (spec,
-    // the paused and reconcile-requested-at annotations, deletion) and the Secrets it reads do;
+    // The controller's own status writes do not wake it: only what a user changes (spec, the
+    // paused, reconcile-requested-at and rotate-requested-at annotations, deletion) and the
+    // Secrets it reads do;
     // requeues it asked for still come.
     let objects = {
         let index = index.clone();
@@ -736,6 +737,7 @@ fn wakes_reconcile(obj: &VncPassword) -> Option<u64> {
     for key in [
         crate::api::ANNOTATION_PAUSED,
         crate::api::ANNOTATION_RECONCILE_REQUESTED_AT,
+        crate::api::ANNOTATION_ROTATE_REQUESTED_AT,
     ] {
         annotations.get(key).hash(&mut h);
     }
