@@ -21,6 +21,13 @@ pub const ANNOTATION_ROTATE_REQUESTED_AT: &str = "ecsvnc.io/rotate-requested-at"
 pub const ANNOTATION_GENERATED_AT: &str = "ecsvnc.io/generated-at";
 /// On a generated Secret: the `ecsvnc.io/rotate-requested-at` value its password answered.
 pub const ANNOTATION_ROTATE_TOKEN: &str = "ecsvnc.io/rotate-token";
+/// On a generated Secret, during a rotation: `"true"` while the key [`PREVIOUS_KEY`] holds the
+/// password the console accepted before the rotation, kept until the new one is in effect.
+pub const ANNOTATION_PREVIOUS_IN_EFFECT: &str = "ecsvnc.io/previous-in-effect";
+/// The key of a generated Secret that keeps the password from before a rotation until the new
+/// password is in effect (ECS accepted it and, on an instance that is not I/O-optimized, a restart
+/// followed).
+pub const PREVIOUS_KEY: &str = "previous";
 /// Label of every Secret the controller creates (`app.kubernetes.io/managed-by` value below).
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "ecs-vnc-controller";
@@ -213,6 +220,7 @@ impl std::fmt::Display for Reason {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.rotationInterval) || (has(self.generatePassword) && self.generatePassword)").message("rotationInterval needs generatePassword: true (the controller only rotates passwords it generates)"))]
 #[x_kube(validation = Rule::new("!has(self.rotationInterval) || (duration(self.rotationInterval) >= duration('1h') && duration(self.rotationInterval) <= duration('8784h'))").message("rotationInterval must be between 1h and 8784h (366 days)"))]
+#[x_kube(validation = Rule::new("!(has(self.generatePassword) && self.generatePassword && has(self.passwordSecretRef.key) && self.passwordSecretRef.key == 'previous')").message("with generatePassword the key 'previous' is reserved (it keeps the password in effect during a rotation); choose another passwordSecretRef.key"))]
 #[x_kube(validation = Rule::new("!(has(self.credentialsSecretRef) && has(self.credentialsServiceAccountRef))").message("set at most one of credentialsSecretRef and credentialsServiceAccountRef"))]
 pub struct VncPasswordSpec {
     /// Region of the ECS instance, e.g. `cn-hangzhou` or `ap-southeast-1`.

@@ -148,3 +148,116 @@ async fn the_rotate_annotation_rotates_now_once_per_token() {
     );
     case.finish().await;
 }
+
+/// What the Secret says the console accepts now: the key `previous` while a rotation is not in
+/// effect (annotation `ecsvnc.io/previous-in-effect`), else the password key.
+fn in_effect_per_secret(secret: &k8s_openapi::api::core::v1::Secret) -> String {
+    let kept = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("ecsvnc.io/previous-in-effect"))
+        .is_some_and(|v| v == "true");
+    let key = if kept { "previous" } else { "password" };
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        .unwrap_or_default()
+}
+
+/// A rotation never destroys the only copy of the password in effect: the Secret keeps it under
+/// `previous` until the new one is in effect (ECS accepted it and the instance restarted), a
+/// rotation does not start while the object is stalled on refused credentials, and at every
+/// settled moment the Secret alone tells the password the console accepts.
+#[tokio::test]
+async fn a_rotation_keeps_the_password_in_effect_readable_until_the_new_one_is() {
+    let mut case = Case::new("keepprev", &[("i-keepprev00001", false)]).await;
+    // ECS's clock, moved a minute before each console restart so that the restart shows in
+    // minute-precision StartTime.
+    let ecs = SharedClock::default();
+    case.sim.state().set_clock({
+        let c = ecs.clone();
+        move || c.now()
+    });
+    case.stop_controller().await;
+    case.flags = vec!["--stall-recheck-interval=2".into()];
+    case.start_controller(true).await;
+    let id = "i-keepprev00001";
+    case.vncpw("web", id, json!({"generatePassword": true}))
+        .await;
+    case.wait("web", "RebootRequired", "True", None).await;
+    ecs.advance(60);
+    case.sim.console_reboot(id);
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    let secret = || async { secret_of(&case, "web-vnc").await.expect("Secret") };
+    let first = password_in(&secret().await);
+    assert_eq!(case.sim.effective_password(id), Some(first.clone()));
+    let annotate = |token: &'static str| {
+        let (client, ns) = (case.client.clone(), case.ns().to_string());
+        async move {
+            Api::<VncPassword>::namespaced(client, &ns)
+                .patch(
+                    "web",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                        "ecsvnc.io/rotate-requested-at": token}}})),
+                )
+                .await
+                .expect("annotate");
+        }
+    };
+    // The credentials are refused from now on; a rotation is asked for.
+    case.sim
+        .fail_next("ModifyInstanceVncPasswd", "Forbidden.RAM", 403, 1000);
+    annotate("t1").await;
+    case.wait("web", "Stalled", "True", Some("AuthFailed"))
+        .await;
+    let during = secret().await;
+    assert_ne!(password_in(&during), first, "rotated");
+    assert_eq!(
+        in_effect_per_secret(&during),
+        first,
+        "the password in effect is kept"
+    );
+    assert_eq!(case.sim.effective_password(id), Some(first.clone()));
+    // Another rotation while stalled: nothing is written.
+    annotate("t2").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        secret().await.metadata.resource_version,
+        during.metadata.resource_version
+    );
+    // The credentials work again: the rotated password is applied, but not in effect before the
+    // restart; the Secret still says the first one is.
+    case.sim.with_faults(|f| f.fail_next.clear());
+    case.wait("web", "RebootRequired", "True", None).await;
+    let applied = secret().await;
+    assert_eq!(in_effect_per_secret(&applied), first);
+    assert_eq!(case.sim.effective_password(id), Some(first.clone()));
+    // The restart: the new password is in effect, `previous` goes, and the waiting rotation (t2)
+    // follows, keeping the now effective password as its `previous`.
+    ecs.advance(60);
+    case.sim.console_reboot(id);
+    let effective = case.sim.effective_password(id).expect("effective");
+    assert_eq!(effective, password_in(&applied));
+    support::eventually(
+        "the t2 rotation, keeping the effective password",
+        WAIT,
+        || async {
+            let s = secret_of(&case, "web-vnc").await?;
+            let token = s
+                .metadata
+                .annotations
+                .as_ref()?
+                .get("ecsvnc.io/rotate-token")?
+                .clone();
+            (token == "t2").then_some(())
+        },
+    )
+    .await;
+    let after = secret().await;
+    assert_eq!(in_effect_per_secret(&after), effective);
+    case.finish().await;
+}

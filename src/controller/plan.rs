@@ -46,6 +46,9 @@ pub enum GeneratedSecret {
         generated_at: Option<jiff::Timestamp>,
         /// `ecsvnc.io/rotate-token` on the Secret.
         rotate_token: Option<String>,
+        /// `ecsvnc.io/previous-in-effect` on the Secret: a rotation whose new password is not in
+        /// effect yet, the one before it kept under the key `previous`.
+        previous_kept: bool,
     },
 }
 
@@ -120,8 +123,12 @@ pub enum Step {
     /// `generatePassword`: create the password Secret with a new random password.
     GeneratePassword,
     /// `generatePassword`: write a new random password to the Secret the controller created (with
-    /// its resourceVersion as precondition); the apply follows from the new Secret version.
+    /// its resourceVersion as precondition), keeping the current one under the key `previous`
+    /// until the new one is in effect; the apply follows from the new Secret version.
     RotatePassword,
+    /// `generatePassword`: the rotated password is in effect; remove the key `previous` (with the
+    /// Secret's resourceVersion as precondition).
+    ForgetPrevious,
     /// Call ModifyInstanceVncPasswd.
     Apply,
     /// The applied password is the Secret's: record the fingerprint under the current key and the
@@ -331,6 +338,21 @@ pub fn next_rotation(o: &Observed) -> Option<jiff::Timestamp> {
 /// The next step.
 pub fn plan(o: &Observed) -> Step {
     let step = plan_inner(o);
+    // In effect: the password kept from before the rotation is no longer the console's.
+    if let Step::Finish {
+        phase: Phase::Ready { .. },
+        ..
+    } = &step
+        && matches!(
+            o.generated,
+            Some(GeneratedSecret::Ours {
+                previous_kept: true,
+                ..
+            })
+        )
+    {
+        return Step::ForgetPrevious;
+    }
     // A scheduled rotation wakes the object even when nothing else would.
     match (step, next_rotation(o)) {
         (
@@ -372,22 +394,38 @@ fn generation_step(o: &Observed) -> Option<Step> {
         GeneratedSecret::Ours {
             generated_at,
             rotate_token,
+            previous_kept,
         } => {
             let interval = match rotation_interval(o) {
                 Ok(i) => i,
                 Err(failure) => return Some(failed(&failure, false, o)),
             };
+            // Its own Secret, edited into something unusable: generate a good one.
+            if matches!(o.password, PasswordInput::Unusable(_)) {
+                return Some(Step::RotatePassword);
+            }
             let forced = o.rotate_token.is_some() && o.rotate_token != rotate_token.as_deref();
             let due = interval.is_some_and(|i| {
                 generated_at
                     .and_then(|g| g.checked_add(i).ok())
                     .is_none_or(|due| o.now >= due)
             });
-            // Its own Secret, edited into something unusable: generate a good one.
-            let unusable = matches!(o.password, PasswordInput::Unusable(_));
-            (forced || due || unusable).then_some(Step::RotatePassword)
+            ((forced || due) && rotation_may_start(o, *previous_kept))
+                .then_some(Step::RotatePassword)
         }
     }
+}
+
+/// A rotation replaces the Secret's password before ECS has it, so it starts only when it can
+/// finish: not while the previous rotation is not in effect yet (its `previous` is the console's
+/// password and must not be overwritten), not while the credentials are missing or refused, and
+/// not while ECS stalls the object. A due or requested rotation waits and happens once that clears.
+fn rotation_may_start(o: &Observed, previous_kept: bool) -> bool {
+    let stalled = o
+        .status
+        .condition(crate::api::condition::STALLED)
+        .is_some_and(|c| c.status == "True");
+    !previous_kept && o.credentials.is_ok() && !stalled
 }
 
 fn plan_inner(o: &Observed) -> Step {

@@ -240,6 +240,7 @@ async fn reconcile_inner(
         let flow = match step {
             Step::GeneratePassword => run.generate_password(false).await?,
             Step::RotatePassword => run.generate_password(true).await?,
+            Step::ForgetPrevious => run.forget_previous().await?,
             Step::Apply => run.apply().await?,
             Step::Record => {
                 run.record_identity();

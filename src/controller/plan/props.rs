@@ -208,12 +208,16 @@ fn generated() -> impl Strategy<Value = Option<GeneratedSecret>> {
         Just(Some(GeneratedSecret::NotOurs)),
         (
             proptest::option::of(any_timestamp()),
-            proptest::option::of("[a-z]{0,4}")
+            proptest::option::of("[a-z]{0,4}"),
+            any::<bool>(),
         )
-            .prop_map(|(generated_at, rotate_token)| Some(GeneratedSecret::Ours {
-                generated_at,
-                rotate_token,
-            })),
+            .prop_map(|(generated_at, rotate_token, previous_kept)| {
+                Some(GeneratedSecret::Ours {
+                    generated_at,
+                    rotate_token,
+                    previous_kept,
+                })
+            }),
     ]
 }
 

@@ -733,6 +733,7 @@ fn ours(at: &str) -> GeneratedSecret {
     GeneratedSecret::Ours {
         generated_at: Some(t(at)),
         rotate_token: None,
+        previous_kept: false,
     }
 }
 
@@ -780,6 +781,84 @@ fn rotation_is_due_after_the_interval_and_not_before() {
     assert_eq!(s.plan(), Step::RotatePassword);
 }
 
+/// A rotation keeps the password the console accepts now under `previous` until the new one is
+/// in effect; meanwhile no other rotation starts (it would overwrite `previous`), and none starts
+/// while the object is stalled or its credentials are missing: the password in effect is never
+/// known to no one.
+#[test]
+fn no_rotation_starts_that_could_lose_the_password_in_effect() {
+    let base = || {
+        let mut s =
+            generating(Some("1h"))
+                .applied()
+                .described("Running", "2026-01-01T09:00Z", false);
+        s.now = t("2026-01-01T12:00:00Z");
+        s
+    };
+    // Due, nothing in the way: rotate.
+    let mut s = base();
+    s.generated = Some(ours("2026-01-01T10:00:00Z"));
+    assert_eq!(s.plan(), Step::RotatePassword);
+    // Due, but the last rotation is not in effect yet (a restart is awaited).
+    s.generated = Some(GeneratedSecret::Ours {
+        generated_at: Some(t("2026-01-01T10:00:00Z")),
+        rotate_token: None,
+        previous_kept: true,
+    });
+    assert!(matches!(
+        phase(s.plan()),
+        Phase::WaitingForRestart(Waiting::Manual)
+    ));
+    // A forced rotation waits as well.
+    s.rotate = Some("leak");
+    assert!(matches!(phase(s.plan()), Phase::WaitingForRestart(_)));
+    // Stalled on refused credentials: no rotation.
+    let mut s = base();
+    s.generated = Some(ours("2026-01-01T10:00:00Z"));
+    s.status
+        .conditions
+        .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: condition::STALLED.into(),
+            status: "True".into(),
+            reason: "AuthFailed".into(),
+            message: "m".into(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(s.now),
+            observed_generation: Some(1),
+        });
+    assert_ne!(s.plan(), Step::RotatePassword);
+    // No credentials: no rotation.
+    let mut s = base();
+    s.generated = Some(ours("2026-01-01T10:00:00Z"));
+    s.credentials = Err(stalled(Reason::CredentialsNotFound));
+    assert_ne!(s.plan(), Step::RotatePassword);
+}
+
+/// Once the rotated password is in effect, `previous` goes; not before.
+#[test]
+fn the_previous_password_is_forgotten_once_the_new_one_is_in_effect() {
+    let kept = GeneratedSecret::Ours {
+        generated_at: Some(t("2026-01-01T10:00:00Z")),
+        rotate_token: None,
+        previous_kept: true,
+    };
+    // I/O-optimized: in effect once applied.
+    let mut s = generating(None)
+        .applied()
+        .described("Running", "2026-01-01T09:00Z", true);
+    s.generated = Some(kept.clone());
+    assert_eq!(s.plan(), Step::ForgetPrevious);
+    // Not I/O-optimized: kept while the restart is awaited, forgotten after it.
+    let mut s = generating(None)
+        .applied()
+        .described("Running", "2026-01-01T09:00Z", false);
+    s.generated = Some(kept);
+    assert!(matches!(phase(s.plan()), Phase::WaitingForRestart(_)));
+    let s = s
+        .next_round("2026-01-01T10:05:00Z")
+        .described("Running", "2026-01-01T10:04Z", false);
+    assert_eq!(s.plan(), Step::ForgetPrevious);
+}
+
 #[test]
 fn a_rotate_token_rotates_once() {
     let mut s = generating(None)
@@ -791,6 +870,7 @@ fn a_rotate_token_rotates_once() {
     s.generated = Some(GeneratedSecret::Ours {
         generated_at: Some(t("2026-01-01T10:00:40Z")),
         rotate_token: Some("now".into()),
+        previous_kept: true,
     });
     // The Secret's new version: applied next, and no second rotation.
     s.password = PasswordInput::Usable {

@@ -6,8 +6,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 
 use crate::api::{
-    ANNOTATION_GENERATED_AT, ANNOTATION_ROTATE_TOKEN, AppliedSecret, Reason, VncPassword,
-    VncPasswordStatus,
+    ANNOTATION_GENERATED_AT, ANNOTATION_PREVIOUS_IN_EFFECT, ANNOTATION_ROTATE_TOKEN, AppliedSecret,
+    Reason, VncPassword, VncPasswordStatus,
 };
 use crate::controller::context::Context;
 use crate::controller::decide::Failure;
@@ -85,6 +85,9 @@ pub(super) fn generated_secret(
                 .get(ANNOTATION_GENERATED_AT)
                 .and_then(|t| t.parse().ok()),
             rotate_token: annotations.get(ANNOTATION_ROTATE_TOKEN).cloned(),
+            previous_kept: annotations
+                .get(ANNOTATION_PREVIOUS_IN_EFFECT)
+                .is_some_and(|v| v == "true"),
         },
     }
 }

@@ -13,8 +13,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::api::{
-    ANNOTATION_GENERATED_AT, ANNOTATION_ROTATE_TOKEN, AppliedSecret, LABEL_MANAGED_BY, MANAGED_BY,
-    Reason,
+    ANNOTATION_GENERATED_AT, ANNOTATION_PREVIOUS_IN_EFFECT, ANNOTATION_ROTATE_TOKEN, AppliedSecret,
+    LABEL_MANAGED_BY, MANAGED_BY, PREVIOUS_KEY, Reason,
 };
 use crate::controller::decide;
 use crate::controller::plan::{self, GeneratedSecret, PasswordInput};
@@ -62,6 +62,55 @@ impl Run<'_> {
                 spec.password_secret_ref.name, spec.password_secret_ref.key
             ),
             action,
+        ));
+        Ok(Flow::Next)
+    }
+
+    /// The rotated password is in effect: the key `previous` and its annotation leave the Secret
+    /// (with its resourceVersion as precondition). The Secret's new version holds the same
+    /// password, so the next plan only records it.
+    pub(super) async fn forget_previous(&mut self) -> Result<Flow, ReconcileError> {
+        let r = &self.obj.spec.password_secret_ref;
+        let Some(rv) = self.inputs.secret_version.clone() else {
+            return Err(ReconcileError::TooManySteps);
+        };
+        let patch = json!({
+            "metadata": {"resourceVersion": rv, "annotations": {ANNOTATION_PREVIOUS_IN_EFFECT: null}},
+            "data": {PREVIOUS_KEY: null},
+        });
+        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let written = match api
+            .patch(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(s) => s,
+            // Changed meanwhile: its watch event brings the reconcile that sees it.
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+                return Ok(Flow::Done(Action::requeue(Duration::from_secs(1)), "retry"));
+            }
+            Err(source) => {
+                return Err(ReconcileError::WriteSecret {
+                    namespace: self.namespace.clone(),
+                    name: r.name.clone(),
+                    source,
+                });
+            }
+        };
+        let version = written.metadata.resource_version.unwrap_or_default();
+        if let PasswordInput::Usable { secret, .. } = &mut self.inputs.password {
+            secret.resource_version = version.clone();
+        }
+        self.inputs.secret_version = Some(version);
+        if let Some(GeneratedSecret::Ours { previous_kept, .. }) = &mut self.inputs.generated {
+            *previous_kept = false;
+        }
+        self.events.push(normal(
+            "PreviousPasswordRemoved",
+            format!(
+                "the rotated VNC password is in effect on instance {}: removed the key {PREVIOUS_KEY} from Secret {}",
+                self.obj.spec.instance_id, r.name
+            ),
+            "ForgetPrevious",
         ));
         Ok(Flow::Next)
     }
@@ -305,13 +354,51 @@ async fn write_generated(
         name: r.name.clone(),
         source,
     };
+    // The password the console accepts now stays readable until the new one is in effect: kept
+    // under `previous` (unless a rotation not yet in effect already keeps it there, or the
+    // Secret's password was unusable and so never applied).
+    let keep = match (&inputs.generated, &inputs.secret_password) {
+        (
+            Some(GeneratedSecret::Ours {
+                previous_kept: true,
+                ..
+            }),
+            _,
+        ) => None,
+        (_, Some(current)) => Some(current),
+        _ => None,
+    };
+    let previous_kept = rotate
+        && (keep.is_some()
+            || matches!(
+                inputs.generated,
+                Some(GeneratedSecret::Ours {
+                    previous_kept: true,
+                    ..
+                })
+            ));
     let written = if rotate {
         let Some(rv) = &inputs.secret_version else {
             return Ok(None);
         };
+        let mut data = serde_json::Map::new();
+        data.insert(
+            r.key.clone(),
+            json!(ByteString(password.expose().as_bytes().to_vec())),
+        );
+        if let Some(current) = keep {
+            data.insert(
+                PREVIOUS_KEY.to_string(),
+                json!(ByteString(current.expose().as_bytes().to_vec())),
+            );
+            annotations.insert(
+                ANNOTATION_PREVIOUS_IN_EFFECT.to_string(),
+                "true".to_string(),
+            );
+        }
         let patch = json!({
             "metadata": {"resourceVersion": rv, "annotations": annotations},
-            "data": {r.key.clone(): ByteString(password.expose().as_bytes().to_vec())},
+            "data": data,
         });
         match api
             .patch(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -369,6 +456,7 @@ async fn write_generated(
     let generated = GeneratedSecret::Ours {
         generated_at: Some(now),
         rotate_token: rotate_token.map(str::to_string),
+        previous_kept,
     };
     Ok(Some((password, identity, generated)))
 }
