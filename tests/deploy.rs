@@ -167,6 +167,49 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
     .await;
     wait_ready(&admin, &ns.name, "rrsa", Duration::from_secs(60)).await;
     assert_eq!(sim.state().issued("AssumeRoleWithOIDC"), 1);
+    // The same in the controller's own namespace: token-policy.yaml refuses the TokenRequest, and
+    // the object says why (not that RBAC is missing).
+    let own = "ecs-vnc-system";
+    let refused_sa = format!("vnc-{}", ns.name);
+    Api::<ServiceAccount>::namespaced(admin.clone(), own)
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": refused_sa, "annotations": {"ecsvnc.io/role-arn": role}},
+            }))
+            .expect("ServiceAccount"),
+        )
+        .await
+        .expect("create the ServiceAccount");
+    put_secret(&admin, own, &refused_sa, &[("password", "Rbac56")]).await;
+    put_vncpassword(
+        &admin,
+        own,
+        &refused_sa,
+        json!({
+            "regionId": "cn-hangzhou", "instanceId": "i-rbac00000002",
+            "passwordSecretRef": {"name": refused_sa}, "credentialsServiceAccountRef": {"name": refused_sa},
+        }),
+    )
+    .await;
+    let status = wait_condition(
+        &admin,
+        own,
+        &refused_sa,
+        "Ready",
+        "False",
+        Some("CredentialsNotAllowed"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let message = &status.condition("Ready").expect("Ready").message;
+    assert!(
+        message.contains("may not request ServiceAccount tokens in kube-system"),
+        "{message}"
+    );
+    assert_eq!(sim.state().issued("AssumeRoleWithOIDC"), 1);
+    kubectl_ok(&["delete", "-n", own, "vncpassword", &refused_sa]);
+    kubectl_ok(&["delete", "-n", own, "secret,serviceaccount", &refused_sa]);
     let events = kubectl_ok(&["get", "events", "-n", &ns.name, "-o", "json"]);
     assert!(
         events.contains("PasswordApplied") && events.contains("RebootRequested"),
@@ -504,4 +547,190 @@ async fn the_admission_policy_keeps_the_controller_to_its_own_secrets() {
         Err(e) => panic!("{e}"),
     }
     ns.delete().await;
+}
+
+/// `kubectl create token <sa> -n <namespace> <args> --as=<the controller>`: the token, or why not.
+fn create_token_as_controller(
+    service_account: &str,
+    namespace: &str,
+    args: &[&str],
+) -> Result<String, String> {
+    let mut all = vec![
+        "create",
+        "token",
+        service_account,
+        "-n",
+        namespace,
+        "--as",
+        SA,
+    ];
+    all.extend(args);
+    let out = support::kubectl(&all);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The claims of a JWT (its signature is the API server's business; this only reads them).
+fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url claims");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// A stolen controller token mints no Kubernetes credential: RBAC lets the controller create
+/// tokens of every ServiceAccount (it cannot name namespaces), and token-policy.yaml keeps that to
+/// what the controller itself asks for: audience sts.aliyuncs.com only, at most an hour, no bound
+/// object, never in kube-system or the controller's own namespace.
+#[tokio::test]
+async fn a_stolen_controller_token_mints_only_short_sts_tokens_of_team_namespaces() {
+    install();
+    let admin = support::client().await;
+    let team = support::TestNamespace::new(&admin, "team-tokens").await;
+    for ns in ["kube-system", "ecs-vnc-system", team.name.as_str()] {
+        let created = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+            .create(
+                &Default::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "vnc"}}))
+                    .expect("ServiceAccount"),
+            )
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("create ServiceAccount {ns}/vnc: {e}"),
+        }
+    }
+    const POLICY: &str = "ValidatingAdmissionPolicy 'ecs-vnc-controller-tokens'";
+    let sts = ["--audience", "sts.aliyuncs.com", "--duration", "10m"];
+    // A new policy takes a moment to reach the admission chain.
+    support::eventually(
+        "the controller to be refused a kube-system token by the token policy",
+        Duration::from_secs(30),
+        || async {
+            create_token_as_controller("vnc", "kube-system", &sts)
+                .err()
+                .filter(|e| e.contains(POLICY))
+        },
+    )
+    .await;
+    // --audience left out: the API server fills in its own audience (its issuer here), before
+    // admission.
+    let api_audience = support::SERVICE_ACCOUNT_ISSUER;
+    let refused: &[(&str, &[&str], &str)] = &[
+        ("kube-system", &sts, "in kube-system"),
+        ("ecs-vnc-system", &sts, "in the controller's own namespace"),
+        (
+            &team.name,
+            &["--audience", api_audience, "--duration", "10m"],
+            "for the API server's audience",
+        ),
+        (&team.name, &["--duration", "10m"], "with no audience"),
+        (
+            &team.name,
+            &[
+                "--audience",
+                "sts.aliyuncs.com",
+                "--audience",
+                api_audience,
+                "--duration",
+                "10m",
+            ],
+            "for the API server's audience besides STS",
+        ),
+        (
+            &team.name,
+            &["--audience", "sts.aliyuncs.com", "--duration", "2h"],
+            "for 2 hours",
+        ),
+        (
+            &team.name,
+            &["--audience", "sts.aliyuncs.com", "--duration", "3601s"],
+            "for 3601 s",
+        ),
+        (
+            &team.name,
+            &[
+                "--audience",
+                "sts.aliyuncs.com",
+                "--duration",
+                "10m",
+                "--bound-object-kind",
+                "Pod",
+                "--bound-object-name",
+                "web",
+            ],
+            "bound to a Pod",
+        ),
+        (
+            &team.name,
+            &[
+                "--audience",
+                "sts.aliyuncs.com",
+                "--duration",
+                "10m",
+                "--bound-object-kind",
+                "Secret",
+                "--bound-object-name",
+                "web",
+            ],
+            "bound to a Secret",
+        ),
+        (
+            &team.name,
+            &[
+                "--audience",
+                "sts.aliyuncs.com",
+                "--duration",
+                "10m",
+                "--bound-object-kind",
+                "Node",
+                "--bound-object-name",
+                "node-1",
+            ],
+            "bound to a Node",
+        ),
+    ];
+    for (ns, args, what) in refused {
+        match create_token_as_controller("vnc", ns, args) {
+            Ok(token) => panic!(
+                "the controller got a token {what} ({ns}, {args:?}): {}",
+                claims(&token)
+            ),
+            Err(e) => assert!(
+                e.contains(POLICY) && e.contains("forbidden"),
+                "a token {what} ({ns}, {args:?}) was refused, but not by the token policy: {e}"
+            ),
+        }
+    }
+    // What the controller asks for (src/controller/service_account.rs), and the hour at most.
+    for (duration, seconds) in [("10m", 600), ("1h", 3600)] {
+        let token = create_token_as_controller(
+            "vnc",
+            &team.name,
+            &["--audience", "sts.aliyuncs.com", "--duration", duration],
+        )
+        .unwrap_or_else(|e| panic!("the controller's own TokenRequest ({duration}): {e}"));
+        let c = claims(&token);
+        assert_eq!(c["aud"], json!(["sts.aliyuncs.com"]), "{c}");
+        assert_eq!(
+            c["sub"],
+            format!("system:serviceaccount:{}:vnc", team.name),
+            "{c}"
+        );
+        assert_eq!(
+            c["exp"].as_i64().expect("exp") - c["iat"].as_i64().expect("iat"),
+            seconds,
+            "{c}"
+        );
+    }
+    // Only the controller is narrowed: an administrator still gets a kube-system token.
+    let token = kubectl_ok(&["create", "token", "vnc", "-n", "kube-system"]);
+    assert_eq!(claims(token.trim())["aud"], json!([api_audience]));
+    team.delete().await;
 }
