@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -255,21 +256,125 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
     ns.delete().await;
 }
 
+/// One rule the `kubectl auth can-i --list` table shows: (resource, resource names, verb); a
+/// non-resource URL as (`url:<path>`, "", verb).
+type Rule = (String, String, String);
+
+/// Everything `user` may do in `namespace` (including what cluster-wide rules grant there), as
+/// `kubectl auth can-i --list --as` says it (a SelfSubjectRulesReview).
+fn rules_of(user: &str, namespace: &str) -> BTreeSet<Rule> {
+    let table = kubectl_ok(&["auth", "can-i", "--list", "--as", user, "-n", namespace]);
+    let mut rules = BTreeSet::new();
+    for line in table.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        // Resources   Non-Resource URLs   Resource Names   Verbs: the last three are [lists].
+        let (resource, rest) = line.split_at(line.find('[').expect("a [list] column"));
+        let lists: Vec<&str> = rest
+            .split(']')
+            .map(|c| c.trim().trim_start_matches('['))
+            .collect();
+        let (urls, names, verbs) = (lists[0], lists[1], lists[2]);
+        let subject = match resource.trim() {
+            "" => format!("url:{urls}"),
+            r => r.to_string(),
+        };
+        for verb in verbs.split_whitespace() {
+            rules.insert((subject.clone(), names.to_string(), verb.to_string()));
+        }
+    }
+    rules
+}
+
+/// What the controller's ServiceAccount may do in `namespace` beyond what any ServiceAccount of
+/// its namespace may (discovery, self-reviews and whatever else the cluster grants everyone).
+fn controller_rules(namespace: &str) -> BTreeSet<Rule> {
+    let everyone = rules_of(
+        "system:serviceaccount:ecs-vnc-system:no-bindings-baseline",
+        namespace,
+    );
+    rules_of(SA, namespace)
+        .difference(&everyone)
+        .cloned()
+        .collect()
+}
+
+fn rule_set(rules: &[(&str, &str, &[&str])]) -> BTreeSet<Rule> {
+    rules
+        .iter()
+        .flat_map(|(resource, names, verbs)| {
+            verbs
+                .iter()
+                .map(|v| (resource.to_string(), names.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// The whole of the controller's permissions, both ways: exactly these rules and nothing else, in
+/// a team's namespace, in kube-system and in its own namespace. A widened rule fails here.
+#[tokio::test]
+async fn the_shipped_rbac_is_exactly_what_the_controller_uses() {
+    install();
+    // Cluster-wide (the ClusterRole), so the same in every namespace.
+    let cluster: &[(&str, &str, &[&str])] = &[
+        // The VncPassword watch (list + watch; the controller never GETs one: it reads its cache).
+        ("vncpasswords.ecsvnc.io", "", &["list", "watch"]),
+        ("vncpasswords.ecsvnc.io/status", "", &["patch"]),
+        // get: the Secrets a VncPassword names; list + watch: the metadata-only Secret watch (RBAC
+        // cannot tell it from a list with data); create + patch: generatePassword (narrowed by
+        // secret-policy.yaml).
+        ("secrets", "", &["get", "list", "watch", "create", "patch"]),
+        ("serviceaccounts", "", &["get", "list", "watch"]),
+        // Narrowed by token-policy.yaml.
+        ("serviceaccounts/token", "", &["create"]),
+        // kube-runtime's Recorder writes events.k8s.io/v1 only.
+        ("events.events.k8s.io", "", &["create", "patch"]),
+    ];
+    // Its own namespace (the Role): the Lease of leader election, the fingerprint key.
+    let own: &[(&str, &str, &[&str])] = &[
+        ("leases.coordination.k8s.io", "", &["create"]),
+        (
+            "leases.coordination.k8s.io",
+            "ecs-vnc-controller",
+            &["get", "update"],
+        ),
+        ("secrets", "ecs-vnc-controller-fingerprint-key", &["get"]),
+    ];
+    for ns in ["team-rbac-exact", "kube-system", "default"] {
+        assert_eq!(
+            controller_rules(ns),
+            rule_set(cluster),
+            "the controller's permissions in {ns}"
+        );
+    }
+    let mut in_own = rule_set(cluster);
+    in_own.extend(rule_set(own));
+    assert_eq!(
+        controller_rules("ecs-vnc-system"),
+        in_own,
+        "the controller's permissions in ecs-vnc-system"
+    );
+}
+
 #[tokio::test]
 async fn the_shipped_rbac_allows_nothing_more() {
     install();
     let team = "team-rbac-check";
     // What the controller needs.
     for (verb, resource, ns) in [
+        ("list", "vncpasswords.ecsvnc.io", None),
         ("watch", "vncpasswords.ecsvnc.io", None),
         ("patch", "vncpasswords.ecsvnc.io/status", Some(team)),
         ("get", "secrets", Some(team)),
         ("watch", "secrets", None),
+        // What remains (README, "Tenancy and security"): the metadata-only Secret watch needs
+        // list, and RBAC's list returns data.
+        ("list", "secrets", None),
         ("create", "events.events.k8s.io", Some(team)),
         // credentialsServiceAccountRef: the ServiceAccount's annotation, its watch, its token.
         ("get", "serviceaccounts", Some(team)),
         ("watch", "serviceaccounts", None),
         ("create", "serviceaccounts/token", Some(team)),
+        // RBAC cannot exclude a namespace: token-policy.yaml refuses these (tested below).
+        ("create", "serviceaccounts/token", Some("kube-system")),
         ("create", "secrets", Some("ecs-vnc-system")),
         // generatePassword; narrowed to its own Secrets by the admission policy (tested below).
         ("create", "secrets", Some(team)),
@@ -303,6 +408,11 @@ async fn the_shipped_rbac_allows_nothing_more() {
     }
     // Nothing else: no Secret update or delete, no spec writes, nothing unrelated.
     for (verb, resource, ns) in [
+        // The controller reads VncPasswords from its watch cache only.
+        ("get", "vncpasswords.ecsvnc.io", Some(team)),
+        // core/v1 Events: never written (kube-runtime's Recorder uses events.k8s.io/v1).
+        ("create", "events", Some(team)),
+        ("patch", "events", Some(team)),
         ("update", "secrets", Some(team)),
         ("delete", "secrets", Some(team)),
         ("delete", "secrets", Some("ecs-vnc-system")),
