@@ -593,6 +593,13 @@ fn the_deployment_is_hardened() {
         format!("{}/{path}", mount["mountPath"].as_str().expect("mountPath"))
     );
     assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+    // No silent identity: the ECS instance's RAM role (the metadata service, last in the default
+    // credentials chain) is off unless an operator opts in.
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "ALIBABA_CLOUD_ECS_METADATA_DISABLED" && e["value"] == "true"),
+        "ALIBABA_CLOUD_ECS_METADATA_DISABLED=true in {env:?}"
+    );
 }
 
 #[tokio::test]
