@@ -491,11 +491,7 @@ async fn the_shipped_rbac_allows_nothing_more() {
 
 #[test]
 fn the_deployment_is_hardened() {
-    let out = support::kubectl(&["kustomize", &deploy_dir()]);
-    assert!(out.status.success());
-    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
-        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
-        .collect();
+    let docs = rendered();
     let deployment = docs
         .iter()
         .find(|d| d["kind"] == "Deployment")
@@ -600,6 +596,110 @@ fn the_deployment_is_hardened() {
             .any(|e| e["name"] == "ALIBABA_CLOUD_ECS_METADATA_DISABLED" && e["value"] == "true"),
         "ALIBABA_CLOUD_ECS_METADATA_DISABLED=true in {env:?}"
     );
+}
+
+/// deploy/ rendered by kustomize, as a list of objects.
+fn rendered() -> Vec<serde_json::Value> {
+    let out = support::kubectl(&["kustomize", &deploy_dir()]);
+    assert!(out.status.success());
+    serde_yaml::Deserializer::from_slice(&out.stdout)
+        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
+        .collect()
+}
+
+/// Whether `cidr` (IPv4) holds `ip`.
+fn holds(cidr: &str, ip: std::net::Ipv4Addr) -> bool {
+    let Some((net, len)) = cidr.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(len)) = (net.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) else {
+        return false;
+    };
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    u32::from(net) & mask == u32::from(ip) & mask
+}
+
+/// The NetworkPolicy of the controller's Pods, as written (enforcement is the CNI's; the test
+/// node has none that enforces, see README): it selects the Deployment's Pods, admits only the
+/// metrics/health port, and lets out only DNS, the API server's ports and HTTPS, never to the ECS
+/// metadata address.
+#[test]
+fn the_network_policy_admits_metrics_only_and_lets_out_dns_api_and_https_only() {
+    let docs = rendered();
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let policies: Vec<_> = docs
+        .iter()
+        .filter(|d| d["kind"] == "NetworkPolicy")
+        .collect();
+    assert_eq!(policies.len(), 1, "one NetworkPolicy");
+    let policy = &policies[0];
+    assert_eq!(policy["metadata"]["namespace"], "ecs-vnc-system");
+    let spec = &policy["spec"];
+    let selected = spec["podSelector"]["matchLabels"]
+        .as_object()
+        .expect("podSelector.matchLabels");
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert!(
+        !selected.is_empty() && selected.iter().all(|(k, v)| labels[k] == *v),
+        "the policy selects the controller's Pods: {selected:?} vs {labels}"
+    );
+    assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
+    let ports = |rules: &serde_json::Value| -> BTreeSet<(String, String)> {
+        rules
+            .as_array()
+            .expect("rules")
+            .iter()
+            .flat_map(|r| {
+                let ports = r["ports"].as_array().expect("every rule names its ports");
+                assert!(!ports.is_empty(), "a rule without ports: {r}");
+                ports.iter().map(|p| {
+                    assert!(p["endPort"].is_null(), "a port range: {p}");
+                    let protocol = p["protocol"].as_str().expect("an explicit protocol");
+                    (p["port"].to_string(), protocol.to_string())
+                })
+            })
+            .collect()
+    };
+    let pairs = |l: &[(&str, &str)]| -> BTreeSet<(String, String)> {
+        l.iter()
+            .map(|(p, proto)| (p.to_string(), proto.to_string()))
+            .collect()
+    };
+    assert_eq!(ports(&spec["ingress"]), pairs(&[("8080", "TCP")]));
+    assert_eq!(
+        ports(&spec["egress"]),
+        pairs(&[
+            ("53", "UDP"),
+            ("53", "TCP"),
+            ("443", "TCP"),
+            ("6443", "TCP")
+        ])
+    );
+    // The metadata service: every egress peer that could hold 100.100.100.200 excepts it, and no
+    // egress rule is open to every destination.
+    let metadata = std::net::Ipv4Addr::new(100, 100, 100, 200);
+    for rule in spec["egress"].as_array().expect("egress") {
+        let peers = rule["to"]
+            .as_array()
+            .expect("every egress rule names its peers");
+        assert!(!peers.is_empty(), "an egress rule to everywhere: {rule}");
+        for peer in peers {
+            let Some(cidr) = peer["ipBlock"]["cidr"].as_str() else {
+                // A pod or namespace selector: Pods, never the metadata address.
+                continue;
+            };
+            if holds(cidr, metadata) {
+                let except = peer["ipBlock"]["except"].as_array();
+                assert!(
+                    except.is_some_and(|e| e.iter().any(|c| c == "100.100.100.200/32")),
+                    "{cidr} lets the controller reach the metadata service: {rule}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]
