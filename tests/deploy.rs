@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -167,6 +168,49 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
     .await;
     wait_ready(&admin, &ns.name, "rrsa", Duration::from_secs(60)).await;
     assert_eq!(sim.state().issued("AssumeRoleWithOIDC"), 1);
+    // The same in the controller's own namespace: token-policy.yaml refuses the TokenRequest, and
+    // the object says why (not that RBAC is missing).
+    let own = "ecs-vnc-system";
+    let refused_sa = format!("vnc-{}", ns.name);
+    Api::<ServiceAccount>::namespaced(admin.clone(), own)
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": refused_sa, "annotations": {"ecsvnc.io/role-arn": role}},
+            }))
+            .expect("ServiceAccount"),
+        )
+        .await
+        .expect("create the ServiceAccount");
+    put_secret(&admin, own, &refused_sa, &[("password", "Rbac56")]).await;
+    put_vncpassword(
+        &admin,
+        own,
+        &refused_sa,
+        json!({
+            "regionId": "cn-hangzhou", "instanceId": "i-rbac00000002",
+            "passwordSecretRef": {"name": refused_sa}, "credentialsServiceAccountRef": {"name": refused_sa},
+        }),
+    )
+    .await;
+    let status = wait_condition(
+        &admin,
+        own,
+        &refused_sa,
+        "Ready",
+        "False",
+        Some("CredentialsNotAllowed"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let message = &status.condition("Ready").expect("Ready").message;
+    assert!(
+        message.contains("may not request ServiceAccount tokens in kube-system"),
+        "{message}"
+    );
+    assert_eq!(sim.state().issued("AssumeRoleWithOIDC"), 1);
+    kubectl_ok(&["delete", "-n", own, "vncpassword", &refused_sa]);
+    kubectl_ok(&["delete", "-n", own, "secret,serviceaccount", &refused_sa]);
     let events = kubectl_ok(&["get", "events", "-n", &ns.name, "-o", "json"]);
     assert!(
         events.contains("PasswordApplied") && events.contains("RebootRequested"),
@@ -212,21 +256,125 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
     ns.delete().await;
 }
 
+/// One rule the `kubectl auth can-i --list` table shows: (resource, resource names, verb); a
+/// non-resource URL as (`url:<path>`, "", verb).
+type Rule = (String, String, String);
+
+/// Everything `user` may do in `namespace` (including what cluster-wide rules grant there), as
+/// `kubectl auth can-i --list --as` says it (a SelfSubjectRulesReview).
+fn rules_of(user: &str, namespace: &str) -> BTreeSet<Rule> {
+    let table = kubectl_ok(&["auth", "can-i", "--list", "--as", user, "-n", namespace]);
+    let mut rules = BTreeSet::new();
+    for line in table.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        // Resources   Non-Resource URLs   Resource Names   Verbs: the last three are [lists].
+        let (resource, rest) = line.split_at(line.find('[').expect("a [list] column"));
+        let lists: Vec<&str> = rest
+            .split(']')
+            .map(|c| c.trim().trim_start_matches('['))
+            .collect();
+        let (urls, names, verbs) = (lists[0], lists[1], lists[2]);
+        let subject = match resource.trim() {
+            "" => format!("url:{urls}"),
+            r => r.to_string(),
+        };
+        for verb in verbs.split_whitespace() {
+            rules.insert((subject.clone(), names.to_string(), verb.to_string()));
+        }
+    }
+    rules
+}
+
+/// What the controller's ServiceAccount may do in `namespace` beyond what any ServiceAccount of
+/// its namespace may (discovery, self-reviews and whatever else the cluster grants everyone).
+fn controller_rules(namespace: &str) -> BTreeSet<Rule> {
+    let everyone = rules_of(
+        "system:serviceaccount:ecs-vnc-system:no-bindings-baseline",
+        namespace,
+    );
+    rules_of(SA, namespace)
+        .difference(&everyone)
+        .cloned()
+        .collect()
+}
+
+fn rule_set(rules: &[(&str, &str, &[&str])]) -> BTreeSet<Rule> {
+    rules
+        .iter()
+        .flat_map(|(resource, names, verbs)| {
+            verbs
+                .iter()
+                .map(|v| (resource.to_string(), names.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// The whole of the controller's permissions, both ways: exactly these rules and nothing else, in
+/// a team's namespace, in kube-system and in its own namespace. A widened rule fails here.
+#[tokio::test]
+async fn the_shipped_rbac_is_exactly_what_the_controller_uses() {
+    install();
+    // Cluster-wide (the ClusterRole), so the same in every namespace.
+    let cluster: &[(&str, &str, &[&str])] = &[
+        // The VncPassword watch (list + watch; the controller never GETs one: it reads its cache).
+        ("vncpasswords.ecsvnc.io", "", &["list", "watch"]),
+        ("vncpasswords.ecsvnc.io/status", "", &["patch"]),
+        // get: the Secrets a VncPassword names; list + watch: the metadata-only Secret watch (RBAC
+        // cannot tell it from a list with data); create + patch: generatePassword (narrowed by
+        // secret-policy.yaml).
+        ("secrets", "", &["get", "list", "watch", "create", "patch"]),
+        ("serviceaccounts", "", &["get", "list", "watch"]),
+        // Narrowed by token-policy.yaml.
+        ("serviceaccounts/token", "", &["create"]),
+        // kube-runtime's Recorder writes events.k8s.io/v1 only.
+        ("events.events.k8s.io", "", &["create", "patch"]),
+    ];
+    // Its own namespace (the Role): the Lease of leader election, the fingerprint key.
+    let own: &[(&str, &str, &[&str])] = &[
+        ("leases.coordination.k8s.io", "", &["create"]),
+        (
+            "leases.coordination.k8s.io",
+            "ecs-vnc-controller",
+            &["get", "update"],
+        ),
+        ("secrets", "ecs-vnc-controller-fingerprint-key", &["get"]),
+    ];
+    for ns in ["team-rbac-exact", "kube-system", "default"] {
+        assert_eq!(
+            controller_rules(ns),
+            rule_set(cluster),
+            "the controller's permissions in {ns}"
+        );
+    }
+    let mut in_own = rule_set(cluster);
+    in_own.extend(rule_set(own));
+    assert_eq!(
+        controller_rules("ecs-vnc-system"),
+        in_own,
+        "the controller's permissions in ecs-vnc-system"
+    );
+}
+
 #[tokio::test]
 async fn the_shipped_rbac_allows_nothing_more() {
     install();
     let team = "team-rbac-check";
     // What the controller needs.
     for (verb, resource, ns) in [
+        ("list", "vncpasswords.ecsvnc.io", None),
         ("watch", "vncpasswords.ecsvnc.io", None),
         ("patch", "vncpasswords.ecsvnc.io/status", Some(team)),
         ("get", "secrets", Some(team)),
         ("watch", "secrets", None),
+        // What remains (README, "Tenancy and security"): the metadata-only Secret watch needs
+        // list, and RBAC's list returns data.
+        ("list", "secrets", None),
         ("create", "events.events.k8s.io", Some(team)),
         // credentialsServiceAccountRef: the ServiceAccount's annotation, its watch, its token.
         ("get", "serviceaccounts", Some(team)),
         ("watch", "serviceaccounts", None),
         ("create", "serviceaccounts/token", Some(team)),
+        // RBAC cannot exclude a namespace: token-policy.yaml refuses these (tested below).
+        ("create", "serviceaccounts/token", Some("kube-system")),
         ("create", "secrets", Some("ecs-vnc-system")),
         // generatePassword; narrowed to its own Secrets by the admission policy (tested below).
         ("create", "secrets", Some(team)),
@@ -260,6 +408,11 @@ async fn the_shipped_rbac_allows_nothing_more() {
     }
     // Nothing else: no Secret update or delete, no spec writes, nothing unrelated.
     for (verb, resource, ns) in [
+        // The controller reads VncPasswords from its watch cache only.
+        ("get", "vncpasswords.ecsvnc.io", Some(team)),
+        // core/v1 Events: never written (kube-runtime's Recorder uses events.k8s.io/v1).
+        ("create", "events", Some(team)),
+        ("patch", "events", Some(team)),
         ("update", "secrets", Some(team)),
         ("delete", "secrets", Some(team)),
         ("delete", "secrets", Some("ecs-vnc-system")),
@@ -338,11 +491,7 @@ async fn the_shipped_rbac_allows_nothing_more() {
 
 #[test]
 fn the_deployment_is_hardened() {
-    let out = support::kubectl(&["kustomize", &deploy_dir()]);
-    assert!(out.status.success());
-    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
-        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
-        .collect();
+    let docs = rendered();
     let deployment = docs
         .iter()
         .find(|d| d["kind"] == "Deployment")
@@ -440,6 +589,117 @@ fn the_deployment_is_hardened() {
         format!("{}/{path}", mount["mountPath"].as_str().expect("mountPath"))
     );
     assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+    // No silent identity: the ECS instance's RAM role (the metadata service, last in the default
+    // credentials chain) is off unless an operator opts in.
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "ALIBABA_CLOUD_ECS_METADATA_DISABLED" && e["value"] == "true"),
+        "ALIBABA_CLOUD_ECS_METADATA_DISABLED=true in {env:?}"
+    );
+}
+
+/// deploy/ rendered by kustomize, as a list of objects.
+fn rendered() -> Vec<serde_json::Value> {
+    let out = support::kubectl(&["kustomize", &deploy_dir()]);
+    assert!(out.status.success());
+    serde_yaml::Deserializer::from_slice(&out.stdout)
+        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
+        .collect()
+}
+
+/// Whether `cidr` (IPv4) holds `ip`.
+fn holds(cidr: &str, ip: std::net::Ipv4Addr) -> bool {
+    let Some((net, len)) = cidr.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(len)) = (net.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) else {
+        return false;
+    };
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    u32::from(net) & mask == u32::from(ip) & mask
+}
+
+/// The NetworkPolicy of the controller's Pods, as written (enforcement is the CNI's; the test
+/// node has none that enforces, see README): it selects the Deployment's Pods, admits only the
+/// metrics/health port, and lets out only DNS, the API server's ports and HTTPS, never to the ECS
+/// metadata address.
+#[test]
+fn the_network_policy_admits_metrics_only_and_lets_out_dns_api_and_https_only() {
+    let docs = rendered();
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let policies: Vec<_> = docs
+        .iter()
+        .filter(|d| d["kind"] == "NetworkPolicy")
+        .collect();
+    assert_eq!(policies.len(), 1, "one NetworkPolicy");
+    let policy = &policies[0];
+    assert_eq!(policy["metadata"]["namespace"], "ecs-vnc-system");
+    let spec = &policy["spec"];
+    let selected = spec["podSelector"]["matchLabels"]
+        .as_object()
+        .expect("podSelector.matchLabels");
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert!(
+        !selected.is_empty() && selected.iter().all(|(k, v)| labels[k] == *v),
+        "the policy selects the controller's Pods: {selected:?} vs {labels}"
+    );
+    assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
+    let ports = |rules: &serde_json::Value| -> BTreeSet<(String, String)> {
+        rules
+            .as_array()
+            .expect("rules")
+            .iter()
+            .flat_map(|r| {
+                let ports = r["ports"].as_array().expect("every rule names its ports");
+                assert!(!ports.is_empty(), "a rule without ports: {r}");
+                ports.iter().map(|p| {
+                    assert!(p["endPort"].is_null(), "a port range: {p}");
+                    let protocol = p["protocol"].as_str().expect("an explicit protocol");
+                    (p["port"].to_string(), protocol.to_string())
+                })
+            })
+            .collect()
+    };
+    let pairs = |l: &[(&str, &str)]| -> BTreeSet<(String, String)> {
+        l.iter()
+            .map(|(p, proto)| (p.to_string(), proto.to_string()))
+            .collect()
+    };
+    assert_eq!(ports(&spec["ingress"]), pairs(&[("8080", "TCP")]));
+    assert_eq!(
+        ports(&spec["egress"]),
+        pairs(&[
+            ("53", "UDP"),
+            ("53", "TCP"),
+            ("443", "TCP"),
+            ("6443", "TCP")
+        ])
+    );
+    // The metadata service: every egress peer that could hold 100.100.100.200 excepts it, and no
+    // egress rule is open to every destination.
+    let metadata = std::net::Ipv4Addr::new(100, 100, 100, 200);
+    for rule in spec["egress"].as_array().expect("egress") {
+        let peers = rule["to"]
+            .as_array()
+            .expect("every egress rule names its peers");
+        assert!(!peers.is_empty(), "an egress rule to everywhere: {rule}");
+        for peer in peers {
+            let Some(cidr) = peer["ipBlock"]["cidr"].as_str() else {
+                // A pod or namespace selector: Pods, never the metadata address.
+                continue;
+            };
+            if holds(cidr, metadata) {
+                let except = peer["ipBlock"]["except"].as_array();
+                assert!(
+                    except.is_some_and(|e| e.iter().any(|c| c == "100.100.100.200/32")),
+                    "{cidr} lets the controller reach the metadata service: {rule}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -504,4 +764,190 @@ async fn the_admission_policy_keeps_the_controller_to_its_own_secrets() {
         Err(e) => panic!("{e}"),
     }
     ns.delete().await;
+}
+
+/// `kubectl create token <sa> -n <namespace> <args> --as=<the controller>`: the token, or why not.
+fn create_token_as_controller(
+    service_account: &str,
+    namespace: &str,
+    args: &[&str],
+) -> Result<String, String> {
+    let mut all = vec![
+        "create",
+        "token",
+        service_account,
+        "-n",
+        namespace,
+        "--as",
+        SA,
+    ];
+    all.extend(args);
+    let out = support::kubectl(&all);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The claims of a JWT (its signature is the API server's business; this only reads them).
+fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url claims");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// A stolen controller token mints no Kubernetes credential: RBAC lets the controller create
+/// tokens of every ServiceAccount (it cannot name namespaces), and token-policy.yaml keeps that to
+/// what the controller itself asks for: audience sts.aliyuncs.com only, at most an hour, no bound
+/// object, never in kube-system or the controller's own namespace.
+#[tokio::test]
+async fn a_stolen_controller_token_mints_only_short_sts_tokens_of_team_namespaces() {
+    install();
+    let admin = support::client().await;
+    let team = support::TestNamespace::new(&admin, "team-tokens").await;
+    for ns in ["kube-system", "ecs-vnc-system", team.name.as_str()] {
+        let created = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+            .create(
+                &Default::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "vnc"}}))
+                    .expect("ServiceAccount"),
+            )
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("create ServiceAccount {ns}/vnc: {e}"),
+        }
+    }
+    const POLICY: &str = "ValidatingAdmissionPolicy 'ecs-vnc-controller-tokens'";
+    let sts = ["--audience", "sts.aliyuncs.com", "--duration", "10m"];
+    // A new policy takes a moment to reach the admission chain.
+    support::eventually(
+        "the controller to be refused a kube-system token by the token policy",
+        Duration::from_secs(30),
+        || async {
+            create_token_as_controller("vnc", "kube-system", &sts)
+                .err()
+                .filter(|e| e.contains(POLICY))
+        },
+    )
+    .await;
+    // --audience left out: the API server fills in its own audience (its issuer here), before
+    // admission.
+    let api_audience = support::SERVICE_ACCOUNT_ISSUER;
+    let refused: &[(&str, &[&str], &str)] = &[
+        ("kube-system", &sts, "in kube-system"),
+        ("ecs-vnc-system", &sts, "in the controller's own namespace"),
+        (
+            &team.name,
+            &["--audience", api_audience, "--duration", "10m"],
+            "for the API server's audience",
+        ),
+        (&team.name, &["--duration", "10m"], "with no audience"),
+        (
+            &team.name,
+            &[
+                "--audience",
+                "sts.aliyuncs.com",
+                "--audience",
+                api_audience,
+                "--duration",
+                "10m",
+            ],
+            "for the API server's audience besides STS",
+        ),
+        (
+            &team.name,
+            &["--audience", "sts.aliyuncs.com", "--duration", "2h"],
+            "for 2 hours",
+        ),
+        (
+            &team.name,
+            &["--audience", "sts.aliyuncs.com", "--duration", "3601s"],
+            "for 3601 s",
+        ),
+        (
+            &team.name,
+            &[
+                "--audience",
+                "sts.aliyuncs.com",
+                "--duration",
+                "10m",
+                "--bound-object-kind",
+                "Pod",
+                "--bound-object-name",
+                "web",
+            ],
+            "bound to a Pod",
+        ),
+        (
+            &team.name,
+            &[
+                "--audience",
+                "sts.aliyuncs.com",
+                "--duration",
+                "10m",
+                "--bound-object-kind",
+                "Secret",
+                "--bound-object-name",
+                "web",
+            ],
+            "bound to a Secret",
+        ),
+        (
+            &team.name,
+            &[
+                "--audience",
+                "sts.aliyuncs.com",
+                "--duration",
+                "10m",
+                "--bound-object-kind",
+                "Node",
+                "--bound-object-name",
+                "node-1",
+            ],
+            "bound to a Node",
+        ),
+    ];
+    for (ns, args, what) in refused {
+        match create_token_as_controller("vnc", ns, args) {
+            Ok(token) => panic!(
+                "the controller got a token {what} ({ns}, {args:?}): {}",
+                claims(&token)
+            ),
+            Err(e) => assert!(
+                e.contains(POLICY) && e.contains("forbidden"),
+                "a token {what} ({ns}, {args:?}) was refused, but not by the token policy: {e}"
+            ),
+        }
+    }
+    // What the controller asks for (src/controller/service_account.rs), and the hour at most.
+    for (duration, seconds) in [("10m", 600), ("1h", 3600)] {
+        let token = create_token_as_controller(
+            "vnc",
+            &team.name,
+            &["--audience", "sts.aliyuncs.com", "--duration", duration],
+        )
+        .unwrap_or_else(|e| panic!("the controller's own TokenRequest ({duration}): {e}"));
+        let c = claims(&token);
+        assert_eq!(c["aud"], json!(["sts.aliyuncs.com"]), "{c}");
+        assert_eq!(
+            c["sub"],
+            format!("system:serviceaccount:{}:vnc", team.name),
+            "{c}"
+        );
+        assert_eq!(
+            c["exp"].as_i64().expect("exp") - c["iat"].as_i64().expect("iat"),
+            seconds,
+            "{c}"
+        );
+    }
+    // Only the controller is narrowed: an administrator still gets a kube-system token.
+    let token = kubectl_ok(&["create", "token", "vnc", "-n", "kube-system"]);
+    assert_eq!(claims(token.trim())["aud"], json!([api_audience]));
+    team.delete().await;
 }

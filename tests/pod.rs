@@ -103,8 +103,10 @@ async fn wait_two_ready_pods() -> BTreeMap<String, Value> {
 }
 
 /// A kustomize overlay of deploy/, as a platform team writes one: the image scripts/image tagged,
-/// and where ECS is (the simulator).
-fn write_overlay(dir: &Path, image: &str, ecs_endpoint: &str) {
+/// where ECS is (the simulator), and the NetworkPolicy egress that endpoint and this cluster's API
+/// server need (`egress`: one rule, JSON). The test node's CNI does not enforce NetworkPolicy, so
+/// nothing here proves the rule right; it is what a cluster that enforces it would need.
+fn write_overlay(dir: &Path, image: &str, ecs_endpoint: &str, egress: &Value) {
     let deploy = support::repo_root().join("deploy");
     // kustomize wants a relative path to a base.
     let up = "../".repeat(dir.components().count() - 1);
@@ -129,6 +131,13 @@ patches:
       - op: add
         path: /spec/template/spec/containers/0/args/-
         value: --ecs-endpoint={ecs_endpoint}
+  - target:
+      kind: NetworkPolicy
+      name: ecs-vnc-controller
+    patch: |-
+      - op: add
+        path: /spec/egress/-
+        value: {egress}
 "#
         ),
     )
@@ -234,8 +243,29 @@ async fn the_shipped_deployment_runs_as_real_pods() {
     .expect("start the ECS simulator");
 
     // --- kubectl apply -k ---------------------------------------------------------------------------
+    // The simulator's port and the API server's endpoint (the kubernetes Service's translation)
+    // are neither 443 nor 6443 here.
+    let endpoints = kubectl_json(&[
+        "-n",
+        "default",
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=kubernetes",
+    ]);
+    let slice = &endpoints["items"][0];
+    let egress = json!({
+        "to": [
+            {"ipBlock": {"cidr": format!("{node_ip}/32")}},
+            {"ipBlock": {"cidr": format!("{}/32", slice["endpoints"][0]["addresses"][0].as_str().unwrap())}},
+        ],
+        "ports": [
+            {"port": sim.addr().port(), "protocol": "TCP"},
+            {"port": slice["ports"][0]["port"], "protocol": "TCP"},
+        ],
+    });
     let overlay = tempfile::tempdir().unwrap();
-    write_overlay(overlay.path(), &image.reference, &sim.url());
+    write_overlay(overlay.path(), &image.reference, &sim.url(), &egress);
     let overlay_path = overlay.path().to_string_lossy().into_owned();
     let apply = || {
         kubectl_ok(&[
@@ -251,9 +281,32 @@ async fn the_shipped_deployment_runs_as_real_pods() {
     let spec = &deployment["spec"]["template"]["spec"];
     assert_eq!(spec["containers"][0]["image"], image.reference.as_str());
     let grace = spec["terminationGracePeriodSeconds"].as_u64().unwrap();
+    // The NetworkPolicy applied (with the overlay's rule) and selects the Deployment's Pods.
+    let policy = kubectl_json(&["-n", NS, "get", "networkpolicy", "ecs-vnc-controller"]);
+    let egress_rules = policy["spec"]["egress"].as_array().unwrap();
+    assert_eq!(egress_rules.last(), Some(&egress), "{policy}");
+    let selector: Vec<String> = policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+        .collect();
 
     let t = Instant::now();
     let first = wait_two_ready_pods().await;
+    let selected = kubectl_json(&["-n", NS, "get", "pods", "-l", &selector.join(",")]);
+    let selected: BTreeSet<&str> = selected["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        selected,
+        first.keys().map(String::as_str).collect(),
+        "the NetworkPolicy selects the controller's Pods"
+    );
     let config_digest = image.manifest()["config"]["digest"]
         .as_str()
         .unwrap()

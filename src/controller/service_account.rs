@@ -336,11 +336,14 @@ impl ServiceAccountCredentials {
                     target(namespace, name, None, Some(provider)).unwrap_err(),
                 ));
             }
+            // RBAC (deploy/rbac.yaml) or an admission policy (deploy/token-policy.yaml): the API
+            // server's message says which, and is stable for a given cause.
             Err(kube::Error::Api(s)) if s.code == 403 => {
                 return Err(ResolveError::Failure(Failure::retry(
                     Reason::CredentialsNotAllowed,
                     format!(
-                        "the controller may not request a token of ServiceAccount {name} (HTTP 403): its RBAC needs create on serviceaccounts/token (see deploy/rbac.yaml); retrying with backoff"
+                        "the controller may not request a token of ServiceAccount {name} (HTTP 403: {}): it needs create on serviceaccounts/token (deploy/rbac.yaml) in a namespace deploy/token-policy.yaml allows; retrying with backoff",
+                        s.message
                     ),
                     Pace::Normal,
                 )));
