@@ -1091,3 +1091,58 @@ async fn every_state_is_judged_by_kstatus_and_argocd_as_the_health_table_says() 
     }
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_spec_change_the_controller_has_not_seen_is_in_progress_for_both_judges() {
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "health-gen").await;
+    let ready = Phase::Ready {
+        how: Reason::IoOptimized,
+    };
+    let (stored, _) = store(
+        &client,
+        &ns.name,
+        "moved",
+        "i-generation1",
+        false,
+        &ready,
+        None,
+    )
+    .await;
+    assert_eq!(stored["metadata"]["generation"], 1);
+    // A user edits the spec; the controller has not written a status since.
+    let api: Api<VncPassword> = Api::namespaced(client.clone(), &ns.name);
+    api.patch(
+        "moved",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"instanceId": "i-generation2"}})),
+    )
+    .await
+    .expect("change the spec");
+    let request = axum::http::Request::get(format!(
+        "/apis/ecsvnc.io/v1alpha1/namespaces/{}/vncpasswords/moved",
+        ns.name
+    ))
+    .body(Vec::new())
+    .expect("request");
+    let text = client.request_text(request).await.expect("read it back");
+    let obj: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(obj["metadata"]["generation"], 2);
+    assert_eq!(obj["status"]["observedGeneration"], 1);
+
+    assert_eq!(
+        support::kstatus::judge(std::slice::from_ref(&obj)),
+        [support::kstatus::Verdict {
+            status: "InProgress".to_string(),
+            message: "VncPassword generation is 2, but latest observed generation is 1".to_string(),
+        }]
+    );
+    assert_eq!(
+        health_of(&obj),
+        health(
+            "Progressing",
+            "Waiting for the controller to observe generation 2"
+        )
+    );
+    ns.delete().await;
+}

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// kstatus's verdict on one object: `status.Compute`'s status (`InProgress`, `Current`, `Failed`,
-/// `Terminating`, `Unknown`) and message.
+/// `Terminating`) and message.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Verdict {
     pub status: String,
