@@ -481,8 +481,8 @@ const HEALTH_TABLE: &str = "docs/reference/health.md";
 
 /// The reasons `Phase::Failed` carries with `Failure::Stalled`, as the controller builds them
 /// (`decide::failure_from_ecs`, `reconcile/inputs.rs`, `reconcile/report.rs`, `tenancy.rs`,
-/// `service_account.rs`, `plan.rs`).
-const STALLED: [Reason; 16] = [
+/// `service_account.rs`, `plan.rs`; `InternalError` after a caught panic, `reconcile.rs`).
+const STALLED: [Reason; 17] = [
     Reason::InvalidPassword,
     Reason::SecretNotFound,
     Reason::SecretKeyNotFound,
@@ -499,6 +499,7 @@ const STALLED: [Reason; 16] = [
     Reason::ServiceAccountNotFound,
     Reason::RoleArnNotSet,
     Reason::OidcProviderNotConfigured,
+    Reason::InternalError,
 ];
 
 /// The reasons `Phase::Failed` carries with `Failure::Retry` (`decide::failure_from_ecs`; STS and
@@ -579,6 +580,9 @@ fn stalled_who(reason: Reason) -> &'static str {
         Reason::RoleArnNotSet => "the user: annotate the ServiceAccount with `ecsvnc.io/role-arn`",
         Reason::OidcProviderNotConfigured => {
             "the operator: start the controller with `--oidc-provider-arn`"
+        }
+        Reason::InternalError => {
+            "the controller's maintainers: a bug, logged at error level; retried with backoff"
         }
         other => panic!("{other} is not a stall reason"),
     }
