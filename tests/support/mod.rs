@@ -11,6 +11,7 @@
 pub mod case;
 pub mod controller;
 pub mod image;
+pub mod kstatus;
 pub mod leaks;
 pub mod sim;
 pub mod time;
