@@ -395,6 +395,11 @@ pub struct VncPasswordStatus {
     /// `<regionId>/<instanceId>` the password was applied to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_instance: Option<String>,
+    /// Proof, keyed by the controller, that this object reached `appliedInstance` (or
+    /// `describedInstance`) with its own credentials: its claim on the instance. Only the
+    /// controller can make it; a copy on another object proves nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_proof: Option<String>,
     /// The password Secret as it was when its password was applied: an unchanged Secret needs no
     /// ECS call, even when the fingerprint key was lost and the fingerprint must be made anew.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -45,9 +45,33 @@ impl FingerprintKey {
 
     /// `hmac-sha256:<key id>:<base64url HMAC>`.
     pub fn fingerprint(&self, region: &str, instance_id: &str, password: &VncPassword) -> String {
+        self.mac(&["ecsvnc.io/v1", region, instance_id, password.expose()])
+    }
+
+    /// Proof that the object with this uid reached the instance (`<region>/<instance>`) with its own
+    /// credentials (ECS accepted its password, or described the instance to it). Only the
+    /// controller can make one, so a claim on an instance cannot be forged by writing a status, nor
+    /// copied from another object (it names the uid).
+    pub fn access_proof(&self, uid: &str, instance_key: &str) -> String {
+        self.mac(&["ecsvnc.io/access/v1", uid, instance_key])
+    }
+
+    /// Whether `proof` is [`Self::access_proof`] of this uid and instance under this key.
+    pub fn verifies_access(&self, proof: &str, uid: &str, instance_key: &str) -> bool {
+        // Every byte is compared whatever differs: the time says nothing about a guess.
+        let expected = self.access_proof(uid, instance_key);
+        expected.len() == proof.len()
+            && expected
+                .bytes()
+                .zip(proof.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    fn mac(&self, parts: &[&str]) -> String {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        for part in ["ecsvnc.io/v1", region, instance_id, password.expose()] {
+        for part in parts {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part.as_bytes());
         }
@@ -121,6 +145,23 @@ pub async fn load_or_create(client: Client, namespace: &str) -> Result<Fingerpri
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_access_proof_names_its_object_and_instance_and_cannot_be_made_without_the_key() {
+        let key = FingerprintKey::generate();
+        let proof = key.access_proof("uid-1", "cn-hangzhou/i-1");
+        assert!(key.verifies_access(&proof, "uid-1", "cn-hangzhou/i-1"));
+        assert!(
+            !key.verifies_access(&proof, "uid-2", "cn-hangzhou/i-1"),
+            "copied to another object"
+        );
+        assert!(
+            !key.verifies_access(&proof, "uid-1", "cn-hangzhou/i-2"),
+            "another instance"
+        );
+        assert!(!FingerprintKey::generate().verifies_access(&proof, "uid-1", "cn-hangzhou/i-1"));
+        assert!(!key.verifies_access("", "uid-1", "cn-hangzhou/i-1"));
+    }
+
     use super::*;
 
     fn pw(s: &str) -> VncPassword {

@@ -1,6 +1,13 @@
 //! Look-ups over every watched VncPassword without scanning them: which objects reference a Secret
 //! (to map a Secret's watch event to reconciles) and which object owns an instance (claims).
 //!
+//! A claim follows proven access: an object counts for its instance only once its status carries
+//! the controller's keyed proof that it reached the instance with its own credentials
+//! (`status.accessProof`, see `fingerprint::FingerprintKey::access_proof`), and among those the
+//! oldest wins. An object whose credentials cannot reach the instance (a squatter that knows only
+//! the instance ID) never claims it. When the proven set of an instance changes, every object
+//! naming the instance is woken ([`Index::wakes`]).
+//!
 //! Kept up to date from the VncPassword watch's own events, beside the reflector store, so that a
 //! Secret event or a reconcile costs a hash look-up instead of a pass over every object (at 10,000
 //! objects, a pass per Secret event in the initial wave is 10^8 steps). A relist (`Init` …
@@ -16,6 +23,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
 use crate::api::VncPassword;
+use crate::controller::fingerprint::FingerprintKey;
 
 /// Who wins a claim on an instance: the oldest, then the first by namespace and name.
 type Rank = (Option<jiff::Timestamp>, String, String);
@@ -29,6 +37,10 @@ struct Entry {
     /// `region/instance`, while the object is not being deleted.
     instance: Option<String>,
     created: Option<jiff::Timestamp>,
+    /// Its status proves it reached that instance with its own credentials.
+    proven: bool,
+    /// When its password was last applied to that instance (ECS's time when known).
+    applied_at: Option<jiff::Timestamp>,
 }
 
 impl Entry {
@@ -49,6 +61,17 @@ struct Inner {
 #[derive(Default)]
 pub struct Index {
     inner: RwLock<Inner>,
+    /// Verifies access proofs; without it (tests of the other look-ups) nothing is proven.
+    key: Option<FingerprintKey>,
+    wakes: Wakes,
+}
+
+/// Objects to reconcile because the claim on their instance changed: a set (an object is woken
+/// once however often it is named before the controller takes it), drained by [`Index::wakes`].
+#[derive(Default)]
+struct Wakes {
+    pending: std::sync::Mutex<HashSet<ObjectRef<VncPassword>>>,
+    notify: tokio::sync::Notify,
 }
 
 fn key(a: &str, b: &str) -> String {
@@ -68,14 +91,24 @@ impl Index {
         Self::default()
     }
 
+    /// An index that verifies access proofs with `key` (the controller's).
+    pub fn with_key(key: FingerprintKey) -> Self {
+        Self {
+            key: Some(key),
+            ..Self::default()
+        }
+    }
+
     /// Applies one event of the VncPassword watch.
     pub fn apply(&self, event: &Event<VncPassword>) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let key = self.key.as_ref();
+        let mut changed: Vec<String> = Vec::new();
         match event {
-            Event::Apply(o) => inner.upsert(o),
+            Event::Apply(o) => changed.extend(inner.upsert(o, key)),
             Event::Delete(o) => {
                 if let Some(uid) = o.uid() {
-                    inner.remove(&uid);
+                    changed.extend(inner.remove(&uid));
                 }
             }
             Event::Init => inner.relisted = Some(HashSet::new()),
@@ -83,7 +116,7 @@ impl Index {
                 if let (Some(seen), Some(uid)) = (inner.relisted.as_mut(), o.uid()) {
                     seen.insert(uid.into());
                 }
-                inner.upsert(o);
+                changed.extend(inner.upsert(o, key));
             }
             Event::InitDone => {
                 if let Some(seen) = inner.relisted.take() {
@@ -94,11 +127,55 @@ impl Index {
                         .cloned()
                         .collect();
                     for uid in gone {
-                        inner.remove(&uid);
+                        changed.extend(inner.remove(&uid));
                     }
                 }
             }
         }
+        if changed.is_empty() {
+            return;
+        }
+        let woken: Vec<ObjectRef<VncPassword>> = changed
+            .iter()
+            .flat_map(|instance| inner.by_instance.get(instance).into_iter().flatten())
+            .filter_map(|uid| inner.by_uid.get(uid))
+            .map(|e| ObjectRef::new(&e.name).within(&e.namespace))
+            .collect();
+        drop(inner);
+        if !woken.is_empty() {
+            self.wakes
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(woken);
+            self.wakes.notify.notify_one();
+        }
+    }
+
+    /// The objects to reconcile because the claim on their instance changed, as they come.
+    pub fn wakes(self: Arc<Self>) -> impl futures::Stream<Item = ObjectRef<VncPassword>> + Send {
+        futures::stream::unfold(
+            (self, Vec::<ObjectRef<VncPassword>>::new()),
+            |(index, mut ready)| async move {
+                loop {
+                    if let Some(next) = ready.pop() {
+                        return Some((next, (index, ready)));
+                    }
+                    let notified = index.wakes.notify.notified();
+                    ready.extend(
+                        index
+                            .wakes
+                            .pending
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .drain(),
+                    );
+                    if ready.is_empty() {
+                        notified.await;
+                    }
+                }
+            },
+        )
     }
 
     /// VncPasswords in `namespace` that reference the Secret `name` (password or credentials).
@@ -127,9 +204,10 @@ impl Index {
             .collect()
     }
 
-    /// The VncPassword that owns `obj`'s instance when another one does: of all live VncPasswords
-    /// naming the same region and instance, the oldest (then the first by namespace and name) wins,
-    /// so that two objects never take turns setting different passwords on one instance.
+    /// The VncPassword that owns `obj`'s instance when another one does: of the live VncPasswords
+    /// naming the same region and instance whose access is proven, the oldest (then the first by
+    /// namespace and name) wins, so that two objects never take turns setting different passwords
+    /// on one instance, and an object that cannot reach the instance locks nobody out.
     pub fn claimed_by(&self, obj: &VncPassword) -> Option<(String, String)> {
         let uid = obj.uid().unwrap_or_default();
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
@@ -141,10 +219,27 @@ impl Index {
             .iter()
             .filter(|u| ***u != *uid)
             .filter_map(|u| inner.by_uid.get(u))
+            .filter(|e| e.proven)
             .map(Entry::rank)
             .filter(|r| *r < mine)
             .min()
             .map(|(_, ns, name)| (ns, name))
+    }
+
+    /// Whether another object with proven access applied its password to `obj`'s instance after
+    /// `applied_at` (two objects that both applied before either proof was seen): the owner must
+    /// apply again, since the instance holds the other's password.
+    pub fn overwritten_after(&self, obj: &VncPassword, applied_at: jiff::Timestamp) -> bool {
+        let uid = obj.uid().unwrap_or_default();
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner
+            .by_instance
+            .get(&key(&obj.spec.region_id, &obj.spec.instance_id))
+            .into_iter()
+            .flatten()
+            .filter(|u| ***u != *uid)
+            .filter_map(|u| inner.by_uid.get(u))
+            .any(|e| e.proven && e.applied_at.is_some_and(|t| t > applied_at))
     }
 
     /// Objects indexed, for tests of bounded memory.
@@ -178,10 +273,30 @@ fn unlink(map: &mut HashMap<String, Vec<Arc<str>>>, k: &str, uid: &str) {
     }
 }
 
+/// When `o`'s password was last applied to the instance it names (ECS's time when known).
+fn applied_at(o: &VncPassword, instance: &str) -> Option<jiff::Timestamp> {
+    let status = o.status.as_ref()?;
+    if status.applied_instance.as_deref() != Some(instance) {
+        return None;
+    }
+    status
+        .last_applied_ecs_time
+        .as_deref()
+        .or(status.last_applied_time.as_deref())
+        .and_then(|t| t.parse().ok())
+}
+
 impl Inner {
-    fn upsert(&mut self, o: &VncPassword) {
-        let Some(uid) = o.uid() else { return };
-        self.remove(&uid);
+    /// Indexes `o`; returns the instances whose claims may have changed.
+    fn upsert(&mut self, o: &VncPassword, key: Option<&FingerprintKey>) -> Vec<String> {
+        let Some(uid) = o.uid() else {
+            return Vec::new();
+        };
+        let before = self
+            .by_uid
+            .get(uid.as_str())
+            .map(|e| (e.instance.clone(), e.proven, e.applied_at));
+        self.remove_quietly(&uid);
         let uid: Arc<str> = uid.into();
         let namespace = o.namespace().unwrap_or_default();
         let mut refs = vec![secret_key(&namespace, &o.spec.password_secret_ref.name)];
@@ -195,38 +310,76 @@ impl Inner {
         for r in &refs {
             self.by_ref.entry(r.clone()).or_default().push(uid.clone());
         }
-        let instance = o
-            .metadata
-            .deletion_timestamp
-            .is_none()
-            .then(|| key(&o.spec.region_id, &o.spec.instance_id));
+        let instance = o.metadata.deletion_timestamp.is_none().then(|| key_of(o));
         if let Some(i) = &instance {
             self.by_instance
                 .entry(i.clone())
                 .or_default()
                 .push(uid.clone());
         }
+        let proven = match (
+            &instance,
+            key,
+            o.status.as_ref().and_then(|s| s.access_proof.as_deref()),
+        ) {
+            (Some(i), Some(k), Some(proof)) => k.verifies_access(proof, &uid, i),
+            _ => false,
+        };
+        let applied_at = instance.as_deref().and_then(|i| applied_at(o, i));
+        let after = (instance.clone(), proven, applied_at);
         let entry = Entry {
             namespace,
             name: o.name_any(),
             refs,
             instance,
             created: o.creation_timestamp().map(|t| t.0),
+            proven,
+            applied_at,
         };
         self.by_uid.insert(uid, entry);
+        // Only a change of what claims depend on wakes the others: an object's own status writes
+        // that prove nothing new wake nobody.
+        match before {
+            Some(before) if before == after => Vec::new(),
+            Some((old, was_proven, _)) => {
+                let mut changed: Vec<String> = Vec::new();
+                if was_proven || proven {
+                    changed.extend(old);
+                    changed.extend(after.0);
+                }
+                changed.dedup();
+                changed
+            }
+            None => after.0.filter(|_| proven).into_iter().collect(),
+        }
     }
 
-    fn remove(&mut self, uid: &str) {
-        let Some(entry) = self.by_uid.remove(uid) else {
-            return;
-        };
+    /// Forgets an object; returns its instance when it held a proven claim.
+    fn remove(&mut self, uid: &str) -> Vec<String> {
+        match self.remove_quietly(uid) {
+            Some(Entry {
+                instance: Some(i),
+                proven: true,
+                ..
+            }) => vec![i],
+            _ => Vec::new(),
+        }
+    }
+
+    fn remove_quietly(&mut self, uid: &str) -> Option<Entry> {
+        let entry = self.by_uid.remove(uid)?;
         for r in &entry.refs {
             unlink(&mut self.by_ref, r, uid);
         }
         if let Some(i) = &entry.instance {
             unlink(&mut self.by_instance, i, uid);
         }
+        Some(entry)
     }
+}
+
+fn key_of(o: &VncPassword) -> String {
+    key(&o.spec.region_id, &o.spec.instance_id)
 }
 
 #[cfg(test)]
@@ -307,13 +460,21 @@ mod tests {
         assert_eq!(i.len(), 2);
     }
 
+    /// `o` with the controller's proof that it reached its instance.
+    fn proven(key: &FingerprintKey, mut o: VncPassword) -> VncPassword {
+        let proof = key.access_proof(&o.metadata.uid.clone().unwrap(), &key_of(&o));
+        o.status.get_or_insert_with(Default::default).access_proof = Some(proof);
+        o
+    }
+
     #[test]
-    fn the_oldest_object_owns_an_instance() {
-        let i = Index::new();
-        let old = obj("b", "old", "1", "2026-01-01T00:00:00Z", "i-1", "s");
-        let new = obj("a", "new", "2", "2026-02-01T00:00:00Z", "i-1", "s");
+    fn the_oldest_object_with_proven_access_owns_an_instance() {
+        let k = FingerprintKey::generate();
+        let i = Index::with_key(k.clone());
+        let old = proven(&k, obj("b", "old", "1", "2026-01-01T00:00:00Z", "i-1", "s"));
+        let new = proven(&k, obj("a", "new", "2", "2026-02-01T00:00:00Z", "i-1", "s"));
         // Created in the same second: the namespace decides.
-        let tie = obj("c", "tie", "3", "2026-01-01T00:00:00Z", "i-1", "s");
+        let tie = proven(&k, obj("c", "tie", "3", "2026-01-01T00:00:00Z", "i-1", "s"));
         for o in [&old, &new, &tie] {
             i.apply(&Event::Apply(o.clone()));
         }
@@ -330,6 +491,80 @@ mod tests {
             ));
         i.apply(&Event::Apply(deleting));
         assert_eq!(i.claimed_by(&new), None);
+    }
+
+    /// A squatter that knows only the instance ID (an older object whose credentials never reach
+    /// the instance, or with a proof copied from another object, or forged) claims nothing.
+    #[test]
+    fn an_object_without_proven_access_claims_nothing() {
+        let k = FingerprintKey::generate();
+        let i = Index::with_key(k.clone());
+        let squatter = obj("evil", "squat", "1", "2026-01-01T00:00:00Z", "i-1", "s");
+        let owner = obj("team", "web", "2", "2026-02-01T00:00:00Z", "i-1", "s");
+        i.apply(&Event::Apply(squatter.clone()));
+        i.apply(&Event::Apply(owner.clone()));
+        assert_eq!(i.claimed_by(&owner), None);
+        // The owner proves access and keeps the instance: being older proves nothing. (The squatter
+        // may still try with its own credentials, which ECS refuses.)
+        let owner = proven(&k, owner);
+        i.apply(&Event::Apply(owner.clone()));
+        assert_eq!(i.claimed_by(&owner), None);
+        // A proof copied from the owner, or made with another key, proves nothing.
+        let mut copied = squatter.clone();
+        copied.status = owner.status.clone();
+        i.apply(&Event::Apply(copied));
+        let forged = proven(&FingerprintKey::generate(), squatter.clone());
+        i.apply(&Event::Apply(forged));
+        assert_eq!(i.claimed_by(&owner), None);
+    }
+
+    #[test]
+    fn a_change_of_claim_wakes_every_object_naming_the_instance_and_nothing_else_does() {
+        use futures::StreamExt;
+        let k = FingerprintKey::generate();
+        let i = Arc::new(Index::with_key(k.clone()));
+        let a = obj("a", "a", "1", "2026-01-01T00:00:00Z", "i-1", "s");
+        let b = obj("b", "b", "2", "2026-02-01T00:00:00Z", "i-1", "s");
+        let other = obj("c", "c", "3", "2026-02-01T00:00:00Z", "i-2", "s");
+        for o in [&a, &b, &other] {
+            i.apply(&Event::Apply(o.clone()));
+        }
+        let pending = || i.wakes.pending.lock().unwrap().len();
+        assert_eq!(pending(), 0, "unproven objects change no claim");
+        i.apply(&Event::Apply(proven(&k, a.clone())));
+        assert_eq!(pending(), 2, "both objects naming i-1");
+        let mut wakes = Box::pin(i.clone().wakes());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut woken = rt.block_on(async {
+            vec![
+                wakes.next().await.unwrap().name,
+                wakes.next().await.unwrap().name,
+            ]
+        });
+        woken.sort();
+        assert_eq!(woken, ["a", "b"]);
+        // The same proof again (a status write of the owner): nobody is woken.
+        i.apply(&Event::Apply(proven(&k, a.clone())));
+        assert_eq!(pending(), 0);
+        // The owner goes: the other is woken.
+        i.apply(&Event::Delete(proven(&k, a)));
+        assert_eq!(pending(), 1);
+    }
+
+    #[test]
+    fn an_instance_overwritten_by_another_proven_object_is_seen() {
+        let k = FingerprintKey::generate();
+        let i = Index::with_key(k.clone());
+        let a = obj("a", "a", "1", "2026-01-01T00:00:00Z", "i-1", "s");
+        let mut b = proven(&k, obj("b", "b", "2", "2026-02-01T00:00:00Z", "i-1", "s"));
+        let status = b.status.as_mut().unwrap();
+        status.applied_instance = Some("cn-hangzhou/i-1".into());
+        status.last_applied_ecs_time = Some("2026-03-01T10:00:05Z".into());
+        i.apply(&Event::Apply(b));
+        assert!(i.overwritten_after(&a, "2026-03-01T10:00:00Z".parse().unwrap()));
+        assert!(!i.overwritten_after(&a, "2026-03-01T10:00:06Z".parse().unwrap()));
     }
 
     #[test]

@@ -393,6 +393,7 @@ pub async fn run_with(
     };
     // A fresh Context (per-object memory, instance cache) for every term of leadership: nothing
     // learnt while another replica led is trusted.
+    let index_key = key.clone();
     let make_ctx = {
         let client = client.clone();
         let metrics = metrics.clone();
@@ -442,6 +443,7 @@ pub async fn run_with(
             run_controller(
                 &args,
                 &client,
+                &index_key,
                 &make_ctx,
                 &metrics,
                 Some(health.clone()),
@@ -488,7 +490,7 @@ pub async fn run_with(
                 tokio::select! {
                     biased;
                     _ = lost => tracing::warn!("not the leader any more: reconciling stopped"),
-                    _ = run_controller(&args, &client, &make_ctx, &metrics, None, terminating(&term_rx)) => {}
+                    _ = run_controller(&args, &client, &index_key, &make_ctx, &metrics, None, terminating(&term_rx)) => {}
                 }
                 // The object gauges are the leader's: a standby reports none, so that a sum over
                 // the replicas counts every object once.
@@ -519,9 +521,11 @@ pub async fn run_with(
 /// One term of reconciling: the watches, the kube Controller and the gauges, until `shutdown`
 /// (graceful: no new reconcile, those in flight finish). Dropping the future stops everything at
 /// once. With `ready`, /readyz turns ready once the VncPassword watch has synced.
+#[allow(clippy::too_many_arguments)]
 async fn run_controller(
     args: &RunArgs,
     client: &Client,
+    key: &fingerprint::FingerprintKey,
     make_ctx: &impl Fn(context::Watched) -> Arc<Context>,
     metrics: &Arc<Metrics>,
     ready: Option<Arc<Health>>,
@@ -546,7 +550,7 @@ async fn run_controller(
     let (store, writer) = reflector::store();
     let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
-    let index = Arc::new(index::Index::new());
+    let index = Arc::new(index::Index::with_key(key.clone()));
     let ctx = make_ctx(context::Watched {
         index: index.clone(),
         secrets: secret_store,
@@ -569,8 +573,10 @@ async fn run_controller(
             .applied_objects()
             .predicate_filter(wakes_reconcile, PredicateConfig::default())
     };
+    // A change of who may claim an instance wakes every object naming it.
     let controller = Controller::for_stream(objects, store.clone())
-        .with_config(ControllerConfig::default().concurrency(args.concurrency.max(1)));
+        .with_config(ControllerConfig::default().concurrency(args.concurrency.max(1)))
+        .reconcile_on(index.clone().wakes());
     // Only Secret metadata is watched (`PartialObjectMeta`: metadata-only list and watch); a
     // Secret's data is read only when a reconcile needs it (see reconcile::observe).
     let secret_events = watcher(secrets, watcher::Config::default())

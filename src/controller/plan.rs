@@ -106,6 +106,9 @@ pub struct Observed<'a> {
     /// ECS's clock minus the controller's, as this process measured it from ECS's recent answers
     /// (their `Date`); `None` when it has no recent measurement.
     pub ecs_offset: Option<jiff::SignedDuration>,
+    /// Another VncPassword with proven access applied its password to this instance after this
+    /// one did (both applied before either's claim was seen): apply again.
+    pub overwritten: bool,
 }
 
 /// When to look at the object again after a reconcile that finished.
@@ -471,7 +474,7 @@ fn plan_inner(o: &Observed) -> Step {
     let forced = o
         .force_token
         .is_some_and(|t| Some(t) != status.last_handled_reconcile_at.as_deref());
-    let applied = if forced {
+    let applied = if forced || o.overwritten {
         Applied::Stale
     } else {
         applied_state(o, fingerprint, secret)

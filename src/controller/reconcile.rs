@@ -203,6 +203,8 @@ struct Run<'a> {
     /// `ecsvnc.io/rotate-requested-at`.
     rotate_token: Option<String>,
     claimed_by: Option<(String, String)>,
+    /// Another object with proven access applied to the instance after this one did.
+    overwritten: bool,
     inputs: Inputs,
     round: Round,
     key_id: String,
@@ -271,6 +273,12 @@ impl<'a> Run<'a> {
         let paused = annotation(ANNOTATION_PAUSED).as_deref() == Some("true");
         let claimed_by = ctx.claimed_by(obj);
         let previous = obj.status.clone().unwrap_or_default();
+        let overwritten = previous
+            .last_applied_ecs_time
+            .as_deref()
+            .or(previous.last_applied_time.as_deref())
+            .and_then(|t| t.parse().ok())
+            .is_some_and(|at| ctx.watched.index.overwritten_after(obj, at));
         // Paused, or another VncPassword owns the instance: the plan reads no Secret, so none is read.
         let inputs = if paused || claimed_by.is_some() {
             Inputs::none()
@@ -298,6 +306,7 @@ impl<'a> Run<'a> {
             force_token: annotation(ANNOTATION_RECONCILE_REQUESTED_AT),
             rotate_token: annotation(ANNOTATION_ROTATE_REQUESTED_AT),
             claimed_by,
+            overwritten,
             inputs,
             round,
             key_id: ctx.key.id(),
@@ -332,6 +341,7 @@ impl<'a> Run<'a> {
             round: &self.round,
             settings: self.ctx.settings.plan,
             ecs_offset: self.ctx.ecs_offset(),
+            overwritten: self.overwritten,
         };
         let step = plan::plan(&observed);
         let next_rotation = plan::next_rotation(&observed);
@@ -377,7 +387,6 @@ impl<'a> Run<'a> {
             Phase::WaitingForRestart(decide::Waiting::RebootWindow(next)) => Some(format(*next)),
             _ => None,
         };
-        let action = requeue_action(self.ctx, &self.uid, requeue);
         report::transition_events(
             &phase,
             &self.previous,
@@ -399,6 +408,8 @@ impl<'a> Run<'a> {
             label,
         )
         .await?;
+        // Only now: a status write that fails must not reset the object's backoff.
+        let action = requeue_action(self.ctx, &self.uid, requeue);
         Ok((action, label))
     }
 }

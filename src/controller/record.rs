@@ -119,6 +119,12 @@ fn parse(text: Option<&str>) -> Option<jiff::Timestamp> {
     text.and_then(|t| t.parse().ok())
 }
 
+/// The object reached its instance with its own credentials (ECS accepted its password or
+/// described the instance to it): its claim on the instance, as the controller's keyed proof.
+pub fn proved_access(status: &mut VncPasswordStatus, proof: String) {
+    status.access_proof = Some(proof);
+}
+
 /// The intent to reboot, for the applied password, recorded before RebootInstance.
 pub fn reboot_intent(status: &mut VncPasswordStatus, now: jiff::Timestamp) {
     status.reboot_requested_time = Some(format_timestamp(now));

@@ -295,6 +295,7 @@ proptest! {
                 stall_recheck: settings.2,
             },
             ecs_offset: offset.map(jiff::SignedDuration::from_secs),
+            overwritten: flags[0] && flags[5],
         };
         let step = plan(&o);
         let _ = next_rotation(&o);

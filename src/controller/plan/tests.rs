@@ -55,6 +55,7 @@ struct S {
     ecs_offset: Option<jiff::SignedDuration>,
     /// ECS's clock minus the controller's at the apply (what the `Date` of its answer says).
     ecs_skew_at_apply: Option<jiff::SignedDuration>,
+    overwritten: bool,
 }
 
 impl S {
@@ -78,6 +79,7 @@ impl S {
             claimed_by: None,
             ecs_offset: None,
             ecs_skew_at_apply: Some(jiff::SignedDuration::ZERO),
+            overwritten: false,
         }
     }
 
@@ -104,6 +106,7 @@ impl S {
                 stall_recheck: Duration::from_secs(1800),
             },
             ecs_offset: self.ecs_offset,
+            overwritten: self.overwritten,
         }
     }
 
@@ -969,6 +972,19 @@ fn an_invalid_window_stalls_with_the_field_named() {
 }
 
 // --- one instance, several VncPasswords -----------------------------------------------------
+
+/// Two objects applied before either's claim was seen, and the other applied last: the winner
+/// applies again; the instance holds the other's password.
+#[test]
+fn an_owner_whose_instance_was_overwritten_applies_again() {
+    let mut s =
+        S::new(RebootPolicy::Manual)
+            .applied()
+            .described("Running", "2026-01-01T09:00Z", true);
+    assert!(matches!(phase(s.plan()), Phase::Ready { .. }));
+    s.overwritten = true;
+    assert_eq!(s.plan(), Step::Apply);
+}
 
 #[test]
 fn an_instance_claimed_by_an_older_object_is_left_to_it() {

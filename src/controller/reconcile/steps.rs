@@ -161,8 +161,12 @@ impl Run<'_> {
                         force_token: self.force_token.as_deref(),
                     },
                 );
+                let proof = self.access_proof();
+                record::proved_access(&mut self.status, proof);
                 self.applied_at = Some(Instant::now());
                 self.applied_now = true;
+                // Whatever another object applied before, the instance holds ours now.
+                self.overwritten = false;
                 self.events.push(normal(
                     "PasswordApplied",
                     format!(
@@ -199,6 +203,11 @@ impl Run<'_> {
             );
         }
         record::identity(&mut self.status, fingerprint, secret, &self.instance_key);
+        // A new key: the proof is made anew too (the old one no longer verifies).
+        if self.status.access_proof.is_some() {
+            let proof = self.access_proof();
+            record::proved_access(&mut self.status, proof);
+        }
     }
 
     /// DescribeInstances (batched and shared, see `instances`): fresh after this reconcile's apply,
@@ -223,6 +232,8 @@ impl Run<'_> {
         {
             Ok(Some(instance)) => {
                 record::described(&mut self.status, &self.instance_key, &instance, ctx.now());
+                let proof = self.access_proof();
+                record::proved_access(&mut self.status, proof);
             }
             Ok(None) => {
                 let failure = not_described(self.obj, &self.status, &self.instance_key);
@@ -313,6 +324,11 @@ impl Run<'_> {
             }
         }
         Ok(Flow::Next)
+    }
+
+    /// This object's proof of access to its instance.
+    fn access_proof(&self) -> String {
+        self.ctx.key.access_proof(&self.uid, &self.instance_key)
     }
 
     /// An ECS call failed: what it means for the object, remembered as a stall when only a
