@@ -647,6 +647,7 @@ fn instance(id: &str, io: bool, status: &str) -> InstanceConfig {
         region: REGION.into(),
         io_optimized: io,
         status: status.into(),
+        tags: Default::default(),
     }
 }
 
