@@ -147,6 +147,7 @@ async fn main() {
                     region: "cn-hangzhou".into(),
                     io_optimized: !non_io(i),
                     status: "Running".into(),
+                    tags: Default::default(),
                 })
                 .collect(),
             faults: FaultConfig {

@@ -39,6 +39,7 @@ fn main() {
                         region: "cn-hangzhou".into(),
                         io_optimized: i.is_multiple_of(2),
                         status: "Running".into(),
+                        tags: Default::default(),
                     })
                     .collect(),
                 ..Default::default()

@@ -13,7 +13,9 @@
 //!   signature and `Authorization`. `ALIBABA_SDK_CASES` (default 10,000) sets the cases per run.
 //! - Interop: the SDK's generated ECS client (`alibaba-sdk client`) against the simulator, with the
 //!   RPC signature and with V3, with and without an STS token: every action the controller uses,
-//!   every documented error of ModifyInstanceVncPasswd, and the typed fields the controller reads.
+//!   every documented error of ModifyInstanceVncPasswd, and the typed fields the controller reads;
+//!   DescribeInstances with `Tag` filters and `MaxResults`/`NextToken` paging through 250 tagged
+//!   instances, the SDK decoding each instance's `Tags` and the `NextToken`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -647,6 +649,7 @@ fn instance(id: &str, io: bool, status: &str) -> InstanceConfig {
         region: REGION.into(),
         io_optimized: io,
         status: status.into(),
+        tags: Default::default(),
     }
 }
 
@@ -999,6 +1002,172 @@ fn the_sdk_sees_authentication_and_throttling_errors_as_ecs_reports_them() {
             (Some("Throttling.User"), Some(400)),
             "{a}"
         );
+    }
+}
+
+/// Tags and paging as the SDK's typed DescribeInstances sends and decodes them: `Tag` filters
+/// (ANDed, a key alone, none matching), `MaxResults`/`NextToken` through 250 tagged instances page
+/// by page, each instance's `Tags.Tag[]` and the `NextToken` decoded by the SDK's models and
+/// compared with what the simulator holds; bad filters and a bad token refused with ECS's codes.
+#[test]
+fn the_sdk_filters_by_tags_and_pages_by_next_token() {
+    let mut t = Interop::start();
+    const NS: &str = "ecsvnc.io/namespace";
+    for n in 0..250 {
+        let mut tags = BTreeMap::from([(NS.to_string(), "sdk-team".to_string())]);
+        if n % 5 == 0 {
+            tags.insert("env".into(), "prod".into());
+        }
+        t.sim.state().add_instance(InstanceConfig {
+            tags,
+            ..instance(&format!("i-sdktag{n:05}"), n % 2 == 0, "Running")
+        });
+    }
+    // A namesake in another region and a released one: never described here.
+    t.sim.state().add_instance(InstanceConfig {
+        region: "cn-beijing".into(),
+        tags: BTreeMap::from([(NS.to_string(), "sdk-team".to_string())]),
+        ..instance("i-sdktagbj0001", true, "Running")
+    });
+    t.sim.state().add_instance(InstanceConfig {
+        tags: BTreeMap::from([(NS.to_string(), "sdk-team".to_string())]),
+        ..instance("i-sdktaggone01", true, "Released")
+    });
+    let held = |state: &ecs_vnc_controller::simulator::SimState,
+                want: &dyn Fn(&BTreeMap<String, String>) -> bool| {
+        state
+            .instances()
+            .into_iter()
+            .filter(|i| i.region == REGION && i.status != "Released" && want(&i.tags))
+            .map(|i| (i.id, i.tags))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let team = held(t.sim.state(), &|tags| {
+        tags.get(NS).is_some_and(|v| v == "sdk-team")
+    });
+    let prod = held(t.sim.state(), &|tags| {
+        tags.get(NS).is_some_and(|v| v == "sdk-team")
+            && tags.get("env").is_some_and(|v| v == "prod")
+    });
+    let with_env = held(t.sim.state(), &|tags| tags.contains_key("env"));
+    assert_eq!((team.len(), prod.len(), with_env.len()), (250, 50, 50));
+    let everything = held(t.sim.state(), &|_| true);
+
+    for signature in ["rpc", "v3"] {
+        for (filters, max_results, per_page, expected) in [
+            (
+                json!({"Tag.1.Key": NS, "Tag.1.Value": "sdk-team"}),
+                "100",
+                100,
+                &team,
+            ),
+            (
+                json!({"Tag.1.Key": NS, "Tag.1.Value": "sdk-team"}),
+                "30",
+                30,
+                &team,
+            ),
+            (
+                json!({"Tag.1.Key": NS, "Tag.1.Value": "sdk-team", "Tag.2.Key": "env", "Tag.2.Value": "prod"}),
+                "20",
+                20,
+                &prod,
+            ),
+            (json!({"Tag.1.Key": "env"}), "100", 100, &with_env),
+            (json!({}), "100", 100, &everything),
+        ] {
+            let what = format!("{signature} {filters} by {max_results}");
+            let mut seen: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+            let mut token: Option<String> = None;
+            let mut pages = 0;
+            loop {
+                let mut params = filters.clone();
+                params["RegionId"] = json!(REGION);
+                params["MaxResults"] = json!(max_results);
+                if let Some(token) = &token {
+                    params["NextToken"] = json!(token);
+                }
+                let a = t.call(signature, pages % 2 == 1, "DescribeInstances", params);
+                let body = ok_body(&a, &what);
+                pages += 1;
+                let instances = body["Instances"]["Instance"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                for i in &instances {
+                    let id = i["InstanceId"].as_str().unwrap().to_string();
+                    let tags: BTreeMap<String, String> = i["Tags"]["Tag"]
+                        .as_array()
+                        .map(|tags| {
+                            tags.iter()
+                                .map(|t| {
+                                    (
+                                        t["TagKey"].as_str().unwrap().to_string(),
+                                        t["TagValue"].as_str().unwrap_or_default().to_string(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    assert!(
+                        seen.insert(id.clone(), tags).is_none(),
+                        "{what}: {id} twice"
+                    );
+                }
+                let next = body["NextToken"].as_str().unwrap_or_default();
+                if next.is_empty() {
+                    assert!(instances.len() <= per_page, "{what}: {a}");
+                    break;
+                }
+                assert_eq!(
+                    instances.len(),
+                    per_page,
+                    "{what}: a page before the last is full"
+                );
+                assert!(pages < 50, "{what}: paging does not end");
+                token = Some(next.to_string());
+            }
+            assert_eq!(pages, expected.len().div_ceil(per_page), "{what}");
+            assert_eq!(
+                &seen, expected,
+                "{what}: tags and instances as the simulator holds them"
+            );
+        }
+
+        // Refused as ECS refuses them, as an SDKError with the code and HTTP status.
+        let twenty_one: serde_json::Map<String, Value> = (1..=21)
+            .flat_map(|n| {
+                [
+                    (format!("Tag.{n}.Key"), json!(format!("k{n}"))),
+                    (format!("Tag.{n}.Value"), json!("v")),
+                ]
+            })
+            .collect();
+        for (params, code) in [
+            (Value::Object(twenty_one), "InvalidTagCount"),
+            (json!({"Tag.1.Value": "sdk-team"}), "InvalidTag.Mismatch"),
+            (
+                json!({"Tag.1.Key": "", "Tag.1.Value": "sdk-team"}),
+                "InvalidTag.Mismatch",
+            ),
+            (
+                json!({"MaxResults": "10", "NextToken": "caeba0bbb2be03f84eb48b699f0a4883"}),
+                "InvalidParameter.NextToken",
+            ),
+        ] {
+            let mut params = params;
+            params["RegionId"] = json!(REGION);
+            let a = t.call(signature, false, "DescribeInstances", params.clone());
+            assert_eq!(
+                (
+                    a["ok"].as_bool(),
+                    a["code"].as_str(),
+                    a["statusCode"].as_i64()
+                ),
+                (Some(false), Some(code), Some(400)),
+                "{signature} {params}: {a}"
+            );
+        }
     }
 }
 

@@ -517,3 +517,27 @@ fn the_simulator_takes_keys_instances_and_faults_from_a_config_file() {
     let ok = cli(&sim, &args, "Ecs123\n", key);
     assert!(ok.status.success(), "{:?}", text(&ok));
 }
+
+#[test]
+fn the_simulator_refuses_a_config_whose_tags_ecs_would_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sim.yaml");
+    std::fs::write(
+        &config,
+        "instances:\n  - {id: i-filetag00001, region: cn-shanghai, ioOptimized: true, tags: {acs:system: x}}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ecs-simulator"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ecs-simulator");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("i-filetag00001") && stderr.contains("acs:system"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "it never listened");
+}

@@ -103,6 +103,7 @@ fn instances(ids: &[&str]) -> Vec<InstanceConfig> {
             region: "cn-hangzhou".into(),
             io_optimized: true,
             status: "Running".into(),
+            tags: Default::default(),
         })
         .collect()
 }

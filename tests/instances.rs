@@ -168,3 +168,56 @@ async fn a_wave_of_look_ups_goes_out_in_full_batches_and_a_lone_one_at_once() {
         started.elapsed()
     );
 }
+
+/// What a tag rule of the controller will read: the tags ECS reports on each instance, through the
+/// controller's own client and parser; a change made in the console is seen on the next call.
+#[tokio::test]
+async fn the_client_reads_the_tags_each_instance_carries() {
+    let sim = sim_with(1).await;
+    sim.add_tagged_instance(
+        "i-tagged0000001",
+        false,
+        &[("ecsvnc.io/namespace", "team-a"), ("owner", "")],
+    );
+    ecs_vnc_controller::ecs::client::install_crypto_provider();
+    let client = EcsClient::new(ClientConfig {
+        endpoint: Some(sim.url()),
+        ..ClientConfig::default()
+    })
+    .expect("client");
+    let creds = credentials(AK, SECRET, None);
+    let ids = vec!["i-cache00000000".to_string(), "i-tagged0000001".to_string()];
+    let describe = || client.describe_instances(&creds, "cn-hangzhou", &ids);
+    let found = describe().await.expect("describe");
+    let tags = |id: &str| {
+        found
+            .iter()
+            .find(|i| i.instance_id == id)
+            .map(|i| i.tags.clone())
+            .expect("described")
+    };
+    assert!(tags("i-cache00000000").is_empty());
+    assert_eq!(tags("i-tagged0000001"), sim.tags("i-tagged0000001"));
+    assert_eq!(tags("i-tagged0000001")["ecsvnc.io/namespace"], "team-a");
+    assert_eq!(tags("i-tagged0000001")["owner"], "");
+
+    sim.set_tags("i-tagged0000001", &[("ecsvnc.io/namespace", "team-b")]);
+    sim.set_tags("i-cache00000000", &[("ecsvnc.io/namespace", "team-a")]);
+    let found = describe().await.expect("describe");
+    let namespace = |id: &str| {
+        found
+            .iter()
+            .find(|i| i.instance_id == id)
+            .and_then(|i| i.tags.get("ecsvnc.io/namespace").cloned())
+    };
+    assert_eq!(namespace("i-tagged0000001").as_deref(), Some("team-b"));
+    assert_eq!(namespace("i-cache00000000").as_deref(), Some("team-a"));
+    sim.set_tags("i-tagged0000001", &[]);
+    let found = describe().await.expect("describe");
+    assert!(
+        found
+            .iter()
+            .find(|i| i.instance_id == "i-tagged0000001")
+            .is_some_and(|i| i.tags.is_empty())
+    );
+}

@@ -27,6 +27,7 @@ fn instance(id: &str, io: bool, status: &str) -> InstanceConfig {
         region: "cn-hangzhou".into(),
         io_optimized: io,
         status: status.into(),
+        tags: Default::default(),
     }
 }
 
@@ -647,7 +648,8 @@ proptest! {
             ..Default::default()
         }).unwrap();
         let sts = Credentials::new("STS.key", SecretString::new("stssecret"), Some(SecretString::new("CAIS+/tok==")));
-        let params = [("RegionId", "cn-hangzhou"), ("InstanceName", extra.as_str()), ("Tag.1.Value", token_like.as_str())];
+        // A Tag.N.Value needs its Tag.N.Key (else InvalidTag.Mismatch, as ECS answers).
+        let params = [("RegionId", "cn-hangzhou"), ("InstanceName", extra.as_str()), ("Tag.1.Key", "signed"), ("Tag.1.Value", token_like.as_str())];
         let result = runtime().block_on(client.call::<Value>(&sts, "cn-hangzhou", "DescribeInstances", &params));
         prop_assert!(result.is_ok(), "{:?}", result.err());
     }
@@ -1327,31 +1329,553 @@ async fn a_throttled_client_waits_as_long_as_the_rate_limit_header_says() {
     );
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tags, Tag filters and NextToken paging of DescribeInstances.
+
+fn tagged(id: &str, region: &str, status: &str, tags: &[(&str, &str)]) -> InstanceConfig {
+    InstanceConfig {
+        region: region.into(),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..instance(id, true, status)
+    }
+}
+
+/// A fleet in cn-hangzhou: team-a's prod and dev machines, team-b's, untagged ones, and tagged
+/// ones ECS would not show here (released, another region).
+async fn tagged_sim() -> RunningSimulator {
+    let ns = "ecsvnc.io/namespace";
+    Simulator::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimulatorConfig {
+            access_keys: vec![AccessKeyConfig {
+                id: KEY.into(),
+                secret: SECRET.into(),
+                security_token: None,
+            }],
+            instances: vec![
+                tagged(
+                    "i-a-prod-1",
+                    "cn-hangzhou",
+                    "Running",
+                    &[(ns, "team-a"), ("env", "prod")],
+                ),
+                tagged(
+                    "i-a-prod-2",
+                    "cn-hangzhou",
+                    "Stopped",
+                    &[(ns, "team-a"), ("env", "prod")],
+                ),
+                tagged(
+                    "i-a-dev-1",
+                    "cn-hangzhou",
+                    "Running",
+                    &[(ns, "team-a"), ("env", "dev")],
+                ),
+                tagged(
+                    "i-b-prod-1",
+                    "cn-hangzhou",
+                    "Running",
+                    &[(ns, "team-b"), ("env", "prod")],
+                ),
+                tagged(
+                    "i-b-none-1",
+                    "cn-hangzhou",
+                    "Running",
+                    &[(ns, "team-b"), ("env", "")],
+                ),
+                tagged("i-untagged-1", "cn-hangzhou", "Running", &[]),
+                tagged(
+                    "i-a-gone-1",
+                    "cn-hangzhou",
+                    "Released",
+                    &[(ns, "team-a"), ("env", "prod")],
+                ),
+                tagged(
+                    "i-a-bj-1",
+                    "cn-beijing",
+                    "Running",
+                    &[(ns, "team-a"), ("env", "prod")],
+                ),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("start")
+}
+
+/// A signed DescribeInstances in cn-hangzhou (JSON) with these extra parameters.
+async fn describe_with(sim: &RunningSimulator, extra: &[(&str, &str)]) -> (u16, Value) {
+    let mut p = common("DescribeInstances", KEY);
+    p.push(("RegionId".into(), "cn-hangzhou".into()));
+    p.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let (status, body) = post(sim, signed("POST", p, SECRET)).await;
+    let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (status, value)
+}
+
+fn described_ids(answer: &Value) -> Vec<String> {
+    answer["Instances"]["Instance"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no Instances.Instance: {answer}"))
+        .iter()
+        .map(|i| i["InstanceId"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[tokio::test]
-async fn describe_instances_pages_by_next_token() {
-    let sim = sim().await;
-    let page = |token: Option<&str>| {
-        let mut p = common("DescribeInstances", KEY);
-        p.extend([
-            ("RegionId".into(), "cn-hangzhou".into()),
-            ("MaxResults".into(), "4".into()),
-        ]);
-        if let Some(t) = token {
-            p.push(("NextToken".into(), t.into()));
+async fn describe_instances_filters_by_tags_anded_key_only_and_with_the_other_filters() {
+    let sim = tagged_sim().await;
+    let ns = "ecsvnc.io/namespace";
+    for (filters, expected) in [
+        // One tag: every instance carrying it, Stopped too; released and other regions absent.
+        (
+            vec![("Tag.1.Key", ns), ("Tag.1.Value", "team-a")],
+            vec!["i-a-dev-1", "i-a-prod-1", "i-a-prod-2"],
+        ),
+        // Several tags are ANDed.
+        (
+            vec![
+                ("Tag.1.Key", ns),
+                ("Tag.1.Value", "team-a"),
+                ("Tag.2.Key", "env"),
+                ("Tag.2.Value", "prod"),
+            ],
+            vec!["i-a-prod-1", "i-a-prod-2"],
+        ),
+        // The numbering need not start at 1 nor be contiguous.
+        (
+            vec![
+                ("Tag.3.Key", "env"),
+                ("Tag.3.Value", "prod"),
+                ("Tag.20.Key", ns),
+                ("Tag.20.Value", "team-b"),
+            ],
+            vec!["i-b-prod-1"],
+        ),
+        // A key alone matches any value, the empty one too; an empty value is no value filter.
+        (
+            vec![("Tag.1.Key", "env")],
+            vec![
+                "i-a-dev-1",
+                "i-a-prod-1",
+                "i-a-prod-2",
+                "i-b-none-1",
+                "i-b-prod-1",
+            ],
+        ),
+        (
+            vec![
+                ("Tag.1.Key", ns),
+                ("Tag.1.Value", ""),
+                ("Tag.2.Key", "env"),
+                ("Tag.2.Value", "dev"),
+            ],
+            vec!["i-a-dev-1"],
+        ),
+        // Values match exactly.
+        (vec![("Tag.1.Key", ns), ("Tag.1.Value", "team")], vec![]),
+        (vec![("Tag.1.Key", ns), ("Tag.1.Value", "TEAM-A")], vec![]),
+        (vec![("Tag.1.Key", "nobody-has-this")], vec![]),
+        // ANDed with InstanceIds.
+        (
+            vec![
+                ("Tag.1.Key", "env"),
+                ("Tag.1.Value", "prod"),
+                (
+                    "InstanceIds",
+                    r#"["i-a-prod-2","i-b-prod-1","i-a-dev-1","i-a-bj-1"]"#,
+                ),
+            ],
+            vec!["i-a-prod-2", "i-b-prod-1"],
+        ),
+        // The deprecated lower-case spelling (documented, to be removed) still filters.
+        (
+            vec![("Tag.1.key", ns), ("Tag.1.value", "team-b")],
+            vec!["i-b-none-1", "i-b-prod-1"],
+        ),
+    ] {
+        for paging in [vec![], vec![("MaxResults", "100")]] {
+            let mut params = filters.clone();
+            params.extend(paging);
+            let (status, answer) = describe_with(&sim, &params).await;
+            assert_eq!(status, 200, "{params:?}: {answer}");
+            assert_eq!(described_ids(&answer), expected, "{params:?}: {answer}");
         }
-        signed("POST", p, SECRET)
+    }
+    // The region is a filter too: team-a's Beijing machine is described there only.
+    let mut p = common("DescribeInstances", KEY);
+    p.extend([
+        ("RegionId".into(), "cn-beijing".into()),
+        ("Tag.1.Key".into(), ns.into()),
+        ("Tag.1.Value".into(), "team-a".into()),
+    ]);
+    let answer: Value =
+        serde_json::from_str(&post(&sim, signed("POST", p, SECRET)).await.1).unwrap();
+    assert_eq!(described_ids(&answer), ["i-a-bj-1"], "{answer}");
+}
+
+#[tokio::test]
+async fn describe_instances_reports_each_instances_tags_in_json_and_xml() {
+    let sim = tagged_sim().await;
+    let (_, answer) = describe_with(
+        &sim,
+        &[(
+            "InstanceIds",
+            r#"["i-a-prod-1","i-untagged-1","i-b-none-1"]"#,
+        )],
+    )
+    .await;
+    let instances = answer["Instances"]["Instance"].as_array().unwrap();
+    let tags_of = |id: &str| -> Value {
+        instances
+            .iter()
+            .find(|i| i["InstanceId"] == id)
+            .map(|i| i["Tags"].clone())
+            .unwrap_or_else(|| panic!("{id} not described: {answer}"))
     };
-    let first: Value = serde_json::from_str(&post(&sim, page(None)).await.1).unwrap();
-    assert_eq!(first["Instances"]["Instance"].as_array().unwrap().len(), 4);
-    assert_eq!(first["TotalCount"], 6);
-    let token = first["NextToken"].as_str().unwrap().to_string();
-    assert!(!token.is_empty());
-    let last: Value = serde_json::from_str(&post(&sim, page(Some(&token))).await.1).unwrap();
-    assert_eq!(last["Instances"]["Instance"].as_array().unwrap().len(), 2);
-    assert_eq!(last["NextToken"], "");
-    let (status, body) = post(&sim, page(Some("bogus"))).await;
+    let mut tags: Vec<Value> = tags_of("i-a-prod-1")["Tag"].as_array().unwrap().clone();
+    tags.sort_by_key(|t| t["TagKey"].as_str().unwrap().to_string());
     assert_eq!(
-        (status, code(&body).as_str()),
-        (400, "InvalidNextToken.Malformed")
+        tags,
+        [
+            serde_json::json!({"TagKey": "ecsvnc.io/namespace", "TagValue": "team-a"}),
+            serde_json::json!({"TagKey": "env", "TagValue": "prod"}),
+        ]
     );
+    assert!(
+        tags_of("i-b-none-1")["Tag"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"TagKey": "env", "TagValue": ""})),
+        "{answer}"
+    );
+    assert!(
+        tags_of("i-untagged-1").is_null(),
+        "no tags, no Tags: {answer}"
+    );
+    // XML (the default format): Tags/Tag repeated, as ECS's XML answer nests them.
+    let mut p = common("DescribeInstances", KEY);
+    p.retain(|(k, _)| k != "Format");
+    p.extend([
+        ("RegionId".into(), "cn-hangzhou".into()),
+        ("InstanceIds".into(), r#"["i-a-prod-1"]"#.into()),
+    ]);
+    let (status, body) = post(&sim, signed("POST", p, SECRET)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("<Tags><Tag><TagKey>ecsvnc.io/namespace</TagKey><TagValue>team-a</TagValue></Tag><Tag><TagKey>env</TagKey><TagValue>prod</TagValue></Tag></Tags>"),
+        "{body}"
+    );
+    // A change made in the console is what the next answer reports.
+    let (s, v) = admin(
+        &sim,
+        reqwest::Method::PUT,
+        "instances/i-untagged-1/tags",
+        Some(serde_json::json!({"ecsvnc.io/namespace": "team-c"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["tags"]["ecsvnc.io/namespace"].as_str()),
+        (200, Some("team-c")),
+        "{v}"
+    );
+    let (_, answer) = describe_with(
+        &sim,
+        &[
+            ("Tag.1.Key", "ecsvnc.io/namespace"),
+            ("Tag.1.Value", "team-c"),
+        ],
+    )
+    .await;
+    assert_eq!(described_ids(&answer), ["i-untagged-1"]);
+}
+
+#[tokio::test]
+async fn describe_instances_refuses_bad_tag_filters_with_ecs_codes() {
+    let sim = tagged_sim().await;
+    let twenty_one: Vec<(String, String)> = (1..=21)
+        .flat_map(|n| {
+            [
+                (format!("Tag.{n}.Key"), format!("k{n}")),
+                (format!("Tag.{n}.Value"), "v".into()),
+            ]
+        })
+        .collect();
+    let twenty_one: Vec<(&str, &str)> = twenty_one
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let twenty: Vec<(&str, &str)> = twenty_one[..40].to_vec();
+    let (status, answer) = describe_with(&sim, &twenty).await;
+    assert_eq!(status, 200, "20 tags are allowed: {answer}");
+    assert!(described_ids(&answer).is_empty());
+    for (filters, code) in [
+        (twenty_one.clone(), "InvalidTagCount"),
+        (vec![("Tag.21.Key", "env")], "InvalidTagCount"),
+        (vec![("Tag.0.Key", "env")], "InvalidTagCount"),
+        (vec![("Tag.99999999999.Key", "env")], "InvalidTagCount"),
+        (
+            vec![("Tag.1.Key", ""), ("Tag.1.Value", "prod")],
+            "InvalidTag.Mismatch",
+        ),
+        (vec![("Tag.1.Key", "")], "InvalidTag.Mismatch"),
+        (vec![("Tag.1.Value", "prod")], "InvalidTag.Mismatch"),
+        (
+            vec![("Tag.1.Key", "env"), ("Tag.2.Value", "prod")],
+            "InvalidTag.Mismatch",
+        ),
+    ] {
+        let (status, answer) = describe_with(&sim, &filters).await;
+        assert_eq!(
+            (status, answer["Code"].as_str()),
+            (400, Some(code)),
+            "{filters:?}: {answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn describe_instances_pages_by_next_token_without_duplicates_or_gaps() {
+    let sim = tagged_sim().await;
+    // 137 more team-a machines, a third of them also tagged env=prod.
+    for n in 0..137 {
+        let mut tags = vec![("ecsvnc.io/namespace", "team-a")];
+        if n % 3 == 0 {
+            tags.push(("env", "prod"));
+        }
+        sim.state().add_instance(tagged(
+            &format!("i-fleet-{n:04}"),
+            "cn-hangzhou",
+            "Running",
+            &tags,
+        ));
+    }
+    let held = |filter: &dyn Fn(&ecs_vnc_controller::simulator::InstanceView) -> bool| {
+        let mut ids: Vec<String> = sim
+            .state()
+            .instances()
+            .into_iter()
+            .filter(|i| i.region == "cn-hangzhou" && i.status != "Released" && filter(i))
+            .map(|i| i.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let team_a = |i: &ecs_vnc_controller::simulator::InstanceView| {
+        i.tags.get("ecsvnc.io/namespace").map(String::as_str) == Some("team-a")
+    };
+    let team_a_prod = |i: &ecs_vnc_controller::simulator::InstanceView| {
+        team_a(i) && i.tags.get("env").map(String::as_str) == Some("prod")
+    };
+    let everything = |_: &ecs_vnc_controller::simulator::InstanceView| true;
+    for (filters, max_results, per_page, expected) in [
+        (vec![], "25", 25, held(&everything)),
+        (
+            vec![
+                ("Tag.1.Key", "ecsvnc.io/namespace"),
+                ("Tag.1.Value", "team-a"),
+            ],
+            "100",
+            100,
+            held(&team_a),
+        ),
+        (
+            vec![
+                ("Tag.1.Key", "ecsvnc.io/namespace"),
+                ("Tag.1.Value", "team-a"),
+                ("Tag.2.Key", "env"),
+                ("Tag.2.Value", "prod"),
+            ],
+            "10",
+            10,
+            held(&team_a_prod),
+        ),
+        // MaxResults below 10 means 10, above 100 means 100 (the documented defaults).
+        (
+            vec![("Tag.1.Key", "ecsvnc.io/namespace")],
+            "4",
+            10,
+            held(&|i| i.tags.contains_key("ecsvnc.io/namespace")),
+        ),
+        (vec![], "500", 100, held(&everything)),
+    ] {
+        let mut seen: Vec<String> = Vec::new();
+        let mut token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut params = filters.clone();
+            params.push(("MaxResults", max_results));
+            if let Some(t) = token.as_deref() {
+                params.push(("NextToken", t));
+            }
+            let (status, answer) = describe_with(&sim, &params).await;
+            assert_eq!(status, 200, "{params:?}: {answer}");
+            let ids = described_ids(&answer);
+            pages += 1;
+            let next = answer["NextToken"]
+                .as_str()
+                .expect("NextToken in every answer");
+            if next.is_empty() {
+                assert!(ids.len() <= per_page, "{params:?}");
+                seen.extend(ids);
+                break;
+            }
+            assert_eq!(
+                ids.len(),
+                per_page,
+                "a page before the last is full: {params:?}"
+            );
+            seen.extend(ids);
+            assert!(pages < 100, "paging does not end: {params:?}");
+            token = Some(next.to_string());
+        }
+        assert_eq!(
+            pages,
+            expected.len().div_ceil(per_page).max(1),
+            "{filters:?} by {max_results}"
+        );
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            seen.len(),
+            "duplicates across pages: {filters:?}"
+        );
+        assert_eq!(
+            sorted, expected,
+            "what was paged through is what the simulator holds: {filters:?}"
+        );
+    }
+    // Tokens are the simulator's own: anything else is refused for what it is.
+    let (_, first) = describe_with(&sim, &[("MaxResults", "10")]).await;
+    let token = first["NextToken"].as_str().unwrap().to_string();
+    let other = tagged_sim().await;
+    for n in 0..10 {
+        other.state().add_instance(tagged(
+            &format!("i-fleet-{n:04}"),
+            "cn-hangzhou",
+            "Running",
+            &[],
+        ));
+    }
+    let (_, foreign) = describe_with(&other, &[("MaxResults", "10")]).await;
+    let foreign = foreign["NextToken"].as_str().unwrap().to_string();
+    assert!(!foreign.is_empty());
+    for bad in ["bogus", "sim-10", &token[..token.len() - 1], &foreign] {
+        let (status, answer) =
+            describe_with(&sim, &[("MaxResults", "10"), ("NextToken", bad)]).await;
+        assert_eq!(
+            (status, answer["Code"].as_str()),
+            (400, Some("InvalidParameter.NextToken")),
+            "{bad}: {answer}"
+        );
+    }
+    // NextToken alone pages too (MaxResults defaults to 10); a MaxResults that is no number is refused.
+    let (status, answer) = describe_with(&sim, &[("NextToken", &token)]).await;
+    assert_eq!(
+        (status, described_ids(&answer).len()),
+        (200, 10),
+        "{answer}"
+    );
+    let (status, answer) = describe_with(&sim, &[("MaxResults", "ten")]).await;
+    assert_eq!(
+        (status, answer["Code"].as_str()),
+        (400, Some("InvalidParameter")),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_sets_replaces_and_removes_tags_within_ecs_limits() {
+    use reqwest::Method;
+    let sim = sim().await;
+    let (s, v) = admin(
+        &sim,
+        Method::POST,
+        "instances",
+        Some(
+            serde_json::json!({"id": "i-tags0000001", "region": "cn-hangzhou", "ioOptimized": true,
+            "tags": {"ecsvnc.io/namespace": "team-a", "env": ""}}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, v["tags"]["ecsvnc.io/namespace"].as_str()),
+        (201, Some("team-a")),
+        "{v}"
+    );
+    assert_eq!(v["tags"]["env"], "", "{v}");
+    // PUT replaces the whole set.
+    let (s, v) = admin(
+        &sim,
+        Method::PUT,
+        "instances/i-tags0000001/tags",
+        Some(serde_json::json!({"owner": "ops"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["tags"].clone()),
+        (200, serde_json::json!({"owner": "ops"})),
+        "{v}"
+    );
+    let (_, v) = admin(&sim, Method::GET, "instances/i-tags0000001", None).await;
+    assert_eq!(v["tags"], serde_json::json!({"owner": "ops"}), "{v}");
+    // Outside ECS's limits: refused, and nothing changes.
+    let twenty_one: serde_json::Map<String, Value> = (0..21)
+        .map(|i| (format!("k{i}"), Value::from("v")))
+        .collect();
+    for bad in [
+        Value::Object(twenty_one),
+        serde_json::json!({"": "v"}),
+        serde_json::json!({"aliyun-x": "v"}),
+        serde_json::json!({"acs:x": "v"}),
+        serde_json::json!({"k".repeat(129): "v"}),
+        serde_json::json!({"k": "v".repeat(129)}),
+        serde_json::json!({"k": "acs:v"}),
+        serde_json::json!({"k": "see https://example.com"}),
+    ] {
+        let (s, v) = admin(
+            &sim,
+            Method::PUT,
+            "instances/i-tags0000001/tags",
+            Some(bad.clone()),
+        )
+        .await;
+        assert!(s == 400 && v["error"].is_string(), "{bad}: {s} {v}");
+    }
+    let (s, v) = admin(
+        &sim,
+        Method::POST,
+        "instances",
+        Some(
+            serde_json::json!({"id": "i-tags0000002", "region": "cn-hangzhou", "ioOptimized": true,
+            "tags": {"acs:x": "v"}}),
+        ),
+    )
+    .await;
+    assert!(s == 400 && v["error"].is_string(), "{s} {v}");
+    assert!(sim.state().instance("i-tags0000002").is_none());
+    assert_eq!(sim.state().instance("i-tags0000001").unwrap().tags.len(), 1);
+    let (s, _) = admin(
+        &sim,
+        Method::PUT,
+        "instances/i-nothing/tags",
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    // An empty map removes them all.
+    let (s, v) = admin(
+        &sim,
+        Method::PUT,
+        "instances/i-tags0000001/tags",
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!((s, v["tags"].clone()), (200, serde_json::json!({})), "{v}");
 }

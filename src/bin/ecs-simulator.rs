@@ -45,6 +45,7 @@ fn load(args: &Args) -> Result<SimulatorConfig, String> {
     };
     config.access_keys.extend(args.access_keys.iter().cloned());
     config.instances.extend(args.instances.iter().cloned());
+    config.validate()?;
     Ok(config)
 }
 

@@ -160,6 +160,7 @@ mod tests {
             status: status.into(),
             io_optimized: io,
             start_time: Some(start.into()),
+            tags: Default::default(),
         }
     }
 

@@ -1,5 +1,7 @@
 //! Response shapes of the ECS actions the controller uses (JSON, `Format=JSON`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +47,10 @@ pub struct Instance {
     /// The last start, `yyyy-MM-ddTHH:mmZ` (seconds seen too).
     #[serde(default)]
     pub start_time: Option<String>,
+    /// The instance's tags, key → value, from DescribeInstances' `Tags.Tag[]` of
+    /// `{TagKey, TagValue}`; absent (or `null`): none.
+    #[serde(default, deserialize_with = "tags")]
+    pub tags: BTreeMap<String, String>,
 }
 
 impl Instance {
@@ -65,6 +71,28 @@ fn io_optimized<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         Some(Flag::Text(t)) => matches!(t.as_str(), "optimized" | "true" | "True"),
         None => false,
     })
+}
+
+fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Tags {
+        #[serde(default)]
+        tag: Option<Vec<Tag>>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Tag {
+        tag_key: String,
+        #[serde(default)]
+        tag_value: Option<String>,
+    }
+    Ok(Option::<Tags>::deserialize(d)?
+        .and_then(|t| t.tag)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.tag_key, t.tag_value.unwrap_or_default()))
+        .collect())
 }
 
 /// Parses ECS's `StartTime`: `2017-12-10T04:04Z`, or with seconds `2017-12-10T04:04:05Z`.
@@ -106,5 +134,37 @@ mod tests {
         assert!(r.instances.instance[0].started_at().is_some());
         assert!(!r.instances.instance[1].io_optimized);
         assert_eq!(r.instances.instance[1].started_at(), None);
+        assert!(r.instances.instance[0].tags.is_empty(), "no Tags: none");
+    }
+
+    #[test]
+    fn describe_instances_reads_tags_and_the_next_token() {
+        // The shape of DescribeInstances' documented sample answer (system and user tags).
+        let body = r#"{"RequestId":"473469C7-AA6F-4DC5-B3DB-A3DC0DE3C83E","TotalCount":1,"PageSize":10,"PageNumber":1,
+            "NextToken":"caeba0bbb2be03f84eb48b699f0a4883","Instances":{"Instance":[
+            {"InstanceId":"i-bp67acfmxazb4p****","RegionId":"cn-hangzhou","Status":"Running","IoOptimized":true,
+             "StartTime":"2017-12-10T04:04Z","Tags":{"Tag":[
+                {"TagValue":"asg-bp1d8uuut40f4qc4****","TagKey":"acs:autoscaling:scalingGroupId"},
+                {"TagKey":"ecsvnc.io/namespace","TagValue":"team-a"},
+                {"TagKey":"empty"}]}},
+            {"InstanceId":"i-2","Tags":{}},
+            {"InstanceId":"i-3","Tags":null},
+            {"InstanceId":"i-4","Tags":{"Tag":[]}}]}}"#;
+        let r: DescribeInstancesResponse = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            r.next_token.as_deref(),
+            Some("caeba0bbb2be03f84eb48b699f0a4883")
+        );
+        let tags = &r.instances.instance[0].tags;
+        assert_eq!(tags.len(), 3);
+        assert_eq!(tags["ecsvnc.io/namespace"], "team-a");
+        assert_eq!(
+            tags["acs:autoscaling:scalingGroupId"],
+            "asg-bp1d8uuut40f4qc4****"
+        );
+        assert_eq!(tags["empty"], "");
+        for i in &r.instances.instance[1..] {
+            assert!(i.tags.is_empty(), "{}", i.instance_id);
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! Simulator configuration: access keys, instances and faults, from flags or a YAML/JSON file.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -118,6 +120,61 @@ pub struct InstanceConfig {
     /// `Pending`, `Running`, `Starting`, `Stopping`, `Stopped`, or `Released`.
     #[serde(default = "running")]
     pub status: String,
+    /// The instance's ECS tags, key → value (none by default); see [`validate_tags`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Tags a resource may carry, as ECS limits them.
+pub const MAX_TAGS_PER_INSTANCE: usize = 20;
+/// Characters in a tag key, and in a tag value.
+pub const MAX_TAG_KEY_CHARS: usize = 128;
+pub const MAX_TAG_VALUE_CHARS: usize = 128;
+
+/// ECS's rules for the tags a user sets on a resource (TagResources,
+/// https://www.alibabacloud.com/help/en/ecs/developer-reference/api-ecs-2014-05-26-tagresources):
+/// at most 20 tags; a key is 1 to 128 characters, does not start with `aliyun` or `acs:` and
+/// contains no `http://` or `https://`; a value is 0 to 128 characters, does not start with `acs:`
+/// and contains no `http://` or `https://`.
+pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), String> {
+    if tags.len() > MAX_TAGS_PER_INSTANCE {
+        return Err(format!(
+            "{} tags: an instance carries at most {MAX_TAGS_PER_INSTANCE}",
+            tags.len()
+        ));
+    }
+    let has_url = |s: &str| s.contains("http://") || s.contains("https://");
+    for (key, value) in tags {
+        if key.is_empty()
+            || key.chars().count() > MAX_TAG_KEY_CHARS
+            || key.starts_with("aliyun")
+            || key.starts_with("acs:")
+            || has_url(key)
+        {
+            return Err(format!(
+                "tag key {key:?}: 1 to {MAX_TAG_KEY_CHARS} characters, not starting with \"aliyun\" or \"acs:\", without http:// or https://"
+            ));
+        }
+        if value.chars().count() > MAX_TAG_VALUE_CHARS
+            || value.starts_with("acs:")
+            || has_url(value)
+        {
+            return Err(format!(
+                "tag value {value:?} of {key:?}: at most {MAX_TAG_VALUE_CHARS} characters, not starting with \"acs:\", without http:// or https://"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl SimulatorConfig {
+    /// Refuses what ECS would not hold (today: instance tags outside ECS's limits).
+    pub fn validate(&self) -> Result<(), String> {
+        for instance in &self.instances {
+            validate_tags(&instance.tags).map_err(|e| format!("instance {}: {e}", instance.id))?;
+        }
+        Ok(())
+    }
 }
 
 fn running() -> String {
@@ -150,6 +207,7 @@ impl std::str::FromStr for InstanceConfig {
             region: parts[1].into(),
             io_optimized,
             status,
+            tags: BTreeMap::new(),
         })
     }
 }
@@ -258,5 +316,47 @@ mod tests {
         let j: SimulatorConfig = serde_yaml::from_str(r#"{"faults": {"dropRate": 0.1}}"#).unwrap();
         assert_eq!(j.faults.drop_rate, 0.1);
         assert!(serde_yaml::from_str::<SimulatorConfig>("faults: {errorrate: 1}").is_err());
+    }
+
+    #[test]
+    fn instance_tags_come_from_files_and_keep_to_ecs_limits() {
+        let c: SimulatorConfig = serde_yaml::from_str(
+            "instances: [{id: i-1, region: cn-hangzhou, ioOptimized: true, tags: {ecsvnc.io/namespace: team-a, empty: ''}}, {id: i-2, region: cn-hangzhou, ioOptimized: true}]\n",
+        )
+        .unwrap();
+        assert_eq!(c.instances[0].tags["ecsvnc.io/namespace"], "team-a");
+        assert_eq!(c.instances[0].tags["empty"], "");
+        assert!(c.instances[1].tags.is_empty());
+        assert_eq!(c.validate(), Ok(()));
+        let tags = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let long = "k".repeat(MAX_TAG_KEY_CHARS);
+        assert_eq!(validate_tags(&tags(&[(&long, &long)])), Ok(()));
+        let twenty: BTreeMap<String, String> =
+            (0..20).map(|i| (format!("k{i}"), String::new())).collect();
+        assert_eq!(validate_tags(&twenty), Ok(()));
+        let mut twenty_one = twenty.clone();
+        twenty_one.insert("k20".into(), String::new());
+        assert!(validate_tags(&twenty_one).is_err());
+        let too_long = "k".repeat(MAX_TAG_KEY_CHARS + 1);
+        for bad in [
+            tags(&[("", "v")]),
+            tags(&[(&too_long, "v")]),
+            tags(&[("k", &too_long)]),
+            tags(&[("aliyun-x", "v")]),
+            tags(&[("acs:x", "v")]),
+            tags(&[("see https://x", "v")]),
+            tags(&[("k", "acs:v")]),
+            tags(&[("k", "http://v")]),
+        ] {
+            assert!(validate_tags(&bad).is_err(), "{bad:?}");
+        }
+        let mut c = c;
+        c.instances[1].tags = tags(&[("acs:x", "v")]);
+        assert!(c.validate().unwrap_err().contains("i-2"));
     }
 }

@@ -91,7 +91,7 @@ fn xml_element(out: &mut String, name: &str, value: &Value) {
 }
 
 pub fn instance_json(i: &InstanceView) -> Value {
-    json!({
+    let mut instance = json!({
         "InstanceId": i.id,
         "InstanceName": format!("sim-{}", i.id),
         "RegionId": i.region,
@@ -101,7 +101,19 @@ pub fn instance_json(i: &InstanceView) -> Value {
         "StartTime": i.start_time,
         "InstanceType": if i.io_optimized { "ecs.g7.large" } else { "ecs.t1.small" },
         "InstanceNetworkType": "vpc",
-    })
+    });
+    // `Tags.Tag[]` of `{TagKey, TagValue}` (DescribeInstances' response,
+    // https://www.alibabacloud.com/help/en/ecs/developer-reference/api-ecs-2014-05-26-describeinstances);
+    // left out for an instance without tags, so clients must treat an absent `Tags` as none.
+    if !i.tags.is_empty() {
+        let tags: Vec<Value> = i
+            .tags
+            .iter()
+            .map(|(k, v)| json!({"TagKey": k, "TagValue": v}))
+            .collect();
+        instance["Tags"] = json!({ "Tag": tags });
+    }
+    instance
 }
 
 #[cfg(test)]
@@ -116,6 +128,42 @@ mod tests {
             json!({"RequestId": "R", "Instances": {"Instance": [{"InstanceId": "i-1"}, {"InstanceId": "i-2"}]}}),
         );
         assert!(body.contains("<DescribeInstancesResponse><Instances><Instance><InstanceId>i-1</InstanceId></Instance><Instance><InstanceId>i-2</InstanceId></Instance></Instances><RequestId>R</RequestId></DescribeInstancesResponse>"), "{body}");
+    }
+
+    #[test]
+    fn instance_tags_render_as_tags_tag_in_json_and_xml() {
+        let view = InstanceView {
+            id: "i-1".into(),
+            region: "cn-hangzhou".into(),
+            io_optimized: true,
+            status: "Running".into(),
+            set_password: None,
+            effective_password: None,
+            reboot_count: 0,
+            start_time: "2026-01-01T00:00Z".into(),
+            tags: [("a&b".to_string(), "v<1>".to_string())].into(),
+        };
+        let json = instance_json(&view);
+        assert_eq!(
+            json["Tags"],
+            json!({"Tag": [{"TagKey": "a&b", "TagValue": "v<1>"}]})
+        );
+        let body = success(
+            Format::Xml,
+            "DescribeInstances",
+            json!({"Instances": {"Instance": [json]}}),
+        );
+        assert!(
+            body.contains(
+                "<Tags><Tag><TagKey>a&amp;b</TagKey><TagValue>v&lt;1&gt;</TagValue></Tag></Tags>"
+            ),
+            "{body}"
+        );
+        let untagged = InstanceView {
+            tags: Default::default(),
+            ..view
+        };
+        assert!(instance_json(&untagged).get("Tags").is_none());
     }
 
     #[test]

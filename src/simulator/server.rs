@@ -1,5 +1,6 @@
 //! HTTP: the ECS RPC endpoint at `/` and the admin API under `/_simulator/`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -13,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::config::{FaultConfig, InstanceConfig};
 use super::render::{self, Format};
-use super::state::{CallRecord, EcsFault, SimState};
+use super::state::{CallRecord, EcsFault, SimState, TagFilter};
 use super::verify::{V3Request, authenticate, authenticate_v3, is_v3, param};
 use crate::ecs::signer_v3;
 
@@ -39,6 +40,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         )
         .route("/_simulator/instances/{id}", get(get_instance))
         .route("/_simulator/instances/{id}/status", post(set_status))
+        .route("/_simulator/instances/{id}/tags", put(set_tags))
         .route("/_simulator/instances/{id}/reboot", post(console_reboot))
         .route("/_simulator/calls", get(calls).delete(reset_calls))
         .route("/_simulator/faults", get(get_faults).put(put_faults))
@@ -309,6 +311,96 @@ fn required<'a>(params: &'a [(String, String)], name: &str) -> Result<&'a str, E
         .ok_or_else(|| EcsFault::missing(name))
 }
 
+/// How a DescribeInstances call pages: after a `NextToken` (the instance ID it stands for), or by
+/// page number.
+enum Paging {
+    Token { after: Option<String>, size: usize },
+    Page { offset: usize, size: usize },
+}
+
+/// `MaxResults` of DescribeInstances: "Valid values: 1 to 100. Default value: if you do not specify
+/// this parameter or if you set it to a value that is smaller than 10, the default value is 10; if
+/// you set it to a value that is greater than 100, the default value is 100" (the DescribeInstances
+/// reference, as Alibaba's SDK ecs-20140526/v7 carries it). Not a number: `InvalidParameter`.
+fn max_results(params: &[(String, String)]) -> Result<usize, EcsFault> {
+    match param(params, "MaxResults").filter(|v| !v.is_empty()) {
+        None => Ok(10),
+        Some(v) => v
+            .parse::<i64>()
+            .map(|n| n.clamp(10, 100) as usize)
+            .map_err(|_| {
+                EcsFault::new(
+                    400,
+                    "InvalidParameter",
+                    "The specified parameter MaxResults is not valid.",
+                )
+            }),
+    }
+}
+
+/// The `Tag.N.Key`/`Tag.N.Value` filters of DescribeInstances ("Valid values of N: 1 to 20"; the
+/// deprecated lower-case `Tag.N.key`/`Tag.N.value` stand in when the documented spelling is
+/// absent), per https://www.alibabacloud.com/help/en/ecs/developer-reference/api-ecs-2014-05-26-describeinstances:
+/// an N outside 1..=20 is `InvalidTagCount`; a tag without a key, or with an empty one, is
+/// `InvalidTag.Mismatch` (both in that page's error codes; ListTagResources states that a key has
+/// 1 to 128 characters and that a value alone is an error). An empty value is no value filter:
+/// "if a parameter is empty, the filter does not take effect" (the same page).
+fn tag_filters(params: &[(String, String)]) -> Result<Vec<TagFilter>, EcsFault> {
+    const KEY: usize = 0;
+    const KEY_LOWER: usize = 1;
+    const VALUE: usize = 2;
+    const VALUE_LOWER: usize = 3;
+    let mut tags: BTreeMap<u32, [Option<&str>; 4]> = BTreeMap::new();
+    for (name, value) in params {
+        let Some((n, field)) = name
+            .strip_prefix("Tag.")
+            .and_then(|rest| rest.split_once('.'))
+        else {
+            continue;
+        };
+        let slot = match field {
+            "Key" => KEY,
+            "key" => KEY_LOWER,
+            "Value" => VALUE,
+            "value" => VALUE_LOWER,
+            _ => continue,
+        };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue; // not a Tag.N parameter: ignored like any unknown parameter
+        }
+        match n.parse::<u32>() {
+            Ok(n @ 1..=20) => {
+                let entry = tags.entry(n).or_default();
+                entry[slot] = entry[slot].or(Some(value.as_str()));
+            }
+            _ => {
+                return Err(EcsFault::new(
+                    400,
+                    "InvalidTagCount",
+                    "The specified tags are beyond the permitted range.",
+                ));
+            }
+        }
+    }
+    tags.into_values()
+        .map(|tag| {
+            let key = tag[KEY].or(tag[KEY_LOWER]).filter(|k| !k.is_empty());
+            let value = tag[VALUE].or(tag[VALUE_LOWER]).filter(|v| !v.is_empty());
+            key.map(|key| TagFilter {
+                key: key.to_string(),
+                value: value.map(str::to_string),
+            })
+            .ok_or_else(|| {
+                EcsFault::new(
+                    400,
+                    "InvalidTag.Mismatch",
+                    "The specified Tag.n.Key and Tag.n.Value are not match.",
+                )
+            })
+        })
+        .collect()
+}
+
 fn dispatch(
     state: &Arc<SimState>,
     action: &str,
@@ -336,47 +428,54 @@ fn dispatch(
                     )
                 })?),
             };
-            let number = |name: &str, default: usize| -> Result<usize, EcsFault> {
-                param(params, name).map_or(Ok(default), |v| {
-                    v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                        EcsFault::new(
-                            400,
-                            "InvalidParameter",
-                            format!("The specified parameter {name} is not valid."),
-                        )
-                    })
-                })
-            };
-            // NextToken/MaxResults (the current paging), else PageNumber/PageSize (being retired).
+            let tags = tag_filters(params)?;
+            // NextToken/MaxResults (the current paging), else PageNumber/PageSize (being retired):
+            // "When MaxResults or NextToken is specified, the PageSize and PageNumber request
+            // parameters do not take effect" (DescribeInstances reference).
             let by_token =
                 param(params, "MaxResults").is_some() || param(params, "NextToken").is_some();
-            let size = number(if by_token { "MaxResults" } else { "PageSize" }, 10)?;
-            if size > 100 {
-                return Err(EcsFault::new(
-                    400,
-                    "InvalidParameter",
-                    format!(
-                        "The specified parameter {} is not valid (1-100).",
-                        if by_token { "MaxResults" } else { "PageSize" }
-                    ),
-                ));
-            }
-            let offset = if by_token {
-                match param(params, "NextToken").filter(|t| !t.is_empty()) {
-                    None => 0,
-                    Some(token) => token
-                        .strip_prefix("sim-")
-                        .and_then(|n| n.parse::<usize>().ok())
-                        .ok_or_else(|| {
-                            EcsFault::new(
-                                400,
-                                "InvalidNextToken.Malformed",
-                                "The specified parameter NextToken is not valid.",
-                            )
-                        })?,
+            let paging = if by_token {
+                let after = match param(params, "NextToken").filter(|t| !t.is_empty()) {
+                    None => None,
+                    // DescribeInstances' reference lists no code for a bad token; ECS's other
+                    // NextToken APIs of 2014-05-26 answer this one (e.g. DescribeCloudAssistantStatus,
+                    // https://www.alibabacloud.com/help/en/ecs/developer-reference/api-ecs-2014-05-26-describecloudassistantstatus).
+                    Some(token) => Some(state.token_after(token).ok_or_else(|| {
+                        EcsFault::new(
+                            400,
+                            "InvalidParameter.NextToken",
+                            "The specified parameter NextToken is not valid.",
+                        )
+                    })?),
+                };
+                Paging::Token {
+                    after,
+                    size: max_results(params)?,
                 }
             } else {
-                (number("PageNumber", 1)? - 1).saturating_mul(size)
+                let number = |name: &str, default: usize| -> Result<usize, EcsFault> {
+                    param(params, name).map_or(Ok(default), |v| {
+                        v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                            EcsFault::new(
+                                400,
+                                "InvalidParameter",
+                                format!("The specified parameter {name} is not valid."),
+                            )
+                        })
+                    })
+                };
+                let size = number("PageSize", 10)?;
+                if size > 100 {
+                    return Err(EcsFault::new(
+                        400,
+                        "InvalidParameter",
+                        "The specified parameter PageSize is not valid (1-100).",
+                    ));
+                }
+                Paging::Page {
+                    offset: (number("PageNumber", 1)? - 1).saturating_mul(size),
+                    size,
+                }
             };
             if ids
                 .as_deref()
@@ -388,34 +487,40 @@ fn dispatch(
                     "The specified parameter InstanceIds is not valid.",
                 ));
             }
-            let mut all = state.describe(region, ids.as_deref())?;
+            let mut all = state.describe_matching(region, ids.as_deref(), &tags)?;
             if state.describe_denied(access_key_id) {
                 // ECS's answer to an identity without ecs:DescribeInstances: nothing, not an error.
                 all.clear();
             }
-            let items: Vec<Value> = all
-                .iter()
-                .skip(offset)
-                .take(size)
-                .map(render::instance_json)
-                .collect();
             let mut answer = json!({
                 "RequestId": request_id,
                 "TotalCount": all.len(),
-                "Instances": {"Instance": items},
             });
-            if by_token {
-                let next = if offset + size < all.len() {
-                    format!("sim-{}", offset + size)
-                } else {
-                    String::new()
-                };
-                answer["MaxResults"] = json!(size);
-                answer["NextToken"] = json!(next);
-            } else {
-                answer["PageNumber"] = json!(offset / size + 1);
-                answer["PageSize"] = json!(size);
-            }
+            let page = match paging {
+                Paging::Token { after, size } => {
+                    // Keyset paging on the instance ID: instances added or released between two
+                    // pages shift nothing, so a caller sees no duplicate and misses none that
+                    // stayed. The token is empty on the last page ("If NextToken is empty, no
+                    // next page exists").
+                    let rest: Vec<_> = all
+                        .iter()
+                        .filter(|i| after.as_deref().is_none_or(|a| i.id.as_str() > a))
+                        .collect();
+                    let page: Vec<_> = rest.iter().take(size).copied().collect();
+                    answer["NextToken"] = json!(match page.last() {
+                        Some(last) if rest.len() > size => state.next_token(&last.id),
+                        _ => String::new(),
+                    });
+                    page
+                }
+                Paging::Page { offset, size } => {
+                    answer["PageNumber"] = json!(offset / size + 1);
+                    answer["PageSize"] = json!(size);
+                    all.iter().skip(offset).take(size).collect()
+                }
+            };
+            let items: Vec<Value> = page.into_iter().map(render::instance_json).collect();
+            answer["Instances"] = json!({"Instance": items});
             Ok(answer)
         }
         "DescribeInstanceAttribute" => {
@@ -481,6 +586,9 @@ async fn add_instance(
     if config.id.is_empty() || config.region.is_empty() {
         return admin_error(StatusCode::BAD_REQUEST, "id and region are required".into());
     }
+    if let Err(e) = super::config::validate_tags(&config.tags) {
+        return admin_error(StatusCode::BAD_REQUEST, e);
+    }
     let id = config.id.clone();
     state.add_instance(config);
     (StatusCode::CREATED, axum::Json(state.instance(&id))).into_response()
@@ -498,6 +606,21 @@ async fn set_status(
 ) -> Response {
     match state.set_status(&id, &body.status) {
         Ok(()) => axum::Json(state.instance(&id)).into_response(),
+        Err(e) => admin_error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// Replaces the instance's tags with the JSON map (`{}` removes them all).
+async fn set_tags(
+    State(state): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    axum::Json(tags): axum::Json<BTreeMap<String, String>>,
+) -> Response {
+    if state.instance(&id).is_none() {
+        return admin_error(StatusCode::NOT_FOUND, format!("no instance {id}"));
+    }
+    match state.set_tags(&id, tags) {
+        Ok(view) => axum::Json(view).into_response(),
         Err(e) => admin_error(StatusCode::BAD_REQUEST, e),
     }
 }

@@ -75,7 +75,30 @@ pub struct InstanceView {
     pub reboot_count: u32,
     /// `yyyy-MM-ddTHH:mmZ`, as ECS reports it.
     pub start_time: String,
+    /// The instance's ECS tags, key → value.
+    pub tags: BTreeMap<String, String>,
 }
+
+/// One `Tag.N` filter of DescribeInstances: the key, and the value unless only the key was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagFilter {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+impl TagFilter {
+    /// A key alone matches whatever the value (ListTagResources states the rule for ECS's `Tag.N`
+    /// pairs: https://www.alibabacloud.com/help/en/ecs/developer-reference/api-ecs-2014-05-26-listtagresources).
+    fn matches(&self, tags: &BTreeMap<String, String>) -> bool {
+        tags.get(&self.key)
+            .is_some_and(|v| self.value.as_ref().is_none_or(|want| want == v))
+    }
+}
+
+/// With tag filters, DescribeInstances shows at most this many instances ("up to 1,000 resources
+/// that are bound with all these tags",
+/// https://www.alibabacloud.com/help/en/ecs/developer-reference/api-ecs-2014-05-26-describeinstances).
+pub const MAX_TAGGED_RESULTS: usize = 1000;
 
 #[derive(Debug, Clone)]
 struct Instance {
@@ -203,6 +226,8 @@ pub struct SimState {
     metadata: Option<super::config::MetadataConfig>,
     clock: RwLock<Clock>,
     nonce_hasher: RandomState,
+    /// Keys the `NextToken`s this simulator hands out, so that it recognises only its own.
+    token_hasher: RandomState,
 }
 
 fn minute(t: jiff::Timestamp) -> String {
@@ -242,6 +267,7 @@ impl SimState {
             metadata: config.metadata.clone(),
             clock: RwLock::new(Arc::new(jiff::Timestamp::now)),
             nonce_hasher: RandomState::new(),
+            token_hasher: RandomState::new(),
         };
         for instance in &config.instances {
             state.add_instance(instance.clone());
@@ -283,6 +309,7 @@ impl SimState {
                 effective_password: None,
                 reboot_count: 0,
                 start_time: minute(started),
+                tags: config.tags,
             },
             ready_at: None,
         };
@@ -520,6 +547,40 @@ impl SimState {
         Ok(())
     }
 
+    /// Replaces an instance's tags, as the console or TagResources/UntagResources would leave
+    /// them; refused outside ECS's limits ([`super::config::validate_tags`]).
+    pub fn set_tags(
+        &self,
+        id: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<InstanceView, String> {
+        super::config::validate_tags(&tags)?;
+        let now = self.now();
+        let mut inner = self.lock();
+        let instance = inner
+            .instances
+            .get_mut(id)
+            .ok_or_else(|| format!("no instance {id}"))?;
+        instance.view.tags = tags;
+        Ok(instance.settle(now).view.clone())
+    }
+
+    /// An opaque `NextToken` for the page after the instance `last_id`: the ID and a keyed hash of
+    /// it, hex-encoded, so that a token this simulator did not hand out is refused.
+    pub fn next_token(&self, last_id: &str) -> String {
+        let mut token = hex::encode(last_id);
+        token.push_str(&format!("{:016x}", self.token_hasher.hash_one(last_id)));
+        token
+    }
+
+    /// The instance ID a [`Self::next_token`] token continues after; `None` for anything else.
+    pub fn token_after(&self, token: &str) -> Option<String> {
+        let split = token.len().checked_sub(16).filter(|n| *n > 0)?;
+        let (id, mac) = (token.get(..split)?, token.get(split..)?);
+        let id = String::from_utf8(hex::decode(id).ok()?).ok()?;
+        (format!("{:016x}", self.token_hasher.hash_one(&id)) == mac).then_some(id)
+    }
+
     fn region_known(inner: &Inner, region: &str) -> bool {
         KNOWN_REGIONS.contains(&region) || inner.instances.values().any(|i| i.view.region == region)
     }
@@ -627,16 +688,35 @@ impl SimState {
         region: &str,
         ids: Option<&[String]>,
     ) -> Result<Vec<InstanceView>, EcsFault> {
+        self.describe_matching(region, ids, &[])
+    }
+
+    /// [`Self::describe`], keeping only instances that carry every tag of `tags` (ANDed, as
+    /// DescribeInstances ANDs all its filters), in the order of their IDs. With tag filters, at most
+    /// [`MAX_TAGGED_RESULTS`] instances.
+    pub fn describe_matching(
+        &self,
+        region: &str,
+        ids: Option<&[String]>,
+        tags: &[TagFilter],
+    ) -> Result<Vec<InstanceView>, EcsFault> {
         let now = self.now();
         let mut inner = self.lock();
         if !Self::region_known(&inner, region) {
             return Err(EcsFault::region_not_found());
         }
+        let limit = if tags.is_empty() {
+            usize::MAX
+        } else {
+            MAX_TAGGED_RESULTS
+        };
         Ok(inner
             .instances
             .values_mut()
             .filter(|i| i.view.region == region && i.view.status != "Released")
             .filter(|i| ids.is_none_or(|ids| ids.contains(&i.view.id)))
+            .filter(|i| tags.iter().all(|t| t.matches(&i.view.tags)))
+            .take(limit)
             .map(|i| i.settle(now).view.clone())
             .collect())
     }
@@ -654,6 +734,7 @@ mod tests {
                 region: "cn-hangzhou".into(),
                 io_optimized: false,
                 status: "Running".into(),
+                tags: BTreeMap::new(),
             }],
             reboot_seconds: 30.0,
             ..Default::default()
@@ -706,6 +787,100 @@ mod tests {
         );
         assert!(state.describe("cn-hangzhou", None).unwrap().is_empty());
         assert!(state.set_status("i-1", "Exploded").is_err());
+    }
+
+    fn tagged(id: &str, tags: &[(&str, &str)]) -> InstanceConfig {
+        InstanceConfig {
+            id: id.into(),
+            region: "cn-hangzhou".into(),
+            io_optimized: true,
+            status: "Running".into(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn filter(key: &str, value: Option<&str>) -> TagFilter {
+        TagFilter {
+            key: key.into(),
+            value: value.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn tag_filters_are_anded_and_a_key_alone_matches_any_value() {
+        let (state, _) = state_with_clock();
+        state.add_instance(tagged("i-a", &[("team", "a"), ("env", "prod")]));
+        state.add_instance(tagged("i-b", &[("team", "b"), ("env", "prod")]));
+        state.add_instance(tagged("i-c", &[("team", "a")]));
+        let ids = |tags: &[TagFilter]| -> Vec<String> {
+            state
+                .describe_matching("cn-hangzhou", None, tags)
+                .unwrap()
+                .into_iter()
+                .map(|i| i.id)
+                .collect()
+        };
+        assert_eq!(ids(&[filter("team", Some("a"))]), ["i-a", "i-c"]);
+        assert_eq!(
+            ids(&[filter("team", Some("a")), filter("env", Some("prod"))]),
+            ["i-a"]
+        );
+        assert_eq!(ids(&[filter("env", None)]), ["i-a", "i-b"]);
+        assert!(ids(&[filter("team", Some("A"))]).is_empty(), "exact match");
+        assert_eq!(ids(&[]).len(), 4, "no filter: i-1 too");
+        let only = ["i-b".to_string(), "i-c".to_string()];
+        assert_eq!(
+            state
+                .describe_matching("cn-hangzhou", Some(&only), &[filter("env", None)])
+                .unwrap()
+                .len(),
+            1
+        );
+        // Tags are replaced as a whole, within ECS's limits.
+        let view = state
+            .set_tags("i-c", [("env".to_string(), "dev".to_string())].into())
+            .unwrap();
+        assert_eq!(view.tags.len(), 1);
+        assert_eq!(ids(&[filter("env", None)]), ["i-a", "i-b", "i-c"]);
+        assert!(
+            state
+                .set_tags("i-c", [("acs:x".into(), "v".into())].into())
+                .is_err()
+        );
+        assert!(state.set_tags("i-none", BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn tag_queries_show_at_most_a_thousand_instances() {
+        let (state, _) = state_with_clock();
+        for n in 0..MAX_TAGGED_RESULTS + 5 {
+            state.add_instance(tagged(&format!("i-{n:05}"), &[("fleet", "big")]));
+        }
+        let tagged = state
+            .describe_matching("cn-hangzhou", None, &[filter("fleet", None)])
+            .unwrap();
+        assert_eq!(tagged.len(), MAX_TAGGED_RESULTS);
+        assert_eq!(
+            state.describe("cn-hangzhou", None).unwrap().len(),
+            MAX_TAGGED_RESULTS + 6
+        );
+    }
+
+    #[test]
+    fn next_tokens_are_recognised_only_as_handed_out() {
+        let (state, _) = state_with_clock();
+        let token = state.next_token("i-1");
+        assert_eq!(state.token_after(&token).as_deref(), Some("i-1"));
+        let (other, _) = state_with_clock();
+        assert_eq!(other.token_after(&token), None, "another simulator's token");
+        let mut tampered = state.next_token("i-2");
+        tampered.replace_range(0..2, "6a");
+        for bad in ["", "sim-4", "zz", &tampered, &token[..token.len() - 1]] {
+            assert_eq!(state.token_after(bad), None, "{bad}");
+        }
     }
 
     #[test]

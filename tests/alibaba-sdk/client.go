@@ -7,7 +7,10 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"sort"
 	"strconv"
+	"strings"
 
 	openapiutil "github.com/alibabacloud-go/darabonba-openapi/v2/utils"
 	ecs "github.com/alibabacloud-go/ecs-20140526/v7/client"
@@ -108,12 +111,15 @@ func client(line []byte) any {
 	case "DescribeInstances":
 		number, e1 := i32("PageNumber")
 		size, e2 := i32("PageSize")
-		if e := errors.Join(e1, e2); e != nil {
+		maxResults, e3 := i32("MaxResults")
+		tags, e4 := tagFilters(p)
+		if e := errors.Join(e1, e2, e3, e4); e != nil {
 			return fail("%v", e)
 		}
 		var r *ecs.DescribeInstancesResponse
 		r, err = c.DescribeInstances(&ecs.DescribeInstancesRequest{
 			RegionId: str("RegionId"), InstanceIds: str("InstanceIds"), PageNumber: number, PageSize: size,
+			MaxResults: maxResults, NextToken: str("NextToken"), Tag: tags,
 		})
 		if r != nil {
 			status, body = r.StatusCode, r.Body
@@ -157,4 +163,45 @@ func client(line []byte) any {
 		return answer
 	}
 	return clientAnswer{OK: true, StatusCode: int(dara.Int32Value(status)), Body: body}
+}
+
+// tagFilters turns the params "Tag.N.Key" and "Tag.N.Value" into the SDK's typed Tag list, in the
+// order of N. The SDK numbers the list itself when it puts it on the wire (Tag.1.Key, Tag.2.Key,
+// ...), so N only orders the filters here; a filter given only a Value is sent without a Key.
+func tagFilters(params map[string]string) ([]*ecs.DescribeInstancesRequestTag, error) {
+	byN := map[int]*ecs.DescribeInstancesRequestTag{}
+	for name, value := range params {
+		rest, ok := strings.CutPrefix(name, "Tag.")
+		if !ok {
+			continue
+		}
+		n, field, ok := strings.Cut(rest, ".")
+		index, err := strconv.Atoi(n)
+		if !ok || err != nil || (field != "Key" && field != "Value") {
+			return nil, fmt.Errorf("unsupported tag parameter %q (Tag.N.Key or Tag.N.Value)", name)
+		}
+		tag := byN[index]
+		if tag == nil {
+			tag = &ecs.DescribeInstancesRequestTag{}
+			byN[index] = tag
+		}
+		if field == "Key" {
+			tag.Key = dara.String(value)
+		} else {
+			tag.Value = dara.String(value)
+		}
+	}
+	if len(byN) == 0 {
+		return nil, nil
+	}
+	indexes := make([]int, 0, len(byN))
+	for n := range byN {
+		indexes = append(indexes, n)
+	}
+	sort.Ints(indexes)
+	tags := make([]*ecs.DescribeInstancesRequestTag, 0, len(indexes))
+	for _, n := range indexes {
+		tags = append(tags, byN[n])
+	}
+	return tags, nil
 }

@@ -27,6 +27,7 @@ pub fn fleet(
                 region: "cn-hangzhou".into(),
                 io_optimized,
                 status: "Running".into(),
+                tags: Default::default(),
             })
             .collect(),
         ..Default::default()
@@ -56,6 +57,7 @@ impl Sim {
                     region: "cn-hangzhou".into(),
                     io_optimized: *io,
                     status: "Running".into(),
+                    tags: Default::default(),
                 })
                 .collect(),
             ..Default::default()
@@ -159,7 +161,36 @@ impl Sim {
             region: "cn-hangzhou".into(),
             io_optimized,
             status: "Running".into(),
+            tags: Default::default(),
         });
+    }
+
+    /// Adds a Running instance in cn-hangzhou carrying `tags` (key, value).
+    pub fn add_tagged_instance(&self, id: &str, io_optimized: bool, tags: &[(&str, &str)]) {
+        self.running.state().add_instance(InstanceConfig {
+            id: id.into(),
+            region: "cn-hangzhou".into(),
+            io_optimized,
+            status: "Running".into(),
+            tags: tag_map(tags),
+        });
+    }
+
+    /// Replaces the tags of instance `id` (an empty slice removes them all), as the console would.
+    pub fn set_tags(&self, id: &str, tags: &[(&str, &str)]) {
+        self.running
+            .state()
+            .set_tags(id, tag_map(tags))
+            .unwrap_or_else(|e| panic!("set the tags of {id}: {e}"));
+    }
+
+    /// The tags instance `id` carries now.
+    pub fn tags(&self, id: &str) -> std::collections::BTreeMap<String, String> {
+        self.running
+            .state()
+            .instance(id)
+            .map(|i| i.tags)
+            .unwrap_or_default()
     }
 
     /// Successful calls of `action` (`Success` answers only).
@@ -174,4 +205,10 @@ impl Sim {
             .map(|i| i.reboot_count)
             .unwrap_or_default()
     }
+}
+
+fn tag_map(tags: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    tags.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }

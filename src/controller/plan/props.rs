@@ -320,6 +320,7 @@ proptest! {
             status: "Running".into(),
             io_optimized: false,
             start_time: start_time.clone(),
+            tags: Default::default(),
         };
         record::described(&mut after, "cn-hangzhou/i-aaaaaaaa1", &instance, now);
         record::reboot_intent(&mut after, now);

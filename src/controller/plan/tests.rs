@@ -144,6 +144,7 @@ impl S {
             status: status.into(),
             io_optimized: io,
             start_time: Some(start.into()),
+            tags: Default::default(),
         };
         record::described(&mut self.status, &key, &instance, self.now);
         self.round.described = true;
