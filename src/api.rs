@@ -96,10 +96,13 @@ pub enum Reason {
     OidcProviderNotConfigured,
     /// The controller failed on this object (a bug, logged at error level); retried with backoff.
     InternalError,
+    /// The controller's credentials serve several namespaces and the instance does not carry the
+    /// ECS tag `ecsvnc.io/namespace` with this object's namespace as value.
+    InstanceNotAllowed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 32] = [
         Reason::Applied,
         Reason::RebootRequired,
         Reason::RebootRequested,
@@ -131,6 +134,7 @@ impl Reason {
         Reason::RoleArnNotSet,
         Reason::OidcProviderNotConfigured,
         Reason::InternalError,
+        Reason::InstanceNotAllowed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -166,6 +170,7 @@ impl Reason {
             Reason::RoleArnNotSet => "RoleArnNotSet",
             Reason::OidcProviderNotConfigured => "OidcProviderNotConfigured",
             Reason::InternalError => "InternalError",
+            Reason::InstanceNotAllowed => "InstanceNotAllowed",
         }
     }
 
@@ -182,6 +187,26 @@ impl Reason {
                 | Reason::RegionNotFound
                 | Reason::AuthFailed
                 | Reason::DescribeNotAllowed
+                | Reason::InstanceNotAllowed
+        )
+    }
+}
+
+impl Reason {
+    /// Stalls that show the object's credentials can no longer reach its instance: its claim on
+    /// the instance (`status.accessProof`) goes, so that it locks nobody out.
+    pub fn revokes_access(self) -> bool {
+        matches!(
+            self,
+            Reason::AuthFailed
+                | Reason::InstanceNotFound
+                | Reason::RegionNotFound
+                | Reason::DescribeNotAllowed
+                | Reason::InstanceNotAllowed
+                | Reason::CredentialsNotFound
+                | Reason::CredentialsNotAllowed
+                | Reason::ServiceAccountNotFound
+                | Reason::RoleArnNotSet
         )
     }
 }
@@ -373,6 +398,11 @@ pub struct VncPasswordStatus {
     /// That instance's status at the last look (`Running`, `Stopped`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_status: Option<String>,
+    /// The value of that instance's ECS tag `ecsvnc.io/namespace` at the last look (absent: no
+    /// such tag). With credentials shared by several namespaces, the controller acts on an
+    /// instance only when this is the VncPassword's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_namespace_tag: Option<String>,
     /// `<regionId>/<instanceId>` that `ioOptimized` and `instanceStatus` describe: facts about
     /// another instance are never used for this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -162,3 +162,96 @@ async fn a_claim_moves_to_the_oldest_proven_object_and_the_loser_leaves_ready() 
     old.delete().await;
     young.delete().await;
 }
+
+/// With the controller's own credentials shared by several namespaces, one namespace cannot take
+/// an instance of another: the controller writes to an instance only when it carries the ECS tag
+/// `ecsvnc.io/namespace` naming the VncPassword's namespace, and says which tag to set.
+#[tokio::test]
+async fn shared_credentials_act_only_on_instances_tagged_for_the_namespace() {
+    let _serial = SERIAL.lock().await;
+    let client = support::client().await;
+    let sim = Sim::start(
+        &[("i-theirs000001", false), ("i-ours00000001", true)],
+        &[(AK, AK_SECRET, None)],
+    )
+    .await;
+    let a = TestNamespace::new(&client, "shared-a").await;
+    let b = TestNamespace::new(&client, "shared-b").await;
+    sim.set_tags(
+        "i-theirs000001",
+        &[("ecsvnc.io/namespace", b.name.as_str())],
+    );
+    sim.set_tags(
+        "i-ours00000001",
+        &[("ecsvnc.io/namespace", a.name.as_str())],
+    );
+    let controller = start_controller(ControllerOptions {
+        default_credentials: Some(credentials(AK, AK_SECRET, None)),
+        default_credentials_namespaces: format!("{},{}", a.name, b.name),
+        flags: vec!["--stall-recheck-interval=2".into()],
+        ..ControllerOptions::new(client.clone(), sim.url())
+    })
+    .await;
+    let default_vncpw =
+        |ns: String, name: &'static str, instance: &'static str, pw: &'static str| {
+            let client = client.clone();
+            async move {
+                put_secret(&client, &ns, &format!("{name}-vnc"), &[("password", pw)]).await;
+                put_vncpassword(
+                    &client,
+                    &ns,
+                    name,
+                    json!({"regionId": "cn-hangzhou", "instanceId": instance,
+                       "passwordSecretRef": {"name": format!("{name}-vnc")},
+                       "rebootPolicy": "Automatic"}),
+                )
+                .await;
+            }
+        };
+    // Namespace a names b's instance: refused before any write, with the tag to set.
+    default_vncpw(a.name.clone(), "grab", "i-theirs000001", "Grab12").await;
+    let refused = wait_condition(
+        &client,
+        &a.name,
+        "grab",
+        "Stalled",
+        "True",
+        Some("InstanceNotAllowed"),
+        WAIT,
+    )
+    .await;
+    let message = &refused.condition("Stalled").expect("Stalled").message;
+    assert!(
+        message.contains(&format!("ecsvnc.io/namespace={}", a.name)),
+        "{message}"
+    );
+    // Its own instance: applied.
+    default_vncpw(a.name.clone(), "web", "i-ours00000001", "Ours12").await;
+    wait_ready(&client, &a.name, "web", WAIT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sim.set_password("i-theirs000001"),
+        None,
+        "no write to b's instance"
+    );
+    assert_eq!(sim.calls("RebootInstance"), 0);
+    // b's own object for its instance works.
+    default_vncpw(b.name.clone(), "web", "i-theirs000001", "Bees12").await;
+    wait_condition(
+        &client,
+        &b.name,
+        "web",
+        "RebootRequired",
+        "True",
+        None,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        sim.set_password("i-theirs000001").as_deref(),
+        Some("Bees12")
+    );
+    controller.stop().await;
+    a.delete().await;
+    b.delete().await;
+}

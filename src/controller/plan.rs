@@ -109,6 +109,9 @@ pub struct Observed<'a> {
     /// Another VncPassword with proven access applied its password to this instance after this
     /// one did (both applied before either's claim was seen): apply again.
     pub overwritten: bool,
+    /// The object uses the controller's own credentials, which serve more than one namespace:
+    /// the instance must carry the tag `ecsvnc.io/namespace` with `own_namespace` before any write.
+    pub shared_credentials: bool,
 }
 
 /// When to look at the object again after a reconcile that finished.
@@ -376,6 +379,18 @@ pub fn plan(o: &Observed) -> Step {
     }
 }
 
+fn not_allowed(o: &Observed) -> Failure {
+    Failure::stalled(
+        Reason::InstanceNotAllowed,
+        format!(
+            "the controller's credentials serve several namespaces, so they act only on an instance tagged {}={} in ECS: add that tag to instance {} (ECS console or TagResources), or name credentials of this namespace (credentialsSecretRef or credentialsServiceAccountRef)",
+            crate::controller::tenancy::NAMESPACE_TAG,
+            o.own_namespace.unwrap_or_default(),
+            o.spec.instance_id
+        ),
+    )
+}
+
 /// The generated password's own steps, before anything else is decided.
 fn generation_step(o: &Observed) -> Option<Step> {
     if !o.spec.generate_password {
@@ -516,6 +531,19 @@ fn plan_inner(o: &Observed) -> Step {
     }
     if let Err(failure) = o.credentials {
         return failed(failure, current, o);
+    }
+    if o.shared_credentials {
+        // Shared credentials reach every instance of the account: act only on an instance that
+        // names this namespace, as ECS described it in this reconcile, before any write.
+        if !o.round.described {
+            return Step::Describe;
+        }
+        let tagged = facts_here
+            && status.instance_namespace_tag.is_some()
+            && status.instance_namespace_tag.as_deref() == o.own_namespace;
+        if !tagged {
+            return failed(&not_allowed(o), current, o);
+        }
     }
     if !current {
         return Step::Apply;

@@ -342,12 +342,22 @@ impl<'a> Run<'a> {
             settings: self.ctx.settings.plan,
             ecs_offset: self.ctx.ecs_offset(),
             overwritten: self.overwritten,
+            shared_credentials: self.shared_credentials(),
         };
         let step = plan::plan(&observed);
         let next_rotation = plan::next_rotation(&observed);
         let stall_key = plan::stall_inputs(&observed);
         self.stall_key = stall_key;
         (step, next_rotation)
+    }
+
+    /// Whether this object acts with the controller's own credentials while they serve more than
+    /// one namespace (then an instance must be tagged for its namespace).
+    fn shared_credentials(&self) -> bool {
+        let spec = &self.obj.spec;
+        spec.credentials_secret_ref.is_none()
+            && spec.credentials_service_account_ref.is_none()
+            && self.ctx.settings.allowed_default_credentials.shared()
     }
 
     /// Reads the password Secret or the credentials when `step` needs them and they are known only
@@ -381,6 +391,14 @@ impl<'a> Run<'a> {
         requeue: Requeue,
         next_rotation: Option<jiff::Timestamp>,
     ) -> Result<(Action, &'static str), ReconcileError> {
+        if let Phase::Failed {
+            failure: Failure::Stalled { reason, .. },
+            ..
+        } = &phase
+            && reason.revokes_access()
+        {
+            crate::controller::record::lost_access(&mut self.status);
+        }
         let format = crate::ecs::signer::format_timestamp;
         self.status.next_rotation_time = next_rotation.map(format);
         self.status.next_reboot_window = match &phase {

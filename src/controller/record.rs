@@ -83,6 +83,10 @@ pub fn described(
 ) {
     status.described_instance = Some(instance_key.to_string());
     status.io_optimized = Some(instance.io_optimized);
+    status.instance_namespace_tag = instance
+        .tags
+        .get(crate::controller::tenancy::NAMESPACE_TAG)
+        .cloned();
     status.instance_status = Some(instance.status.clone()).filter(|s| !s.is_empty());
     status.stalled_inputs = None;
     status.stall_checked_time = None;
@@ -123,6 +127,11 @@ fn parse(text: Option<&str>) -> Option<jiff::Timestamp> {
 /// described the instance to it): its claim on the instance, as the controller's keyed proof.
 pub fn proved_access(status: &mut VncPasswordStatus, proof: String) {
     status.access_proof = Some(proof);
+}
+
+/// The object's credentials can no longer reach its instance: its claim goes.
+pub fn lost_access(status: &mut VncPasswordStatus) {
+    status.access_proof = None;
 }
 
 /// The intent to reboot, for the applied password, recorded before RebootInstance.

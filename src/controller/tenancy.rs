@@ -56,7 +56,22 @@ impl FromStr for AllowedNamespaces {
     }
 }
 
+/// The ECS tag an instance must carry, with the VncPassword's namespace as value, before the
+/// controller's shared credentials act on it.
+pub const NAMESPACE_TAG: &str = "ecsvnc.io/namespace";
+
 impl AllowedNamespaces {
+    /// Whether the controller's own credentials may serve more than one namespace: then an
+    /// instance must name the namespace that may use it ([`NAMESPACE_TAG`]), or any allowed
+    /// namespace could take any instance of the account.
+    pub fn shared(&self) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::Some(names) => names.len() > 1,
+        }
+    }
+
     pub fn allows(&self, namespace: &str) -> bool {
         match self {
             Self::None => false,

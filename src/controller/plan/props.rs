@@ -296,6 +296,7 @@ proptest! {
             },
             ecs_offset: offset.map(jiff::SignedDuration::from_secs),
             overwritten: flags[0] && flags[5],
+            shared_credentials: flags[1] && flags[4],
         };
         let step = plan(&o);
         let _ = next_rotation(&o);

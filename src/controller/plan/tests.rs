@@ -56,6 +56,8 @@ struct S {
     /// ECS's clock minus the controller's at the apply (what the `Date` of its answer says).
     ecs_skew_at_apply: Option<jiff::SignedDuration>,
     overwritten: bool,
+    /// The controller's credentials serve several namespaces (and this object uses them).
+    shared: bool,
 }
 
 impl S {
@@ -80,6 +82,7 @@ impl S {
             ecs_offset: None,
             ecs_skew_at_apply: Some(jiff::SignedDuration::ZERO),
             overwritten: false,
+            shared: false,
         }
     }
 
@@ -107,6 +110,7 @@ impl S {
             },
             ecs_offset: self.ecs_offset,
             overwritten: self.overwritten,
+            shared_credentials: self.shared,
         }
     }
 
@@ -136,7 +140,17 @@ impl S {
         self
     }
 
-    fn described(mut self, status: &str, start: &str, io: bool) -> Self {
+    fn described(self, status: &str, start: &str, io: bool) -> Self {
+        self.described_tagged(status, start, io, None)
+    }
+
+    fn described_tagged(
+        mut self,
+        status: &str,
+        start: &str,
+        io: bool,
+        ns_tag: Option<&str>,
+    ) -> Self {
         let key = self.key();
         let instance = Instance {
             instance_id: self.spec.instance_id.clone(),
@@ -144,7 +158,9 @@ impl S {
             status: status.into(),
             io_optimized: io,
             start_time: Some(start.into()),
-            tags: Default::default(),
+            tags: ns_tag
+                .map(|v| [("ecsvnc.io/namespace".to_string(), v.to_string())].into())
+                .unwrap_or_default(),
         };
         record::described(&mut self.status, &key, &instance, self.now);
         self.round.described = true;
@@ -973,6 +989,36 @@ fn an_invalid_window_stalls_with_the_field_named() {
 }
 
 // --- one instance, several VncPasswords -----------------------------------------------------
+
+/// With the controller's credentials shared by several namespaces, nothing is written to an
+/// instance before ECS has described it with the tag `ecsvnc.io/namespace` naming this namespace.
+#[test]
+fn shared_credentials_write_only_to_an_instance_tagged_for_this_namespace() {
+    let mut s = S::new(RebootPolicy::Automatic);
+    s.shared = true;
+    assert_eq!(s.plan(), Step::Describe, "described before the first write");
+    let untagged = s.described_tagged("Running", "2026-01-01T09:00Z", false, None);
+    match phase(untagged.plan()) {
+        Phase::Failed { failure, .. } => {
+            assert_eq!(failure.reason(), Reason::InstanceNotAllowed);
+            assert!(failure.is_stalled());
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut other_ns = S::new(RebootPolicy::Automatic);
+    other_ns.shared = true;
+    let other_ns = other_ns.described_tagged("Running", "2026-01-01T09:00Z", false, Some("team-b"));
+    assert!(matches!(phase(other_ns.plan()), Phase::Failed { .. }));
+    let mut tagged = S::new(RebootPolicy::Automatic);
+    tagged.shared = true;
+    let tagged = tagged.described_tagged("Running", "2026-01-01T09:00Z", false, Some("team-a"));
+    assert_eq!(tagged.plan(), Step::Apply);
+    // The reboot, a write too, is checked the same way in its own reconcile.
+    let mut later = tagged.applied().next_round("2026-01-01T10:05:00Z");
+    assert_eq!(later.plan(), Step::Describe);
+    later = later.described_tagged("Running", "2026-01-01T09:00Z", false, None);
+    assert!(matches!(phase(later.plan()), Phase::Failed { .. }));
+}
 
 /// Two objects applied before either's claim was seen, and the other applied last: the winner
 /// applies again; the instance holds the other's password.

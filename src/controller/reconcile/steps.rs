@@ -232,8 +232,15 @@ impl Run<'_> {
         {
             Ok(Some(instance)) => {
                 record::described(&mut self.status, &self.instance_key, &instance, ctx.now());
-                let proof = self.access_proof();
-                record::proved_access(&mut self.status, proof);
+                // Credentials shared by several namespaces are not this object's own: seeing the
+                // instance with them proves access only when the instance is tagged for it.
+                let own = !self.shared_credentials()
+                    || instance.tags.get(crate::controller::tenancy::NAMESPACE_TAG)
+                        == Some(&self.namespace);
+                if own {
+                    let proof = self.access_proof();
+                    record::proved_access(&mut self.status, proof);
+                }
             }
             Ok(None) => {
                 let failure = not_described(self.obj, &self.status, &self.instance_key);
