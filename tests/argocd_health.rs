@@ -482,7 +482,7 @@ const HEALTH_TABLE: &str = "docs/reference/health.md";
 /// The reasons `Phase::Failed` carries with `Failure::Stalled`, as the controller builds them
 /// (`decide::failure_from_ecs`, `reconcile/inputs.rs`, `reconcile/report.rs`, `tenancy.rs`,
 /// `service_account.rs`, `plan.rs`; `InternalError` after a caught panic, `reconcile.rs`).
-const STALLED: [Reason; 17] = [
+const STALLED: [Reason; 18] = [
     Reason::InvalidPassword,
     Reason::SecretNotFound,
     Reason::SecretKeyNotFound,
@@ -500,6 +500,7 @@ const STALLED: [Reason; 17] = [
     Reason::RoleArnNotSet,
     Reason::OidcProviderNotConfigured,
     Reason::InternalError,
+    Reason::InstanceNotAllowed,
 ];
 
 /// The reasons `Phase::Failed` carries with `Failure::Retry` (`decide::failure_from_ecs`; STS and
