@@ -575,7 +575,7 @@ fn stalled_who(reason: Reason) -> &'static str {
         }
         Reason::InvalidSpec => "the user: fix the spec field the message names",
         Reason::InstanceClaimed => {
-            "the user: delete one of the VncPasswords naming the instance (the next oldest takes over)"
+            "the user: delete one of the VncPasswords naming the instance (the next oldest with proven access takes over)"
         }
         Reason::ServiceAccountNotFound => "the user: create the ServiceAccount",
         Reason::RoleArnNotSet => "the user: annotate the ServiceAccount with `ecsvnc.io/role-arn`",
@@ -584,6 +584,9 @@ fn stalled_who(reason: Reason) -> &'static str {
         }
         Reason::InternalError => {
             "the controller's maintainers: a bug, logged at error level; retried with backoff"
+        }
+        Reason::InstanceNotAllowed => {
+            "the instance's owner: tag it `ecsvnc.io/namespace=<namespace>` in ECS; or the user: name credentials of the namespace"
         }
         other => panic!("{other} is not a stall reason"),
     }
