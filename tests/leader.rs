@@ -437,3 +437,83 @@ async fn a_leader_that_cannot_renew_steps_down_at_its_renew_deadline_and_stops_c
     controller.stop().await;
     ns.delete().await;
 }
+
+/// A deposed leader's status write that was already on its way when the network failed lands
+/// late, after the new leader recorded its reboot intent, rebooted and saw the restart. Every status
+/// write carries the resourceVersion it was computed from, so the API server refuses the late one:
+/// no stale status, no second reboot.
+#[tokio::test]
+async fn a_deposed_leaders_late_status_write_is_refused_by_the_api_server() {
+    use support::partition::{Partition, partitioned_client};
+    let admin = support::client().await;
+    let ns = support::TestNamespace::new(&admin, "ha-fence").await;
+    let sim = Sim::start(&[("i-fenced000001", false)], &[(AK, AK_SECRET, None)]).await;
+    // ECS's clock, moved a minute on so that the new leader's reboot need not wait for it.
+    let ecs = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    sim.state().set_clock({
+        let ecs = ecs.clone();
+        move || {
+            jiff::Timestamp::now()
+                + jiff::SignedDuration::from_secs(ecs.load(std::sync::atomic::Ordering::SeqCst))
+        }
+    });
+    let lease = format!("ha-fence-{:08x}", rand::random::<u32>());
+    let options = |client: Client, identity: &str| {
+        let mut options = ControllerOptions::new(client, sim.url());
+        options.namespace = Some(ns.name.clone());
+        options.default_credentials = Some(credentials(AK, AK_SECRET, None));
+        options.default_credentials_namespaces = ns.name.clone();
+        options.flags = LEASE_FLAGS
+            .iter()
+            .map(|f| f.to_string())
+            .chain([
+                format!("--lease-name={lease}"),
+                format!("--leader-identity={identity}"),
+            ])
+            .collect();
+        options
+    };
+    let partition = Partition::default();
+    let a = start_controller(options(partitioned_client(&partition).await, "fence-a")).await;
+    support::eventually("fence-a to lead", Duration::from_secs(20), || async {
+        (holder(&admin, &lease).await.as_deref() == Some("fence-a")).then_some(())
+    })
+    .await;
+    let b = start_controller(options(admin.clone(), "fence-b")).await;
+    // The leader's next status write of the object is held on its way.
+    partition.hold_next("PATCH", "/vncpasswords/web/status");
+    put_secret(&admin, &ns.name, "web-vnc", &[("password", "Fence1")]).await;
+    put_vncpassword(
+        &admin,
+        &ns.name,
+        "web",
+        json!({"regionId": "cn-hangzhou", "instanceId": "i-fenced000001",
+               "passwordSecretRef": {"name": "web-vnc"}, "rebootPolicy": "Automatic"}),
+    )
+    .await;
+    partition.wait_held().await;
+    // Its network fails: it cannot renew, steps down, and the other replica takes over.
+    partition.cut();
+    support::eventually("fence-b to lead", Duration::from_secs(30), || async {
+        (holder(&admin, &lease).await.as_deref() == Some("fence-b")).then_some(())
+    })
+    .await;
+    ecs.fetch_add(60, std::sync::atomic::Ordering::SeqCst);
+    let ready = wait_ready(&admin, &ns.name, "web", Duration::from_secs(90)).await;
+    assert!(ready.reboot_requested_time.is_some() && ready.restart_observed_time.is_some());
+    assert_eq!(sim.successes("RebootInstance"), 1);
+    // The late write lands now: refused.
+    let answer = partition.release().await;
+    assert_eq!(
+        answer, 409,
+        "the API server refuses the deposed leader's write"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = status(&admin, &ns.name, "web").await.expect("status");
+    assert_eq!(after, ready, "the new leader's status stands");
+    assert_eq!(sim.successes("RebootInstance"), 1);
+    partition.heal();
+    a.stop().await;
+    b.stop().await;
+    ns.delete().await;
+}

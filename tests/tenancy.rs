@@ -72,6 +72,8 @@ async fn a_squatter_without_access_cannot_lock_the_owner_out() {
         WAIT,
     )
     .await;
+    // Creation times have whole seconds: the owner's object is certainly the younger one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     creds_secret(&client, &team.name, AK, AK_SECRET).await;
     vncpw(&client, &team.name, "web", "i-squatted00001", "Team12").await;
     wait_ready(&client, &team.name, "web", WAIT).await;

@@ -161,9 +161,21 @@ async fn internal_error(
     if let (Some(namespace), Some(uid)) = (obj.namespace(), obj.uid())
         && obj.status.as_ref() != Some(&status)
     {
-        let written =
-            report::write_status(ctx, obj, &namespace, &obj.name_any(), &status, None).await?;
-        ctx.wrote(&uid, written.resource_version().as_deref());
+        // Fenced like every status write: a newer status than the one read stays.
+        match report::write_status(
+            ctx,
+            obj,
+            &namespace,
+            &obj.name_any(),
+            &status,
+            obj.resource_version().as_deref(),
+        )
+        .await
+        {
+            Ok(written) => ctx.wrote(&uid, written.resource_version().as_deref()),
+            Err(ReconcileError::WriteStatus(kube::Error::Api(s))) if s.code == 409 => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok((Action::requeue(retry_in), "panic"))
 }
@@ -195,8 +207,11 @@ struct Run<'a> {
     previous: VncPasswordStatus,
     status: VncPasswordStatus,
     events: Vec<Event>,
-    /// The object's resourceVersion, then that of this reconcile's own intent write.
+    /// The object's resourceVersion, then that of this reconcile's own intent write: every status
+    /// write carries it as precondition.
     resource_version: Option<String>,
+    /// The status as this reconcile's own intent write left it.
+    written_status: Option<VncPasswordStatus>,
     paused: bool,
     /// `ecsvnc.io/reconcile-requested-at`.
     force_token: Option<String>,
@@ -302,6 +317,7 @@ impl<'a> Run<'a> {
             previous,
             events: Vec::new(),
             resource_version: obj.resource_version(),
+            written_status: None,
             paused,
             force_token: annotation(ANNOTATION_RECONCILE_REQUESTED_AT),
             rotate_token: annotation(ANNOTATION_ROTATE_REQUESTED_AT),
@@ -413,19 +429,25 @@ impl<'a> Run<'a> {
             &mut self.events,
         );
         let label = result_label(&phase, self.applied_now);
-        report::finish(
+        let base = self.written_status.as_ref().unwrap_or(&self.previous);
+        let written = report::finish(
             self.ctx,
             self.obj,
             &self.namespace,
             &self.name,
             &self.uid,
             self.status,
+            (base, self.resource_version.as_deref()),
             &phase,
             self.round.reboot_called,
             self.events,
             label,
         )
         .await?;
+        if written == report::Written::Fenced {
+            // Another writer's status is newer than this reconcile's view: look again from it.
+            return Ok((Action::requeue(Duration::from_millis(500)), "retry"));
+        }
         // Only now: a status write that fails must not reset the object's backoff.
         let action = requeue_action(self.ctx, &self.uid, requeue);
         Ok((action, label))

@@ -13,6 +13,7 @@ pub mod controller;
 pub mod image;
 pub mod kstatus;
 pub mod leaks;
+pub mod partition;
 pub mod sim;
 pub mod time;
 

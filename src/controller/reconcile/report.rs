@@ -103,6 +103,17 @@ pub(super) fn transition_events(
     }
 }
 
+/// What the final status write of a reconcile came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Written {
+    /// Written, or nothing had changed.
+    Done,
+    /// Refused: someone else wrote the status since this reconcile read it (another replica that
+    /// leads now, or an older controller's late write from before): nothing of this reconcile's
+    /// view was written over theirs.
+    Fenced,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn finish(
     ctx: &Context,
@@ -111,11 +122,12 @@ pub(super) async fn finish(
     name: &str,
     uid: &str,
     mut status: VncPasswordStatus,
+    base: (&VncPasswordStatus, Option<&str>),
     phase: &Phase,
     rebooted_now: bool,
     events: Vec<Event>,
     label: &'static str,
-) -> Result<(), ReconcileError> {
+) -> Result<Written, ReconcileError> {
     let spec = &obj.spec;
     status.conditions = conditions::merge(
         &status.conditions,
@@ -124,7 +136,8 @@ pub(super) async fn finish(
         ctx.now(),
     );
     status.observed_generation = obj.metadata.generation;
-    let changed = obj.status.as_ref() != Some(&status);
+    let changed = base.0 != &status;
+    let mut outcome = Written::Done;
     if changed {
         if rebooted_now {
             // Tests make the status write right after a RebootInstance fail here.
@@ -136,8 +149,15 @@ pub(super) async fn finish(
                 ))
             ));
         }
-        let written = write_status(ctx, obj, namespace, name, &status, None).await?;
-        ctx.wrote(uid, written.resource_version().as_deref());
+        match write_fenced(ctx, obj, namespace, name, &status, base).await? {
+            Some(written) => ctx.wrote(uid, written.resource_version().as_deref()),
+            None => {
+                tracing::info!(
+                    "the status changed since this reconcile read it (another writer); not overwritten, looking again"
+                );
+                outcome = Written::Fenced;
+            }
+        }
     }
     let reference = obj.object_ref(&());
     let recorder = ctx.recorder();
@@ -146,12 +166,60 @@ pub(super) async fn finish(
             tracing::warn!(%namespace, %name, error = %e, "could not publish an Event");
         }
     }
-    if changed {
+    if changed && outcome == Written::Done {
         tracing::info!(phase = label, "reconciled");
     } else {
         tracing::debug!(phase = label, "reconciled, nothing changed");
     }
-    Ok(())
+    Ok(outcome)
+}
+
+/// The status write every reconcile ends with, fenced: it carries the resourceVersion the status
+/// was read (or last written by this reconcile) at, so the API server refuses it when anyone wrote
+/// since. A late write of a deposed leader can thus never erase what the new leader recorded (a
+/// reboot intent, a newer apply). When only the object's metadata or spec changed meanwhile (its
+/// status is still the one this reconcile started from) it is written once more at the new
+/// resourceVersion. `None`: refused, someone else wrote the status.
+async fn write_fenced(
+    ctx: &Context,
+    obj: &VncPassword,
+    namespace: &str,
+    name: &str,
+    status: &VncPasswordStatus,
+    (base, precondition): (&VncPasswordStatus, Option<&str>),
+) -> Result<Option<VncPassword>, ReconcileError> {
+    let conflict = |e: &ReconcileError| matches!(e, ReconcileError::WriteStatus(kube::Error::Api(s)) if s.code == 409);
+    match write_status(ctx, obj, namespace, name, status, precondition).await {
+        Ok(written) => return Ok(Some(written)),
+        Err(e) if conflict(&e) => {}
+        Err(e) => return Err(e),
+    }
+    let api: Api<VncPassword> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(now) = api
+        .get_opt(name)
+        .await
+        .map_err(ReconcileError::WriteStatus)?
+    else {
+        return Ok(None);
+    };
+    let same_object = now.metadata.uid == obj.metadata.uid;
+    if !same_object || now.status.as_ref().unwrap_or(&Default::default()) != base {
+        return Ok(None);
+    }
+    match write_status(
+        ctx,
+        obj,
+        namespace,
+        name,
+        status,
+        now.resource_version().as_deref(),
+    )
+    .await
+    {
+        Ok(written) => Ok(Some(written)),
+        Err(e) if conflict(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes the whole status (server-side apply, the controller's field manager). With

@@ -271,6 +271,7 @@ impl Run<'_> {
                 self.ctx
                     .wrote(&self.uid, written.resource_version().as_deref());
                 self.resource_version = written.resource_version();
+                self.written_status = Some(self.status.clone());
                 self.round.intent_written = true;
                 Ok(Flow::Next)
             }
