@@ -1278,3 +1278,72 @@ fn no_test_that_moves_a_clock_names_a_calendar_date() {
         offenders.join("\n")
     );
 }
+
+/// A look at the instance from before an apply never judges that apply: the instance shows
+/// Stopped, then Running again without a restart; the password is rotated; the first look after the
+/// apply fails. The cached "Stopped" answer, taken before the apply, must not count as "left running
+/// after the apply", or the next "Running" would be taken for the restart that puts the new
+/// password in effect.
+#[tokio::test]
+async fn an_answer_from_before_the_apply_never_counts_as_a_restart_after_it() {
+    let mut case = Case::new("factsafter", &[("i-factsafter001", false)]).await;
+    case.stop_controller().await;
+    // Half a poll interval (what a cached answer may be old) longer than the backoff after a
+    // failed look.
+    case.flags = vec!["--reboot-poll-interval=20".into()];
+    case.start_controller(true).await;
+    let id = "i-factsafter001";
+    case.secret("web-vnc", "First1").await;
+    case.vncpw("web", id, json!({})).await;
+    case.wait("web", "RebootRequired", "True", None).await;
+    // The controller's next look must come from ECS, not from the answer it already has.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    case.sim.set_status(id, "Stopped");
+    let annotate = |value: Option<&str>| {
+        let (client, ns) = (case.client.clone(), case.ns().to_string());
+        let value = value.map(str::to_string);
+        async move {
+            Api::<VncPassword>::namespaced(client, &ns)
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"ecsvnc.io/paused": value}}}),
+                    ),
+                )
+                .await
+                .expect("annotate");
+        }
+    };
+    annotate(Some("true")).await;
+    case.wait("web", "Ready", "False", Some("Paused")).await;
+    annotate(None).await;
+    let stopped = eventually("the look at the Stopped instance", WAIT, || async {
+        let s = status_of(&case, "web").await;
+        (s.instance_status.as_deref() == Some("Stopped")).then_some(s)
+    })
+    .await;
+    assert!(stopped.restart_observed_time.is_none());
+    // Running again, never restarted; a new password; the first look after its apply fails.
+    case.sim.set_status(id, "Running");
+    case.sim
+        .fail_next("DescribeInstances", "ServiceUnavailable", 503, 3);
+    case.secret("web-vnc", "Second").await;
+    eventually("the new password at ECS", WAIT, || async {
+        (case.sim.set_password(id).as_deref() == Some("Second")).then_some(())
+    })
+    .await;
+    // Past the next poll: never Ready, since nothing restarted.
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < until {
+        let s = status_of(&case, "web").await;
+        assert!(
+            !s.is_true("Ready"),
+            "Ready with the new password not in effect: {:?}",
+            s.conditions
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_ne!(case.sim.effective_password(id).as_deref(), Some("Second"));
+    case.finish().await;
+}

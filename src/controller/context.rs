@@ -90,6 +90,9 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// resourceVersion of the controller's last status write per object uid.
     written: Mutex<HashMap<String, u64>>,
+    /// When this term applied a password per object uid: an instance's state counts for that
+    /// apply only when described after it.
+    applied: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Context {
@@ -115,6 +118,7 @@ impl Context {
             watched,
             failures: Default::default(),
             written: Default::default(),
+            applied: Default::default(),
         }
     }
 
@@ -165,6 +169,24 @@ impl Context {
         }
     }
 
+    /// ECS accepted a password for this object now.
+    pub fn applied_now(&self, uid: &str) {
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.to_string(), std::time::Instant::now());
+    }
+
+    /// When this term last applied a password for the object; `None` when it did not (the apply was
+    /// another term's, before this one began).
+    pub fn applied_at(&self, uid: &str) -> Option<std::time::Instant> {
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(uid)
+            .copied()
+    }
+
     /// Whether an object with this resourceVersion is older than the controller's own last write
     /// for it. resourceVersions are etcd revisions on every API server this targets; one that is
     /// not a number is never taken as older.
@@ -186,6 +208,10 @@ impl Context {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|uid, _| live.contains(uid));
         self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|uid, _| live.contains(uid));
+        self.applied
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|uid, _| live.contains(uid));

@@ -342,7 +342,7 @@ impl InstanceCache {
                         found.iter().map(|i| (i.instance_id.as_str(), i)).collect();
                     for id in &ids {
                         let answer = by_id.remove(id.as_str()).cloned();
-                        group.answers.insert(id.clone(), (started, answer));
+                        remember(&mut group.answers, id, started, answer);
                     }
                 }
             }
@@ -368,11 +368,25 @@ impl InstanceCache {
         let answer = found.into_iter().find(|i| i.instance_id == instance_id);
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(group) = groups.get_mut(key) {
-            group
-                .answers
-                .insert(instance_id.to_string(), (started, answer.clone()));
+            remember(&mut group.answers, instance_id, started, answer.clone());
         }
         Ok(answer)
+    }
+}
+
+/// Keeps an answer unless a newer one is known: a slow batch that returns after a later one must
+/// not put an older state of the instance back.
+fn remember(
+    answers: &mut HashMap<String, (Instant, Option<Instance>)>,
+    id: &str,
+    launched: Instant,
+    answer: Option<Instance>,
+) {
+    match answers.get(id) {
+        Some((newer, _)) if *newer > launched => {}
+        _ => {
+            answers.insert(id.to_string(), (launched, answer));
+        }
     }
 }
 

@@ -164,6 +164,7 @@ impl Run<'_> {
                 let proof = self.access_proof();
                 record::proved_access(&mut self.status, proof);
                 self.applied_at = Some(Instant::now());
+                ctx.applied_now(&self.uid);
                 self.applied_now = true;
                 // Whatever another object applied before, the instance holds ours now.
                 self.overwritten = false;
@@ -210,8 +211,8 @@ impl Run<'_> {
         }
     }
 
-    /// DescribeInstances (batched and shared, see `instances`): fresh after this reconcile's apply,
-    /// else at most half a poll interval old.
+    /// DescribeInstances (batched and shared, see `instances`): an answer launched after this
+    /// term's last apply of the object, and at most half a poll interval old.
     pub(super) async fn describe(&mut self) -> Result<Flow, ReconcileError> {
         let Some(credentials) = &self.inputs.credentials else {
             return Err(ReconcileError::TooManySteps);
@@ -219,12 +220,18 @@ impl Run<'_> {
         let ctx = self.ctx;
         let spec = &self.obj.spec;
         self.round.described = true;
+        // An answer counts only when ECS gave it after the apply it judges: a look from before it
+        // (a state between two restarts, say) would make a restart of the past look like one after
+        // the apply. Otherwise it may be half a poll interval old, shared with other objects.
         let poll = ctx.settings.plan.poll;
-        let fresh_after = self.applied_at.unwrap_or_else(|| {
-            Instant::now()
-                .checked_sub(poll / 2)
-                .unwrap_or_else(Instant::now)
-        });
+        let recent = Instant::now()
+            .checked_sub(poll / 2)
+            .unwrap_or_else(Instant::now);
+        let fresh_after = [self.applied_at, ctx.applied_at(&self.uid), Some(recent)]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(recent);
         match ctx
             .instances
             .describe(credentials, &spec.region_id, &spec.instance_id, fresh_after)
