@@ -221,3 +221,40 @@ async fn the_client_reads_the_tags_each_instance_carries() {
             .is_some_and(|i| i.tags.is_empty())
     );
 }
+
+/// A batch whose every waiter gave up (a reconcile past its deadline, a lost Lease) still completes
+/// and leaves the cache: it never stays behind holding credentials and a slot.
+#[tokio::test]
+async fn a_batch_whose_waiters_all_gave_up_still_completes_and_leaves() {
+    let sim = sim_with(3).await;
+    let cache = cache(&sim, Duration::from_secs(60));
+    let creds = credentials(AK, SECRET, None);
+    sim.with_faults(|f| f.latency_ms = 500);
+    let id = ids(1).remove(0).0;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(100),
+        cache.describe(&creds, "cn-hangzhou", &id, Instant::now()),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "the look-up was cancelled while the call was on its way"
+    );
+    support::eventually("the batch to complete", Duration::from_secs(10), || async {
+        (cache.in_flight() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(sim.calls("DescribeInstances"), 1);
+    // Its answer serves the next look-up without another call.
+    let answer = cache
+        .describe(
+            &creds,
+            "cn-hangzhou",
+            &id,
+            Instant::now() - Duration::from_secs(5),
+        )
+        .await
+        .expect("answer");
+    assert!(answer.is_some());
+    assert_eq!(sim.calls("DescribeInstances"), 1);
+}

@@ -178,6 +178,12 @@ impl InstanceCache {
         (groups.len(), groups.values().map(|g| g.answers.len()).sum())
     }
 
+    /// Batches launched and not yet answered, for tests.
+    pub fn in_flight(&self) -> usize {
+        let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups.values().map(|g| g.in_flight.len()).sum()
+    }
+
     /// The instance as ECS described it at or after `fresh_after`; `Ok(None)` when ECS does not
     /// return it.
     pub async fn describe(
@@ -315,7 +321,10 @@ impl InstanceCache {
         let client = self.client.clone();
         let groups = self.groups.clone();
         let stale_after = self.stale_after;
-        async move {
+        // A task of its own: the batch completes and leaves the group (with its credentials) even
+        // when every look-up waiting for it was cancelled (a reconcile past its deadline, a lost
+        // Lease).
+        let task = tokio::spawn(async move {
             tokio::select! {
                 _ = fire.notified() => {}
                 _ = tokio::time::sleep(delay) => {}
@@ -347,6 +356,13 @@ impl InstanceCache {
                 }
             }
             result.map(|_| ()).map_err(Arc::new)
+        });
+        async move {
+            task.await.unwrap_or_else(|e| {
+                Err(Arc::new(EcsError::InvalidRequest(format!(
+                    "the DescribeInstances batch failed: {e}"
+                ))))
+            })
         }
         .boxed()
         .shared()
