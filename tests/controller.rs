@@ -1347,3 +1347,55 @@ async fn an_answer_from_before_the_apply_never_counts_as_a_restart_after_it() {
     assert_ne!(case.sim.effective_password(id).as_deref(), Some("Second"));
     case.finish().await;
 }
+
+/// An object nothing wakes is looked at again every resync interval (a safety net for a lost
+/// event), and a look at an unchanged object asks nothing of the API server or ECS.
+#[tokio::test]
+async fn settled_objects_are_resynced_without_any_api_or_ecs_call() {
+    let mut case = Case::new("resync", &[("i-resync0000001", true)]).await;
+    case.stop_controller().await;
+    let (client, requests) = support::recording_client().await;
+    case.controller_client = Some(client);
+    case.flags = vec!["--resync-interval=1".into()];
+    case.start_controller(true).await;
+    case.secret("web-vnc", "Sync12").await;
+    case.vncpw("web", "i-resync0000001", json!({})).await;
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    let calls = case.sim.total_calls();
+    let addr = case.controller.as_ref().expect("controller").metrics_addr;
+    let unchanged = || async move {
+        let m = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        m.lines()
+            .find_map(|l| l.strip_prefix("ecs_vnc_reconciles_total{result=\"unchanged\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let before = unchanged().await.unwrap_or(0.0);
+    requests.lock().unwrap().clear();
+    eventually("three resyncs of the settled object", WAIT, || async {
+        (unchanged().await.unwrap_or(0.0) >= before + 3.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        case.sim.total_calls(),
+        calls,
+        "no ECS call for an unchanged object"
+    );
+    let ns = case.ns().to_string();
+    let per_object: Vec<String> = requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.contains(&format!("/namespaces/{ns}/")))
+        .cloned()
+        .collect();
+    assert!(
+        per_object.is_empty(),
+        "requests for a resync: {per_object:?}"
+    );
+    case.finish().await;
+}

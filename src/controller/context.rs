@@ -72,6 +72,8 @@ pub struct Settings {
     pub plan: PlanSettings,
     /// Each reconcile is abandoned after this long (below the Pod's termination grace period).
     pub reconcile_timeout: Duration,
+    /// An object nothing woke is looked at again after about this long.
+    pub resync_interval: Duration,
     pub clock: Clock,
 }
 

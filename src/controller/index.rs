@@ -152,7 +152,18 @@ impl Index {
         }
     }
 
-    /// The objects to reconcile because the claim on their instance changed, as they come.
+    /// Asks for a reconcile of `object` through the same queue.
+    pub fn wake(&self, object: ObjectRef<VncPassword>) {
+        self.wakes
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(object);
+        self.wakes.notify.notify_one();
+    }
+
+    /// The objects to reconcile because the claim on their instance changed (or that were asked
+    /// for again, see [`Index::wake`]), as they come.
     pub fn wakes(self: Arc<Self>) -> impl futures::Stream<Item = ObjectRef<VncPassword>> + Send {
         futures::stream::unfold(
             (self, Vec::<ObjectRef<VncPassword>>::new()),

@@ -108,6 +108,11 @@ pub struct RunArgs {
     /// Pod's terminationGracePeriodSeconds so that a shutdown never cuts a status write short.
     #[arg(long, default_value_t = 50.0, value_name = "SECONDS")]
     pub reconcile_timeout: f64,
+    /// Seconds between looks at an object nothing woke (jittered by ±10 % per look, so objects
+    /// created together do not come back together): a safety net for a lost event. A look at an
+    /// unchanged object makes no API or ECS call.
+    #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
+    pub resync_interval: f64,
     /// Run as one of several replicas: only the holder of a coordination.k8s.io/v1 Lease reconciles
     /// (calls ECS, writes status); the others wait to take over. On in deploy/, off by default.
     #[arg(long)]
@@ -291,14 +296,11 @@ pub async fn run_with(
         controller_namespace: own_namespace,
         clock,
     } = env;
-    let seconds = |flag: &str, v: f64| {
-        if v.is_finite() && v > 0.0 {
-            Ok(Duration::from_secs_f64(v))
-        } else {
-            Err(RunError::Arguments(format!(
-                "--{flag} must be a positive number of seconds"
-            )))
-        }
+    let seconds = |flag: &str, v: f64| match Duration::try_from_secs_f64(v) {
+        Ok(d) if v > 0.0 => Ok(d),
+        _ => Err(RunError::Arguments(format!(
+            "--{flag} must be a positive number of seconds"
+        ))),
     };
     let poll = seconds("reboot-poll-interval", args.reboot_poll_interval)?;
     let plan_settings = plan::PlanSettings {
@@ -307,6 +309,7 @@ pub async fn run_with(
         stall_recheck: seconds("stall-recheck-interval", args.stall_recheck_interval)?,
     };
     let reconcile_timeout = seconds("reconcile-timeout", args.reconcile_timeout)?;
+    let resync_interval = seconds("resync-interval", args.resync_interval)?;
     let metrics = Arc::new(Metrics::new());
     let health = Health::new();
 
@@ -389,6 +392,7 @@ pub async fn run_with(
         service_accounts,
         plan: plan_settings,
         reconcile_timeout,
+        resync_interval,
         clock,
     };
     // A fresh Context (per-object memory, instance cache) for every term of leadership: nothing
@@ -600,6 +604,7 @@ async fn run_controller(
         })
         .touched_objects();
     let sa_index = index.clone();
+    let late_index = index.clone();
     let controller =
         controller.watches_stream(secret_events, move |secret| match secret.namespace() {
             Some(namespace) => index.referencing(&namespace, &secret.name_any()),
@@ -642,19 +647,25 @@ async fn run_controller(
         }
     };
     let gauges = update_gauges(store.clone(), metrics.clone(), ctx.clone(), done_rx);
+    let late = Arc::new(LateObjects::new(late_index));
     let run = async move {
         controller
             .graceful_shutdown_on(shutdown)
             .run(reconcile::reconcile, error_policy, ctx)
-            .for_each(|result| async move {
+            .for_each(|result| {
+                let late = late.clone();
+                async move {
                 use kube::runtime::controller::Error as ControllerError;
                 match result {
                     Ok(_) => {}
                     // Logged with the object by error_policy.
                     Err(ControllerError::ReconcilerFailed(..)) => {}
-                    // A reconcile requested for an object deleted meanwhile: nothing to do.
-                    Err(e @ ControllerError::ObjectNotFound(_)) => {
-                        tracing::debug!(error = %e, "controller event");
+                    // Not in the store (yet): created during a relist, whose list the store takes
+                    // in only at its end, or deleted meanwhile. Asked for again until the store
+                    // has settled, so an object created in a watch gap is never lost.
+                    Err(ControllerError::ObjectNotFound(object)) => {
+                        tracing::debug!(object = %object, "not in the store yet; asking again shortly");
+                        late.retry(&object);
                     }
                     // Watch failures (RBAC, the API server gone, an expired resourceVersion): the
                     // watcher retries with backoff, but an operator must see them.
@@ -662,11 +673,62 @@ async fn run_controller(
                         tracing::warn!(error = %e, "watch or queue error; retrying with backoff")
                     }
                 }
+                }
             })
             .await;
         let _ = done_tx.send(true);
     };
     futures::join!(run, readiness, gauges);
+}
+
+/// Objects a trigger named that the store did not hold: asked for again every
+/// [`LateObjects::RETRY`], at most [`LateObjects::ATTEMPTS`] times (an object deleted meanwhile
+/// is then given up), through the index's wake queue. Bounded: one entry per object named, each
+/// forgotten after its last attempt.
+struct LateObjects {
+    index: Arc<index::Index>,
+    attempts:
+        std::sync::Mutex<std::collections::HashMap<(String, String), (u32, std::time::Instant)>>,
+}
+
+impl LateObjects {
+    const RETRY: Duration = Duration::from_secs(1);
+    const ATTEMPTS: u32 = 60;
+
+    fn new(index: Arc<index::Index>) -> Self {
+        Self {
+            index,
+            attempts: Default::default(),
+        }
+    }
+
+    fn retry(&self, object: &kube::runtime::reflector::ObjectRef<kube::core::DynamicObject>) {
+        let Some(namespace) = object.namespace.clone() else {
+            return;
+        };
+        let key = (namespace.clone(), object.name.clone());
+        {
+            let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+            // Entries of objects the store has found meanwhile are not told of: they go by age.
+            let horizon = Self::RETRY * (Self::ATTEMPTS + 10);
+            attempts.retain(|_, (_, since)| since.elapsed() < horizon);
+            let (n, _) = attempts
+                .entry(key.clone())
+                .or_insert((0, std::time::Instant::now()));
+            *n += 1;
+            if *n > Self::ATTEMPTS {
+                attempts.remove(&key);
+                return;
+            }
+        }
+        let index = self.index.clone();
+        let wanted = kube::runtime::reflector::ObjectRef::<VncPassword>::new(&object.name)
+            .within(&namespace);
+        tokio::spawn(async move {
+            tokio::time::sleep(Self::RETRY).await;
+            index.wake(wanted);
+        });
+    }
 }
 
 /// The Lease as the subject of leadership Events.
@@ -800,5 +862,38 @@ async fn update_gauges(
             _ = tokio::time::sleep(Duration::from_secs(5)) => {},
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    /// A trigger for an object the store does not hold yet (created during a relist) is asked for
+    /// again shortly, through the index's wake queue, and given up after its attempts.
+    #[tokio::test]
+    async fn an_object_not_in_the_store_yet_is_asked_for_again_then_given_up() {
+        let index = Arc::new(index::Index::new());
+        let late = LateObjects::new(index.clone());
+        let missing = kube::runtime::reflector::ObjectRef::<VncPassword>::new("web")
+            .within("team-a")
+            .erase();
+        late.retry(&missing);
+        let mut wakes = Box::pin(index.clone().wakes());
+        let woken = tokio::time::timeout(LateObjects::RETRY * 2, wakes.next())
+            .await
+            .expect("asked for again")
+            .expect("a wake");
+        assert_eq!(
+            (woken.name.as_str(), woken.namespace.as_deref()),
+            ("web", Some("team-a"))
+        );
+        for _ in 1..LateObjects::ATTEMPTS {
+            late.retry(&missing);
+        }
+        // Past its last attempt: given up, and forgotten.
+        late.retry(&missing);
+        assert!(late.attempts.lock().unwrap().is_empty());
     }
 }

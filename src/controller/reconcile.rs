@@ -458,7 +458,9 @@ fn requeue_action(ctx: &Context, uid: &str, requeue: Requeue) -> Action {
     match requeue {
         Requeue::AwaitChange => {
             ctx.succeeded(uid);
-            Action::await_change()
+            // A change wakes it sooner; this only catches an event that was lost.
+            let jitter = 0.9 + rand::random::<f64>() * 0.2;
+            Action::requeue(ctx.settings.resync_interval.mul_f64(jitter))
         }
         Requeue::After(after) => {
             ctx.succeeded(uid);
