@@ -20,6 +20,21 @@ use crate::ecs::types::parse_start_time;
 /// (the watch event of that write is on its way and reconciles it again anyway).
 pub const CACHE_BEHIND_RETRY: Duration = Duration::from_secs(1);
 
+/// At most this much of its own is added to an object's earliest automatic reboot.
+pub const HERD_SPREAD: Duration = Duration::from_secs(30);
+/// At most this much (and a quarter of the window) after a window opens before an object's reboot.
+pub const HERD_SPREAD_IN_WINDOW: Duration = Duration::from_secs(60);
+
+/// A delay in `[0, max)` of the object's own: the same for the same uid on every replica and after
+/// every restart (a hash, not a random draw), different between objects.
+pub fn spread(uid: &str, max: Duration) -> jiff::SignedDuration {
+    let digest = Sha256::digest(uid.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    let fraction = u64::from_be_bytes(bytes) as f64 / (u64::MAX as f64 + 1.0);
+    jiff::SignedDuration::try_from(max.mul_f64(fraction)).unwrap_or(jiff::SignedDuration::ZERO)
+}
+
 /// How often an object whose instance another VncPassword claims looks whether it still does.
 pub const CLAIM_RECHECK: Duration = Duration::from_secs(30);
 
@@ -604,13 +619,28 @@ fn plan_inner(o: &Observed) -> Step {
             .checked_add(jiff::SignedDuration::from_secs(60))
             .unwrap_or(o.now)
     });
+    // Reboots come in herds (objects applied together, one window shared by many): each object
+    // waits a little of its own, always the same, so that the herd is spread and one slow call
+    // does not hold the others.
+    let mut earliest = earliest
+        .checked_add(spread(o.uid, HERD_SPREAD))
+        .unwrap_or(earliest);
+    if let WindowState::Open { since, until } = window {
+        let room = Duration::try_from(until.duration_since(since))
+            .unwrap_or(Duration::ZERO)
+            .div_f64(4.0)
+            .min(HERD_SPREAD_IN_WINDOW);
+        if let Ok(spread_start) = since.checked_add(spread(o.uid, room)) {
+            earliest = earliest.max(spread_start);
+        }
+    }
     match window {
         WindowState::Closed { next } => waiting(
             Waiting::RebootWindow(next),
             Requeue::After(duration_until(o.now, next).min(o.settings.poll)),
         ),
         // A window that ends before the earliest moment is not used: the next one is.
-        WindowState::Open { until } if until <= earliest => {
+        WindowState::Open { until, .. } if until <= earliest => {
             match schedule::window_state(&o.spec.reboot_windows, until) {
                 Ok(WindowState::Closed { next }) => waiting(Waiting::RebootWindow(next), poll),
                 _ => waiting(Waiting::RebootAfter(earliest), poll),

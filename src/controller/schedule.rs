@@ -55,8 +55,8 @@ pub const MAX_WINDOWS: usize = 10;
 pub enum WindowState {
     /// No windows: a reboot may happen whenever it is needed.
     Always,
-    /// Inside a window that closes at `until`.
-    Open { until: Timestamp },
+    /// Inside a window that opened at `since` and closes at `until`.
+    Open { since: Timestamp, until: Timestamp },
     /// Outside every window; the next opens at `next`.
     Closed { next: Timestamp },
 }
@@ -127,6 +127,7 @@ pub fn window_state(windows: &[RebootWindow], now: Timestamp) -> Result<WindowSt
         )
     };
     let mut open_until: Option<Timestamp> = None;
+    let mut open_since: Option<Timestamp> = None;
     let mut next: Option<Timestamp> = None;
     for (i, w) in windows.iter().enumerate() {
         let w = window(i, w)?;
@@ -144,6 +145,8 @@ pub fn window_state(windows: &[RebootWindow], now: Timestamp) -> Result<WindowSt
                 .checked_add(w.duration)
                 .map_err(|_| out_of_range(i))?;
             open_until = Some(open_until.map_or(until, |u| u.max(until)));
+            let since = start.timestamp();
+            open_since = Some(open_since.map_or(since, |s| s.min(since)));
         }
         match w.cron.find_next_occurrence(&here, false) {
             Ok(start) => {
@@ -158,7 +161,10 @@ pub fn window_state(windows: &[RebootWindow], now: Timestamp) -> Result<WindowSt
         }
     }
     Ok(match (open_until, next) {
-        (Some(until), _) => WindowState::Open { until },
+        (Some(until), _) => WindowState::Open {
+            since: open_since.unwrap_or(now),
+            until,
+        },
         (None, Some(next)) => WindowState::Closed { next },
         (None, None) => return Err("spec.rebootWindows: no window ever opens".into()),
     })
@@ -209,12 +215,14 @@ mod tests {
         assert_eq!(
             window_state(&windows, t("2026-01-04T02:30:00Z")),
             Ok(WindowState::Open {
+                since: t("2026-01-04T02:00:00Z"),
                 until: t("2026-01-04T04:00:00Z")
             })
         );
         assert_eq!(
             window_state(&windows, t("2026-01-04T02:00:00Z")),
             Ok(WindowState::Open {
+                since: t("2026-01-04T02:00:00Z"),
                 until: t("2026-01-04T04:00:00Z")
             })
         );
@@ -240,6 +248,7 @@ mod tests {
         assert_eq!(
             window_state(&windows, t("2026-01-10T01:30:00Z")),
             Ok(WindowState::Open {
+                since: t("2026-01-10T01:00:00Z"),
                 until: t("2026-01-10T02:00:00Z")
             })
         );
@@ -262,6 +271,7 @@ mod tests {
         assert_eq!(
             window_state(&windows, t("2026-03-29T01:45:00Z")),
             Ok(WindowState::Open {
+                since: t("2026-03-29T01:30:00Z"),
                 until: t("2026-03-29T02:30:00Z")
             })
         );

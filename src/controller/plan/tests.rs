@@ -503,15 +503,40 @@ fn automatic_waits_for_a_later_minute_than_the_apply_and_the_last_start() {
             .applied()
             .described("Running", "2026-01-01T10:00Z", false);
     let step = s.plan();
+    // 10:01, plus the object's own share of the herd spread.
+    let earliest = t("2026-01-01T10:01:00Z") + spread(UID, HERD_SPREAD);
     assert_eq!(
         phase(step.clone()),
-        Phase::WaitingForRestart(Waiting::RebootAfter(t("2026-01-01T10:01:00Z")))
+        Phase::WaitingForRestart(Waiting::RebootAfter(earliest))
     );
-    assert_eq!(requeue(step), Requeue::After(Duration::from_secs(20)));
+    assert_eq!(
+        requeue(step),
+        Requeue::After(Duration::try_from(earliest.duration_since(s.now)).unwrap())
+    );
     let s = s
         .next_round("2026-01-01T10:01:00Z")
         .described("Running", "2026-01-01T10:00Z", false);
+    assert!(matches!(phase(s.plan()), Phase::WaitingForRestart(_)));
+    let mut s = s;
+    s.now = earliest;
     assert_eq!(s.plan(), Step::RecordRebootIntent);
+}
+
+/// The herd spread is the object's own: the same on every replica and after every restart, under
+/// its bound, and different between objects.
+#[test]
+fn the_herd_spread_is_fixed_per_object_bounded_and_spread() {
+    let shares: Vec<jiff::SignedDuration> = (0..200)
+        .map(|i| spread(&format!("uid-{i}"), HERD_SPREAD))
+        .collect();
+    assert_eq!(spread("uid-7", HERD_SPREAD), shares[7]);
+    assert!(shares.iter().all(|d| *d >= jiff::SignedDuration::ZERO
+        && *d < jiff::SignedDuration::try_from(HERD_SPREAD).unwrap()));
+    let early = shares.iter().filter(|d| d.as_secs() < 15).count();
+    assert!(
+        (60..140).contains(&early),
+        "{early} of 200 in the first half"
+    );
 }
 
 /// The reboot must land in a later minute *on ECS's clock*; the controller's clock is minutes off.
@@ -548,7 +573,7 @@ fn the_reboot_is_timed_on_ecs_clock_whichever_way_the_controller_clock_is_off() 
         let s = s.applied().described("Running", &start, false);
         assert_eq!(
             phase(s.plan()),
-            Phase::WaitingForRestart(Waiting::RebootAfter(t(earliest))),
+            Phase::WaitingForRestart(Waiting::RebootAfter(t(earliest) + spread(UID, HERD_SPREAD))),
             "{at_apply:?} {lately:?}"
         );
     }
