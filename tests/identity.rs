@@ -434,6 +434,70 @@ async fn metadata_ram_role_in_token_mode_and_the_file_before_it() {
     ns.delete().await;
 }
 
+/// The node's RAM role is fetched from the metadata service directly, never through the
+/// environment's `HTTP_PROXY` (plain http: the proxy would see the node's credentials). The
+/// controller binary runs with a proxy set that counts what reaches it, and exits once it has
+/// found its credentials (there is no cluster to reach).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_service_is_never_asked_through_a_proxy() {
+    let sim = Simulator::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimulatorConfig {
+            metadata: Some(MetadataConfig {
+                role_name: "EcsVncRole".into(),
+                duration_seconds: 3600,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("simulator");
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let proxy_url = format!("http://{}", proxy.local_addr().expect("addr"));
+    let proxied = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = proxied.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = proxy.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            use tokio::io::AsyncWriteExt;
+            let _ = conn
+                .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecs-vnc-controller"))
+        .args([
+            "run",
+            &format!("--metadata-endpoint={}", sim.url()),
+            "--metrics-addr=127.0.0.1:0",
+            "--log-format=json",
+        ])
+        .env_clear()
+        .env("HOME", home.path())
+        .env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .env("KUBECONFIG", home.path().join("no-kubeconfig"))
+        .env("RUST_LOG", "info")
+        .output()
+        .await
+        .expect("run the controller");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ecs-ram-role:(instance role)"),
+        "the chain found the node's role: {stderr}"
+    );
+    assert!(sim.state().issued("EcsRamRole") >= 1, "{stderr}");
+    assert_eq!(
+        proxied.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing went through the proxy: {stderr}"
+    );
+}
+
 /// A refresh that fails is retried and reported while the credentials in hand still work; only
 /// once they have expired does the provider fail, naming the cause (never the token).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,7 +62,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub ecs: EcsArgs,
     /// Where STS is, for AssumeRoleWithOIDC (RRSA). Default: as Alibaba's credentials SDKs choose
-    /// it (sts[-vpc].<ALIBABA_CLOUD_STS_REGION>.aliyuncs.com, else sts.aliyuncs.com).
+    /// it (sts[-vpc].<ALIBABA_CLOUD_STS_REGION>.aliyuncs.com, else sts.aliyuncs.com). http:// only
+    /// to loopback, see --allow-insecure-http.
     #[arg(long, env = "STS_ENDPOINT", value_name = "URL")]
     pub sts_endpoint: Option<String>,
     /// ARN of the RAM OIDC identity provider of this cluster's ServiceAccount token issuer (ACK's
@@ -199,6 +200,24 @@ pub struct Environment {
 }
 
 impl RunArgs {
+    /// Refuses plain http to STS on a host that is not loopback without `--allow-insecure-http`
+    /// (the ECS endpoint is checked by the client).
+    pub fn check_endpoints(&self) -> Result<(), RunError> {
+        if let Some(sts) = self
+            .sts_endpoint
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            crate::ecs::transport::check_scheme(
+                sts,
+                "--sts-endpoint",
+                self.ecs.allow_insecure_http,
+            )
+            .map_err(RunError::Arguments)?;
+        }
+        Ok(())
+    }
+
     /// Where the credentials chain finds STS and the metadata service.
     pub fn provider_config(&self) -> ProviderConfig {
         let url = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
@@ -239,6 +258,9 @@ impl RunArgs {
 /// credentials of the process environment (Alibaba's default chain).
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     crate::ecs::client::install_crypto_provider();
+    // Before anything is sent (the credentials chain may call STS or the metadata service).
+    args.check_endpoints()?;
+    crate::ecs::EcsClient::new(args.ecs.client_config().map_err(RunError::Arguments)?)?;
     let chain = CredentialsProvider::from_env(&args.provider_config()).await;
     match &chain.provider {
         Some(p) => {
@@ -307,6 +329,7 @@ pub async fn run_with(
         stall_recheck: seconds("stall-recheck-interval", args.stall_recheck_interval)?,
     };
     let reconcile_timeout = seconds("reconcile-timeout", args.reconcile_timeout)?;
+    args.check_endpoints()?;
     let metrics = Arc::new(Metrics::new());
     let health = Health::new();
 

@@ -14,6 +14,7 @@ pub mod retry;
 pub mod signer;
 pub mod signer_v3;
 pub mod sts;
+pub mod transport;
 pub mod types;
 
 pub use client::{Accepted, CallObserver, ClientConfig, EcsClient, EcsError, SignatureVersion};

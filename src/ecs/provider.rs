@@ -26,6 +26,7 @@ use super::credentials::{Credentials, ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET};
 use super::metadata;
 use super::profile::{self, Profile};
 use super::sts::{self, StsError, Temporary};
+use super::transport;
 use crate::secret::SecretString;
 
 pub const ENV_ROLE_ARN: &str = "ALIBABA_CLOUD_ROLE_ARN";
@@ -155,15 +156,19 @@ pub struct Chain {
     pub skipped: Vec<String>,
 }
 
-pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
-    // reqwest panics without a process-wide rustls provider (built without a default one).
-    super::client::install_crypto_provider();
-    reqwest::Client::builder()
-        .user_agent(super::client::USER_AGENT)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .timeout(timeout)
+/// A client for STS (`Proxy::FromEnvironment`) or the metadata service (`Proxy::Never`), with the
+/// rules of [`transport`]: no redirects, bounded answers.
+pub(crate) fn http_client(timeout: Duration, proxy: transport::Proxy) -> reqwest::Client {
+    transport::builder(timeout.min(Duration::from_secs(5)), timeout, proxy)
         .build()
-        .unwrap_or_default()
+        // Building fails only without TLS roots; a client without them still refuses redirects.
+        .unwrap_or_else(|_| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .unwrap_or_default()
+        })
 }
 
 fn session_name() -> String {
@@ -175,11 +180,16 @@ fn session_name() -> String {
 
 impl CredentialsProvider {
     fn new(source: Source, identity: String, timeout: Duration) -> Self {
+        // The metadata service is plain http on a link-local address: never through a proxy.
+        let proxy = match source {
+            Source::Metadata { .. } => transport::Proxy::Never,
+            _ => transport::Proxy::FromEnvironment,
+        };
         Self {
             inner: Arc::new(Inner {
+                http: http_client(timeout, proxy),
                 source,
                 identity,
-                http: http_client(timeout),
                 state: tokio::sync::Mutex::new(State::default()),
                 snapshot: Mutex::new(None),
                 observer: Mutex::new(None),

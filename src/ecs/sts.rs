@@ -8,6 +8,7 @@
 use serde::Deserialize;
 
 use super::credentials::Credentials;
+use super::transport;
 use crate::secret::SecretString;
 
 pub const STS_VERSION: &str = "2015-04-01";
@@ -43,6 +44,20 @@ pub enum StsError {
     },
     #[error("cannot reach STS at {endpoint}: {reason}")]
     Network { endpoint: String, reason: String },
+    /// Never followed: it would re-send the request (the OIDC token, a signature) elsewhere.
+    #[error(
+        "STS at {endpoint} answered HTTP {status} redirecting to {location}; redirects are not followed (they would re-send the request elsewhere): check --sts-endpoint"
+    )]
+    Redirected {
+        endpoint: String,
+        status: u16,
+        location: String,
+    },
+    #[error(
+        "unexpected answer from STS at {endpoint} (HTTP {status}): {}",
+        super::transport::too_large()
+    )]
+    TooLarge { endpoint: String, status: u16 },
     #[error("unexpected answer from STS (HTTP {status})")]
     Unexpected { status: u16 },
 }
@@ -52,7 +67,8 @@ impl StsError {
     pub fn transient(&self) -> bool {
         match self {
             Self::Refused { status, code, .. } => *status >= 500 || code.starts_with("Throttling"),
-            Self::Network { .. } | Self::Unexpected { .. } => true,
+            Self::Network { .. } | Self::Unexpected { .. } | Self::TooLarge { .. } => true,
+            Self::Redirected { .. } => false,
         }
     }
 }
@@ -135,11 +151,9 @@ pub async fn assume_role_with_oidc(
             endpoint: endpoint.to_string(),
             reason: super::client::error_chain(&e),
         })?;
-    let status = response.status().as_u16();
-    let bytes = response.bytes().await.map_err(|e| StsError::Network {
-        endpoint: endpoint.to_string(),
-        reason: super::client::error_chain(&e),
-    })?;
+    let bytes = read_answer(endpoint, response).await?;
+    let status = bytes.0;
+    let bytes = bytes.1;
     let answer: Answer =
         serde_json::from_slice(&bytes).map_err(|_| StsError::Unexpected { status })?;
     if let Some(code) = answer.code.filter(|_| !(200..300).contains(&status)) {
@@ -157,6 +171,32 @@ pub async fn assume_role_with_oidc(
         &c.expiration,
     )
     .ok_or(StsError::Unexpected { status })
+}
+
+/// The answer's status and body: never a redirect, never more than [`transport::MAX_BODY`].
+async fn read_answer(
+    endpoint: &str,
+    response: reqwest::Response,
+) -> Result<(u16, Vec<u8>), StsError> {
+    let status = response.status().as_u16();
+    if let Some(location) = transport::redirect_target(&response) {
+        return Err(StsError::Redirected {
+            endpoint: endpoint.to_string(),
+            status,
+            location,
+        });
+    }
+    match transport::read_body(response).await {
+        Ok(body) => Ok((status, body)),
+        Err(transport::BodyError::TooLarge { .. }) => Err(StsError::TooLarge {
+            endpoint: endpoint.to_string(),
+            status,
+        }),
+        Err(transport::BodyError::Network(e)) => Err(StsError::Network {
+            endpoint: endpoint.to_string(),
+            reason: super::client::error_chain(&e),
+        }),
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
