@@ -367,7 +367,8 @@ async fn sts_refuses_tampered_foreign_untrusted_and_expired_tokens() {
 }
 
 /// The ECS RAM role: hardened mode only (no token, 401), the role discovered, and the chain's
-/// order: the credentials file beats the metadata service.
+/// order: the credentials file beats the metadata service (the default file, absent, is passed
+/// over as the SDKs do; a file the operator names is never, see below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_ram_role_in_token_mode_and_the_file_before_it() {
     let client = support::client().await;
@@ -398,8 +399,9 @@ async fn metadata_ram_role_in_token_mode_and_the_file_before_it() {
         metadata_endpoint: Some(sim.url()),
         ..ProviderConfig::default()
     };
+    let home = tempfile::tempdir().expect("tempdir");
     let chain = CredentialsProvider::from_lookup(
-        lookup(vec![(ENV_CREDENTIALS_FILE, "/nonexistent".into())]),
+        lookup(vec![("HOME", home.path().display().to_string())]),
         &config,
     )
     .await;
@@ -942,6 +944,97 @@ async fn a_rotated_credentials_file_signs_the_next_ecs_call_without_a_restart() 
     )
     .await;
     assert_eq!(key, "LTAInew", "signed with the rotated key");
+    controller.stop().await;
+    ns.delete().await;
+}
+
+/// A credentials file the operator configured (`ALIBABA_CLOUD_CREDENTIALS_FILE`, a Secret mounted
+/// `optional: true`) that is not there at start: the controller never falls through to the node's
+/// RAM role, even with a metadata service that answers. Objects using the default credentials say
+/// `CredentialsNotFound`, naming the file; once the file appears it is used, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_credentials_file_that_is_missing_never_falls_back_to_the_node_role() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "identity-nofile").await;
+    let sim = Simulator::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimulatorConfig {
+            access_keys: vec![AccessKeyConfig {
+                id: "LTAIlatefile".into(),
+                secret: "late-secret".into(),
+                security_token: None,
+            }],
+            instances: instances(&[INSTANCE]),
+            metadata: Some(MetadataConfig {
+                role_name: "NodeRole".into(),
+                duration_seconds: 3600,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("simulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("credentials");
+    let chain = CredentialsProvider::from_lookup(
+        lookup(vec![(ENV_CREDENTIALS_FILE, file.display().to_string())]),
+        &ProviderConfig {
+            metadata_endpoint: Some(sim.url()),
+            ..ProviderConfig::default()
+        },
+    )
+    .await;
+    let provider = chain
+        .provider
+        .expect("the configured file, read at every use");
+    assert!(
+        provider.identity().starts_with("profile:"),
+        "{}",
+        provider.identity()
+    );
+    assert!(
+        chain
+            .warnings
+            .iter()
+            .any(|w| w.contains(&file.display().to_string())),
+        "a warning at start names the file: {:?}",
+        chain.warnings
+    );
+    let controller = controller_with(&client, &ns.name, &sim, provider).await;
+    apply(&client, &ns.name, "web", "Late12", spec(INSTANCE, None)).await;
+    let status = wait_condition(
+        &client,
+        &ns.name,
+        "web",
+        "Ready",
+        "False",
+        Some("CredentialsNotFound"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let message = status
+        .condition("Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains(&file.display().to_string()) && message.contains("every use"),
+        "{message}"
+    );
+    assert_eq!(
+        sim.state().issued("EcsRamRole"),
+        0,
+        "the node's role was never asked for"
+    );
+    assert_eq!(set_password(&sim, INSTANCE), None);
+
+    std::fs::write(
+        &file,
+        "[default]\ntype = access_key\naccess_key_id = LTAIlatefile\naccess_key_secret = late-secret\n",
+    )
+    .expect("write");
+    wait_ready(&client, &ns.name, "web", Duration::from_secs(120)).await;
+    assert_eq!(set_password(&sim, INSTANCE).as_deref(), Some("Late12"));
+    assert_eq!(sim.state().issued("EcsRamRole"), 0);
     controller.stop().await;
     ns.delete().await;
 }

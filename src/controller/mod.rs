@@ -262,6 +262,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     args.check_endpoints()?;
     crate::ecs::EcsClient::new(args.ecs.client_config().map_err(RunError::Arguments)?)?;
     let chain = CredentialsProvider::from_env(&args.provider_config()).await;
+    for warning in &chain.warnings {
+        tracing::warn!("{warning}");
+    }
     match &chain.provider {
         Some(p) => {
             tracing::info!(identity = p.identity(), skipped = ?chain.skipped, "the controller's own credentials")
