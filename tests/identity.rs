@@ -237,6 +237,29 @@ async fn oidc_credentials_are_refreshed_before_expiry_with_no_failed_ecs_call() 
         issued >= 4,
         "only {issued} exchanges in 20 s of 6 s credentials"
     );
+    // Keys STS issues belong to the role's account; the controller asked who each key is at most
+    // once (rate limits per account), not once per ECS call.
+    let creds = provider.credentials().await.expect("credentials");
+    let who = sts::get_caller_identity(
+        &reqwest::Client::new(),
+        &format!("{}/sts", sim.url()),
+        &creds,
+    )
+    .await
+    .expect("GetCallerIdentity");
+    assert_eq!(who.account_id, "1234567890");
+    assert_eq!(who.identity_type.as_deref(), Some("AssumedRoleUser"));
+    assert!(
+        who.arn
+            .as_deref()
+            .is_some_and(|a| a.starts_with("acs:ram::1234567890:assumed-role/ecs-vnc-controller/")),
+        "{who:?}"
+    );
+    let lookups = sim.state().caller_identity_calls();
+    assert!(
+        lookups <= issued + 1,
+        "{lookups} look-ups for {issued} keys"
+    );
     // A new object long after the first credentials expired applies at once.
     put_vncpassword(&client, &ns.name, "second", spec(INSTANCE2, None)).await;
     wait_ready(&client, &ns.name, "second", Duration::from_secs(30)).await;
@@ -380,6 +403,7 @@ async fn metadata_ram_role_in_token_mode_and_the_file_before_it() {
         Some(MetadataConfig {
             role_name: "EcsVncRole".into(),
             duration_seconds: 3600,
+            account_id: None,
         }),
     )
     .await;
@@ -448,6 +472,7 @@ async fn the_metadata_service_is_never_asked_through_a_proxy() {
             metadata: Some(MetadataConfig {
                 role_name: "EcsVncRole".into(),
                 duration_seconds: 3600,
+                account_id: None,
             }),
             ..Default::default()
         },
@@ -886,6 +911,7 @@ async fn a_rotated_credentials_file_signs_the_next_ecs_call_without_a_restart() 
         id: id.into(),
         secret: secret.into(),
         security_token: None,
+        account_id: None,
     };
     let sim = rrsa_simulator(
         &client,
@@ -963,11 +989,13 @@ async fn a_configured_credentials_file_that_is_missing_never_falls_back_to_the_n
                 id: "LTAIlatefile".into(),
                 secret: "late-secret".into(),
                 security_token: None,
+                account_id: None,
             }],
             instances: instances(&[INSTANCE]),
             metadata: Some(MetadataConfig {
                 role_name: "NodeRole".into(),
                 duration_seconds: 3600,
+                account_id: None,
             }),
             ..Default::default()
         },

@@ -103,7 +103,8 @@ async fn wait_two_ready_pods() -> BTreeMap<String, Value> {
 }
 
 /// A kustomize overlay of deploy/, as a platform team writes one: the image scripts/image tagged,
-/// and where ECS is (the simulator, plain http on the host's address: `--allow-insecure-http`).
+/// and where ECS and STS are (the simulator, plain http on the host's address:
+/// `--allow-insecure-http`).
 fn write_overlay(dir: &Path, image: &str, ecs_endpoint: &str) {
     let deploy = support::repo_root().join("deploy");
     // kustomize wants a relative path to a base.
@@ -129,6 +130,9 @@ patches:
       - op: add
         path: /spec/template/spec/containers/0/args/-
         value: --ecs-endpoint={ecs_endpoint}
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --sts-endpoint={ecs_endpoint}/sts
       - op: add
         path: /spec/template/spec/containers/0/args/-
         value: --allow-insecure-http

@@ -337,6 +337,8 @@ pub async fn run_with(
     let health = Health::new();
 
     let mut ecs_config = args.ecs.client_config().map_err(RunError::Arguments)?;
+    // Rate limits per account, learnt from the STS the controller already uses.
+    ecs_config.sts_endpoint = Some(args.exchange_config().sts_endpoint);
     // The controller backs off per object; within one call, retry briefly only.
     ecs_config.retry.max_retries = ecs_config.retry.max_retries.min(2);
     let leader = if args.leader_elect {

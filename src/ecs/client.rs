@@ -1,6 +1,7 @@
 //! The ECS RPC client: signed calls with a fresh nonce and timestamp per attempt, rate limits per
-//! account, region and action ([`super::ratelimit`]), timeouts, and bounded retries with capped
-//! exponential backoff and full jitter.
+//! account, region and action ([`super::ratelimit`]; the account learnt from STS, see
+//! [`super::accounts`]), timeouts, and bounded retries with capped exponential backoff and full
+//! jitter.
 //!
 //! Requests are sent as `POST` with a form body, so the VNC password and the SecurityToken never
 //! appear in a URL (proxy and access logs record URLs). Two signatures:
@@ -70,9 +71,11 @@ pub struct ClientConfig {
     pub endpoint: Option<String>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
-    /// Calls per second per account (AccessKeyId), region and action: ECS's own unit of flow
-    /// control.
+    /// Calls per second per account, region and action: ECS's own unit of flow control.
     pub qps: QpsLimits,
+    /// Where STS is, to learn each credential's account (`GetCallerIdentity`, once per
+    /// credential). `None`: no look-up, each credential is an account of its own.
+    pub sts_endpoint: Option<String>,
     /// Calls one bucket may send at once before its rate applies.
     pub burst: u32,
     pub retry: RetryPolicy,
@@ -90,6 +93,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(20),
             qps: QpsLimits::default(),
+            sts_endpoint: None,
             burst: 10,
             retry: RetryPolicy::default(),
             clock: jiff::Timestamp::now,
@@ -217,6 +221,7 @@ struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
     limits: RateLimits,
+    accounts: super::accounts::Accounts,
     observer: Option<Arc<dyn CallObserver>>,
     /// ECS's clock as its latest answer with a `Date` told it.
     ecs_clock: LatestReading,
@@ -253,6 +258,10 @@ impl EcsClient {
         if let Some(endpoint) = &config.endpoint {
             validate_endpoint(endpoint, config.allow_insecure_http)?;
         }
+        if let Some(sts) = &config.sts_endpoint {
+            transport::check_scheme(sts, "--sts-endpoint", config.allow_insecure_http)
+                .map_err(EcsError::InvalidRequest)?;
+        }
         let http = transport::builder(
             config.connect_timeout,
             config.request_timeout,
@@ -263,6 +272,9 @@ impl EcsClient {
         .map_err(|e| EcsError::InvalidRequest(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
+                accounts: super::accounts::Accounts::new(
+                    config.sts_endpoint.clone().map(|sts| (http.clone(), sts)),
+                ),
                 http,
                 limits: RateLimits::new(config.qps.clone(), config.burst),
                 config,
@@ -282,21 +294,30 @@ impl EcsClient {
     }
 
     /// How long a call of `action` in `region` with these credentials would now wait for its
-    /// rate-limit slot.
+    /// rate-limit slot (nothing, while their account is not known yet).
     pub fn backlog(
         &self,
         credentials: &Credentials,
         region: &str,
         action: &'static str,
     ) -> Duration {
+        let Some(account) = self.inner.accounts.cached(credentials) else {
+            return Duration::ZERO;
+        };
         self.inner.limits.backlog(
             &BucketKey {
-                account: credentials.access_key_id.clone(),
+                account,
                 region: region.to_string(),
                 action,
             },
             Instant::now(),
         )
+    }
+
+    /// The account `credentials` belong to, as the rate limits count it: the account ID STS
+    /// names, or `unverified.<hash>` (learnt once per credential, then cached).
+    pub async fn account_of(&self, credentials: &Credentials) -> String {
+        self.inner.accounts.account(credentials).await
     }
 
     fn report_rate(&self, bucket: &BucketKey) {
@@ -448,7 +469,7 @@ impl EcsClient {
         let endpoint = self.endpoint_for(region)?;
         let policy = &self.inner.config.retry;
         let bucket = BucketKey {
-            account: credentials.access_key_id.clone(),
+            account: self.account_of(credentials).await,
             region: region.to_string(),
             action,
         };

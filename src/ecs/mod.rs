@@ -1,6 +1,7 @@
 //! Everything Alibaba Cloud: the signature V1 signer (pure), the error classification, credentials
 //! and the HTTP client.
 
+pub mod accounts;
 pub mod client;
 pub mod clock;
 pub mod credentials;
