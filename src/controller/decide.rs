@@ -200,7 +200,7 @@ pub fn summary(error: &EcsError) -> String {
             location,
             ..
         } => format!(
-            "{action} got HTTP {status} redirecting to {location}, which is never followed (check --ecs-endpoint)"
+            "{action} got HTTP {status}, a redirect to {location} (never followed: check --ecs-endpoint)"
         ),
         EcsError::InvalidRequest(message) => message.clone(),
     }
