@@ -1,6 +1,6 @@
 //! The controller at scale: N VncPasswords in K namespaces on a real kube-apiserver
 //! (tests/control-plane), the controller running as its own process (`ecs-vnc-controller run`,
-//! release build) against the ECS simulator, which limits each API per AccessKey like ECS does and
+//! release build) against the ECS simulator, which limits each API per account like ECS does and
 //! adds a fixed latency to every call.
 //!
 //!     cargo run --release --example controller_scale -- --objects 1000 --namespaces 10 \
@@ -46,7 +46,7 @@ struct Args {
     /// Namespaces they are spread over.
     #[arg(long, default_value_t = 10)]
     namespaces: usize,
-    /// ECS's limit per API (calls per second per AccessKey and action); the controller is given
+    /// ECS's limit per API (calls per second per account and action); the controller is given
     /// the same with --ecs-qps.
     #[arg(long, default_value_t = 100.0)]
     qps: f64,
@@ -140,6 +140,7 @@ async fn main() {
                 id: KEY_ID.into(),
                 secret: KEY_SECRET.into(),
                 security_token: None,
+                account_id: None,
             }],
             instances: (0..n)
                 .map(|i| InstanceConfig {
@@ -439,6 +440,8 @@ async fn client(kubeconfig: &Path) -> Client {
 fn controller_flags(sim: &RunningSimulator, args: &Args, metrics: SocketAddr) -> Vec<String> {
     let mut flags = vec![
         format!("--ecs-endpoint={}", sim.url()),
+        // The simulator's STS names the key's account: rate limits per account, as ECS counts.
+        format!("--sts-endpoint={}/sts", sim.url()),
         format!("--ecs-qps={}", args.qps),
         "--default-credentials-namespaces=*".to_string(),
         format!("--metrics-addr={metrics}"),

@@ -32,6 +32,7 @@ fn main() {
                     id: "bench".into(),
                     secret: "bench-secret".into(),
                     security_token: None,
+                    account_id: None,
                 }],
                 instances: (0..100u32)
                     .map(|i| InstanceConfig {

@@ -12,7 +12,7 @@
 //! | `ecs_vnc_vncpasswords` | gauge | `ready_reason` |
 //! | `ecs_vnc_pending_reboots` | gauge | |
 //! | `ecs_vnc_leader` | gauge | 1 while this replica leads (always 1 without `--leader-elect`), else 0 |
-//! | `ecs_vnc_ecs_rate_limit_qps` | gauge | `account` (AccessKeyId), `region`, `action`: the bucket's current rate |
+//! | `ecs_vnc_ecs_rate_limit_qps` | gauge | `account` (the account ID STS names, or `unverified.<hash>`; never an AccessKeyId), `region`, `action`: the bucket's current rate |
 //! | `ecs_vnc_ecs_throttles_total` | counter | `account`, `region`, `action`: `Throttling*` answers |
 //! | `ecs_vnc_clock_offset_seconds` | gauge | ECS's clock (the `Date` of its latest answer) minus the controller's |
 //!

@@ -669,11 +669,13 @@ impl Interop {
                             id: KEY.0.into(),
                             secret: KEY.1.into(),
                             security_token: None,
+                            account_id: None,
                         },
                         AccessKeyConfig {
                             id: STS.0.into(),
                             secret: STS.1.into(),
                             security_token: Some(STS.2.into()),
+                            account_id: None,
                         },
                     ],
                     instances: vec![

@@ -13,10 +13,15 @@ struct SimProcess {
 
 impl SimProcess {
     fn start() -> Self {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// The simulator listening on `ip` (the URL names that address).
+    fn start_on(ip: std::net::IpAddr) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port_file = dir.path().join("port");
         let child = Command::new(env!("CARGO_BIN_EXE_ecs-simulator"))
-            .args(["--listen", "127.0.0.1:0", "--port-file"])
+            .args(["--listen", &format!("{ip}:0"), "--port-file"])
             .arg(&port_file)
             .args([
                 "--access-key",
@@ -47,7 +52,7 @@ impl SimProcess {
         };
         Self {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{ip}:{port}"),
             _dir: dir,
         }
     }
@@ -540,4 +545,69 @@ fn the_simulator_refuses_a_config_whose_tags_ecs_would_not_hold() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "it never listened");
+}
+
+/// This machine's address on its route to a documentation address (no packet is sent): a host
+/// that is not loopback.
+fn non_loopback_ip() -> std::net::IpAddr {
+    [
+        "192.0.2.254:9",
+        "198.51.100.1:9",
+        "203.0.113.1:9",
+        "10.255.255.254:9",
+    ]
+    .iter()
+    .find_map(|peer| {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        socket.connect(peer).ok()?;
+        let ip = socket.local_addr().ok()?.ip();
+        (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+    })
+    .expect("this machine has an address that is not loopback")
+}
+
+/// Plain http to anything but loopback carries signatures, STS tokens and VNC passwords in clear:
+/// refused before anything is sent, naming the override; `--allow-insecure-http` (or
+/// `ECS_VNC_ALLOW_INSECURE_HTTP`) lets an operator point at a test endpoint on purpose.
+#[test]
+fn plain_http_to_a_host_that_is_not_loopback_needs_allow_insecure_http() {
+    let ip = non_loopback_ip();
+    let sim = SimProcess::start_on(ip);
+    let args = [
+        "--region-id",
+        "cn-hangzhou",
+        "--instance-id",
+        "i-cliio00000001",
+    ];
+    let refused = cli(&sim, &args, "Ecs123\n", KEY);
+    let (_, stderr) = text(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--allow-insecure-http"), "{stderr}");
+    assert!(stderr.contains(&sim.url), "{stderr}");
+    assert_eq!(sim.calls()["calls"].as_array().unwrap().len(), 0);
+
+    let mut allowed = args.to_vec();
+    allowed.push("--allow-insecure-http");
+    let ok = cli(&sim, &allowed, "Ecs123\n", KEY);
+    assert!(ok.status.success(), "{:?}", text(&ok));
+    let ok = cli_env(&sim, &args, &[("ECS_VNC_ALLOW_INSECURE_HTTP", "true")], KEY);
+    assert!(ok.status.success(), "{:?}", text(&ok));
+
+    // `run` refuses at start-up, for ECS and for STS alike, before it needs a cluster.
+    for flag in [
+        format!("--ecs-endpoint={}", sim.url),
+        format!("--sts-endpoint={}/sts", sim.url),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ecs-vnc-controller"))
+            .args(["run", &flag, "--metrics-addr=127.0.0.1:0"])
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+            .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+            .env_remove("ECS_VNC_ALLOW_INSECURE_HTTP")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag}: {stderr}");
+        assert!(stderr.contains("--allow-insecure-http"), "{flag}: {stderr}");
+    }
 }

@@ -11,7 +11,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use ecs_vnc_controller::ecs::CredentialsProvider;
 use ecs_vnc_controller::ecs::client::{ClientConfig, EcsClient, EcsError};
+use ecs_vnc_controller::ecs::provider::OidcRole;
 use ecs_vnc_controller::ecs::retry::RetryPolicy;
 use ecs_vnc_controller::ecs::{Credentials, ErrorClass};
 use ecs_vnc_controller::ecs::{signer, signer_v3};
@@ -683,4 +685,181 @@ async fn v3_resigns_every_attempt_and_masks_its_canonical_request_on_a_mismatch(
         assert!(!text.contains("CAIS"), "{text}");
         assert!(!text.contains("Ecs123"), "{text}");
     }
+}
+
+// --- hostile endpoints: redirects, endless answers, endless paging ------------------------------
+
+/// A server that answers every request with `status` and `Location: target`.
+async fn redirector(status: u16, target: &str) -> String {
+    let target = target.to_string();
+    let app = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move {
+            (
+                StatusCode::from_u16(status).unwrap(),
+                [("location", target)],
+                "",
+            )
+                .into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// A server whose every answer is `status` with a body that never ends.
+async fn endless(status: u16) -> String {
+    let app = axum::Router::new().fallback(move || async move {
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let stream = futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+        (
+            StatusCode::from_u16(status).unwrap(),
+            [("content-type", "application/json")],
+            axum::body::Body::from_stream(stream),
+        )
+            .into_response()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+fn requests_seen(script: &Shared) -> usize {
+    script.lock().unwrap().user_agents.len()
+}
+
+/// A redirect would re-send the signed body (signature, SecurityToken, VNC password) wherever it
+/// points: it is an error naming that place, never followed, and a redirected RebootInstance is
+/// known not to have happened.
+#[tokio::test]
+async fn a_redirect_is_never_followed_and_the_error_says_where_it_pointed() {
+    let (target, script) = server(vec![]).await;
+    for status in [301, 302, 303, 307, 308] {
+        let url = redirector(status, &format!("{target}/elsewhere")).await;
+        let c = client(&url);
+        let err = c
+            .modify_instance_vnc_passwd(&creds(), "cn-hangzhou", "i-abc12345678", &pw())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&status.to_string()), "{text}");
+        assert!(text.contains(&format!("{target}/elsewhere")), "{text}");
+        assert!(text.contains("not followed"), "{text}");
+        let err = c
+            .reboot_instance(&creds(), "cn-hangzhou", "i-abc12345678")
+            .await
+            .unwrap_err();
+        assert!(
+            !ecs_vnc_controller::controller::decide::reboot_may_have_happened(&err),
+            "a redirected RebootInstance never reached ECS: {err}"
+        );
+    }
+    // STS and the metadata service (the OIDC token, the role's credentials) likewise.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "eyJhbGciOi.the-oidc-token.sig").unwrap();
+    let url = redirector(307, &format!("{target}/sts")).await;
+    let oidc = CredentialsProvider::oidc(
+        OidcRole {
+            role_arn: "acs:ram::1:role/r".into(),
+            oidc_provider_arn: "acs:ram::1:oidc-provider/p".into(),
+            token_file,
+            role_session_name: "s".into(),
+            sts_endpoint: url,
+            duration_seconds: 900,
+        },
+        Duration::from_secs(2),
+    );
+    let e = oidc.credentials().await.unwrap_err();
+    assert!(
+        e.message.contains("307") && e.message.contains(&format!("{target}/sts")),
+        "{e}"
+    );
+    assert!(!e.message.contains("the-oidc-token"), "{e}");
+    let url = redirector(308, &format!("{target}/imds")).await;
+    let imds = CredentialsProvider::ecs_ram_role(url, Some("r".into()), Duration::from_secs(2));
+    let e = imds.credentials().await.unwrap_err();
+    assert!(
+        e.message.contains("308") && e.message.contains(&format!("{target}/imds")),
+        "{e}"
+    );
+    assert_eq!(
+        requests_seen(&script),
+        0,
+        "nothing reached the redirect's target"
+    );
+}
+
+/// An answer that never ends is cut at 4 MiB, read as it arrives, with an error that says so (not
+/// a timeout, not memory without bound).
+#[tokio::test]
+async fn an_endless_answer_is_cut_at_4_mib_by_every_client() {
+    for status in [200, 500] {
+        let url = endless(status).await;
+        let c = EcsClient::new(ClientConfig {
+            endpoint: Some(url.clone()),
+            request_timeout: Duration::from_secs(20),
+            retry: RetryPolicy {
+                max_retries: 0,
+                ..RetryPolicy::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        let started = std::time::Instant::now();
+        let err = c
+            .describe_instances(&creds(), "cn-hangzhou", &["i-abc12345678".to_string()])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("4 MiB"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(15), "{err}");
+    }
+    let url = endless(200).await;
+    let imds = CredentialsProvider::ecs_ram_role(url.clone(), None, Duration::from_secs(20));
+    let e = imds.credentials().await.unwrap_err();
+    assert!(e.message.contains("4 MiB"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "a.b.c").unwrap();
+    let oidc = CredentialsProvider::oidc(
+        OidcRole {
+            role_arn: "acs:ram::1:role/r".into(),
+            oidc_provider_arn: "acs:ram::1:oidc-provider/p".into(),
+            token_file,
+            role_session_name: "s".into(),
+            sts_endpoint: url,
+            duration_seconds: 900,
+        },
+        Duration::from_secs(20),
+    );
+    let e = oidc.credentials().await.unwrap_err();
+    assert!(e.message.contains("4 MiB"), "{e}");
+}
+
+/// 100 IDs fit one page of DescribeInstances; a server that keeps handing out new NextTokens is an
+/// error after a few pages, not a loop.
+#[tokio::test]
+async fn describe_instances_stops_a_server_that_keeps_paging() {
+    let pages: Vec<Reply> = (0..50)
+        .map(|i| {
+            json(
+                200,
+                serde_json::json!({
+                    "RequestId": "R", "TotalCount": 1000, "MaxResults": 100, "NextToken": format!("tok-{}", i + 1),
+                    "Instances": {"Instance": [{"InstanceId": format!("i-page{i:08}"), "RegionId": "cn-hangzhou", "Status": "Running", "IoOptimized": true, "StartTime": "2026-01-01T00:00Z"}]}
+                }),
+            )
+        })
+        .collect();
+    let (url, script) = server(pages).await;
+    let err = client(&url)
+        .describe_instances(&creds(), "cn-hangzhou", &["i-page00000000".to_string()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("pages"), "{err}");
+    let sent = script.lock().unwrap().seen.len();
+    assert!((2..=5).contains(&sent), "{sent} pages asked for");
 }

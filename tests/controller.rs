@@ -59,6 +59,22 @@ async fn io_optimized_instance_becomes_ready_with_exactly_one_modify_call() {
         .text()
         .await
         .expect("body");
+    // Rate limits per account as ECS counts them, learnt from STS: the series name the account,
+    // never an AccessKeyId (anyone who reads /metrics could copy one).
+    let account = format!(
+        "account=\"{}\"",
+        ecs_vnc_controller::simulator::DEFAULT_ACCOUNT_ID
+    );
+    assert!(
+        metrics.contains(&format!(
+            "ecs_vnc_ecs_rate_limit_qps{{{account},region=\"cn-hangzhou\",action=\"ModifyInstanceVncPasswd\"}}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(AK),
+        "an AccessKeyId on /metrics:\n{metrics}"
+    );
     for needle in [
         "ecs_vnc_ecs_calls_total{action=\"ModifyInstanceVncPasswd\",code=\"Success\"} 1",
         "ecs_vnc_reconciles_total{result=\"applied\"} 1",

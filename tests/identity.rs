@@ -238,6 +238,29 @@ async fn oidc_credentials_are_refreshed_before_expiry_with_no_failed_ecs_call() 
         issued >= 4,
         "only {issued} exchanges in 20 s of 6 s credentials"
     );
+    // Keys STS issues belong to the role's account; the controller asked who each key is at most
+    // once (rate limits per account), not once per ECS call.
+    let creds = provider.credentials().await.expect("credentials");
+    let who = sts::get_caller_identity(
+        &reqwest::Client::new(),
+        &format!("{}/sts", sim.url()),
+        &creds,
+    )
+    .await
+    .expect("GetCallerIdentity");
+    assert_eq!(who.account_id, "1234567890");
+    assert_eq!(who.identity_type.as_deref(), Some("AssumedRoleUser"));
+    assert!(
+        who.arn
+            .as_deref()
+            .is_some_and(|a| a.starts_with("acs:ram::1234567890:assumed-role/ecs-vnc-controller/")),
+        "{who:?}"
+    );
+    let lookups = sim.state().caller_identity_calls();
+    assert!(
+        lookups <= issued + 1,
+        "{lookups} look-ups for {issued} keys"
+    );
     // A new object long after the first credentials expired applies at once.
     put_vncpassword(&client, &ns.name, "second", spec(INSTANCE2, None)).await;
     wait_ready(&client, &ns.name, "second", Duration::from_secs(30)).await;
@@ -368,7 +391,8 @@ async fn sts_refuses_tampered_foreign_untrusted_and_expired_tokens() {
 }
 
 /// The ECS RAM role: hardened mode only (no token, 401), the role discovered, and the chain's
-/// order: the credentials file beats the metadata service.
+/// order: the credentials file beats the metadata service (the default file, absent, is passed
+/// over as the SDKs do; a file the operator names is never, see below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_ram_role_in_token_mode_and_the_file_before_it() {
     let client = support::client().await;
@@ -380,6 +404,7 @@ async fn metadata_ram_role_in_token_mode_and_the_file_before_it() {
         Some(MetadataConfig {
             role_name: "EcsVncRole".into(),
             duration_seconds: 3600,
+            account_id: None,
         }),
     )
     .await;
@@ -399,8 +424,9 @@ async fn metadata_ram_role_in_token_mode_and_the_file_before_it() {
         metadata_endpoint: Some(sim.url()),
         ..ProviderConfig::default()
     };
+    let home = tempfile::tempdir().expect("tempdir");
     let chain = CredentialsProvider::from_lookup(
-        lookup(vec![(ENV_CREDENTIALS_FILE, "/nonexistent".into())]),
+        lookup(vec![("HOME", home.path().display().to_string())]),
         &config,
     )
     .await;
@@ -433,6 +459,71 @@ async fn metadata_ram_role_in_token_mode_and_the_file_before_it() {
         "profile:default:LTAIfile"
     );
     ns.delete().await;
+}
+
+/// The node's RAM role is fetched from the metadata service directly, never through the
+/// environment's `HTTP_PROXY` (plain http: the proxy would see the node's credentials). The
+/// controller binary runs with a proxy set that counts what reaches it, and exits once it has
+/// found its credentials (there is no cluster to reach).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_service_is_never_asked_through_a_proxy() {
+    let sim = Simulator::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimulatorConfig {
+            metadata: Some(MetadataConfig {
+                role_name: "EcsVncRole".into(),
+                duration_seconds: 3600,
+                account_id: None,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("simulator");
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let proxy_url = format!("http://{}", proxy.local_addr().expect("addr"));
+    let proxied = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = proxied.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = proxy.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            use tokio::io::AsyncWriteExt;
+            let _ = conn
+                .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecs-vnc-controller"))
+        .args([
+            "run",
+            &format!("--metadata-endpoint={}", sim.url()),
+            "--metrics-addr=127.0.0.1:0",
+            "--log-format=json",
+        ])
+        .env_clear()
+        .env("HOME", home.path())
+        .env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .env("KUBECONFIG", home.path().join("no-kubeconfig"))
+        .env("RUST_LOG", "info")
+        .output()
+        .await
+        .expect("run the controller");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ecs-ram-role:(instance role)"),
+        "the chain found the node's role: {stderr}"
+    );
+    assert!(sim.state().issued("EcsRamRole") >= 1, "{stderr}");
+    assert_eq!(
+        proxied.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing went through the proxy: {stderr}"
+    );
 }
 
 /// A refresh that fails is retried and reported while the credentials in hand still work; only
@@ -821,6 +912,7 @@ async fn a_rotated_credentials_file_signs_the_next_ecs_call_without_a_restart() 
         id: id.into(),
         secret: secret.into(),
         security_token: None,
+        account_id: None,
     };
     let sim = rrsa_simulator(
         &client,
@@ -879,6 +971,99 @@ async fn a_rotated_credentials_file_signs_the_next_ecs_call_without_a_restart() 
     )
     .await;
     assert_eq!(key, "LTAInew", "signed with the rotated key");
+    controller.stop().await;
+    ns.delete().await;
+}
+
+/// A credentials file the operator configured (`ALIBABA_CLOUD_CREDENTIALS_FILE`, a Secret mounted
+/// `optional: true`) that is not there at start: the controller never falls through to the node's
+/// RAM role, even with a metadata service that answers. Objects using the default credentials say
+/// `CredentialsNotFound`, naming the file; once the file appears it is used, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_credentials_file_that_is_missing_never_falls_back_to_the_node_role() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "identity-nofile").await;
+    let sim = Simulator::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimulatorConfig {
+            access_keys: vec![AccessKeyConfig {
+                id: "LTAIlatefile".into(),
+                secret: "late-secret".into(),
+                security_token: None,
+                account_id: None,
+            }],
+            instances: instances(&[INSTANCE]),
+            metadata: Some(MetadataConfig {
+                role_name: "NodeRole".into(),
+                duration_seconds: 3600,
+                account_id: None,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("simulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("credentials");
+    let chain = CredentialsProvider::from_lookup(
+        lookup(vec![(ENV_CREDENTIALS_FILE, file.display().to_string())]),
+        &ProviderConfig {
+            metadata_endpoint: Some(sim.url()),
+            ..ProviderConfig::default()
+        },
+    )
+    .await;
+    let provider = chain
+        .provider
+        .expect("the configured file, read at every use");
+    assert!(
+        provider.identity().starts_with("profile:"),
+        "{}",
+        provider.identity()
+    );
+    assert!(
+        chain
+            .warnings
+            .iter()
+            .any(|w| w.contains(&file.display().to_string())),
+        "a warning at start names the file: {:?}",
+        chain.warnings
+    );
+    let controller = controller_with(&client, &ns.name, &sim, provider).await;
+    apply(&client, &ns.name, "web", "Late12", spec(INSTANCE, None)).await;
+    let status = wait_condition(
+        &client,
+        &ns.name,
+        "web",
+        "Ready",
+        "False",
+        Some("CredentialsNotFound"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let message = status
+        .condition("Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains(&file.display().to_string()) && message.contains("every use"),
+        "{message}"
+    );
+    assert_eq!(
+        sim.state().issued("EcsRamRole"),
+        0,
+        "the node's role was never asked for"
+    );
+    assert_eq!(set_password(&sim, INSTANCE), None);
+
+    std::fs::write(
+        &file,
+        "[default]\ntype = access_key\naccess_key_id = LTAIlatefile\naccess_key_secret = late-secret\n",
+    )
+    .expect("write");
+    wait_ready(&client, &ns.name, "web", Duration::from_secs(120)).await;
+    assert_eq!(set_password(&sim, INSTANCE).as_deref(), Some("Late12"));
+    assert_eq!(sim.state().issued("EcsRamRole"), 0);
     controller.stop().await;
     ns.delete().await;
 }

@@ -89,6 +89,7 @@ impl Controller {
                 "run",
                 &format!("--namespace={ns}"),
                 &format!("--ecs-endpoint={sim}"),
+                &format!("--sts-endpoint={sim}/sts"),
                 &format!("--default-credentials-namespaces={ns}"),
                 "--metrics-addr=127.0.0.1:0",
                 "--reboot-poll-interval=2",

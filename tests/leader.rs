@@ -175,6 +175,7 @@ fn spawn(id: &str, lease: &str, ns: &str, ecs: &str, log_dir: &std::path::Path) 
             format!("--namespace={ns}"),
             format!("--default-credentials-namespaces={ns}"),
             format!("--ecs-endpoint={ecs}"),
+            format!("--sts-endpoint={ecs}/sts"),
             format!("--metrics-addr={}", free_port()),
             "--ecs-qps=200".into(),
             "--ecs-burst=50".into(),

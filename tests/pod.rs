@@ -103,7 +103,8 @@ async fn wait_two_ready_pods() -> BTreeMap<String, Value> {
 }
 
 /// A kustomize overlay of deploy/, as a platform team writes one: the image scripts/image tagged,
-/// where ECS is (the simulator), and the NetworkPolicy egress that endpoint and this cluster's API
+/// where ECS and STS are (the simulator, plain http on the host's address:
+/// `--allow-insecure-http`), and the NetworkPolicy egress that endpoint and this cluster's API
 /// server need (`egress`: one rule, JSON). The test node's CNI does not enforce NetworkPolicy, so
 /// nothing here proves the rule right; it is what a cluster that enforces it would need.
 fn write_overlay(dir: &Path, image: &str, ecs_endpoint: &str, egress: &Value) {
@@ -131,6 +132,12 @@ patches:
       - op: add
         path: /spec/template/spec/containers/0/args/-
         value: --ecs-endpoint={ecs_endpoint}
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --sts-endpoint={ecs_endpoint}/sts
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --allow-insecure-http
   - target:
       kind: NetworkPolicy
       name: ecs-vnc-controller

@@ -40,11 +40,13 @@ async fn sim() -> RunningSimulator {
                     id: KEY.into(),
                     secret: SECRET.into(),
                     security_token: None,
+                    account_id: None,
                 },
                 AccessKeyConfig {
                     id: "STS.key".into(),
                     secret: "stssecret".into(),
                     security_token: Some("CAIS+/tok==".into()),
+                    account_id: None,
                 },
             ],
             instances: vec![
@@ -1354,6 +1356,7 @@ async fn tagged_sim() -> RunningSimulator {
                 id: KEY.into(),
                 secret: SECRET.into(),
                 security_token: None,
+                account_id: None,
             }],
             instances: vec![
                 tagged(
@@ -1878,4 +1881,246 @@ async fn the_admin_api_sets_replaces_and_removes_tags_within_ecs_limits() {
     )
     .await;
     assert_eq!((s, v["tags"].clone()), (200, serde_json::json!({})), "{v}");
+}
+
+// --- accounts: STS GetCallerIdentity, and rate limits per account as ECS counts them -----------
+
+const ACCOUNT_A: &str = "1111111111111111";
+const ACCOUNT_B: &str = "2222222222222222";
+
+fn key(id: &str, secret: &str, account: Option<&str>) -> AccessKeyConfig {
+    AccessKeyConfig {
+        id: id.into(),
+        secret: secret.into(),
+        security_token: None,
+        account_id: account.map(str::to_string),
+    }
+}
+
+/// Two RAM users of account A, one of account B, one key without an account (the default), and
+/// the instance's RAM role in account A.
+async fn accounts_sim(faults: FaultConfig) -> RunningSimulator {
+    Simulator::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimulatorConfig {
+            access_keys: vec![
+                key("LTAIteamA1", "secret-a1", Some(ACCOUNT_A)),
+                key("LTAIteamA2", "secret-a2", Some(ACCOUNT_A)),
+                key("LTAIteamB", "secret-b", Some(ACCOUNT_B)),
+                key("LTAIplain", "secret-plain", None),
+            ],
+            instances: vec![instance("i-io000000001", true, "Running")],
+            metadata: Some(ecs_vnc_controller::simulator::MetadataConfig {
+                role_name: "NodeRole".into(),
+                duration_seconds: 3600,
+                account_id: Some(ACCOUNT_A.into()),
+            }),
+            faults,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("start")
+}
+
+/// GetCallerIdentity signed by hand (signature V1, STS's version), as STS answers it.
+async fn caller_identity(sim: &RunningSimulator, id: &str, secret: &str) -> (u16, Value) {
+    let mut p = common("GetCallerIdentity", id);
+    p.retain(|(k, _)| k != "Version");
+    p.push(("Version".into(), "2015-04-01".into()));
+    let r = http()
+        .post(format!("{}/sts", sim.url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(signed("POST", p, secret))
+        .send()
+        .await
+        .expect("send");
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.text().await.unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn get_caller_identity_names_each_keys_account_and_refuses_a_copied_key_id() {
+    let sim = accounts_sim(FaultConfig::default()).await;
+    for (id, secret, account) in [
+        ("LTAIteamA1", "secret-a1", ACCOUNT_A),
+        ("LTAIteamA2", "secret-a2", ACCOUNT_A),
+        ("LTAIteamB", "secret-b", ACCOUNT_B),
+        (
+            "LTAIplain",
+            "secret-plain",
+            ecs_vnc_controller::simulator::DEFAULT_ACCOUNT_ID,
+        ),
+    ] {
+        let (status, v) = caller_identity(&sim, id, secret).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["AccountId"], account, "{v}");
+        assert_eq!(v["IdentityType"], "RAMUser", "{v}");
+        let arn = v["Arn"].as_str().unwrap();
+        assert!(arn.starts_with(&format!("acs:ram::{account}:user/")), "{v}");
+        for field in ["PrincipalId", "UserId", "RequestId"] {
+            assert!(
+                !v[field].as_str().unwrap_or_default().is_empty(),
+                "{field}: {v}"
+            );
+        }
+    }
+    // Another team's AccessKeyId with a secret of one's own: refused as ECS refuses it.
+    let (status, v) = caller_identity(&sim, "LTAIteamA1", "junk").await;
+    assert_eq!(
+        (status, v["Code"].as_str()),
+        (400, Some("SignatureDoesNotMatch")),
+        "{v}"
+    );
+    let (status, v) = caller_identity(&sim, "LTAInobody", "junk").await;
+    assert_eq!(
+        (status, v["Code"].as_str()),
+        (404, Some("InvalidAccessKeyId.NotFound")),
+        "{v}"
+    );
+    // Keys the metadata service issues belong to the role's account.
+    let role = ecs_vnc_controller::ecs::CredentialsProvider::ecs_ram_role(
+        sim.url(),
+        Some("NodeRole".into()),
+        std::time::Duration::from_secs(5),
+    )
+    .credentials()
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let who = ecs_vnc_controller::ecs::sts::get_caller_identity(
+        &http,
+        &format!("{}/sts", sim.url()),
+        &role,
+    )
+    .await
+    .unwrap();
+    assert_eq!(who.account_id, ACCOUNT_A);
+    assert_eq!(who.identity_type.as_deref(), Some("AssumedRoleUser"));
+    assert!(
+        who.arn
+            .as_deref()
+            .unwrap_or_default()
+            .contains(":assumed-role/NodeRole/"),
+        "{who:?}"
+    );
+    assert_eq!(sim.state().caller_identity_calls(), 7);
+}
+
+/// `qpsPerApi` counts per account and action, as ECS does: two RAM users of one account share it.
+#[tokio::test]
+async fn qps_per_api_counts_per_account() {
+    let sim = accounts_sim(FaultConfig {
+        qps_per_api: Some(2.0),
+        ..Default::default()
+    })
+    .await;
+    let describe = |id: &'static str, secret: &'static str| {
+        let sim = &sim;
+        async move {
+            let mut p = common("DescribeInstances", id);
+            p.push(("RegionId".into(), "cn-hangzhou".into()));
+            code(&post(sim, signed("POST", p, secret)).await.1)
+        }
+    };
+    assert_eq!(describe("LTAIteamA1", "secret-a1").await, "");
+    assert_eq!(describe("LTAIteamA2", "secret-a2").await, "");
+    assert_eq!(describe("LTAIteamA2", "secret-a2").await, "Throttling.User");
+    assert_eq!(describe("LTAIteamA1", "secret-a1").await, "Throttling.User");
+    assert_eq!(
+        describe("LTAIteamB", "secret-b").await,
+        "",
+        "another account"
+    );
+}
+
+/// The client's buckets are per account, learnt with GetCallerIdentity once per credential: RAM
+/// users and roles of one account share one, and another team's AccessKeyId copied with a junk
+/// secret gets a bucket of its own (and ECS's own refusal), so it can drain nobody's.
+#[tokio::test]
+async fn the_clients_buckets_are_per_account_and_a_copied_key_id_shares_nothing() {
+    use std::time::{Duration, Instant};
+    let sim = accounts_sim(FaultConfig::default()).await;
+    let client = EcsClient::new(ClientConfig {
+        endpoint: Some(sim.url()),
+        sts_endpoint: Some(format!("{}/sts", sim.url())),
+        qps: ecs_vnc_controller::ecs::ratelimit::QpsLimits::uniform(2.0),
+        burst: 1,
+        retry: RetryPolicy {
+            max_retries: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let creds = |id: &str, secret: &str| Credentials::new(id, SecretString::new(secret), None);
+    let pw = VncPassword::parse("Ecs123").unwrap();
+    let modify = |c: Credentials| {
+        let client = client.clone();
+        let pw = pw.clone();
+        async move {
+            let started = Instant::now();
+            let r = client
+                .modify_instance_vnc_passwd(&c, "cn-hangzhou", "i-io000000001", &pw)
+                .await;
+            (r, started.elapsed())
+        }
+    };
+    let a1 = creds("LTAIteamA1", "secret-a1");
+    let (r, _) = modify(a1.clone()).await;
+    r.unwrap();
+    // The instance's role (account A) and the other RAM user of account A wait their turn.
+    let role = ecs_vnc_controller::ecs::CredentialsProvider::ecs_ram_role(
+        sim.url(),
+        Some("NodeRole".into()),
+        Duration::from_secs(5),
+    )
+    .credentials()
+    .await
+    .unwrap();
+    let (r, waited) = modify(role.clone()).await;
+    r.unwrap();
+    assert!(
+        waited >= Duration::from_millis(400),
+        "shared bucket: {waited:?}"
+    );
+    let (r, waited) = modify(creds("LTAIteamA2", "secret-a2")).await;
+    r.unwrap();
+    assert!(
+        waited >= Duration::from_millis(400),
+        "shared bucket: {waited:?}"
+    );
+    // Account B has its own.
+    let (r, waited) = modify(creds("LTAIteamB", "secret-b")).await;
+    r.unwrap();
+    assert!(
+        waited < Duration::from_millis(400),
+        "own bucket: {waited:?}"
+    );
+
+    // A1's AccessKeyId with a junk secret: its calls queue in a bucket of their own.
+    let junk = creds("LTAIteamA1", "junk-secret");
+    let calls: Vec<_> = (0..6).map(|_| tokio::spawn(modify(junk.clone()))).collect();
+    // Waits for the signal (the junk bucket's queue), not for a time.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.backlog(&junk, "cn-hangzhou", "ModifyInstanceVncPasswd")
+        < Duration::from_millis(1500)
+    {
+        assert!(Instant::now() < deadline, "the junk calls never queued");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let a1_backlog = client.backlog(&a1, "cn-hangzhou", "ModifyInstanceVncPasswd");
+    assert!(
+        a1_backlog < Duration::from_millis(1000),
+        "A1's bucket is not drained: {a1_backlog:?}"
+    );
+    for call in calls {
+        let (r, _) = call.await.unwrap();
+        assert_eq!(r.unwrap_err().code(), Some("SignatureDoesNotMatch"));
+    }
+    // One GetCallerIdentity per credential, however many calls: A1, role, A2, B, junk.
+    assert_eq!(sim.state().caller_identity_calls(), 5);
 }

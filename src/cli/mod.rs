@@ -14,7 +14,8 @@ use crate::ecs::{ClientConfig, SignatureVersion};
 pub struct EcsArgs {
     /// Where ECS is: a URL with `{region}` in it is a template (e.g.
     /// https://ecs-vpc.{region}.aliyuncs.com), any other one base URL for all regions (a simulator;
-    /// http:// allowed). Default: the endpoint Alibaba's ECS SDK chooses for the region.
+    /// http:// only to loopback, see --allow-insecure-http). Default: the endpoint Alibaba's ECS SDK
+    /// chooses for the region.
     #[arg(long, env = "ECS_ENDPOINT", value_name = "URL")]
     pub ecs_endpoint: Option<String>,
     /// ECS calls per second per account, region and action, as ECS counts them: a number for every
@@ -39,6 +40,11 @@ pub struct EcsArgs {
     /// (ACS3-HMAC-SHA256, which Alibaba recommends).
     #[arg(long, env = "ECS_SIGNATURE", value_enum, default_value_t = SignatureVersion::V1)]
     pub ecs_signature: SignatureVersion,
+    /// Allow plain http:// for --ecs-endpoint (and --sts-endpoint) to a host that is not loopback
+    /// (127.0.0.0/8, ::1, localhost are always allowed): requests carry signatures, STS tokens and
+    /// VNC passwords, so only for a test endpoint you trust.
+    #[arg(long, env = crate::ecs::transport::ALLOW_INSECURE_HTTP_ENV)]
+    pub allow_insecure_http: bool,
 }
 
 impl EcsArgs {
@@ -61,6 +67,7 @@ impl EcsArgs {
                 ..RetryPolicy::default()
             },
             signature: self.ecs_signature,
+            allow_insecure_http: self.allow_insecure_http,
             ..ClientConfig::default()
         })
     }

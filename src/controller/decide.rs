@@ -150,7 +150,8 @@ pub fn reboot_may_have_happened(error: &EcsError) -> bool {
         EcsError::Network { .. } => true,
         EcsError::UnexpectedBody { body, .. } => body.http_status >= 500 || body.http_status < 400,
         EcsError::Api { error, .. } => error.http_status >= 500,
-        EcsError::InvalidRequest(_) => false,
+        // A redirect is never followed: ECS never saw the call.
+        EcsError::Redirected { .. } | EcsError::InvalidRequest(_) => false,
     }
 }
 
@@ -193,6 +194,14 @@ pub fn summary(error: &EcsError) -> String {
                 format!("{action} could not reach {endpoint}")
             }
         }
+        EcsError::Redirected {
+            action,
+            status,
+            location,
+            ..
+        } => format!(
+            "{action} got HTTP {status}, a redirect to {location} (never followed: check --ecs-endpoint)"
+        ),
         EcsError::InvalidRequest(message) => message.clone(),
     }
 }

@@ -62,7 +62,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub ecs: EcsArgs,
     /// Where STS is, for AssumeRoleWithOIDC (RRSA). Default: as Alibaba's credentials SDKs choose
-    /// it (sts[-vpc].<ALIBABA_CLOUD_STS_REGION>.aliyuncs.com, else sts.aliyuncs.com).
+    /// it (sts[-vpc].<ALIBABA_CLOUD_STS_REGION>.aliyuncs.com, else sts.aliyuncs.com). http:// only
+    /// to loopback, see --allow-insecure-http.
     #[arg(long, env = "STS_ENDPOINT", value_name = "URL")]
     pub sts_endpoint: Option<String>,
     /// ARN of the RAM OIDC identity provider of this cluster's ServiceAccount token issuer (ACK's
@@ -204,6 +205,24 @@ pub struct Environment {
 }
 
 impl RunArgs {
+    /// Refuses plain http to STS on a host that is not loopback without `--allow-insecure-http`
+    /// (the ECS endpoint is checked by the client).
+    pub fn check_endpoints(&self) -> Result<(), RunError> {
+        if let Some(sts) = self
+            .sts_endpoint
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            crate::ecs::transport::check_scheme(
+                sts,
+                "--sts-endpoint",
+                self.ecs.allow_insecure_http,
+            )
+            .map_err(RunError::Arguments)?;
+        }
+        Ok(())
+    }
+
     /// Where the credentials chain finds STS and the metadata service.
     pub fn provider_config(&self) -> ProviderConfig {
         let url = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
@@ -244,7 +263,13 @@ impl RunArgs {
 /// credentials of the process environment (Alibaba's default chain).
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     crate::ecs::client::install_crypto_provider();
+    // Before anything is sent (the credentials chain may call STS or the metadata service).
+    args.check_endpoints()?;
+    crate::ecs::EcsClient::new(args.ecs.client_config().map_err(RunError::Arguments)?)?;
     let chain = CredentialsProvider::from_env(&args.provider_config()).await;
+    for warning in &chain.warnings {
+        tracing::warn!("{warning}");
+    }
     match &chain.provider {
         Some(p) => {
             tracing::info!(identity = p.identity(), skipped = ?chain.skipped, "the controller's own credentials")
@@ -310,10 +335,13 @@ pub async fn run_with(
     };
     let reconcile_timeout = seconds("reconcile-timeout", args.reconcile_timeout)?;
     let resync_interval = seconds("resync-interval", args.resync_interval)?;
+    args.check_endpoints()?;
     let metrics = Arc::new(Metrics::new());
     let health = Health::new();
 
     let mut ecs_config = args.ecs.client_config().map_err(RunError::Arguments)?;
+    // Rate limits per account, learnt from the STS the controller already uses.
+    ecs_config.sts_endpoint = Some(args.exchange_config().sts_endpoint);
     // The controller backs off per object; within one call, retry briefly only.
     ecs_config.retry.max_retries = ecs_config.retry.max_retries.min(2);
     let leader = if args.leader_elect {

@@ -179,7 +179,10 @@ pub enum ResolveError {
 
 impl ServiceAccountCredentials {
     pub fn new(config: ExchangeConfig) -> Self {
-        let http = http_client(config.timeout);
+        let http = http_client(
+            config.timeout,
+            crate::ecs::transport::Proxy::FromEnvironment,
+        );
         Self {
             inner: Arc::new(Inner {
                 config,

@@ -1,6 +1,7 @@
 //! The ECS RPC client: signed calls with a fresh nonce and timestamp per attempt, rate limits per
-//! account, region and action ([`super::ratelimit`]), timeouts, and bounded retries with capped
-//! exponential backoff and full jitter.
+//! account, region and action ([`super::ratelimit`]; the account learnt from STS, see
+//! [`super::accounts`]), timeouts, and bounded retries with capped exponential backoff and full
+//! jitter.
 //!
 //! Requests are sent as `POST` with a form body, so the VNC password and the SecurityToken never
 //! appear in a URL (proxy and access logs record URLs). Two signatures:
@@ -26,6 +27,7 @@ use super::ratelimit::{BucketKey, BucketState, QpsLimits, RateLimits};
 use super::retry::RetryPolicy;
 use super::signer;
 use super::signer_v3;
+use super::transport;
 use super::types::{DescribeInstancesResponse, Instance, RequestIdResponse};
 use crate::password::VncPassword;
 
@@ -69,15 +71,19 @@ pub struct ClientConfig {
     pub endpoint: Option<String>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
-    /// Calls per second per account (AccessKeyId), region and action: ECS's own unit of flow
-    /// control.
+    /// Calls per second per account, region and action: ECS's own unit of flow control.
     pub qps: QpsLimits,
+    /// Where STS is, to learn each credential's account (`GetCallerIdentity`, once per
+    /// credential). `None`: no look-up, each credential is an account of its own.
+    pub sts_endpoint: Option<String>,
     /// Calls one bucket may send at once before its rate applies.
     pub burst: u32,
     pub retry: RetryPolicy,
     /// The clock for the `Timestamp` parameter (replaced in tests of clock skew).
     pub clock: fn() -> jiff::Timestamp,
     pub signature: SignatureVersion,
+    /// Plain http to an endpoint that is not loopback (`--allow-insecure-http`).
+    pub allow_insecure_http: bool,
 }
 
 impl Default for ClientConfig {
@@ -87,10 +93,12 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(20),
             qps: QpsLimits::default(),
+            sts_endpoint: None,
             burst: 10,
             retry: RetryPolicy::default(),
             clock: jiff::Timestamp::now,
             signature: SignatureVersion::V1,
+            allow_insecure_http: false,
         }
     }
 }
@@ -131,6 +139,17 @@ pub enum EcsError {
         action: &'static str,
         body: UnexpectedBody,
     },
+    /// The endpoint answered with a redirect, which is never followed: it would re-send the signed
+    /// request (and a VNC password, an STS token) to wherever it points. ECS never saw the call.
+    #[error(
+        "{action}: the ECS endpoint {endpoint} answered HTTP {status} redirecting to {location}; redirects are not followed (they would re-send the signed request elsewhere): check --ecs-endpoint"
+    )]
+    Redirected {
+        action: &'static str,
+        endpoint: String,
+        status: u16,
+        location: String,
+    },
     /// No answer: connection refused or reset, DNS, TLS, timeout.
     #[error("{action}: could not reach {endpoint}: {reason}")]
     Network {
@@ -158,6 +177,8 @@ impl EcsError {
                 }
             }
             Self::Network { .. } => ErrorClass::Transient,
+            // Not ECS speaking (a proxy, a misconfigured endpoint): retried slowly, never a stall.
+            Self::Redirected { .. } => ErrorClass::Unknown,
             Self::InvalidRequest(_) => ErrorClass::Terminal,
         }
     }
@@ -182,6 +203,7 @@ impl EcsError {
         match self {
             Self::Api { error, .. } => &error.code,
             Self::UnexpectedBody { .. } => "UnexpectedResponse",
+            Self::Redirected { .. } => "Redirected",
             Self::Network { timeout: true, .. } => "Timeout",
             Self::Network { .. } => "NetworkError",
             Self::InvalidRequest(_) => "InvalidRequest",
@@ -199,6 +221,7 @@ struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
     limits: RateLimits,
+    accounts: super::accounts::Accounts,
     observer: Option<Arc<dyn CallObserver>>,
     /// ECS's clock as its latest answer with a `Date` told it.
     ecs_clock: LatestReading,
@@ -232,19 +255,26 @@ impl EcsClient {
         config: ClientConfig,
         observer: Option<Arc<dyn CallObserver>>,
     ) -> Result<Self, EcsError> {
-        install_crypto_provider();
         if let Some(endpoint) = &config.endpoint {
-            validate_endpoint(endpoint)?;
+            validate_endpoint(endpoint, config.allow_insecure_http)?;
         }
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| EcsError::InvalidRequest(format!("cannot build the HTTP client: {e}")))?;
+        if let Some(sts) = &config.sts_endpoint {
+            transport::check_scheme(sts, "--sts-endpoint", config.allow_insecure_http)
+                .map_err(EcsError::InvalidRequest)?;
+        }
+        let http = transport::builder(
+            config.connect_timeout,
+            config.request_timeout,
+            transport::Proxy::FromEnvironment,
+        )
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| EcsError::InvalidRequest(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
+                accounts: super::accounts::Accounts::new(
+                    config.sts_endpoint.clone().map(|sts| (http.clone(), sts)),
+                ),
                 http,
                 limits: RateLimits::new(config.qps.clone(), config.burst),
                 config,
@@ -264,21 +294,30 @@ impl EcsClient {
     }
 
     /// How long a call of `action` in `region` with these credentials would now wait for its
-    /// rate-limit slot.
+    /// rate-limit slot (nothing, while their account is not known yet).
     pub fn backlog(
         &self,
         credentials: &Credentials,
         region: &str,
         action: &'static str,
     ) -> Duration {
+        let Some(account) = self.inner.accounts.cached(credentials) else {
+            return Duration::ZERO;
+        };
         self.inner.limits.backlog(
             &BucketKey {
-                account: credentials.access_key_id.clone(),
+                account,
                 region: region.to_string(),
                 action,
             },
             Instant::now(),
         )
+    }
+
+    /// The account `credentials` belong to, as the rate limits count it: the account ID STS
+    /// names, or `unverified.<hash>` (learnt once per credential, then cached).
+    pub async fn account_of(&self, credentials: &Credentials) -> String {
+        self.inner.accounts.account(credentials).await
     }
 
     fn report_rate(&self, bucket: &BucketKey) {
@@ -289,18 +328,16 @@ impl EcsClient {
         }
     }
 
-    /// The base URL calls for `region` go to.
+    /// The base URL calls for `region` go to. The region is checked first, whatever the endpoint:
+    /// it becomes part of a host name and of every request.
     pub fn endpoint_for(&self, region: &str) -> Result<String, EcsError> {
+        validate_region(region)?;
         match &self.inner.config.endpoint {
             Some(endpoint) if endpoint.contains("{region}") => {
-                validate_region(region)?;
                 Ok(super::endpoints::from_template(endpoint, region))
             }
             Some(endpoint) => Ok(endpoint.trim_end_matches('/').to_string()),
-            None => {
-                validate_region(region)?;
-                Ok(super::endpoints::endpoint_for_region(region))
-            }
+            None => Ok(super::endpoints::endpoint_for_region(region)),
         }
     }
 
@@ -351,8 +388,9 @@ impl EcsClient {
         })
     }
 
-    /// Describes instances of one region by ID, 100 IDs per call, following pages. Instances ECS
-    /// does not know are simply absent from the result.
+    /// Describes instances of one region by ID, 100 IDs per call, following pages (at most
+    /// [`MAX_PAGES`] per 100 IDs: they fit one). Instances ECS does not know are simply absent from
+    /// the result.
     pub async fn describe_instances(
         &self,
         credentials: &Credentials,
@@ -366,7 +404,22 @@ impl EcsClient {
                 .map_err(|e| EcsError::InvalidRequest(format!("cannot encode InstanceIds: {e}")))?;
             // NextToken/MaxResults: ECS documents PageNumber/PageSize as being retired.
             let mut next_token: Option<String> = None;
-            loop {
+            for page in 1.. {
+                if page > MAX_PAGES {
+                    // 100 IDs fit one page: an endpoint that keeps paging is not ECS.
+                    return Err(EcsError::UnexpectedBody {
+                        action: "DescribeInstances",
+                        body: UnexpectedBody {
+                            http_status: 200,
+                            content_type: None,
+                            excerpt: String::new(),
+                            note: Some(format!(
+                                "it kept answering a NextToken for {} instance IDs after {MAX_PAGES} pages (100 IDs fit one)",
+                                chunk.len()
+                            )),
+                        },
+                    });
+                }
                 let mut params: Vec<(&str, &str)> = vec![
                     ("RegionId", region),
                     ("InstanceIds", &ids),
@@ -416,7 +469,7 @@ impl EcsClient {
         let endpoint = self.endpoint_for(region)?;
         let policy = &self.inner.config.retry;
         let bucket = BucketKey {
-            account: credentials.access_key_id.clone(),
+            account: self.account_of(credentials).await,
             region: region.to_string(),
             action,
         };
@@ -568,6 +621,14 @@ impl EcsClient {
         };
         let response = request.send().await.map_err(network)?;
         let status = response.status().as_u16();
+        if let Some(location) = transport::redirect_target(&response) {
+            return Err(EcsError::Redirected {
+                action,
+                endpoint: endpoint.to_string(),
+                status,
+                location,
+            });
+        }
         let content_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -593,7 +654,21 @@ impl EcsClient {
                 observer.clock_offset(server.duration_since((self.inner.config.clock)()));
             }
         }
-        let bytes = response.bytes().await.map_err(network)?;
+        let bytes = match transport::read_body(response).await {
+            Ok(bytes) => bytes,
+            Err(transport::BodyError::Network(e)) => return Err(network(e)),
+            Err(transport::BodyError::TooLarge { start }) => {
+                return Err(EcsError::UnexpectedBody {
+                    action,
+                    body: UnexpectedBody {
+                        http_status: status,
+                        content_type,
+                        excerpt: super::error::excerpt(&start),
+                        note: Some(transport::too_large()),
+                    },
+                });
+            }
+        };
 
         if (200..300).contains(&status) {
             return serde_json::from_slice::<T>(&bytes)
@@ -604,6 +679,7 @@ impl EcsClient {
                         http_status: status,
                         content_type,
                         excerpt: super::error::excerpt(&bytes),
+                        note: None,
                     },
                 });
         }
@@ -624,6 +700,9 @@ impl EcsClient {
 }
 
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
+
+/// DescribeInstances pages followed for one call's 100 IDs (one page holds them all).
+pub const MAX_PAGES: usize = 5;
 
 /// The `host` a request to `endpoint` carries: the URL's host, with the port when it is not the
 /// scheme's default (what the HTTP client sends as `Host`, and what V3 signs).
@@ -654,7 +733,7 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn validate_endpoint(endpoint: &str) -> Result<(), EcsError> {
+fn validate_endpoint(endpoint: &str, allow_insecure_http: bool) -> Result<(), EcsError> {
     let url = reqwest::Url::parse(endpoint).map_err(|e| {
         EcsError::InvalidRequest(format!(
             "the ECS endpoint {endpoint:?} is not a URL ({e}); expected e.g. https://ecs-vpc.cn-hangzhou.aliyuncs.com or http://127.0.0.1:8080"
@@ -670,24 +749,28 @@ fn validate_endpoint(endpoint: &str) -> Result<(), EcsError> {
             "the ECS endpoint {endpoint:?} must not carry a query or credentials"
         )));
     }
-    Ok(())
+    transport::check_scheme(endpoint, "--ecs-endpoint", allow_insecure_http)
+        .map_err(EcsError::InvalidRequest)
 }
 
-/// Region IDs are lower-case words joined by `-` (`cn-hangzhou`, `ap-southeast-1`); anything else
-/// would let a spec pick an arbitrary host.
+/// The CRD's pattern for `spec.regionId` (`cn-hangzhou`, `ap-southeast-1`,
+/// `cn-shanghai-finance-1`): one DNS label, so a region can never name another host or another
+/// product's endpoint.
+pub const REGION_PATTERN: &str = r"^[a-z]{2,}(-[a-z0-9]+){1,4}$";
+
+/// A region of the SDK's endpoint map, or one that matches [`REGION_PATTERN`] (at most 64 bytes).
 pub fn validate_region(region: &str) -> Result<(), EcsError> {
-    let ok = !region.is_empty()
-        && region.len() <= 64
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !region.starts_with('-')
-        && !region.ends_with('-');
-    if ok {
+    static PATTERN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(REGION_PATTERN).expect("REGION_PATTERN is a valid regex")
+    });
+    let known = super::endpoints::ENDPOINT_MAP
+        .iter()
+        .any(|(r, _)| *r == region);
+    if known || (region.len() <= 64 && PATTERN.is_match(region)) {
         Ok(())
     } else {
         Err(EcsError::InvalidRequest(format!(
-            "{region:?} is not an ECS region ID (expected e.g. cn-hangzhou)"
+            "{region:?} is not an ECS region ID (expected e.g. cn-hangzhou: {REGION_PATTERN})"
         )))
     }
 }
@@ -742,6 +825,16 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }
+        let insecure = |allow| {
+            EcsClient::new(ClientConfig {
+                endpoint: Some("http://10.0.0.5:8080".into()),
+                allow_insecure_http: allow,
+                ..Default::default()
+            })
+        };
+        let err = insecure(false).unwrap_err().to_string();
+        assert!(err.contains("--allow-insecure-http"), "{err}");
+        assert!(insecure(true).is_ok());
     }
 
     #[test]
@@ -766,6 +859,64 @@ mod tests {
             "ecs.example.com"
         );
         assert_eq!(host_header("http://[::1]:9").unwrap(), "[::1]:9");
+    }
+
+    #[test]
+    fn regions_are_the_crds_pattern_or_known_and_never_leave_ecss_hosts() {
+        for ok in [
+            "cn-hangzhou",
+            "ap-southeast-1",
+            "cn-shanghai-finance-1",
+            "cn-hangzhou-internal-test-1",
+            "eu-west-1-oxs",
+            "xx-nowhere-9",
+        ] {
+            assert!(validate_region(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "a",
+            "hangzhou",
+            "cn--hangzhou",
+            "1-2",
+            "cn-hangzhou-",
+            "cn-a-b-c-d-e",
+            "cn-hangzhou.evil.com",
+            "cn-hangzhou/x",
+            "cn-hangzhou@evil",
+            "CN-hangzhou",
+            "",
+        ] {
+            assert!(validate_region(bad).is_err(), "{bad}");
+        }
+        // Every endpoint map entry passes, and the CRD states the same pattern.
+        for (region, _) in crate::ecs::endpoints::ENDPOINT_MAP {
+            assert!(validate_region(region).is_ok(), "{region}");
+        }
+        let crd = crate::api::crd_yaml().unwrap();
+        assert!(
+            crd.contains(REGION_PATTERN),
+            "the CRD's regionId pattern changed"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_accepted_region_stays_on_an_ecs_host(region in "[a-z0-9.:/@-]{1,40}") {
+            let c = EcsClient::new(ClientConfig::default()).unwrap();
+            let t = EcsClient::new(ClientConfig {
+                endpoint: Some("https://ecs-vpc.{region}.aliyuncs.com".into()),
+                ..Default::default()
+            })
+            .unwrap();
+            if let Ok(url) = c.endpoint_for(&region) {
+                let url = reqwest::Url::parse(&url).unwrap();
+                let host = url.host_str().unwrap();
+                proptest::prop_assert!(host.starts_with("ecs") && host.ends_with(".aliyuncs.com"), "{}", host);
+                proptest::prop_assert_eq!(url.path(), "/");
+                let url = reqwest::Url::parse(&t.endpoint_for(&region).unwrap()).unwrap();
+                proptest::prop_assert_eq!(url.host_str().unwrap(), format!("ecs-vpc.{region}.aliyuncs.com"));
+            }
+        }
     }
 
     #[test]

@@ -185,6 +185,8 @@ pub struct UnexpectedBody {
     pub content_type: Option<String>,
     /// The first characters of the body, control characters replaced, for a person to read.
     pub excerpt: String,
+    /// What was wrong besides the body's shape (too large, endless paging).
+    pub note: Option<String>,
 }
 
 impl fmt::Display for UnexpectedBody {
@@ -194,10 +196,10 @@ impl fmt::Display for UnexpectedBody {
             "unexpected response from the ECS endpoint (HTTP {}, content type {}): {}",
             self.http_status,
             self.content_type.as_deref().unwrap_or("none"),
-            if self.excerpt.is_empty() {
-                "empty body".to_string()
-            } else {
-                format!("body starts with {:?}", self.excerpt)
+            match (&self.note, self.excerpt.is_empty()) {
+                (Some(note), _) => note.clone(),
+                (None, true) => "empty body".to_string(),
+                (None, false) => format!("body starts with {:?}", self.excerpt),
             }
         )
     }
@@ -247,6 +249,7 @@ pub fn parse_error_body(
             http_status,
             content_type: content_type.map(str::to_string),
             excerpt: excerpt(body),
+            note: None,
         }),
     }
 }

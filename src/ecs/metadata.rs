@@ -7,6 +7,7 @@
 use serde::Deserialize;
 
 use super::sts::Temporary;
+use super::transport;
 
 pub const DEFAULT_ENDPOINT: &str = "http://100.100.100.200";
 pub const TOKEN_PATH: &str = "/latest/api/token";
@@ -22,6 +23,20 @@ pub enum MetadataError {
     Network { endpoint: String, reason: String },
     #[error("the ECS metadata service answered HTTP {status} to {what}")]
     Status { what: &'static str, status: u16 },
+    /// Never followed: it would send the session token, or fetch the node's credentials, elsewhere.
+    #[error(
+        "the ECS metadata service answered {what} with HTTP {status} redirecting to {location}; redirects are not followed"
+    )]
+    Redirected {
+        what: &'static str,
+        status: u16,
+        location: String,
+    },
+    #[error(
+        "the ECS metadata service's answer to {what}: {}",
+        super::transport::too_large()
+    )]
+    TooLarge { what: &'static str },
     #[error("the ECS metadata service answered no usable credentials for role {role}")]
     Unexpected { role: String },
     #[error("this instance has no RAM role (the metadata service names none)")]
@@ -46,6 +61,30 @@ fn network(endpoint: &str, e: &reqwest::Error) -> MetadataError {
     }
 }
 
+/// A 2xx answer's body as text: never a redirect, never more than [`transport::MAX_BODY`].
+async fn body(
+    endpoint: &str,
+    r: reqwest::Response,
+    what: &'static str,
+) -> Result<String, MetadataError> {
+    let status = r.status().as_u16();
+    if let Some(location) = transport::redirect_target(&r) {
+        return Err(MetadataError::Redirected {
+            what,
+            status,
+            location,
+        });
+    }
+    if !(200..300).contains(&status) {
+        return Err(MetadataError::Status { what, status });
+    }
+    match transport::read_body(r).await {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(transport::BodyError::TooLarge { .. }) => Err(MetadataError::TooLarge { what }),
+        Err(transport::BodyError::Network(e)) => Err(network(endpoint, &e)),
+    }
+}
+
 async fn session_token(http: &reqwest::Client, endpoint: &str) -> Result<String, MetadataError> {
     let r = http
         .put(format!("{}{TOKEN_PATH}", endpoint.trim_end_matches('/')))
@@ -53,14 +92,7 @@ async fn session_token(http: &reqwest::Client, endpoint: &str) -> Result<String,
         .send()
         .await
         .map_err(|e| network(endpoint, &e))?;
-    let status = r.status().as_u16();
-    if !(200..300).contains(&status) {
-        return Err(MetadataError::Status {
-            what: "the session token request",
-            status,
-        });
-    }
-    r.text().await.map_err(|e| network(endpoint, &e))
+    body(endpoint, r, "the session token request").await
 }
 
 async fn get(
@@ -79,11 +111,7 @@ async fn get(
         .send()
         .await
         .map_err(|e| network(endpoint, &e))?;
-    let status = r.status().as_u16();
-    if !(200..300).contains(&status) {
-        return Err(MetadataError::Status { what, status });
-    }
-    r.text().await.map_err(|e| network(endpoint, &e))
+    body(endpoint, r, what).await
 }
 
 /// The role's current credentials; `role` `None` discovers the instance's role.

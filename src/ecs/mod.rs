@@ -1,6 +1,7 @@
 //! Everything Alibaba Cloud: the signature V1 signer (pure), the error classification, credentials
 //! and the HTTP client.
 
+pub mod accounts;
 pub mod client;
 pub mod clock;
 pub mod credentials;
@@ -14,6 +15,7 @@ pub mod retry;
 pub mod signer;
 pub mod signer_v3;
 pub mod sts;
+pub mod transport;
 pub mod types;
 
 pub use client::{Accepted, CallObserver, ClientConfig, EcsClient, EcsError, SignatureVersion};

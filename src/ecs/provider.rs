@@ -26,6 +26,7 @@ use super::credentials::{Credentials, ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET};
 use super::metadata;
 use super::profile::{self, Profile};
 use super::sts::{self, StsError, Temporary};
+use super::transport;
 use crate::secret::SecretString;
 
 pub const ENV_ROLE_ARN: &str = "ALIBABA_CLOUD_ROLE_ARN";
@@ -110,6 +111,9 @@ pub struct ProviderError {
     pub transient: bool,
     /// The code STS or the metadata service refused with, if it did.
     pub code: Option<String>,
+    /// A file the configuration names (the credentials file, an OIDC token file) cannot be read
+    /// or used: the objects say `CredentialsNotFound`; it is read again at every use.
+    pub not_found: bool,
 }
 
 #[derive(Default)]
@@ -153,17 +157,31 @@ impl std::fmt::Debug for CredentialsProvider {
 pub struct Chain {
     pub provider: Option<CredentialsProvider>,
     pub skipped: Vec<String>,
+    /// What the operator must hear about (logged at warn): a configured file that cannot be used.
+    pub warnings: Vec<String>,
 }
 
-pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
-    // reqwest panics without a process-wide rustls provider (built without a default one).
-    super::client::install_crypto_provider();
-    reqwest::Client::builder()
-        .user_agent(super::client::USER_AGENT)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .timeout(timeout)
+/// `ALIBABA_CLOUD_ECS_METADATA_DISABLED`, read as Alibaba's credentials SDKs read it: `true` in any
+/// case, nothing else (github.com/aliyun/credentials-go, `providers/ecs_ram_role.go`,
+/// `strings.ToLower(os.Getenv(...)) == "true"`; a profile of type `ecs_ram_role` is refused too,
+/// since the SDKs build it with the same provider).
+fn metadata_disabled(lookup: &impl Fn(&'static str) -> Option<String>) -> bool {
+    lookup(ENV_ECS_METADATA_DISABLED).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// A client for STS (`Proxy::FromEnvironment`) or the metadata service (`Proxy::Never`), with the
+/// rules of [`transport`]: no redirects, bounded answers.
+pub(crate) fn http_client(timeout: Duration, proxy: transport::Proxy) -> reqwest::Client {
+    transport::builder(timeout.min(Duration::from_secs(5)), timeout, proxy)
         .build()
-        .unwrap_or_default()
+        // Building fails only without TLS roots; a client without them still refuses redirects.
+        .unwrap_or_else(|_| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .unwrap_or_default()
+        })
 }
 
 fn session_name() -> String {
@@ -175,11 +193,16 @@ fn session_name() -> String {
 
 impl CredentialsProvider {
     fn new(source: Source, identity: String, timeout: Duration) -> Self {
+        // The metadata service is plain http on a link-local address: never through a proxy.
+        let proxy = match source {
+            Source::Metadata { .. } => transport::Proxy::Never,
+            _ => transport::Proxy::FromEnvironment,
+        };
         Self {
             inner: Arc::new(Inner {
+                http: http_client(timeout, proxy),
                 source,
                 identity,
-                http: http_client(timeout),
                 state: tokio::sync::Mutex::new(State::default()),
                 snapshot: Mutex::new(None),
                 observer: Mutex::new(None),
@@ -282,6 +305,7 @@ impl CredentialsProvider {
                     return Chain {
                         provider: Some(p),
                         skipped,
+                        warnings: Vec::new(),
                     };
                 }
             }
@@ -310,88 +334,111 @@ impl CredentialsProvider {
                     sts_endpoint,
                     duration_seconds: config.duration_seconds,
                 };
-                return Chain { provider: Some(Self::oidc(role, config.timeout)), skipped };
+                return Chain { provider: Some(Self::oidc(role, config.timeout)), skipped, warnings: Vec::new() };
             }
             _ => skipped.push(format!(
                 "OIDC: {ENV_ROLE_ARN}, {ENV_OIDC_PROVIDER_ARN} and {ENV_OIDC_TOKEN_FILE} are not all set"
             )),
         }
-        // 3. The credentials file.
-        let file = var(ENV_CREDENTIALS_FILE).or_else(|| {
+        // 3. The credentials file. One the operator named (`ALIBABA_CLOUD_CREDENTIALS_FILE`, e.g. a
+        // Secret mounted `optional: true`) is never passed over: when it cannot be used, the chain
+        // stops here rather than quietly acting as the node's RAM role, and the file is read again at
+        // every use so that it is picked up once it is there.
+        let metadata_disabled = metadata_disabled(&lookup);
+        let explicit = var(ENV_CREDENTIALS_FILE);
+        let file = explicit.clone().or_else(|| {
             var("HOME").map(|h| format!("{}/.alibabacloud/credentials", h.trim_end_matches('/')))
         });
         let metadata_endpoint = config
             .metadata_endpoint
             .clone()
             .unwrap_or_else(|| metadata::DEFAULT_ENDPOINT.to_string());
+        let mut warnings = Vec::new();
         if let Some(file) = file {
-            match std::fs::read_to_string(&file) {
-                Ok(text) => {
-                    let name = var(ENV_PROFILE).unwrap_or_else(|| "default".to_string());
-                    match profile::parse(&text, &name, &file) {
-                        Ok(Profile::AccessKey(c)) => {
-                            let id = format!("profile:{name}:{}", c.access_key_id);
-                            let p = Self::file(file.into(), name, id);
+            let name = var(ENV_PROFILE).unwrap_or_else(|| "default".to_string());
+            let unusable = match std::fs::read_to_string(&file) {
+                Ok(text) => match profile::parse(&text, &name, &file) {
+                    Ok(Profile::AccessKey(c)) => {
+                        let id = format!("profile:{name}:{}", c.access_key_id);
+                        return Chain {
+                            provider: Some(Self::file(file.into(), name, id)),
+                            skipped,
+                            warnings,
+                        };
+                    }
+                    Ok(Profile::EcsRamRole { .. }) if metadata_disabled => {
+                        // As the SDKs' ECS RAM role provider refuses to be built.
+                        skipped.push(format!(
+                            "credentials file: profile [{name}] in {file} is of type ecs_ram_role, but {ENV_ECS_METADATA_DISABLED}=true"
+                        ));
+                        if explicit.is_some() {
                             return Chain {
-                                provider: Some(p),
+                                provider: None,
                                 skipped,
+                                warnings,
                             };
                         }
-                        Ok(Profile::EcsRamRole { role_name }) => {
-                            let p =
-                                Self::ecs_ram_role(metadata_endpoint, role_name, config.timeout);
-                            return Chain {
-                                provider: Some(p),
-                                skipped,
-                            };
-                        }
-                        Ok(Profile::OidcRoleArn {
+                        None
+                    }
+                    Ok(Profile::EcsRamRole { role_name }) => {
+                        let p = Self::ecs_ram_role(metadata_endpoint, role_name, config.timeout);
+                        return Chain {
+                            provider: Some(p),
+                            skipped,
+                            warnings,
+                        };
+                    }
+                    Ok(Profile::OidcRoleArn {
+                        role_arn,
+                        oidc_provider_arn,
+                        token_file,
+                        role_session_name,
+                    }) => {
+                        let role = OidcRole {
                             role_arn,
                             oidc_provider_arn,
-                            token_file,
-                            role_session_name,
-                        }) => {
-                            let role = OidcRole {
-                                role_arn,
-                                oidc_provider_arn,
-                                token_file: token_file.into(),
-                                role_session_name: role_session_name.unwrap_or_else(session_name),
-                                sts_endpoint,
-                                duration_seconds: config.duration_seconds,
-                            };
-                            return Chain {
-                                provider: Some(Self::oidc(role, config.timeout)),
-                                skipped,
-                            };
-                        }
-                        Err(e) => skipped.push(format!("credentials file: {e}")),
+                            token_file: token_file.into(),
+                            role_session_name: role_session_name.unwrap_or_else(session_name),
+                            sts_endpoint,
+                            duration_seconds: config.duration_seconds,
+                        };
+                        return Chain {
+                            provider: Some(Self::oidc(role, config.timeout)),
+                            skipped,
+                            warnings,
+                        };
                     }
+                    Err(e) => Some(e),
+                },
+                Err(e) => Some(format!("cannot read {file}: {}", e.kind())),
+            };
+            if let Some(why) = unusable {
+                if explicit.is_some() {
+                    warnings.push(format!(
+                        "the credentials file {file} named by {ENV_CREDENTIALS_FILE} cannot be used ({why}): VncPasswords that use the controller's own credentials fail with CredentialsNotFound until it can; it is read again at every use, and the controller does not fall back to the ECS instance's RAM role"
+                    ));
+                    let id = format!("profile:{name}:(not yet readable)");
+                    return Chain {
+                        provider: Some(Self::file(file.into(), name, id)),
+                        skipped,
+                        warnings,
+                    };
                 }
-                Err(e) => skipped.push(format!(
-                    "credentials file: cannot read {file}: {}",
-                    e.kind()
-                )),
+                skipped.push(format!("credentials file: {why}"));
             }
         } else {
             skipped.push(
                 "credentials file: neither HOME nor ALIBABA_CLOUD_CREDENTIALS_FILE is set".into(),
             );
         }
-        // Past the last way: a credentials file named explicitly but not readable yet (a Kubernetes
-        // Secret mounted `optional: true` and created later) is read at every use, so that it is
-        // picked up without a restart. Alibaba's SDKs would end with no credentials here.
-        let explicit_file = |skipped: Vec<String>| Chain {
-            provider: var(ENV_CREDENTIALS_FILE).map(|file| {
-                let name = var(ENV_PROFILE).unwrap_or_else(|| "default".to_string());
-                let id = format!("profile:{name}:(not yet readable)");
-                Self::file(file.into(), name, id)
-            }),
-            skipped,
-        };
         // 4. The ECS RAM role.
-        if var(ENV_ECS_METADATA_DISABLED).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        if metadata_disabled {
             skipped.push(format!("ECS RAM role: {ENV_ECS_METADATA_DISABLED}=true"));
-            return explicit_file(skipped);
+            return Chain {
+                provider: None,
+                skipped,
+                warnings,
+            };
         }
         let named = var(ENV_ECS_METADATA);
         // The metadata service is link-local: the SDKs give it 1 s; off ECS the probe must not
@@ -402,16 +449,22 @@ impl CredentialsProvider {
             return Chain {
                 provider: Some(p),
                 skipped,
+                warnings,
             };
         }
         match p.credentials().await {
             Ok(_) => Chain {
                 provider: Some(p),
                 skipped,
+                warnings,
             },
             Err(e) => {
                 skipped.push(format!("ECS RAM role: {e}"));
-                explicit_file(skipped)
+                Chain {
+                    provider: None,
+                    skipped,
+                    warnings,
+                }
             }
         }
     }
@@ -563,6 +616,19 @@ impl CredentialsProvider {
             ),
             transient,
             code,
+            not_found: false,
+        }
+    }
+
+    /// A configured file that cannot be read or used (never quoting its contents).
+    fn file_error(&self, message: String) -> ProviderError {
+        ProviderError {
+            not_found: true,
+            ..self.error(
+                format!("{message}; the file is read again at every use (no restart needed), and the controller does not fall back to the ECS instance's RAM role meanwhile"),
+                false,
+                None,
+            )
         }
     }
 
@@ -575,22 +641,17 @@ impl CredentialsProvider {
     ) -> Result<Credentials, ProviderError> {
         let shown = path.display().to_string();
         let text = tokio::fs::read_to_string(path).await.map_err(|e| {
-            self.error(
-                format!("cannot read the credentials file {shown}: {}", e.kind()),
-                false,
-                None,
-            )
+            self.file_error(format!(
+                "cannot read the credentials file {shown}: {}",
+                e.kind()
+            ))
         })?;
         match profile::parse(&text, profile, &shown) {
             Ok(Profile::AccessKey(c)) => Ok(c),
-            Ok(_) => Err(self.error(
-                format!(
-                    "profile [{profile}] in {shown} is no longer of type access_key: restart the controller to use another type"
-                ),
-                false,
-                None,
-            )),
-            Err(e) => Err(self.error(e, false, None)),
+            Ok(_) => Err(self.file_error(format!(
+                "profile [{profile}] in {shown} is not of type access_key: restart the controller to use another type"
+            ))),
+            Err(e) => Err(self.file_error(e)),
         }
     }
 
@@ -610,15 +671,11 @@ impl CredentialsProvider {
                 let token = tokio::fs::read_to_string(&role.token_file)
                     .await
                     .map_err(|e| {
-                        self.error(
-                            format!(
-                                "cannot read the OIDC token file {}: {}",
-                                role.token_file.display(),
-                                e.kind()
-                            ),
-                            false,
-                            None,
-                        )
+                        self.file_error(format!(
+                            "cannot read the OIDC token file {}: {}",
+                            role.token_file.display(),
+                            e.kind()
+                        ))
                     })?;
                 let token = SecretString::new(token.trim());
                 let request = sts::AssumeRoleWithOidc {
@@ -733,6 +790,82 @@ mod tests {
         let off = [(ENV_ECS_METADATA_DISABLED, "true")];
         let chain = CredentialsProvider::from_lookup(lookup(&off), &cfg).await;
         assert!(chain.provider.is_none() && chain.skipped[3].contains("DISABLED"));
+    }
+
+    #[tokio::test]
+    async fn metadata_disabled_is_read_as_the_sdks_read_it_and_covers_ecs_ram_role_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        std::fs::write(
+            &file,
+            "[default]\ntype = ecs_ram_role\nrole_name = NodeRole\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        // Named or in the default place, a profile of type ecs_ram_role is the metadata service.
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join(".alibabacloud")).unwrap();
+        std::fs::copy(file, home.join(".alibabacloud/credentials")).unwrap();
+        let home = home.to_str().unwrap();
+        for disabled in ["true", "TRUE", "True"] {
+            for vars in [
+                vec![
+                    (ENV_CREDENTIALS_FILE, file),
+                    (ENV_ECS_METADATA_DISABLED, disabled),
+                ],
+                vec![("HOME", home), (ENV_ECS_METADATA_DISABLED, disabled)],
+            ] {
+                let chain = CredentialsProvider::from_lookup(lookup(&vars), &no_metadata()).await;
+                assert!(chain.provider.is_none(), "{vars:?}");
+                assert!(
+                    chain.skipped.iter().any(|s| s.contains("ecs_ram_role")),
+                    "{:?}",
+                    chain.skipped
+                );
+            }
+        }
+        for not_disabled in ["1", "yes", "false", " true"] {
+            let vars = [
+                (ENV_CREDENTIALS_FILE, file),
+                (ENV_ECS_METADATA_DISABLED, not_disabled),
+            ];
+            let chain = CredentialsProvider::from_lookup(lookup(&vars), &no_metadata()).await;
+            assert_eq!(
+                chain.provider.map(|p| p.identity().to_string()).as_deref(),
+                Some("ecs-ram-role:NodeRole"),
+                "{not_disabled:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_named_credentials_file_that_cannot_be_used_stops_the_chain_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let broken = dir.path().join("broken");
+        std::fs::write(
+            &broken,
+            "[default]\ntype = access_key\naccess_key_id = AKID\n",
+        )
+        .unwrap();
+        for file in [&missing, &broken] {
+            let shown = file.to_str().unwrap();
+            let chain = CredentialsProvider::from_lookup(
+                lookup(&[(ENV_CREDENTIALS_FILE, shown)]),
+                &no_metadata(),
+            )
+            .await;
+            assert_eq!(chain.warnings.len(), 1, "{:?}", chain.warnings);
+            assert!(chain.warnings[0].contains(shown), "{:?}", chain.warnings);
+            let p = chain.provider.expect("the named file, read at every use");
+            let e = p.credentials().await.unwrap_err();
+            assert!(e.not_found && !e.transient, "{e:?}");
+            assert!(
+                e.message.contains(shown) && e.message.contains("every use"),
+                "{e}"
+            );
+            assert!(!e.message.contains("AKID"), "{e}");
+        }
     }
 
     #[tokio::test]

@@ -3,8 +3,9 @@
 //! ECS limits each API per account and region, and the console and every other tool of the account
 //! draw from the same quota ("API rate limits", https://www.alibabacloud.com/help/en/ecs/developer-reference/api-throttling).
 //! So DescribeInstances never takes ModifyInstanceVncPasswd's calls, and one tenant's account being
-//! throttled never slows another's. The account is known by its AccessKeyId (temporary STS keys
-//! get a fresh bucket with every new key).
+//! throttled never slows another's. The account is the one STS `GetCallerIdentity` names for the
+//! credential ([`super::accounts`]): RAM users, roles and their temporary keys of one account share
+//! its buckets; a credential STS does not vouch for has buckets of its own.
 //!
 //! Adaptive: a `Throttling*` answer halves the bucket's rate (at most once a second, however many
 //! answers arrive together) down to a floor, and puts the bucket in debt for ECS's `TimeLeft`
@@ -102,7 +103,8 @@ impl FromStr for QpsLimits {
 /// Which bucket a call draws from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BucketKey {
-    /// The AccessKeyId (not a secret: it is sent in every request).
+    /// The account ID (not a secret), or `unverified.<hash>` for a credential STS did not vouch
+    /// for. Never an AccessKeyId: buckets are published on `/metrics`.
     pub account: String,
     pub region: String,
     pub action: &'static str,

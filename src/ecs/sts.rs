@@ -8,6 +8,7 @@
 use serde::Deserialize;
 
 use super::credentials::Credentials;
+use super::transport;
 use crate::secret::SecretString;
 
 pub const STS_VERSION: &str = "2015-04-01";
@@ -43,6 +44,20 @@ pub enum StsError {
     },
     #[error("cannot reach STS at {endpoint}: {reason}")]
     Network { endpoint: String, reason: String },
+    /// Never followed: it would re-send the request (the OIDC token, a signature) elsewhere.
+    #[error(
+        "STS at {endpoint} answered HTTP {status} redirecting to {location}; redirects are not followed (they would re-send the request elsewhere): check --sts-endpoint"
+    )]
+    Redirected {
+        endpoint: String,
+        status: u16,
+        location: String,
+    },
+    #[error(
+        "unexpected answer from STS at {endpoint} (HTTP {status}): {}",
+        super::transport::too_large()
+    )]
+    TooLarge { endpoint: String, status: u16 },
     #[error("unexpected answer from STS (HTTP {status})")]
     Unexpected { status: u16 },
 }
@@ -52,7 +67,8 @@ impl StsError {
     pub fn transient(&self) -> bool {
         match self {
             Self::Refused { status, code, .. } => *status >= 500 || code.starts_with("Throttling"),
-            Self::Network { .. } | Self::Unexpected { .. } => true,
+            Self::Network { .. } | Self::Unexpected { .. } | Self::TooLarge { .. } => true,
+            Self::Redirected { .. } => false,
         }
     }
 }
@@ -135,11 +151,9 @@ pub async fn assume_role_with_oidc(
             endpoint: endpoint.to_string(),
             reason: super::client::error_chain(&e),
         })?;
-    let status = response.status().as_u16();
-    let bytes = response.bytes().await.map_err(|e| StsError::Network {
-        endpoint: endpoint.to_string(),
-        reason: super::client::error_chain(&e),
-    })?;
+    let bytes = read_answer(endpoint, response).await?;
+    let status = bytes.0;
+    let bytes = bytes.1;
     let answer: Answer =
         serde_json::from_slice(&bytes).map_err(|_| StsError::Unexpected { status })?;
     if let Some(code) = answer.code.filter(|_| !(200..300).contains(&status)) {
@@ -157,6 +171,116 @@ pub async fn assume_role_with_oidc(
         &c.expiration,
     )
     .ok_or(StsError::Unexpected { status })
+}
+
+/// Who a credential is, as STS `GetCallerIdentity` answers
+/// (https://help.aliyun.com/document_detail/371868.html; the fields of
+/// `GetCallerIdentityResponseBody` in github.com/aliyun/alibabacloud-go-sdk, `sts-20150401`).
+/// None of it is secret: `AccountId` is the account's number, the rest names the RAM user or role.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CallerIdentity {
+    pub account_id: String,
+    #[serde(default)]
+    pub arn: Option<String>,
+    /// `Account`, `RAMUser` or `AssumedRoleUser`.
+    #[serde(default)]
+    pub identity_type: Option<String>,
+    #[serde(default)]
+    pub principal_id: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub role_id: Option<String>,
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+/// STS `GetCallerIdentity` with `credentials`: an RPC call signed with signature V1 (HMAC-SHA1),
+/// as Alibaba's credentials SDKs sign their STS calls (github.com/aliyun/credentials-go,
+/// `providers/ram_role_arn.go`), every parameter in the form body so that the SecurityToken never
+/// appears in a URL. A wrong secret is refused by STS (`SignatureDoesNotMatch`) like by ECS.
+pub async fn get_caller_identity(
+    http: &reqwest::Client,
+    endpoint: &str,
+    credentials: &Credentials,
+) -> Result<CallerIdentity, StsError> {
+    use super::signer;
+    let nonce = uuid::Uuid::new_v4().to_string();
+    let timestamp = signer::format_timestamp(jiff::Timestamp::now());
+    let mut params: Vec<(&str, &str)> = vec![
+        ("Action", "GetCallerIdentity"),
+        ("Version", STS_VERSION),
+        ("Format", "JSON"),
+        ("AccessKeyId", credentials.access_key_id.as_str()),
+        ("SignatureMethod", signer::SIGNATURE_METHOD),
+        ("SignatureVersion", signer::SIGNATURE_VERSION),
+        ("SignatureNonce", nonce.as_str()),
+        ("Timestamp", timestamp.as_str()),
+    ];
+    if let Some(token) = &credentials.security_token {
+        params.push(("SecurityToken", token.expose()));
+    }
+    let signed = signer::sign(
+        "POST",
+        params.iter().copied(),
+        &credentials.access_key_secret,
+    );
+    let body = signer::encode_with_signature(params.iter().copied(), &signed.signature);
+    let response = http
+        .post(endpoint)
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )
+        .header("accept", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| StsError::Network {
+            endpoint: endpoint.to_string(),
+            reason: super::client::error_chain(&e),
+        })?;
+    let (status, bytes) = read_answer(endpoint, response).await?;
+    if !(200..300).contains(&status) {
+        let answer: Answer =
+            serde_json::from_slice(&bytes).map_err(|_| StsError::Unexpected { status })?;
+        return Err(StsError::Refused {
+            status,
+            code: truncate(&answer.code.unwrap_or_default(), 100),
+            message: signer::mask_sensitive(&truncate(&answer.message.unwrap_or_default(), 300)),
+        });
+    }
+    serde_json::from_slice::<CallerIdentity>(&bytes)
+        .ok()
+        .filter(|who| !who.account_id.is_empty())
+        .ok_or(StsError::Unexpected { status })
+}
+
+/// The answer's status and body: never a redirect, never more than [`transport::MAX_BODY`].
+async fn read_answer(
+    endpoint: &str,
+    response: reqwest::Response,
+) -> Result<(u16, Vec<u8>), StsError> {
+    let status = response.status().as_u16();
+    if let Some(location) = transport::redirect_target(&response) {
+        return Err(StsError::Redirected {
+            endpoint: endpoint.to_string(),
+            status,
+            location,
+        });
+    }
+    match transport::read_body(response).await {
+        Ok(body) => Ok((status, body)),
+        Err(transport::BodyError::TooLarge { .. }) => Err(StsError::TooLarge {
+            endpoint: endpoint.to_string(),
+            status,
+        }),
+        Err(transport::BodyError::Network(e)) => Err(StsError::Network {
+            endpoint: endpoint.to_string(),
+            reason: super::client::error_chain(&e),
+        }),
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {

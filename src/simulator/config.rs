@@ -64,7 +64,15 @@ pub struct MetadataConfig {
     /// Lifetime of the credentials it hands out.
     #[serde(default = "metadata_duration")]
     pub duration_seconds: u32,
+    /// The account the role (and so every key it hands out) belongs to; default
+    /// [`DEFAULT_ACCOUNT_ID`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
 }
+
+/// The account of keys (and of the metadata service's role) that name none, so that configs from
+/// before `accountId` keep working: one simulated tenant.
+pub const DEFAULT_ACCOUNT_ID: &str = "1000000000000001";
 
 fn metadata_duration() -> u32 {
     3600
@@ -78,12 +86,24 @@ pub struct AccessKeyConfig {
     /// When set, the key is temporary (STS) and every call must carry this `SecurityToken`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_token: Option<String>,
+    /// The Alibaba Cloud account the key belongs to: what STS `GetCallerIdentity` answers, and
+    /// what the per-API limits (`qpsPerApi`) count by, as ECS does. Default [`DEFAULT_ACCOUNT_ID`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+}
+
+impl AccessKeyConfig {
+    /// The key's account ([`DEFAULT_ACCOUNT_ID`] when the config names none).
+    pub fn account(&self) -> &str {
+        self.account_id.as_deref().unwrap_or(DEFAULT_ACCOUNT_ID)
+    }
 }
 
 impl std::fmt::Debug for AccessKeyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessKeyConfig")
             .field("id", &self.id)
+            .field("account_id", &self.account_id)
             .field("secret", &"<redacted>")
             .field(
                 "security_token",
@@ -107,6 +127,7 @@ impl std::str::FromStr for AccessKeyConfig {
             id: id.into(),
             secret: secret.into(),
             security_token: parts.next().filter(|t| !t.is_empty()).map(str::to_string),
+            account_id: None,
         })
     }
 }
@@ -226,8 +247,9 @@ pub struct FaultConfig {
     /// calls beyond it get `Throttling.User` as ECS's flow control answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qps_per_access_key: Option<f64>,
-    /// A token bucket per AccessKey and action (ECS limits each API separately), in calls per
-    /// second (burst = one second's worth); calls beyond it get `Throttling.User`.
+    /// A token bucket per account and action (ECS limits each API separately, per account: RAM
+    /// users and roles of one account share it), in calls per second (burst = one second's worth);
+    /// calls beyond it get `Throttling.User`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qps_per_api: Option<f64>,
     /// Probability (0..1) of answering `ServiceUnavailable` 503 / `InternalError` 500.

@@ -52,7 +52,7 @@ pub struct Faults {
     config: FaultConfig,
     buckets: HashMap<String, DefaultDirectRateLimiter>,
     quota: Option<Quota>,
-    /// Buckets per (AccessKeyId, action).
+    /// Buckets per (account, action), as ECS limits each API per account.
     api_buckets: HashMap<(String, String), DefaultDirectRateLimiter>,
     api_quota: Option<Quota>,
 }
@@ -139,9 +139,9 @@ impl Faults {
         self.config.error_rate = unit(rate);
     }
 
-    /// Whether flow control refuses this authenticated call. A call refused by `throttle_next`
-    /// takes no token from the bucket.
-    pub fn throttles(&mut self, access_key_id: &str, action: &str) -> bool {
+    /// Whether flow control refuses this authenticated call of `access_key_id` (of `account`). A
+    /// call refused by `throttle_next` takes no token from the bucket.
+    pub fn throttles(&mut self, access_key_id: &str, account: &str, action: &str) -> bool {
         let applies = self
             .config
             .throttle_action
@@ -152,7 +152,7 @@ impl Faults {
             return true;
         }
         if let Some(quota) = self.api_quota {
-            let key = (access_key_id.to_string(), action.to_string());
+            let key = (account.to_string(), action.to_string());
             if !self.api_buckets.contains_key(&key) && self.api_buckets.len() >= MAX_BUCKETS {
                 self.api_buckets.clear();
             }
@@ -249,10 +249,10 @@ mod tests {
     fn throttle_next_counts_down_for_its_action_only() {
         let mut f = Faults::new(FaultConfig::default());
         f.throttle_next(2, Some("ModifyInstanceVncPasswd"));
-        assert!(!f.throttles("k", "DescribeInstances"));
-        assert!(f.throttles("k", "ModifyInstanceVncPasswd"));
-        assert!(f.throttles("k", "ModifyInstanceVncPasswd"));
-        assert!(!f.throttles("k", "ModifyInstanceVncPasswd"));
+        assert!(!f.throttles("k", "1", "DescribeInstances"));
+        assert!(f.throttles("k", "1", "ModifyInstanceVncPasswd"));
+        assert!(f.throttles("k", "1", "ModifyInstanceVncPasswd"));
+        assert!(!f.throttles("k", "1", "ModifyInstanceVncPasswd"));
     }
 
     #[test]
@@ -261,16 +261,24 @@ mod tests {
             qps_per_access_key: Some(2.0),
             ..Default::default()
         });
-        let a: Vec<bool> = (0..4).map(|_| f.throttles("a", "X")).collect();
+        let a: Vec<bool> = (0..4).map(|_| f.throttles("a", "1", "X")).collect();
         assert_eq!(a, [false, false, true, true]);
-        assert!(!f.throttles("b", "X"));
+        assert!(!f.throttles("b", "1", "X"), "per key");
         let mut f = Faults::new(FaultConfig {
             qps_per_api: Some(2.0),
             ..Default::default()
         });
-        let a: Vec<bool> = (0..3).map(|_| f.throttles("a", "X")).collect();
-        assert_eq!(a, [false, false, true], "per key and action");
-        assert!(!f.throttles("a", "Y"), "another action has its own bucket");
+        let a: Vec<bool> = (0..2).map(|_| f.throttles("a", "1", "X")).collect();
+        assert_eq!(a, [false, false]);
+        assert!(f.throttles("b", "1", "X"), "per account and action");
+        assert!(
+            !f.throttles("a", "1", "Y"),
+            "another action has its own bucket"
+        );
+        assert!(
+            !f.throttles("c", "2", "X"),
+            "another account has its own bucket"
+        );
         assert!(
             Faults::new(FaultConfig {
                 qps_per_access_key: Some(-1.0),

@@ -1,6 +1,13 @@
-//! The simulated STS (`AssumeRoleWithOIDC` at `/sts`) and the instance metadata service's RAM
-//! role (`/latest/api/token`, `/latest/meta-data/ram/security-credentials/[<role>]`, token mode
-//! only). Both issue temporary keys that the simulated ECS accepts until their `Expiration`.
+//! The simulated STS (`AssumeRoleWithOIDC` and `GetCallerIdentity` at `/sts`) and the instance
+//! metadata service's RAM role (`/latest/api/token`,
+//! `/latest/meta-data/ram/security-credentials/[<role>]`, token mode only). Both issue temporary
+//! keys that the simulated ECS accepts until their `Expiration`; they belong to the role's account.
+//!
+//! `GetCallerIdentity` (https://help.aliyun.com/document_detail/371868.html; the fields of
+//! `GetCallerIdentityResponseBody` in github.com/aliyun/alibabacloud-go-sdk, `sts-20150401`) is
+//! signed like any RPC call (signature V1 here) and answers `AccountId`, `Arn`, `IdentityType`,
+//! `PrincipalId`, `UserId` (RAM users) or `RoleId` (assumed roles), `RequestId`. It is served
+//! whether or not `sts` is configured: it needs only the keys.
 //!
 //! The OIDC token is verified for real: RS256 signature against the configured JWKS (by `kid`),
 //! `iss`, `aud`, `exp` (against the simulator's clock), then the role's trust (OIDC provider ARN,
@@ -18,7 +25,7 @@ use serde_json::json;
 
 use super::config::AccessKeyConfig;
 use super::render::request_id;
-use super::state::SimState;
+use super::state::{Principal, SimState};
 
 pub const ISSUER_STS: &str = "AssumeRoleWithOIDC";
 pub const ISSUER_METADATA: &str = "EcsRamRole";
@@ -51,20 +58,61 @@ fn rfc3339(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// Mints a temporary key living `seconds`, known to the simulated ECS.
+/// Mints a temporary key of `principal` living `seconds`, known to the simulated ECS.
 fn mint(
     state: &SimState,
     seconds: u32,
     issuer: &'static str,
+    principal: Principal,
 ) -> (AccessKeyConfig, jiff::Timestamp) {
     let key = AccessKeyConfig {
         id: format!("STS.{}", random(24)),
         secret: random(30),
         security_token: Some(format!("CAIS{}", random(120))),
+        account_id: Some(principal.account_id.clone()),
     };
     let expiration = state.now() + jiff::SignedDuration::from_secs(i64::from(seconds));
-    state.add_temporary_key(key.clone(), expiration, issuer);
+    state.add_temporary_key(key.clone(), expiration, issuer, principal);
     (key, expiration)
+}
+
+/// `GetCallerIdentity`: who the signed request's key is.
+fn get_caller_identity(state: &SimState, params: &[(String, String)]) -> Response {
+    state.count_caller_identity();
+    let key_id = match super::verify::authenticate_version(
+        "POST",
+        params,
+        state,
+        crate::ecs::sts::STS_VERSION,
+    ) {
+        Ok(id) => id,
+        Err(fault) => return error(fault.status, fault.code, &fault.message),
+    };
+    let Some(p) = state.principal(&key_id) else {
+        return error(
+            404,
+            "InvalidAccessKeyId.NotFound",
+            "Specified access key is not found.",
+        );
+    };
+    let mut answer = json!({
+        "RequestId": request_id(),
+        "AccountId": p.account_id,
+        "Arn": p.arn,
+        "IdentityType": p.identity_type,
+        "PrincipalId": p.principal_id,
+    });
+    if let Some(user) = p.user_id {
+        answer["UserId"] = json!(user);
+    }
+    if let Some(role) = p.role_id {
+        answer["RoleId"] = json!(role);
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json;charset=utf-8")],
+        answer.to_string(),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -166,6 +214,9 @@ pub async fn sts(State(state): State<Arc<SimState>>, body: axum::body::Bytes) ->
             .map(|(_, v)| v.as_str())
             .unwrap_or_default()
     };
+    if get("Action") == "GetCallerIdentity" {
+        return get_caller_identity(&state, &params);
+    }
     if get("Action") != "AssumeRoleWithOIDC" {
         return error(
             404,
@@ -244,7 +295,8 @@ pub async fn sts(State(state): State<Arc<SimState>>, body: axum::body::Bytes) ->
     let seconds = cfg
         .max_duration_seconds
         .map_or(duration, |m| duration.min(m.max(1)));
-    let (key, expiration) = mint(&state, seconds, ISSUER_STS);
+    let principal = Principal::assumed_role(&role.arn, session);
+    let (key, expiration) = mint(&state, seconds, ISSUER_STS, principal);
     let role_name = role.arn.rsplit('/').next().unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "application/json;charset=utf-8")],
@@ -336,7 +388,15 @@ pub async fn metadata_credentials(
     if role != cfg.role_name {
         return plain(StatusCode::NOT_FOUND, "Not Found".into());
     }
-    let (key, expiration) = mint(&state, cfg.duration_seconds, ISSUER_METADATA);
+    let arn = format!(
+        "acs:ram::{}:role/{}",
+        cfg.account_id
+            .as_deref()
+            .unwrap_or(super::config::DEFAULT_ACCOUNT_ID),
+        cfg.role_name
+    );
+    let principal = Principal::assumed_role(&arn, "vm-ram-role");
+    let (key, expiration) = mint(&state, cfg.duration_seconds, ISSUER_METADATA, principal);
     (
         [(header::CONTENT_TYPE, "text/plain")],
         json!({

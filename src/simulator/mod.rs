@@ -20,10 +20,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use config::{
-    AccessKeyConfig, FailNext, FaultConfig, InstanceConfig, MetadataConfig, RoleConfig,
-    SimulatorConfig, StsConfig,
+    AccessKeyConfig, DEFAULT_ACCOUNT_ID, FailNext, FaultConfig, InstanceConfig, MetadataConfig,
+    RoleConfig, SimulatorConfig, StsConfig,
 };
-pub use state::{CallRecord, Clock, EcsFault, InstanceView, SimState};
+pub use state::{CallRecord, Clock, EcsFault, InstanceView, Principal, SimState};
 
 pub struct Simulator;
 

@@ -207,6 +207,10 @@ struct Inner {
     expirations: HashMap<String, jiff::Timestamp>,
     /// Temporary keys issued, by who issued them (`AssumeRoleWithOIDC`, `EcsRamRole`).
     issued: BTreeMap<&'static str, u64>,
+    /// Who each temporary key is (the role it was issued for).
+    principals: HashMap<String, Principal>,
+    /// STS GetCallerIdentity requests received, answered or refused.
+    caller_identity_calls: u64,
     /// Metadata session tokens and when they expire.
     metadata_tokens: HashMap<String, jiff::Timestamp>,
     /// Keyed 64-bit hashes of the used nonces (a collision needs ~2^32 nonces in the window).
@@ -228,6 +232,48 @@ pub struct SimState {
     nonce_hasher: RandomState,
     /// Keys the `NextToken`s this simulator hands out, so that it recognises only its own.
     token_hasher: RandomState,
+}
+
+/// Who a key is, as STS `GetCallerIdentity` tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub account_id: String,
+    pub arn: String,
+    /// `RAMUser` or `AssumedRoleUser`.
+    pub identity_type: &'static str,
+    pub principal_id: String,
+    pub user_id: Option<String>,
+    pub role_id: Option<String>,
+}
+
+impl Principal {
+    /// A session of the RAM role `role_arn` (`acs:ram::<account>:role/<name>`).
+    pub fn assumed_role(role_arn: &str, session: &str) -> Self {
+        let account = role_arn
+            .strip_prefix("acs:ram::")
+            .and_then(|rest| rest.split(':').next())
+            .filter(|a| !a.is_empty())
+            .unwrap_or(super::config::DEFAULT_ACCOUNT_ID);
+        let name = role_arn.rsplit('/').next().unwrap_or_default();
+        let role_id = numeric_id(role_arn);
+        Self {
+            account_id: account.to_string(),
+            arn: format!("acs:ram::{account}:assumed-role/{name}/{session}"),
+            identity_type: "AssumedRoleUser",
+            principal_id: format!("{role_id}:{session}"),
+            user_id: None,
+            role_id: Some(role_id),
+        }
+    }
+}
+
+/// A stable 17-digit ID for a simulated user or role (RAM's IDs are numeric).
+fn numeric_id(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&digest[..8]);
+    format!("3{:016}", u64::from_be_bytes(n) % 10_000_000_000_000_000)
 }
 
 fn minute(t: jiff::Timestamp) -> String {
@@ -254,6 +300,8 @@ impl SimState {
                     .collect(),
                 expirations: HashMap::new(),
                 issued: BTreeMap::new(),
+                principals: HashMap::new(),
+                caller_identity_calls: 0,
                 metadata_tokens: HashMap::new(),
                 nonces: HashSet::new(),
                 nonce_order: VecDeque::new(),
@@ -316,12 +364,14 @@ impl SimState {
         self.lock().instances.insert(config.id, instance);
     }
 
-    /// Adds a temporary key that stops working at `expiration` (issued by `issuer`).
+    /// Adds a temporary key of `principal` (an assumed role) that stops working at `expiration`
+    /// (issued by `issuer`).
     pub fn add_temporary_key(
         &self,
         key: AccessKeyConfig,
         expiration: jiff::Timestamp,
         issuer: &'static str,
+        principal: Principal,
     ) {
         let mut inner = self.lock();
         let now = self.now();
@@ -335,8 +385,10 @@ impl SimState {
         for k in stale {
             inner.expirations.remove(&k);
             inner.access_keys.remove(&k);
+            inner.principals.remove(&k);
         }
         inner.expirations.insert(key.id.clone(), expiration);
+        inner.principals.insert(key.id.clone(), principal);
         *inner.issued.entry(issuer).or_default() += 1;
         inner.access_keys.insert(key.id.clone(), key);
     }
@@ -353,6 +405,39 @@ impl SimState {
     pub fn key_expired(&self, id: &str) -> bool {
         let expiration = self.lock().expirations.get(id).copied();
         expiration.is_some_and(|e| self.now() >= e)
+    }
+
+    /// Who key `id` is, as STS `GetCallerIdentity` answers: the role a temporary key was issued
+    /// for, else a RAM user (of the key's `accountId`) named after the key.
+    pub fn principal(&self, id: &str) -> Option<Principal> {
+        let inner = self.lock();
+        if let Some(p) = inner.principals.get(id) {
+            return Some(p.clone());
+        }
+        let key = inner.access_keys.get(id)?;
+        let user_id = numeric_id(id);
+        Some(Principal {
+            account_id: key.account().to_string(),
+            arn: format!(
+                "acs:ram::{}:user/sim-{}",
+                key.account(),
+                id.to_ascii_lowercase()
+            ),
+            identity_type: "RAMUser",
+            principal_id: user_id.clone(),
+            user_id: Some(user_id),
+            role_id: None,
+        })
+    }
+
+    /// Counts one GetCallerIdentity request.
+    pub fn count_caller_identity(&self) {
+        self.lock().caller_identity_calls += 1;
+    }
+
+    /// GetCallerIdentity requests received so far (answered or refused).
+    pub fn caller_identity_calls(&self) -> u64 {
+        self.lock().caller_identity_calls
     }
 
     /// Temporary keys issued so far by `issuer` (`AssumeRoleWithOIDC`, `EcsRamRole`).
@@ -455,8 +540,15 @@ impl SimState {
     }
 
     /// Whether flow control refuses this authenticated call.
+    /// Whether flow control refuses this call (per key, or per the key's account and action).
     pub fn throttles(&self, access_key_id: &str, action: &str) -> bool {
-        self.lock().faults.throttles(access_key_id, action)
+        let mut inner = self.lock();
+        let account = inner
+            .access_keys
+            .get(access_key_id)
+            .map(|k| k.account().to_string())
+            .unwrap_or_default();
+        inner.faults.throttles(access_key_id, &account, action)
     }
 
     pub fn record(&self, mut record: CallRecord) {

@@ -34,13 +34,23 @@ pub fn authenticate(
     params: &[(String, String)],
     state: &SimState,
 ) -> Result<String, EcsFault> {
+    authenticate_version(method, params, state, ECS_VERSION)
+}
+
+/// [`authenticate`] for a product of API `version` (STS: `2015-04-01`).
+pub fn authenticate_version(
+    method: &str,
+    params: &[(String, String)],
+    state: &SimState,
+    version: &str,
+) -> Result<String, EcsFault> {
     for name in REQUIRED {
         if param(params, name).is_none_or(str::is_empty) {
             return Err(EcsFault::missing(name));
         }
     }
     let get = |name| param(params, name).unwrap_or_default();
-    if get("Version") != ECS_VERSION {
+    if get("Version") != version {
         return Err(EcsFault::new(
             400,
             "InvalidVersion",
@@ -351,6 +361,7 @@ mod tests {
                 id: "testid".into(),
                 secret: "testsecret".into(),
                 security_token: None,
+                account_id: None,
             }],
             ..Default::default()
         });
@@ -502,11 +513,13 @@ mod tests {
                     id: "YourAccessKeyId".into(),
                     secret: "YourAccessKeySecret".into(),
                     security_token: None,
+                    account_id: None,
                 },
                 AccessKeyConfig {
                     id: "STS.id".into(),
                     secret: "sts-secret".into(),
                     security_token: Some("CAIS+/tok==".into()),
+                    account_id: None,
                 },
             ],
             ..Default::default()

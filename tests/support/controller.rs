@@ -103,6 +103,11 @@ pub async fn start_controller(options: ControllerOptions) -> RunningController {
     let metrics_addr = free_port();
     let mut flags = vec![
         format!("--ecs-endpoint={}", options.ecs_endpoint),
+        // The simulator's STS names each credential's account (rate limits per account).
+        format!(
+            "--sts-endpoint={}/sts",
+            options.ecs_endpoint.trim_end_matches('/')
+        ),
         "--ecs-qps=200".to_string(),
         "--ecs-burst=50".to_string(),
         "--ecs-max-retries=1".to_string(),

@@ -19,6 +19,7 @@ pub fn fleet(
             id: key.into(),
             secret: secret.into(),
             security_token: None,
+            account_id: None,
         }],
         instances: instances
             .into_iter()
@@ -48,6 +49,7 @@ impl Sim {
                     id: id.to_string(),
                     secret: secret.to_string(),
                     security_token: token.map(str::to_string),
+                    account_id: None,
                 })
                 .collect(),
             instances: instances

@@ -315,6 +315,13 @@ pub(super) async fn credentials(
                 Err(e) if e.code.is_some() && !e.transient => {
                     Err(Failure::stalled(Reason::AuthFailed, e.message))
                 }
+                // A configured credentials (or token) file that cannot be read: retried, since it
+                // is read again at every use.
+                Err(e) if e.not_found => Err(Failure::retry(
+                    Reason::CredentialsNotFound,
+                    e.message,
+                    crate::controller::decide::Pace::Normal,
+                )),
                 Err(e) => Err(Failure::retry(
                     Reason::EcsUnavailable,
                     e.message,
