@@ -342,8 +342,10 @@ pub async fn run_with(
     let mut ecs_config = args.ecs.client_config().map_err(RunError::Arguments)?;
     // Rate limits per account, learnt from the STS the controller already uses.
     ecs_config.sts_endpoint = Some(args.exchange_config().sts_endpoint);
-    // The controller backs off per object; within one call, retry briefly only.
+    // The controller backs off per object; within one call, retry briefly only, and never wait
+    // out throttling in a worker: a throttled object is looked at again when its bucket has room.
     ecs_config.retry.max_retries = ecs_config.retry.max_retries.min(2);
+    ecs_config.retry.retry_throttled = false;
     let leader = if args.leader_elect {
         let config = LeaderConfig {
             lease_name: args.lease_name.clone(),
