@@ -51,6 +51,10 @@ impl Watched {
     }
 }
 
+/// A reserved RebootInstance slot not come back for within this long after it became due goes back
+/// to the bucket.
+pub const REBOOT_SLOT_GRACE: Duration = Duration::from_secs(10);
+
 /// How long a reading of ECS's clock is trusted for the offset between the clocks (clocks drift
 /// slowly; a leader elected on another node measures its own).
 pub const ECS_CLOCK_FRESH: Duration = Duration::from_secs(600);
@@ -95,6 +99,9 @@ pub struct Context {
     /// When this term applied a password per object uid: an instance's state counts for that
     /// apply only when described after it.
     applied: Mutex<HashMap<String, std::time::Instant>>,
+    /// RebootInstance slots reserved for objects that come back for them when they are due: an
+    /// object keeps its place in the account's queue without holding a worker.
+    reboot_slots: Mutex<HashMap<String, crate::ecs::ratelimit::Reservation>>,
 }
 
 impl Context {
@@ -121,6 +128,7 @@ impl Context {
             failures: Default::default(),
             written: Default::default(),
             applied: Default::default(),
+            reboot_slots: Default::default(),
         }
     }
 
@@ -179,6 +187,25 @@ impl Context {
             .insert(uid.to_string(), std::time::Instant::now());
     }
 
+    /// Keeps a RebootInstance slot for the object until it comes back for it.
+    pub fn hold_reboot_slot(&self, uid: &str, slot: crate::ecs::ratelimit::Reservation) {
+        self.reboot_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.to_string(), slot);
+    }
+
+    /// The slot kept for the object, unless it became due long ago (the object did not come back
+    /// for it: it goes back to the bucket).
+    pub fn take_reboot_slot(&self, uid: &str) -> Option<crate::ecs::ratelimit::Reservation> {
+        let slot = self
+            .reboot_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid)?;
+        (slot.overdue() < REBOOT_SLOT_GRACE).then_some(slot)
+    }
+
     /// When this term last applied a password for the object; `None` when it did not (the apply was
     /// another term's, before this one began).
     pub fn applied_at(&self, uid: &str) -> Option<std::time::Instant> {
@@ -217,6 +244,10 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|uid, _| live.contains(uid));
+        self.reboot_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|uid, slot| live.contains(uid) && slot.overdue() < REBOOT_SLOT_GRACE);
     }
 
     /// The VncPassword that owns `obj`'s instance when another one does (see [`Index::claimed_by`]).

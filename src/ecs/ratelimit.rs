@@ -367,6 +367,11 @@ impl Reservation {
         }
     }
 
+    /// How long ago the slot became the caller's (zero while it is still ahead).
+    pub fn overdue(&self) -> Duration {
+        tokio::time::Instant::now().saturating_duration_since(self.at)
+    }
+
     /// How long until the slot is the caller's.
     pub fn wait(&self) -> Duration {
         self.at

@@ -28,6 +28,11 @@ use super::{Flow, ReconcileError, Run};
 /// up and looks again later.
 const MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
+/// The longest a reboot intent is recorded ahead of its RebootInstance slot. Short, since an
+/// intent recorded and not sent (the process killed meanwhile) costs that instance its reboot: a
+/// slot further off is not written for; the object comes back for it.
+const REBOOT_LEAD: Duration = Duration::from_secs(1);
+
 impl Run<'_> {
     /// `generatePassword`: creates the password Secret with a new random password, or (`rotate`)
     /// rewrites the one this object created, with its resourceVersion as precondition.
@@ -280,17 +285,22 @@ impl Run<'_> {
         };
         let spec = &self.obj.spec;
         // Reserve, then intend, then act: the slot first, so that an intent is only recorded for a
-        // reboot that can go out at once. Not within the bound: no intent, back when the slot would
-        // have been ours (the slot goes back to the bucket meanwhile).
-        let reservation = self
-            .ctx
-            .ecs
-            .reserve(credentials, &spec.region_id, "RebootInstance")
-            .await;
+        // reboot that goes out within REBOOT_LEAD. A slot further off: no intent yet.
+        let reservation = match self.ctx.take_reboot_slot(&self.uid) {
+            Some(slot) => slot,
+            None => {
+                self.ctx
+                    .ecs
+                    .reserve(credentials, &spec.region_id, "RebootInstance")
+                    .await
+            }
+        };
         let wait = reservation.wait();
-        if wait > MAX_QUEUE_WAIT {
-            let jitter = wait.mul_f64(rand::random::<f64>() * 0.2);
-            return Ok(Flow::Done(Action::requeue(wait + jitter), "retry"));
+        if wait > REBOOT_LEAD {
+            // Its place in the account's queue is kept; the object comes back for it, and no
+            // worker waits meanwhile.
+            self.ctx.hold_reboot_slot(&self.uid, reservation);
+            return Ok(Flow::Done(Action::requeue(wait - REBOOT_LEAD), "retry"));
         }
         // The window is checked for when the call will go out, not only for now.
         let send_at = self
