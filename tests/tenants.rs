@@ -261,3 +261,120 @@ async fn a_rotation_keeps_the_password_in_effect_readable_until_the_new_one_is()
     assert_eq!(in_effect_per_secret(&after), effective);
     case.finish().await;
 }
+
+/// A tenant's Secret padded with a large foreign annotation (and labels, finalizers, owners)
+/// costs the controller nothing past the event that brought it: the Secret metadata cache keeps
+/// only what the controller reads (identity, its own `ecsvnc.io/` annotations, the controlling
+/// owner's uid), after the list and after an update alike.
+#[tokio::test]
+async fn a_secrets_foreign_metadata_never_enters_the_cache() {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams};
+    use kube::runtime::reflector;
+
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "slimcache").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let owner = "0b7e1a52-8f0c-4a57-9d1e-3c3f4b1e2a10";
+    let padding = "p".repeat(200_000);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {
+            "name": "padded",
+            "labels": {"team": "a", "app.kubernetes.io/managed-by": "someone"},
+            "annotations": {
+                "example.com/padding": padding,
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                "ecsvnc.io/generated-at": "2026-01-01T00:00:00Z",
+                "ecsvnc.io/rotate-token": "t1",
+                "ecsvnc.io/previous-in-effect": "true",
+            },
+            "finalizers": ["example.com/keep"],
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "other",
+                 "uid": "11111111-2222-3333-4444-555555555555"},
+                {"apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword", "name": "web",
+                 "uid": owner, "controller": true, "blockOwnerDeletion": true},
+            ],
+        },
+        "stringData": {"password": "Slim12"},
+    }))
+    .expect("secret");
+    let created = secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create");
+
+    let (store, writer) = reflector::store();
+    let watch = tokio::spawn(
+        ecs_vnc_controller::controller::secret_cache::watch(
+            Api::namespaced(client.clone(), &ns.name),
+            writer,
+        )
+        .for_each(|_| async {}),
+    );
+    let key = reflector::ObjectRef::new("padded").within(&ns.name);
+    let cached_at = |rv: Option<String>| {
+        let (store, key) = (store.clone(), key.clone());
+        async move {
+            support::eventually("the Secret in the cache", WAIT, || async {
+                store
+                    .get(&key)
+                    .filter(|s| s.metadata.resource_version == rv)
+            })
+            .await
+        }
+    };
+    let check = |cached: &ecs_vnc_controller::controller::secret_cache::SecretMeta| {
+        let meta = &cached.metadata;
+        let text = serde_json::to_string(cached).expect("json");
+        assert!(!text.contains("ppppp"), "the padding is cached");
+        assert!(text.len() < 1024, "cached: {} bytes: {text}", text.len());
+        let annotations: Vec<&str> = meta
+            .annotations
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(
+            annotations,
+            [
+                "ecsvnc.io/generated-at",
+                "ecsvnc.io/previous-in-effect",
+                "ecsvnc.io/rotate-token"
+            ]
+        );
+        assert_eq!(meta.labels, None);
+        assert_eq!(meta.finalizers, None);
+        assert_eq!(meta.managed_fields, None);
+        let owners: Vec<(&str, Option<bool>)> = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| (o.uid.as_str(), o.controller))
+            .collect();
+        assert_eq!(owners, [(owner, Some(true))]);
+        assert_eq!(meta.name.as_deref(), Some("padded"));
+        assert_eq!(meta.namespace.as_deref(), Some(ns.name.as_str()));
+        assert!(meta.uid.is_some());
+    };
+    check(&*cached_at(created.metadata.resource_version.clone()).await);
+    // An update: another foreign annotation, and the finalizer goes (so the namespace can too).
+    let updated = secrets
+        .patch(
+            "padded",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {
+                "annotations": {"example.com/more": "m".repeat(50_000)},
+                "finalizers": null,
+            }})),
+        )
+        .await
+        .expect("update");
+    let cached = cached_at(updated.metadata.resource_version.clone()).await;
+    check(&cached);
+    let text = serde_json::to_string(&*cached).expect("json");
+    assert!(!text.contains("example.com/more"), "{text}");
+    watch.abort();
+    ns.delete().await;
+}

@@ -27,7 +27,8 @@ use crate::metrics::Metrics;
 pub struct Watched {
     /// Every VncPassword, by the Secrets it references and the instance it names.
     pub index: Arc<Index>,
-    /// The metadata of every Secret (identity, owners, annotations; no data, no managedFields).
+    /// The metadata of every Secret, only what the controller reads: identity, its own
+    /// annotations, the controlling owner's uid (see `secret_cache`).
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// True while the store holds a complete list: false until the Secret watch has listed
     /// everything, and again during a relist (the store swaps in the new list at its end).

@@ -24,6 +24,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod record;
 pub mod schedule;
+pub mod secret_cache;
 pub mod service_account;
 pub mod tenancy;
 
@@ -573,10 +574,7 @@ async fn run_controller(
         .with_config(ControllerConfig::default().concurrency(args.concurrency.max(1)));
     // Only Secret metadata is watched (`PartialObjectMeta`: metadata-only list and watch); a
     // Secret's data is read only when a reconcile needs it (see reconcile::observe).
-    let secret_events = watcher(secrets, watcher::Config::default())
-        .default_backoff()
-        .modify(slim)
-        .reflect(secret_writer)
+    let secret_events = secret_cache::watch(secrets, secret_writer)
         .map_ok(move |event| {
             // During a relist (after a restart of the API server, a 410) the store keeps the old
             // list until InitDone, while the relisted Secrets already trigger reconciles: those wait
