@@ -96,10 +96,12 @@ pub enum Reason {
     OidcProviderNotConfigured,
     /// The controller failed on this object (a bug, logged at error level); retried with backoff.
     InternalError,
+    /// The password or credentials Secret is larger than the controller reads (64 KiB).
+    SecretTooLarge,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 32] = [
         Reason::Applied,
         Reason::RebootRequired,
         Reason::RebootRequested,
@@ -131,6 +133,7 @@ impl Reason {
         Reason::RoleArnNotSet,
         Reason::OidcProviderNotConfigured,
         Reason::InternalError,
+        Reason::SecretTooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -166,6 +169,7 @@ impl Reason {
             Reason::RoleArnNotSet => "RoleArnNotSet",
             Reason::OidcProviderNotConfigured => "OidcProviderNotConfigured",
             Reason::InternalError => "InternalError",
+            Reason::SecretTooLarge => "SecretTooLarge",
         }
     }
 

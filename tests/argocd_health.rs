@@ -482,7 +482,7 @@ const HEALTH_TABLE: &str = "docs/reference/health.md";
 /// The reasons `Phase::Failed` carries with `Failure::Stalled`, as the controller builds them
 /// (`decide::failure_from_ecs`, `reconcile/inputs.rs`, `reconcile/report.rs`, `tenancy.rs`,
 /// `service_account.rs`, `plan.rs`; `InternalError` after a caught panic, `reconcile.rs`).
-const STALLED: [Reason; 17] = [
+const STALLED: [Reason; 18] = [
     Reason::InvalidPassword,
     Reason::SecretNotFound,
     Reason::SecretKeyNotFound,
@@ -500,6 +500,7 @@ const STALLED: [Reason; 17] = [
     Reason::RoleArnNotSet,
     Reason::OidcProviderNotConfigured,
     Reason::InternalError,
+    Reason::SecretTooLarge,
 ];
 
 /// The reasons `Phase::Failed` carries with `Failure::Retry` (`decide::failure_from_ecs`; STS and
@@ -583,6 +584,9 @@ fn stalled_who(reason: Reason) -> &'static str {
         }
         Reason::InternalError => {
             "the controller's maintainers: a bug, logged at error level; retried with backoff"
+        }
+        Reason::SecretTooLarge => {
+            "the user: keep only the password (or the AccessKey) in the Secret the message names"
         }
         other => panic!("{other} is not a stall reason"),
     }

@@ -17,6 +17,7 @@ use crate::controller::fingerprint::FingerprintKey;
 use crate::controller::index::Index;
 use crate::controller::instances::InstanceCache;
 use crate::controller::plan::PlanSettings;
+use crate::controller::secret_read::SecretReader;
 use crate::controller::service_account::ServiceAccountCredentials;
 use crate::controller::tenancy::AllowedNamespaces;
 use crate::ecs::{CredentialsProvider, EcsClient};
@@ -87,6 +88,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// What the watches know: every VncPassword (indexed) and every Secret's metadata.
     pub watched: Watched,
+    /// Secret reads, bounded (see `secret_read`).
+    pub secret_reads: SecretReader,
     /// Consecutive failures per object uid, for backoff; cleared on success.
     failures: Mutex<HashMap<String, u32>>,
     /// resourceVersion of the controller's last status write per object uid.
@@ -114,6 +117,7 @@ impl Context {
             reporter,
             metrics,
             watched,
+            secret_reads: SecretReader::default(),
             failures: Default::default(),
             written: Default::default(),
         }
@@ -190,6 +194,17 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|uid, _| live.contains(uid));
+    }
+
+    /// Forgets the Secret versions found too large that are no longer the cached ones.
+    pub fn retain_secret_versions(&self) {
+        self.secret_reads.retain(|namespace, name| {
+            let m = self.watched.secret(namespace, name)?;
+            Some((
+                m.metadata.uid.clone().unwrap_or_default(),
+                m.metadata.resource_version.clone().unwrap_or_default(),
+            ))
+        });
     }
 
     /// The VncPassword that owns `obj`'s instance when another one does (see [`Index::claimed_by`]).

@@ -25,6 +25,7 @@ pub mod reconcile;
 pub mod record;
 pub mod schedule;
 pub mod secret_cache;
+pub mod secret_read;
 pub mod service_account;
 pub mod tenancy;
 
@@ -773,6 +774,7 @@ async fn update_gauges(
     loop {
         let live: HashSet<String> = store.state().iter().filter_map(|o| o.uid()).collect();
         ctx.retain_objects(&live);
+        ctx.retain_secret_versions();
         let mut by_reason: BTreeMap<String, i64> = BTreeMap::new();
         let mut pending = 0;
         for obj in store.state() {
