@@ -19,6 +19,7 @@ use crate::controller::instances::InstanceCache;
 use crate::controller::plan::PlanSettings;
 use crate::controller::secret_read::SecretReader;
 use crate::controller::service_account::ServiceAccountCredentials;
+use crate::controller::slots::FairSlots;
 use crate::controller::tenancy::AllowedNamespaces;
 use crate::ecs::{CredentialsProvider, EcsClient};
 use crate::metrics::Metrics;
@@ -26,6 +27,8 @@ use crate::metrics::Metrics;
 /// What the watches of one leadership term know, shared with its reconciles.
 #[derive(Clone)]
 pub struct Watched {
+    /// Every VncPassword, as last seen by the watch.
+    pub objects: Store<crate::api::VncPassword>,
     /// Every VncPassword, by the Secrets it references and the instance it names.
     pub index: Arc<Index>,
     /// The metadata of every Secret, only what the controller reads: identity, its own
@@ -74,6 +77,8 @@ pub struct Settings {
     pub plan: PlanSettings,
     /// Each reconcile is abandoned after this long (below the Pod's termination grace period).
     pub reconcile_timeout: Duration,
+    /// Reconciles running at once (`--concurrency`): the work slots.
+    pub concurrency: usize,
     pub clock: Clock,
 }
 
@@ -90,6 +95,8 @@ pub struct Context {
     pub watched: Watched,
     /// Secret reads, bounded (see `secret_read`).
     pub secret_reads: SecretReader,
+    /// The work slots, served fairly per namespace.
+    pub slots: FairSlots,
     /// Consecutive failures per object uid, for backoff; cleared on success.
     failures: Mutex<HashMap<String, u32>>,
     /// resourceVersion of the controller's last status write per object uid.
@@ -108,6 +115,7 @@ impl Context {
         metrics: Arc<Metrics>,
         watched: Watched,
     ) -> Self {
+        let slots = FairSlots::new(settings.concurrency);
         Self {
             client,
             ecs,
@@ -118,6 +126,7 @@ impl Context {
             metrics,
             watched,
             secret_reads: SecretReader::default(),
+            slots,
             failures: Default::default(),
             written: Default::default(),
         }

@@ -27,6 +27,7 @@ pub mod schedule;
 pub mod secret_cache;
 pub mod secret_read;
 pub mod service_account;
+pub mod slots;
 pub mod tenancy;
 
 use std::collections::{BTreeMap, HashSet};
@@ -391,6 +392,7 @@ pub async fn run_with(
         service_accounts,
         plan: plan_settings,
         reconcile_timeout,
+        concurrency: usize::from(args.concurrency.max(1)),
         clock,
     };
     // A fresh Context (per-object memory, instance cache) for every term of leadership: nothing
@@ -496,6 +498,7 @@ pub async fn run_with(
                 // the replicas counts every object once.
                 metrics.set_ready_reasons(&BTreeMap::new());
                 metrics.set_pending_reboots(0);
+                metrics.set_reconciles_waiting(0);
                 if *term_rx.borrow() {
                     break;
                 }
@@ -550,6 +553,7 @@ async fn run_controller(
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let index = Arc::new(index::Index::new());
     let ctx = make_ctx(context::Watched {
+        objects: store.clone(),
         index: index.clone(),
         secrets: secret_store,
         secrets_synced: synced_rx,
@@ -571,8 +575,11 @@ async fn run_controller(
             .applied_objects()
             .predicate_filter(wakes_reconcile, PredicateConfig::default())
     };
+    // kube's own queue only deduplicates and schedules (unbounded concurrency: every object due is
+    // handed to `reconcile` at once); `reconcile` then waits for one of the `--concurrency` work
+    // slots, which are served fairly per namespace (`slots`).
     let controller = Controller::for_stream(objects, store.clone())
-        .with_config(ControllerConfig::default().concurrency(args.concurrency.max(1)));
+        .with_config(ControllerConfig::default().concurrency(0));
     // Only Secret metadata is watched (`PartialObjectMeta`: metadata-only list and watch); a
     // Secret's data is read only when a reconcile needs it (see reconcile::observe).
     let secret_events = secret_cache::watch(secrets, secret_writer)
@@ -635,6 +642,14 @@ async fn run_controller(
         }
     };
     let gauges = update_gauges(store.clone(), metrics.clone(), ctx.clone(), done_rx);
+    // On shutdown the reconciles waiting for a slot end at once; those holding one finish.
+    let shutdown = {
+        let ctx = ctx.clone();
+        async move {
+            shutdown.await;
+            ctx.slots.close();
+        }
+    };
     let run = async move {
         controller
             .graceful_shutdown_on(shutdown)
@@ -790,6 +805,7 @@ async fn update_gauges(
         }
         metrics.set_ready_reasons(&by_reason);
         metrics.set_pending_reboots(pending);
+        metrics.set_reconciles_waiting(ctx.slots.waiting());
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {},
             _ = stop.wait_for(|s| *s) => return,

@@ -95,7 +95,28 @@ fn result_label(phase: &Phase, applied_now: bool) -> &'static str {
     }
 }
 
+/// Waits for a work slot (served in turn per namespace, see `slots`), then reconciles the object
+/// as the watch shows it by then. Every due object waits here, so this part is kept small: the
+/// object and the context (both shared) and one queue entry; the reconcile's own state is
+/// allocated only once it has its slot.
 pub async fn reconcile(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
+    let Some(_slot) = ctx.slots.acquire(namespace).await else {
+        // Shutting down: what has not started does not start.
+        return Ok(Action::await_change());
+    };
+    // It may have waited long: a newer version (or its deletion) seen meanwhile counts.
+    let Some(obj) = ctx
+        .watched
+        .objects
+        .get(&kube::runtime::reflector::ObjectRef::from_obj(&*obj))
+    else {
+        return Ok(Action::await_change());
+    };
+    Box::pin(reconcile_now(obj, ctx.clone())).await
+}
+
+async fn reconcile_now(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     use tracing::Instrument as _;
     let started = Instant::now();
     let span = tracing::info_span!(
