@@ -22,13 +22,18 @@ const KEPT_ANNOTATIONS: [&str; 3] = [
     ANNOTATION_PREVIOUS_IN_EFFECT,
 ];
 
+/// Secrets per page of the list (the watcher's default is 500). A Secret's metadata can hold
+/// 256 KiB of annotations alone, so a page of 500 could be over 100 MB before it is trimmed; 50 keep
+/// a page of even such Secrets to about 20 MB, at one list request per 50 Secrets.
+const LIST_PAGE: u32 = 50;
+
 /// The watch of `api`'s Secrets (metadata only), each object trimmed to what the controller reads
 /// before `writer`'s store keeps it.
 pub fn watch(
     api: Api<SecretMeta>,
     writer: Writer<SecretMeta>,
 ) -> impl Stream<Item = Result<watcher::Event<SecretMeta>, watcher::Error>> + Send + 'static {
-    watcher(api, watcher::Config::default())
+    watcher(api, watcher::Config::default().page_size(LIST_PAGE))
         .default_backoff()
         .modify(keep_what_is_read)
         .reflect(writer)
