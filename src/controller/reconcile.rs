@@ -292,8 +292,11 @@ impl<'a> Run<'a> {
         let paused = annotation(ANNOTATION_PAUSED).as_deref() == Some("true");
         let claimed_by = ctx.claimed_by(obj);
         let previous = obj.status.clone().unwrap_or_default();
+        // Older than the controller's own last write (the watch has not brought that yet): the
+        // plan only waits for it, so nothing is read.
+        let cache_behind = ctx.is_behind(&uid, obj.resource_version().as_deref());
         // Paused, or another VncPassword owns the instance: the plan reads no Secret, so none is read.
-        let inputs = if paused || claimed_by.is_some() {
+        let inputs = if paused || claimed_by.is_some() || cache_behind {
             Inputs::none()
         } else {
             ctx.watched.wait_secrets_synced(SECRETS_SYNC_WAIT).await;
@@ -303,7 +306,7 @@ impl<'a> Run<'a> {
             }
         };
         let round = Round {
-            cache_behind: ctx.is_behind(&uid, obj.resource_version().as_deref()),
+            cache_behind,
             ..Round::default()
         };
         Ok(Self {
