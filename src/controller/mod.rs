@@ -12,7 +12,8 @@
 //! credentials), `service_account` (ServiceAccount tokens exchanged for STS credentials, RRSA),
 //! `instances` (batched, shared DescribeInstances), `index` (VncPasswords by Secret,
 //! ServiceAccount and instance), `schedule` (durations, reboot windows),
-//! `context` (what reconciles share).
+//! `context` (what reconciles share), `slots` (the work slots, fair per namespace),
+//! `secret_cache` (the Secret metadata watch, trimmed), `secret_read` (bounded Secret reads).
 
 pub mod conditions;
 pub mod context;
@@ -96,7 +97,8 @@ pub struct RunArgs {
     pub reboot_poll_interval: f64,
     /// Reconciles running at once (each object is only ever reconciled by one at a time). Most of
     /// a reconcile's time is spent waiting (for ECS, for a DescribeInstances batch, for its rate
-    /// limit), so this is set well above the number of cores.
+    /// limit), so this is set well above the number of cores. When all are busy, each one that
+    /// comes free goes to the namespaces with reconciles waiting, in turn.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub concurrency: u16,
     /// Seconds after RebootInstance without a restart seen before the object says

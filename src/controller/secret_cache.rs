@@ -23,8 +23,8 @@ const KEPT_ANNOTATIONS: [&str; 3] = [
 ];
 
 /// Secrets per page of the list (the watcher's default is 500). A Secret's metadata can hold
-/// 256 KiB of annotations alone, so a page of 500 could be over 100 MB before it is trimmed; 50 keep
-/// a page of even such Secrets to about 20 MB, at one list request per 50 Secrets.
+/// 256 KiB of annotations alone, so a page of 500 could hold 125 MiB of them before they are
+/// trimmed; 50 keep that to about 13 MB, at one list request per 50 Secrets.
 const LIST_PAGE: u32 = 50;
 
 /// The watch of `api`'s Secrets (metadata only), each object trimmed to what the controller reads
