@@ -286,7 +286,7 @@ async fn a_secrets_foreign_metadata_never_enters_the_cache() {
             "annotations": {
                 "example.com/padding": padding,
                 "kubectl.kubernetes.io/last-applied-configuration": "{}",
-                "ecsvnc.io/generated-at": "2026-01-01T00:00:00Z",
+                "ecsvnc.io/generated-at": jiff::Timestamp::now().to_string(),
                 "ecsvnc.io/rotate-token": "t1",
                 "ecsvnc.io/previous-in-effect": "true",
             },
