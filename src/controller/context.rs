@@ -17,7 +17,9 @@ use crate::controller::fingerprint::FingerprintKey;
 use crate::controller::index::Index;
 use crate::controller::instances::InstanceCache;
 use crate::controller::plan::PlanSettings;
+use crate::controller::secret_read::SecretReader;
 use crate::controller::service_account::ServiceAccountCredentials;
+use crate::controller::slots::FairSlots;
 use crate::controller::tenancy::AllowedNamespaces;
 use crate::ecs::{CredentialsProvider, EcsClient};
 use crate::metrics::Metrics;
@@ -25,9 +27,12 @@ use crate::metrics::Metrics;
 /// What the watches of one leadership term know, shared with its reconciles.
 #[derive(Clone)]
 pub struct Watched {
+    /// Every VncPassword, as last seen by the watch.
+    pub objects: Store<crate::api::VncPassword>,
     /// Every VncPassword, by the Secrets it references and the instance it names.
     pub index: Arc<Index>,
-    /// The metadata of every Secret (identity, owners, annotations; no data, no managedFields).
+    /// The metadata of every Secret, only what the controller reads: identity, its own
+    /// annotations, the controlling owner's uid (see `secret_cache`).
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// True while the store holds a complete list: false until the Secret watch has listed
     /// everything, and again during a relist (the store swaps in the new list at its end).
@@ -78,6 +83,8 @@ pub struct Settings {
     pub reconcile_timeout: Duration,
     /// An object nothing woke is looked at again after about this long.
     pub resync_interval: Duration,
+    /// Reconciles running at once (`--concurrency`): the work slots.
+    pub concurrency: usize,
     pub clock: Clock,
 }
 
@@ -92,6 +99,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// What the watches know: every VncPassword (indexed) and every Secret's metadata.
     pub watched: Watched,
+    /// Secret reads, bounded (see `secret_read`).
+    pub secret_reads: SecretReader,
+    /// The work slots, served fairly per namespace.
+    pub slots: FairSlots,
     /// Consecutive failures per object uid, for backoff; cleared on success.
     failures: Mutex<HashMap<String, u32>>,
     /// resourceVersion of the controller's last status write per object uid.
@@ -116,6 +127,7 @@ impl Context {
         metrics: Arc<Metrics>,
         watched: Watched,
     ) -> Self {
+        let slots = FairSlots::new(settings.concurrency);
         Self {
             client,
             ecs,
@@ -125,6 +137,8 @@ impl Context {
             reporter,
             metrics,
             watched,
+            secret_reads: SecretReader::default(),
+            slots,
             failures: Default::default(),
             written: Default::default(),
             applied: Default::default(),
@@ -248,6 +262,17 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|uid, slot| live.contains(uid) && slot.overdue() < REBOOT_SLOT_GRACE);
+    }
+
+    /// Forgets the Secret versions found too large that are no longer the cached ones.
+    pub fn retain_secret_versions(&self) {
+        self.secret_reads.retain(|namespace, name| {
+            let m = self.watched.secret(namespace, name)?;
+            Some((
+                m.metadata.uid.clone().unwrap_or_default(),
+                m.metadata.resource_version.clone().unwrap_or_default(),
+            ))
+        });
     }
 
     /// The VncPassword that owns `obj`'s instance when another one does (see [`Index::claimed_by`]).

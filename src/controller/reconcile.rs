@@ -95,7 +95,28 @@ fn result_label(phase: &Phase, applied_now: bool) -> &'static str {
     }
 }
 
+/// Waits for a work slot (served in turn per namespace, see `slots`), then reconciles the object
+/// as the watch shows it by then. Every due object waits here, so this part is kept small: the
+/// object and the context (both shared) and one queue entry; the reconcile's own state is
+/// allocated only once it has its slot.
 pub async fn reconcile(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
+    let Some(_slot) = ctx.slots.acquire(namespace).await else {
+        // Shutting down: what has not started does not start.
+        return Ok(Action::await_change());
+    };
+    // It may have waited long: a newer version (or its deletion) seen meanwhile counts.
+    let Some(obj) = ctx
+        .watched
+        .objects
+        .get(&kube::runtime::reflector::ObjectRef::from_obj(&*obj))
+    else {
+        return Ok(Action::await_change());
+    };
+    Box::pin(reconcile_now(obj, ctx.clone())).await
+}
+
+async fn reconcile_now(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     use tracing::Instrument as _;
     let started = Instant::now();
     let span = tracing::info_span!(
@@ -318,8 +339,11 @@ impl<'a> Run<'a> {
             .or(previous.last_applied_time.as_deref())
             .and_then(|t| t.parse().ok())
             .is_some_and(|at| ctx.watched.index.overwritten_after(obj, at));
+        // Older than the controller's own last write (the watch has not brought that yet): the
+        // plan only waits for it, so nothing is read.
+        let cache_behind = ctx.is_behind(&uid, obj.resource_version().as_deref());
         // Paused, or another VncPassword owns the instance: the plan reads no Secret, so none is read.
-        let inputs = if paused || claimed_by.is_some() {
+        let inputs = if paused || claimed_by.is_some() || cache_behind {
             Inputs::none()
         } else {
             ctx.watched.wait_secrets_synced(SECRETS_SYNC_WAIT).await;
@@ -329,7 +353,7 @@ impl<'a> Run<'a> {
             }
         };
         let round = Round {
-            cache_behind: ctx.is_behind(&uid, obj.resource_version().as_deref()),
+            cache_behind,
             ..Round::default()
         };
         Ok(Self {
