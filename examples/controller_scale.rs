@@ -68,16 +68,22 @@ struct Args {
     /// Extra flags for `ecs-vnc-controller run` (e.g. --extra=--concurrency=64).
     #[arg(long)]
     extra: Vec<String>,
-    /// `wave` (the above) or `hostile-secrets` (issue 20, item 7; ignores --objects and
-    /// --namespaces).
+    /// `wave` (the above), `hostile-secrets` (issue 20, item 7; ignores --objects and
+    /// --namespaces) or `reboot-herd` (every object Automatic on an instance that is not
+    /// I/O-optimized, one reboot window shared by all, RebootInstance limited to --reboot-qps).
     #[arg(long, value_enum, default_value = "wave")]
     scenario: Scenario,
+    /// With `reboot-herd`: RebootInstance calls per second for the account (the controller's
+    /// `--ecs-qps ...,RebootInstance=N`).
+    #[arg(long, default_value_t = 5.0)]
+    reboot_qps: f64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Scenario {
     Wave,
     HostileSecrets,
+    RebootHerd,
 }
 
 /// What the benchmark's own watch has seen.
@@ -131,6 +137,11 @@ async fn main() {
     .expect("CRD established");
     if args.scenario == Scenario::HostileSecrets {
         hostile_secrets(&client, &binary, &kubeconfig, &args).await;
+        stop_control_plane(&root, cp_dir);
+        return;
+    }
+    if args.scenario == Scenario::RebootHerd {
+        reboot_herd(&client, &binary, &kubeconfig, &args).await;
         stop_control_plane(&root, cp_dir);
         return;
     }
@@ -579,6 +590,171 @@ async fn hostile_secrets(client: &Client, binary: &Path, kubeconfig: &Path, args
     stop(&mut controller);
 }
 
+/// Issue 21's herd: N objects, Automatic, on instances that are not I/O-optimized, all applied
+/// before one shared reboot window opens; RebootInstance limited to --reboot-qps for the account.
+/// Prints the time from the window's opening until every object is Ready, its ratio to
+/// N / reboot-qps, reboots per instance, and what the controller spent on the way.
+async fn reboot_herd(client: &Client, binary: &Path, kubeconfig: &Path, args: &Args) {
+    let n = args.objects;
+    let namespaces: Vec<String> = (0..args.namespaces.max(1))
+        .map(|i| format!("herd-{i}"))
+        .collect();
+    for name in namespaces
+        .iter()
+        .map(String::as_str)
+        .chain(["ecs-vnc-system"])
+    {
+        let _ = Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+            )
+            .await;
+    }
+    let instance = |i: usize| format!("i-herd{i:09}");
+    let sim = Simulator::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimulatorConfig {
+            access_keys: vec![AccessKeyConfig {
+                id: KEY_ID.into(),
+                secret: KEY_SECRET.into(),
+                security_token: None,
+                account_id: None,
+            }],
+            instances: (0..n)
+                .map(|i| InstanceConfig {
+                    id: instance(i),
+                    region: "cn-hangzhou".into(),
+                    io_optimized: false,
+                    status: "Running".into(),
+                    tags: Default::default(),
+                })
+                .collect(),
+            faults: FaultConfig {
+                qps_per_api: Some(args.qps),
+                latency_ms: args.latency_ms,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("simulator");
+    // The window opens at a whole minute, time enough after the apply wave; it lasts two hours.
+    let apply_time = Duration::from_secs_f64(n as f64 / args.qps) + Duration::from_secs(90);
+    let opens = {
+        let t = jiff::Timestamp::now() + jiff::SignedDuration::try_from(apply_time).unwrap();
+        let s = t.as_second();
+        jiff::Timestamp::from_second(s - s.rem_euclid(60) + 60).unwrap()
+    };
+    let at = opens.to_zoned(jiff::tz::TimeZone::UTC);
+    let schedule = format!("{} {} * * *", at.minute(), at.hour());
+    println!(
+        "creating {n} Automatic VncPasswords; their shared window opens at {opens} ({schedule} UTC, 2h) ..."
+    );
+    let place = |i: usize| (namespaces[i % namespaces.len()].clone(), format!("vm-{i}"));
+    futures::stream::iter(0..n)
+        .for_each_concurrent(32, |i| {
+            let (ns, name) = place(i);
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            let vncpw: Api<VncPassword> = Api::namespaced(client.clone(), &ns);
+            let (instance, schedule) = (instance(i), schedule.clone());
+            async move {
+                let secret: Secret = serde_json::from_value(json!({
+                    "metadata": {"name": format!("{name}-vnc")}, "stringData": {"password": format!("H{i:05}")}
+                })).expect("secret");
+                secrets.create(&PostParams::default(), &secret).await.expect("Secret");
+                let obj = json!({"apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword", "metadata": {"name": name},
+                    "spec": {"regionId": "cn-hangzhou", "instanceId": instance, "passwordSecretRef": {"name": format!("{name}-vnc")},
+                             "rebootPolicy": "Automatic",
+                             "rebootWindows": [{"schedule": schedule, "duration": "2h", "timeZone": "UTC"}]}});
+                vncpw.patch(&name, &PatchParams::apply("scale"), &Patch::Apply(&obj)).await.expect("apply");
+            }
+        })
+        .await;
+    let metrics_addr = free_addr();
+    let flags: Vec<String> = controller_flags(&sim, args, metrics_addr)
+        .into_iter()
+        .map(|f| {
+            if f.starts_with("--ecs-qps=") {
+                format!("--ecs-qps={},RebootInstance={}", args.qps, args.reboot_qps)
+            } else {
+                f
+            }
+        })
+        .collect();
+    let mut controller = spawn_controller(binary, kubeconfig, &flags);
+    let all: Api<VncPassword> = Api::all(client.clone());
+    let count = |reason: &'static str| {
+        let all = all.clone();
+        async move {
+            all.list(&Default::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .filter(|o| {
+                            o.status
+                                .as_ref()
+                                .and_then(|s| s.condition(condition::READY))
+                                .is_some_and(|c| c.reason == reason)
+                        })
+                        .count()
+                })
+                .unwrap_or(0)
+        }
+    };
+    wait_until_async(Duration::from_secs(600), || async {
+        count("RebootRequired").await == n
+    })
+    .await;
+    println!("all {n} applied and waiting for the window; waiting for it to open ...");
+    let before = apiserver_requests(client).await;
+    let reconciles = scrape_sum(metrics_addr, "ecs_vnc_reconciles_total{");
+    let until_open = opens.duration_since(jiff::Timestamp::now());
+    if let Ok(d) = Duration::try_from(until_open) {
+        tokio::time::sleep(d).await;
+    }
+    let t0 = Instant::now();
+    wait_until_async(Duration::from_secs(3600), || async {
+        count("Applied").await == n
+    })
+    .await;
+    let elapsed = t0.elapsed();
+    let after = apiserver_requests(client).await;
+    let ideal = n as f64 / args.reboot_qps;
+    let reboots: BTreeMap<u32, usize> = (0..n).fold(BTreeMap::new(), |mut m, i| {
+        let count = sim
+            .state()
+            .instance(&instance(i))
+            .map(|v| v.reboot_count)
+            .unwrap_or(0);
+        *m.entry(count).or_default() += 1;
+        m
+    });
+    println!(
+        "\nreboot herd: {n} objects, RebootInstance={} /s, one window, controller flags {flags:?}",
+        args.reboot_qps,
+    );
+    println!(
+        "  every object Ready {:.1} s after the window opened = {:.2} x N/QPS ({ideal:.0} s)",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() / ideal
+    );
+    println!("  instances by reboot count: {reboots:?}");
+    println!(
+        "  RebootNotObserved: {}, reconciles per object in the window: {:.2}",
+        count("RebootNotObserved").await,
+        (scrape_sum(metrics_addr, "ecs_vnc_reconciles_total{") - reconciles) / n as f64
+    );
+    println!(
+        "  API requests in the window: {}\n  controller peak RSS (VmHWM): {}",
+        describe(&diff(&before, &after), n),
+        peak_rss(controller.id())
+    );
+    stop(&mut controller);
+}
+
 async fn wait_until_async<F, Fut>(limit: Duration, mut done: F)
 where
     F: FnMut() -> Fut,
@@ -672,9 +848,13 @@ fn start_controller(
     args: &Args,
     metrics: SocketAddr,
 ) -> Child {
+    spawn_controller(binary, kubeconfig, &controller_flags(sim, args, metrics))
+}
+
+fn spawn_controller(binary: &Path, kubeconfig: &Path, flags: &[String]) -> Child {
     Command::new(binary)
         .arg("run")
-        .args(controller_flags(sim, args, metrics))
+        .args(flags)
         .env("KUBECONFIG", kubeconfig)
         .env("POD_NAMESPACE", "ecs-vnc-system")
         .env("ALIBABA_CLOUD_ACCESS_KEY_ID", KEY_ID)

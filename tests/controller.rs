@@ -134,12 +134,15 @@ async fn non_io_optimized_instance_waits_for_a_restart_then_is_ready_without_ano
     );
     assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 1);
     assert_eq!(case.sim.calls("RebootInstance"), 0);
-    assert!(
+    // The Event follows the status write.
+    eventually("the RestartObserved Event", WAIT, || async {
         case.events()
             .await
             .iter()
             .any(|e| e.reason.as_deref() == Some("RestartObserved"))
-    );
+            .then_some(())
+    })
+    .await;
     case.finish().await;
 }
 
