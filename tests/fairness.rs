@@ -42,6 +42,12 @@ async fn one_namespaces_flood_does_not_hold_every_worker() {
     let instance = |i: usize| format!("i-fair{i:09}");
     let mut config = support::sim::fleet(AK, AK_SECRET, (0..=FLOOD).map(|i| (instance(i), true)));
     config.faults.latency_ms = 100;
+    // The controller's credentials serve both namespaces: each instance names the one that may
+    // use it (ECS tag ecsvnc.io/namespace).
+    for (i, c) in config.instances.iter_mut().enumerate() {
+        let owner = if i < FLOOD { &flood.name } else { &quiet.name };
+        c.tags = [("ecsvnc.io/namespace".to_string(), owner.clone())].into();
+    }
     let sim = Sim::from_config(config).await;
     futures::stream::iter(0..FLOOD)
         .for_each_concurrent(16, |i| {
