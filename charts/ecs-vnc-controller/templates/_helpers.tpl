@@ -76,3 +76,10 @@ ecs-vnc-controller
 {{- define "ecs-vnc-controller.fingerprintKeySecret" -}}
 ecs-vnc-controller-fingerprint-key
 {{- end }}
+
+{{/* Combinations of values the schema cannot refuse, refused with a message saying why. */}}
+{{- define "ecs-vnc-controller.validate" -}}
+{{- if and (gt (int .Values.replicas) 1) (eq (include "ecs-vnc-controller.leaderElection" .) "false") }}
+{{- fail (printf "replicas: %v needs leader election (leaderElection.enabled: true or null): without it every replica would reconcile, and call ECS, at once" .Values.replicas) }}
+{{- end }}
+{{- end }}
