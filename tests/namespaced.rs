@@ -293,3 +293,260 @@ async fn one_namespace_relisting_keeps_the_other_namespaces_objects() {
     a.delete().await;
     b.delete().await;
 }
+
+// --- namespaced mode as the chart installs it -----------------------------------------------------
+
+/// The chart rendered in namespaced mode (`watchNamespaces`: two namespaces of its own) and applied
+/// for real: a release namespace, two watched namespaces and one that is not.
+struct Install {
+    own: support::TestNamespace,
+    a: support::TestNamespace,
+    b: support::TestNamespace,
+    other: support::TestNamespace,
+    /// The controller's ServiceAccount.
+    service_account: String,
+}
+
+impl Install {
+    async fn new(admin: &Client) -> Self {
+        let own = support::TestNamespace::new(admin, "nsd-own").await;
+        let a = support::TestNamespace::new(admin, "nsd-a").await;
+        let b = support::TestNamespace::new(admin, "nsd-b").await;
+        let other = support::TestNamespace::new(admin, "nsd-other").await;
+        // Cluster-scoped names (the admission policies) are the release's: one of its own.
+        let release = format!("vnc-{:08x}", rand::random::<u32>());
+        let watch = format!("watchNamespaces={{{},{}}}", a.name, b.name);
+        let (yaml, docs) = support::helm::template_as(
+            &release,
+            &own.name,
+            &["--set", &watch, "--set", "replicas=1"],
+        );
+        assert!(
+            !docs.iter().any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
+            "namespaced mode renders nothing cluster-wide for RBAC"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("namespaced.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        support::kubectl_ok(&["apply", "--server-side", "-f", file.to_str().unwrap()]);
+        let service_account = support::helm::find(&docs, "ServiceAccount", None)["metadata"]
+            ["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Self {
+            own,
+            a,
+            b,
+            other,
+            service_account,
+        }
+    }
+
+    fn user(&self) -> String {
+        format!(
+            "system:serviceaccount:{}:{}",
+            self.own.name, self.service_account
+        )
+    }
+
+    async fn delete(self) {
+        for ns in [self.a, self.b, self.other, self.own] {
+            ns.delete().await;
+        }
+    }
+}
+
+/// `kubectl auth can-i VERB RESOURCE (-n NS | -A) --as USER`.
+fn can_i(user: &str, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
+    let mut args = vec!["auth", "can-i", verb, resource, "--as", user];
+    match namespace {
+        Some(ns) => args.extend(["-n", ns]),
+        None => args.push("--all-namespaces"),
+    }
+    let out = support::kubectl(&args);
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+type Rule = (String, String, String);
+
+/// What `user` may do in `namespace`, as `kubectl auth can-i --list --as` says it.
+fn rules_of(user: &str, namespace: &str) -> BTreeSet<Rule> {
+    let table = support::kubectl_ok(&["auth", "can-i", "--list", "--as", user, "-n", namespace]);
+    let mut rules = BTreeSet::new();
+    for line in table.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let (resource, rest) = line.split_at(line.find('[').expect("a [list] column"));
+        let lists: Vec<&str> = rest
+            .split(']')
+            .map(|c| c.trim().trim_start_matches('['))
+            .collect();
+        let subject = match resource.trim() {
+            "" => format!("url:{}", lists[0]),
+            r => r.to_string(),
+        };
+        for verb in lists[2].split_whitespace() {
+            rules.insert((subject.clone(), lists[1].to_string(), verb.to_string()));
+        }
+    }
+    rules
+}
+
+fn rule_set(rules: &[(&str, &str, &[&str])]) -> BTreeSet<Rule> {
+    rules
+        .iter()
+        .flat_map(|(resource, names, verbs)| {
+            verbs
+                .iter()
+                .map(|v| (resource.to_string(), names.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Namespaced mode's RBAC both ways: in a watched namespace exactly what the controller uses there,
+/// in its own namespace its Lease, fingerprint key and Lease Events, and nothing anywhere else — no
+/// Secret of another namespace, no cluster-wide list.
+#[tokio::test]
+async fn namespaced_mode_grants_the_watched_namespaces_and_nothing_else() {
+    let admin = support::client().await;
+    let install = Install::new(&admin).await;
+    let user = install.user();
+    let baseline = format!("system:serviceaccount:{}:no-bindings-baseline", install.own.name);
+    let beyond_baseline = |ns: &str| -> BTreeSet<Rule> {
+        rules_of(&user, ns)
+            .difference(&rules_of(&baseline, ns))
+            .cloned()
+            .collect()
+    };
+    let watched = rule_set(&[
+        ("vncpasswords.ecsvnc.io", "", &["list", "watch"]),
+        ("vncpasswords.ecsvnc.io/status", "", &["patch"]),
+        ("secrets", "", &["get", "list", "watch", "create", "patch"]),
+        ("serviceaccounts", "", &["get", "list", "watch"]),
+        ("serviceaccounts/token", "", &["create"]),
+        ("events.events.k8s.io", "", &["create", "patch"]),
+    ]);
+    let own = rule_set(&[
+        ("secrets", "", &["create"]),
+        ("events.events.k8s.io", "", &["create", "patch"]),
+        ("secrets", "ecs-vnc-controller-fingerprint-key", &["get"]),
+        ("leases.coordination.k8s.io", "", &["create"]),
+        ("leases.coordination.k8s.io", "ecs-vnc-controller", &["get", "update"]),
+    ]);
+    for ns in [&install.a.name, &install.b.name] {
+        assert_eq!(beyond_baseline(ns), watched, "in the watched namespace {ns}");
+    }
+    assert_eq!(beyond_baseline(&install.own.name), own, "in its own namespace");
+    for ns in [install.other.name.as_str(), "kube-system", "default"] {
+        assert_eq!(beyond_baseline(ns), BTreeSet::new(), "in {ns}, not watched");
+    }
+    // The same, one question at a time, as an auditor would ask.
+    let (a, other) = (Some(install.a.name.as_str()), Some(install.other.name.as_str()));
+    for (verb, resource) in [("get", "secrets"), ("list", "secrets"), ("watch", "secrets")] {
+        assert!(can_i(&user, verb, resource, a), "{verb} {resource} in a watched namespace");
+        assert!(!can_i(&user, verb, resource, other), "{verb} {resource} in another namespace");
+        assert!(!can_i(&user, verb, resource, Some("kube-system")), "{verb} {resource} in kube-system");
+        assert!(!can_i(&user, verb, resource, None), "{verb} {resource} in all namespaces");
+    }
+    assert!(!can_i(&user, "list", "vncpasswords.ecsvnc.io", None));
+    assert!(!can_i(&user, "list", "vncpasswords.ecsvnc.io", other));
+    assert!(!can_i(&user, "create", "serviceaccounts/token", other));
+    install.delete().await;
+}
+
+/// The controller does its whole job with nothing but namespaced mode's RBAC (as the chart's
+/// ServiceAccount, by impersonation, with leader election on its Lease): objects in both watched
+/// namespaces are applied (one with a generated password Secret, one rotated through the Secret
+/// watch), and one in a namespace it does not watch is never touched.
+#[tokio::test]
+async fn the_controller_does_its_job_with_namespaced_rbac_only() {
+    use ecs_vnc_controller::simulator::Simulator;
+    use support::controller::*;
+    let admin = support::client().await;
+    let install = Install::new(&admin).await;
+    let sim = Simulator::start(
+        "127.0.0.1:0".parse().unwrap(),
+        support::sim::fleet(
+            "LTAInamespaced",
+            "namespaced-secret",
+            ["i-nsd00000000a", "i-nsd00000000b", "i-nsd00000000c"].map(|i| (i.to_string(), true)),
+        ),
+    )
+    .await
+    .expect("simulator");
+    let objects = [
+        (&install.other, "i-nsd00000000c", false),
+        (&install.a, "i-nsd00000000a", false),
+        (&install.b, "i-nsd00000000b", true),
+    ];
+    for (ns, instance, generate) in objects {
+        put_secret(
+            &admin,
+            &ns.name,
+            "creds",
+            &[("accessKeyId", "LTAInamespaced"), ("accessKeySecret", "namespaced-secret")],
+        )
+        .await;
+        let mut spec = serde_json::json!({
+            "regionId": "cn-hangzhou", "instanceId": instance,
+            "passwordSecretRef": {"name": "web-vnc"}, "credentialsSecretRef": {"name": "creds"},
+        });
+        if generate {
+            spec["generatePassword"] = true.into();
+        } else {
+            put_secret(&admin, &ns.name, "web-vnc", &[("password", "Nsd123")]).await;
+        }
+        put_vncpassword(&admin, &ns.name, "web", spec).await;
+    }
+    let as_sa =
+        support::service_account_client(&install.own.name, &install.service_account).await;
+    let mut options = ControllerOptions::new(as_sa, sim.url());
+    options.controller_namespace = Some(install.own.name.clone());
+    options.flags = vec![
+        format!("--watch-namespaces={},{}", install.a.name, install.b.name),
+        "--leader-elect".into(),
+        "--lease-duration=3".into(),
+        "--renew-deadline=2".into(),
+        "--retry-period=0.5".into(),
+        "--leader-identity=namespaced-test".into(),
+    ];
+    let controller = start_controller(options).await;
+    wait_ready(&admin, &install.a.name, "web", Duration::from_secs(60)).await;
+    wait_ready(&admin, &install.b.name, "web", Duration::from_secs(60)).await;
+    // The generated password Secret, created under the Role (and the admission policy).
+    let generated = Api::<Secret>::namespaced(admin.clone(), &install.b.name)
+        .get("web-vnc")
+        .await
+        .expect("the generated Secret");
+    assert_eq!(
+        generated.metadata.labels.unwrap_or_default()["app.kubernetes.io/managed-by"],
+        "ecs-vnc-controller"
+    );
+    // A rotation reaches ECS through the namespaced Secret watch.
+    put_secret(&admin, &install.a.name, "web-vnc", &[("password", "Nsd456")]).await;
+    support::eventually("the rotated password", Duration::from_secs(30), || async {
+        (sim.state().instance("i-nsd00000000a").and_then(|i| i.set_password).as_deref()
+            == Some("Nsd456"))
+        .then_some(())
+    })
+    .await;
+    // The object outside the watched namespaces, created first, was never looked at.
+    assert!(
+        status(&admin, &install.other.name, "web").await.is_none(),
+        "a VncPassword outside watchNamespaces got a status"
+    );
+    assert_eq!(
+        sim.state().instance("i-nsd00000000c").and_then(|i| i.set_password),
+        None
+    );
+    // Its Lease and fingerprint key, in its own namespace.
+    support::kubectl_ok(&["get", "lease", "ecs-vnc-controller", "-n", &install.own.name]);
+    support::kubectl_ok(&[
+        "get",
+        "secret",
+        "ecs-vnc-controller-fingerprint-key",
+        "-n",
+        &install.own.name,
+    ]);
+    controller.stop().await;
+    install.delete().await;
+}

@@ -108,10 +108,15 @@ pub fn ok(args: &[&str], cluster: bool) -> String {
 
 /// `helm template RELEASE CHART -n NAMESPACE EXTRA...`: the rendered objects as JSON values.
 pub fn template(namespace: &str, extra: &[&str]) -> (String, Vec<Value>) {
+    template_as(RELEASE, namespace, extra)
+}
+
+/// `helm template` as release `release`.
+pub fn template_as(release: &str, namespace: &str, extra: &[&str]) -> (String, Vec<Value>) {
     let chart = chart_dir();
     let mut args = vec![
         "template",
-        RELEASE,
+        release,
         chart.to_str().expect("UTF-8 path"),
         "--namespace",
         namespace,
