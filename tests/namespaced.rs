@@ -322,18 +322,20 @@ impl Install {
             &["--set", &watch, "--set", "replicas=1"],
         );
         assert!(
-            !docs.iter().any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
+            !docs
+                .iter()
+                .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
             "namespaced mode renders nothing cluster-wide for RBAC"
         );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("namespaced.yaml");
         std::fs::write(&file, yaml).unwrap();
         support::kubectl_ok(&["apply", "--server-side", "-f", file.to_str().unwrap()]);
-        let service_account = support::helm::find(&docs, "ServiceAccount", None)["metadata"]
-            ["name"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let service_account =
+            support::helm::find(&docs, "ServiceAccount", None)["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string();
         Self {
             own,
             a,
@@ -410,7 +412,10 @@ async fn namespaced_mode_grants_the_watched_namespaces_and_nothing_else() {
     let admin = support::client().await;
     let install = Install::new(&admin).await;
     let user = install.user();
-    let baseline = format!("system:serviceaccount:{}:no-bindings-baseline", install.own.name);
+    let baseline = format!(
+        "system:serviceaccount:{}:no-bindings-baseline",
+        install.own.name
+    );
     let beyond_baseline = |ns: &str| -> BTreeSet<Rule> {
         rules_of(&user, ns)
             .difference(&rules_of(&baseline, ns))
@@ -430,22 +435,53 @@ async fn namespaced_mode_grants_the_watched_namespaces_and_nothing_else() {
         ("events.events.k8s.io", "", &["create", "patch"]),
         ("secrets", "ecs-vnc-controller-fingerprint-key", &["get"]),
         ("leases.coordination.k8s.io", "", &["create"]),
-        ("leases.coordination.k8s.io", "ecs-vnc-controller", &["get", "update"]),
+        (
+            "leases.coordination.k8s.io",
+            "ecs-vnc-controller",
+            &["get", "update"],
+        ),
     ]);
     for ns in [&install.a.name, &install.b.name] {
-        assert_eq!(beyond_baseline(ns), watched, "in the watched namespace {ns}");
+        assert_eq!(
+            beyond_baseline(ns),
+            watched,
+            "in the watched namespace {ns}"
+        );
     }
-    assert_eq!(beyond_baseline(&install.own.name), own, "in its own namespace");
+    assert_eq!(
+        beyond_baseline(&install.own.name),
+        own,
+        "in its own namespace"
+    );
     for ns in [install.other.name.as_str(), "kube-system", "default"] {
         assert_eq!(beyond_baseline(ns), BTreeSet::new(), "in {ns}, not watched");
     }
     // The same, one question at a time, as an auditor would ask.
-    let (a, other) = (Some(install.a.name.as_str()), Some(install.other.name.as_str()));
-    for (verb, resource) in [("get", "secrets"), ("list", "secrets"), ("watch", "secrets")] {
-        assert!(can_i(&user, verb, resource, a), "{verb} {resource} in a watched namespace");
-        assert!(!can_i(&user, verb, resource, other), "{verb} {resource} in another namespace");
-        assert!(!can_i(&user, verb, resource, Some("kube-system")), "{verb} {resource} in kube-system");
-        assert!(!can_i(&user, verb, resource, None), "{verb} {resource} in all namespaces");
+    let (a, other) = (
+        Some(install.a.name.as_str()),
+        Some(install.other.name.as_str()),
+    );
+    for (verb, resource) in [
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("watch", "secrets"),
+    ] {
+        assert!(
+            can_i(&user, verb, resource, a),
+            "{verb} {resource} in a watched namespace"
+        );
+        assert!(
+            !can_i(&user, verb, resource, other),
+            "{verb} {resource} in another namespace"
+        );
+        assert!(
+            !can_i(&user, verb, resource, Some("kube-system")),
+            "{verb} {resource} in kube-system"
+        );
+        assert!(
+            !can_i(&user, verb, resource, None),
+            "{verb} {resource} in all namespaces"
+        );
     }
     assert!(!can_i(&user, "list", "vncpasswords.ecsvnc.io", None));
     assert!(!can_i(&user, "list", "vncpasswords.ecsvnc.io", other));
@@ -483,7 +519,10 @@ async fn the_controller_does_its_job_with_namespaced_rbac_only() {
             &admin,
             &ns.name,
             "creds",
-            &[("accessKeyId", "LTAInamespaced"), ("accessKeySecret", "namespaced-secret")],
+            &[
+                ("accessKeyId", "LTAInamespaced"),
+                ("accessKeySecret", "namespaced-secret"),
+            ],
         )
         .await;
         let mut spec = serde_json::json!({
@@ -497,8 +536,7 @@ async fn the_controller_does_its_job_with_namespaced_rbac_only() {
         }
         put_vncpassword(&admin, &ns.name, "web", spec).await;
     }
-    let as_sa =
-        support::service_account_client(&install.own.name, &install.service_account).await;
+    let as_sa = support::service_account_client(&install.own.name, &install.service_account).await;
     let mut options = ControllerOptions::new(as_sa, sim.url());
     options.controller_namespace = Some(install.own.name.clone());
     options.flags = vec![
@@ -522,9 +560,18 @@ async fn the_controller_does_its_job_with_namespaced_rbac_only() {
         "ecs-vnc-controller"
     );
     // A rotation reaches ECS through the namespaced Secret watch.
-    put_secret(&admin, &install.a.name, "web-vnc", &[("password", "Nsd456")]).await;
+    put_secret(
+        &admin,
+        &install.a.name,
+        "web-vnc",
+        &[("password", "Nsd456")],
+    )
+    .await;
     support::eventually("the rotated password", Duration::from_secs(30), || async {
-        (sim.state().instance("i-nsd00000000a").and_then(|i| i.set_password).as_deref()
+        (sim.state()
+            .instance("i-nsd00000000a")
+            .and_then(|i| i.set_password)
+            .as_deref()
             == Some("Nsd456"))
         .then_some(())
     })
@@ -535,11 +582,19 @@ async fn the_controller_does_its_job_with_namespaced_rbac_only() {
         "a VncPassword outside watchNamespaces got a status"
     );
     assert_eq!(
-        sim.state().instance("i-nsd00000000c").and_then(|i| i.set_password),
+        sim.state()
+            .instance("i-nsd00000000c")
+            .and_then(|i| i.set_password),
         None
     );
     // Its Lease and fingerprint key, in its own namespace.
-    support::kubectl_ok(&["get", "lease", "ecs-vnc-controller", "-n", &install.own.name]);
+    support::kubectl_ok(&[
+        "get",
+        "lease",
+        "ecs-vnc-controller",
+        "-n",
+        &install.own.name,
+    ]);
     support::kubectl_ok(&[
         "get",
         "secret",
