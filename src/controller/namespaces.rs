@@ -74,6 +74,8 @@ fn is_namespace_name(n: &str) -> bool {
 }
 
 type Events<K> = BoxStream<'static, Result<Event<K>, watcher::Error>>;
+/// One namespace's events, with its index.
+type Tagged<K> = BoxStream<'static, (usize, Result<Event<K>, watcher::Error>)>;
 
 /// The watch of `K` over `namespaces` (all when empty), with kube-runtime's default backoff, for
 /// a reflector whose store is `store` (see the module's documentation).
@@ -170,7 +172,7 @@ struct Merge<K: Resource + Clone + 'static>
 where
     K::DynamicType: Eq + Hash,
 {
-    inputs: SelectAll<BoxStream<'static, (usize, Result<Event<K>, watcher::Error>)>>,
+    inputs: SelectAll<Tagged<K>>,
     namespaces: Vec<String>,
     parts: Vec<Part>,
     /// Until the one `InitDone` for the whole set.
