@@ -127,10 +127,15 @@ pub fn template_as(release: &str, namespace: &str, extra: &[&str]) -> (String, V
     (yaml, docs)
 }
 
-/// The documents of a YAML stream (empty ones dropped), as JSON values.
+/// The documents of a YAML stream (empty ones dropped), as JSON values. A key twice in one
+/// mapping (which some YAML readers take silently, the last one winning) fails.
 pub fn parse(yaml: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| serde::Deserialize::deserialize(d).expect("YAML from helm"))
+        .map(|d| {
+            let strict: serde_yaml::Value = serde::Deserialize::deserialize(d)
+                .unwrap_or_else(|e| panic!("YAML from helm: {e}\n{yaml}"));
+            serde_json::to_value(strict).expect("YAML as JSON")
+        })
         .filter(|d: &Value| !d.is_null())
         .collect()
 }
