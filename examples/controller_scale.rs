@@ -14,6 +14,11 @@
 //! reconciled once), and Secret rotations one at a time while the rest sit idle (p50/p99 from the
 //! Secret update to the status naming its new resourceVersion). Set TEST_KUBECONFIG to use an
 //! existing cluster instead of starting a control plane.
+//!
+//! `--scenario hostile-secrets` instead runs issue 20's item 7: 150 VncPasswords naming one Secret
+//! of 0.9 MB that is changed 5 times, and 100 other Secrets carrying a 200 KB annotation each, all
+//! in one namespace and created before the controller starts; it prints the time each round took
+//! to settle, the Secret reads per round and the controller's peak RSS.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -63,6 +68,16 @@ struct Args {
     /// Extra flags for `ecs-vnc-controller run` (e.g. --extra=--concurrency=64).
     #[arg(long)]
     extra: Vec<String>,
+    /// `wave` (the above) or `hostile-secrets` (issue 20, item 7; ignores --objects and
+    /// --namespaces).
+    #[arg(long, value_enum, default_value = "wave")]
+    scenario: Scenario,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    Wave,
+    HostileSecrets,
 }
 
 /// What the benchmark's own watch has seen.
@@ -114,6 +129,11 @@ async fn main() {
     )
     .await
     .expect("CRD established");
+    if args.scenario == Scenario::HostileSecrets {
+        hostile_secrets(&client, &binary, &kubeconfig, &args).await;
+        stop_control_plane(&root, cp_dir);
+        return;
+    }
     let namespaces: Vec<String> = (0..args.namespaces.max(1))
         .map(|i| format!("scale-{i}"))
         .collect();
@@ -369,11 +389,205 @@ async fn main() {
 
     stop(&mut controller);
     watch.abort();
-    if let Some(dir) = cp_dir {
+    stop_control_plane(&root, cp_dir);
+}
+
+fn stop_control_plane(root: &Path, dir: Option<PathBuf>) {
+    if let Some(dir) = dir {
         let _ = Command::new(root.join("tests/control-plane/stop"))
             .arg(&dir)
             .status();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Issue 20, item 7: one large Secret named by many VncPasswords and changed, and Secrets padded
+/// with large foreign annotations, as a tenant could write them.
+async fn hostile_secrets(client: &Client, binary: &Path, kubeconfig: &Path, args: &Args) {
+    const OBJECTS: usize = 150;
+    const BIG_SECRET_BYTES: usize = 900_000;
+    const CHANGES: usize = 5;
+    const PADDED_SECRETS: usize = 100;
+    const ANNOTATION_BYTES: usize = 200_000;
+    let ns = "hostile-0";
+    for name in [ns, "ecs-vnc-system"] {
+        let _ = Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+            )
+            .await;
+    }
+    let instance = |i: usize| format!("i-hostile{i:07}");
+    let sim = Simulator::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimulatorConfig {
+            access_keys: vec![AccessKeyConfig {
+                id: KEY_ID.into(),
+                secret: KEY_SECRET.into(),
+                security_token: None,
+                account_id: None,
+            }],
+            instances: (0..OBJECTS)
+                .map(|i| InstanceConfig {
+                    id: instance(i),
+                    region: "cn-hangzhou".into(),
+                    io_optimized: true,
+                    status: "Running".into(),
+                    tags: Default::default(),
+                })
+                .collect(),
+            faults: FaultConfig {
+                qps_per_api: Some(args.qps),
+                latency_ms: args.latency_ms,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("simulator");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let vncpw: Api<VncPassword> = Api::namespaced(client.clone(), ns);
+    println!(
+        "creating a Secret of {BIG_SECRET_BYTES} bytes named by {OBJECTS} VncPasswords, and {PADDED_SECRETS} Secrets with a {ANNOTATION_BYTES}-byte annotation ..."
+    );
+    let big: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "big"},
+        "stringData": {"password": "Big000", "padding": "p".repeat(BIG_SECRET_BYTES)},
+    }))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &big)
+        .await
+        .expect("big Secret");
+    futures::stream::iter(0..PADDED_SECRETS)
+        .for_each_concurrent(8, |i| {
+            let secrets = secrets.clone();
+            async move {
+                let padded: Secret = serde_json::from_value(json!({
+                    "metadata": {"name": format!("padded-{i}"),
+                                 "annotations": {"example.com/padding": "a".repeat(ANNOTATION_BYTES)}},
+                    "stringData": {"password": format!("Pad{i:03}")},
+                }))
+                .expect("secret");
+                secrets
+                    .create(&PostParams::default(), &padded)
+                    .await
+                    .expect("padded Secret");
+            }
+        })
+        .await;
+    futures::stream::iter(0..OBJECTS)
+        .for_each_concurrent(16, |i| {
+            let vncpw = vncpw.clone();
+            async move {
+                let name = format!("vm-{i}");
+                let obj = json!({"apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword", "metadata": {"name": name},
+                    "spec": {"regionId": "cn-hangzhou", "instanceId": instance(i), "passwordSecretRef": {"name": "big"}}});
+                vncpw
+                    .patch(&name, &PatchParams::apply("scale"), &Patch::Apply(&obj))
+                    .await
+                    .expect("apply");
+            }
+        })
+        .await;
+
+    // Settled: every object applied the Secret's version `rv`, or stalled on it.
+    let settled = |rv: String| {
+        let vncpw = vncpw.clone();
+        async move {
+            let list = vncpw.list(&Default::default()).await.expect("list");
+            list.items.len() == OBJECTS
+                && list.items.iter().all(|o| {
+                    let Some(s) = o.status.as_ref() else {
+                        return false;
+                    };
+                    let applied = s.is_true(condition::READY)
+                        && s.applied_secret
+                            .as_ref()
+                            .is_some_and(|a| a.resource_version == rv);
+                    applied || s.is_true(condition::STALLED)
+                })
+        }
+    };
+    let secret_reads =
+        |d: &BTreeMap<String, f64>| d.get("GET secrets").copied().unwrap_or_default();
+    let metrics_addr = free_addr();
+    let before = apiserver_requests(client).await;
+    let started = Instant::now();
+    let mut controller = start_controller(binary, kubeconfig, &sim, args, metrics_addr);
+    let rv = secrets
+        .get("big")
+        .await
+        .expect("big")
+        .resource_version()
+        .unwrap_or_default();
+    wait_until_async(Duration::from_secs(600), || settled(rv.clone())).await;
+    let after = apiserver_requests(client).await;
+    println!(
+        "\nhostile Secrets: {OBJECTS} VncPasswords naming one {BIG_SECRET_BYTES}-byte Secret, {PADDED_SECRETS} Secrets with {ANNOTATION_BYTES}-byte annotations, controller flags {:?}",
+        controller_flags(&sim, args, metrics_addr)
+    );
+    println!(
+        "  start: settled in {:.1} s, Secret reads {:.0}, peak RSS so far {}",
+        started.elapsed().as_secs_f64(),
+        secret_reads(&diff(&before, &after)),
+        peak_rss(controller.id())
+    );
+    for change in 1..=CHANGES {
+        let reconciles = scrape_sum(metrics_addr, "ecs_vnc_reconciles_total{");
+        let before = apiserver_requests(client).await;
+        let t0 = Instant::now();
+        let written = secrets
+            .patch(
+                "big",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"password": format!("Big{change:03}")}})),
+            )
+            .await
+            .expect("change the big Secret");
+        let rv = written.resource_version().unwrap_or_default();
+        // Every object is looked at again (stalled ones too), then settles.
+        wait_until(Duration::from_secs(600), || {
+            scrape_sum(metrics_addr, "ecs_vnc_reconciles_total{") >= reconciles + OBJECTS as f64
+        })
+        .await;
+        wait_until_async(Duration::from_secs(600), || settled(rv.clone())).await;
+        let after = apiserver_requests(client).await;
+        println!(
+            "  change {change}: settled in {:.1} s, Secret reads {:.0}, peak RSS so far {}",
+            t0.elapsed().as_secs_f64(),
+            secret_reads(&diff(&before, &after)),
+            peak_rss(controller.id())
+        );
+    }
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for o in vncpw.list(&Default::default()).await.expect("list").items {
+        let reason = o
+            .status
+            .as_ref()
+            .and_then(|s| s.condition(condition::READY))
+            .map(|c| c.reason.clone())
+            .unwrap_or_default();
+        *reasons.entry(reason).or_default() += 1;
+    }
+    println!(
+        "  objects by Ready reason: {reasons:?}\n  controller peak RSS (VmHWM): {}",
+        peak_rss(controller.id())
+    );
+    stop(&mut controller);
+}
+
+async fn wait_until_async<F, Fut>(limit: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !done().await {
+        assert!(Instant::now() < deadline, "not done within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

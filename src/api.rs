@@ -99,10 +99,12 @@ pub enum Reason {
     /// The controller's credentials serve several namespaces and the instance does not carry the
     /// ECS tag `ecsvnc.io/namespace` with this object's namespace as value.
     InstanceNotAllowed,
+    /// The password or credentials Secret is larger than the controller reads (64 KiB).
+    SecretTooLarge,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Reason::Applied,
         Reason::RebootRequired,
         Reason::RebootRequested,
@@ -135,6 +137,7 @@ impl Reason {
         Reason::OidcProviderNotConfigured,
         Reason::InternalError,
         Reason::InstanceNotAllowed,
+        Reason::SecretTooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -171,6 +174,7 @@ impl Reason {
             Reason::OidcProviderNotConfigured => "OidcProviderNotConfigured",
             Reason::InternalError => "InternalError",
             Reason::InstanceNotAllowed => "InstanceNotAllowed",
+            Reason::SecretTooLarge => "SecretTooLarge",
         }
     }
 

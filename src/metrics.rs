@@ -11,6 +11,7 @@
 //! | `ecs_vnc_ecs_call_duration_seconds` | histogram | `action` |
 //! | `ecs_vnc_vncpasswords` | gauge | `ready_reason` |
 //! | `ecs_vnc_pending_reboots` | gauge | |
+//! | `ecs_vnc_reconciles_waiting` | gauge | reconciles due and waiting for one of the `--concurrency` work slots |
 //! | `ecs_vnc_leader` | gauge | 1 while this replica leads (always 1 without `--leader-elect`), else 0 |
 //! | `ecs_vnc_ecs_rate_limit_qps` | gauge | `account` (the account ID STS names, or `unverified.<hash>`; never an AccessKeyId), `region`, `action`: the bucket's current rate |
 //! | `ecs_vnc_ecs_throttles_total` | counter | `account`, `region`, `action`: `Throttling*` answers |
@@ -105,6 +106,7 @@ pub struct Metrics {
     ecs_call_duration: Family<ActionLabel, Histogram>,
     vncpasswords: Family<ReasonLabel, Gauge>,
     pending_reboots: Gauge,
+    reconciles_waiting: Gauge,
     leader: Gauge,
     credential_refreshes: Family<RefreshLabels, Counter>,
     rate_limit: Family<BucketLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -202,6 +204,12 @@ impl Metrics {
             "VncPasswords whose instance must restart for the applied password to take effect",
             pending_reboots.clone(),
         );
+        let reconciles_waiting = Gauge::default();
+        registry.register(
+            "reconciles_waiting",
+            "Reconciles due and waiting for one of the --concurrency work slots (served in turn per namespace)",
+            reconciles_waiting.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -248,6 +256,7 @@ impl Metrics {
             ecs_call_duration,
             vncpasswords,
             pending_reboots,
+            reconciles_waiting,
             leader,
             known_reasons: Mutex::new(BTreeSet::new()),
         }
@@ -302,6 +311,11 @@ impl Metrics {
 
     pub fn set_pending_reboots(&self, n: i64) {
         self.pending_reboots.set(n);
+    }
+
+    pub fn set_reconciles_waiting(&self, n: usize) {
+        self.reconciles_waiting
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn set_leader(&self, leading: bool) {

@@ -482,7 +482,7 @@ const HEALTH_TABLE: &str = "docs/reference/health.md";
 /// The reasons `Phase::Failed` carries with `Failure::Stalled`, as the controller builds them
 /// (`decide::failure_from_ecs`, `reconcile/inputs.rs`, `reconcile/report.rs`, `tenancy.rs`,
 /// `service_account.rs`, `plan.rs`; `InternalError` after a caught panic, `reconcile.rs`).
-const STALLED: [Reason; 18] = [
+const STALLED: [Reason; 19] = [
     Reason::InvalidPassword,
     Reason::SecretNotFound,
     Reason::SecretKeyNotFound,
@@ -501,6 +501,7 @@ const STALLED: [Reason; 18] = [
     Reason::OidcProviderNotConfigured,
     Reason::InternalError,
     Reason::InstanceNotAllowed,
+    Reason::SecretTooLarge,
 ];
 
 /// The reasons `Phase::Failed` carries with `Failure::Retry` (`decide::failure_from_ecs`; STS and
@@ -587,6 +588,9 @@ fn stalled_who(reason: Reason) -> &'static str {
         }
         Reason::InstanceNotAllowed => {
             "the instance's owner: tag it `ecsvnc.io/namespace=<namespace>` in ECS; or the user: name credentials of the namespace"
+        }
+        Reason::SecretTooLarge => {
+            "the user: keep only the password (or the AccessKey) in the Secret the message names"
         }
         other => panic!("{other} is not a stall reason"),
     }

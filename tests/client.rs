@@ -128,6 +128,7 @@ fn client(url: &str) -> EcsClient {
             base_delay: Duration::from_millis(10),
             throttle_base_delay: Duration::from_millis(20),
             max_delay: Duration::from_millis(100),
+            retry_throttled: true,
         },
         qps: ecs_vnc_controller::ecs::ratelimit::QpsLimits::uniform(1000.0),
         burst: 100,

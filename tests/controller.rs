@@ -1415,3 +1415,101 @@ async fn settled_objects_are_resynced_without_any_api_or_ecs_call() {
     );
     case.finish().await;
 }
+
+/// Reboots come in herds. With RebootInstance limited to 1 call a second and reconciles cut after
+/// 10 s, thirty objects due together each get exactly one reboot and none is left announced and
+/// unsent: a slot is reserved before the intent is written, an object whose slot is too far off
+/// writes no intent and comes back when it frees, and a recorded intent is never cut off.
+#[tokio::test]
+async fn a_herd_of_reboots_under_a_tight_limit_ends_in_exactly_one_reboot_each() {
+    const N: usize = 30;
+    let ids: Vec<String> = (0..N).map(|i| format!("i-herd{i:010}")).collect();
+    let instances: Vec<(&str, bool)> = ids.iter().map(|i| (i.as_str(), false)).collect();
+    let mut case = Case::new("herd", &instances).await;
+    // ECS's clock, moved on so that the later-minute rule lets the reboots go at once.
+    let ecs = SharedClock::default();
+    case.sim.state().set_clock({
+        let c = ecs.clone();
+        move || c.now()
+    });
+    case.stop_controller().await;
+    case.flags = vec![
+        "--ecs-qps=200,RebootInstance=1".into(),
+        "--ecs-burst=1".into(),
+        "--reconcile-timeout=10".into(),
+        "--reboot-timeout=600".into(),
+    ];
+    case.start_controller(true).await;
+    for (i, id) in ids.iter().enumerate() {
+        case.secret(&format!("web-{i}-vnc"), "Herd12").await;
+        case.vncpw(
+            &format!("web-{i}"),
+            id,
+            json!({"rebootPolicy": "Automatic"}),
+        )
+        .await;
+    }
+    for i in 0..N {
+        case.wait(&format!("web-{i}"), "RebootRequired", "True", None)
+            .await;
+    }
+    ecs.advance(120);
+    for i in 0..N {
+        wait_condition(
+            &case.client,
+            case.ns(),
+            &format!("web-{i}"),
+            "Ready",
+            "True",
+            Some("Applied"),
+            Duration::from_secs(180),
+        )
+        .await;
+    }
+    for id in &ids {
+        assert_eq!(case.sim.reboot_count(id), 1, "{id}");
+    }
+    assert_eq!(case.sim.successes("RebootInstance"), N);
+    case.finish().await;
+}
+
+/// After a burst of throttled DescribeInstances answers, the controller follows ECS back within
+/// seconds: the bucket's own pause, not the client's retries, a halved rate and a per-object
+/// backoff on top of each other.
+#[tokio::test]
+async fn after_throttling_ends_the_controller_follows_ecs_back_within_seconds() {
+    let case = Case::new("throttleback", &[("i-throttleback1", false)]).await;
+    let ecs = SharedClock::default();
+    case.sim.state().set_clock({
+        let c = ecs.clone();
+        move || c.now()
+    });
+    case.secret("web-vnc", "Thro12").await;
+    case.vncpw("web", "i-throttleback1", json!({})).await;
+    case.wait("web", "RebootRequired", "True", None).await;
+    case.sim
+        .fail_next("DescribeInstances", "Throttling.User", 400, 12);
+    eventually("the throttling to be used up", WAIT, || async {
+        (case
+            .sim
+            .calls_with_code("DescribeInstances", "Throttling.User")
+            >= 12)
+            .then_some(())
+    })
+    .await;
+    // ECS answers again; the instance restarts (in a later minute): seen at the next poll, not
+    // minutes later.
+    ecs.advance(60);
+    case.sim.console_reboot("i-throttleback1");
+    wait_condition(
+        &case.client,
+        case.ns(),
+        "web",
+        "Ready",
+        "True",
+        Some("Applied"),
+        Duration::from_secs(20),
+    )
+    .await;
+    case.finish().await;
+}

@@ -94,7 +94,8 @@ impl Controller {
                 "--metrics-addr=127.0.0.1:0",
                 "--reboot-poll-interval=2",
                 "--reboot-timeout=45",
-                "--ecs-qps=200",
+                // The reboots come as a herd: two RebootInstance a second for the account.
+                "--ecs-qps=200,RebootInstance=2",
                 "--ecs-burst=50",
                 "--log-format=json",
             ])

@@ -177,7 +177,8 @@ fn spawn(id: &str, lease: &str, ns: &str, ecs: &str, log_dir: &std::path::Path) 
             format!("--ecs-endpoint={ecs}"),
             format!("--sts-endpoint={ecs}/sts"),
             format!("--metrics-addr={}", free_port()),
-            "--ecs-qps=200".into(),
+            // Reboots in a herd: one RebootInstance a second for the whole account.
+            "--ecs-qps=200,RebootInstance=1".into(),
             "--ecs-burst=50".into(),
             "--reboot-poll-interval=1".into(),
             // An intent recorded by a leader killed before its RebootInstance is never acted on

@@ -353,6 +353,7 @@ fn the_dashboard_is_valid_for_its_schema_version() {
     for wanted in [
         "ecs_vnc_vncpasswords",
         "ecs_vnc_pending_reboots",
+        "ecs_vnc_reconciles_waiting",
         "ecs_vnc_ecs_calls_total",
         "ecs_vnc_ecs_call_duration_seconds_bucket",
         "ecs_vnc_ecs_rate_limit_qps",

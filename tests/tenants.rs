@@ -13,6 +13,7 @@ use serde_json::json;
 use ecs_vnc_controller::api::VncPassword;
 use support::TestNamespace;
 use support::case::*;
+use support::controller::{put_secret, put_vncpassword, replace_secret};
 
 /// A spec the API server refuses, and the message it gives.
 async fn refused(client: &kube::Client, ns: &str, name: &str, spec: serde_json::Value) -> String {
@@ -259,5 +260,297 @@ async fn a_rotation_keeps_the_password_in_effect_readable_until_the_new_one_is()
     .await;
     let after = secret().await;
     assert_eq!(in_effect_per_secret(&after), effective);
+    case.finish().await;
+}
+
+/// A tenant's Secret padded with a large foreign annotation (and labels, finalizers, owners)
+/// costs the controller nothing past the event that brought it: the Secret metadata cache keeps
+/// only what the controller reads (identity, its own `ecsvnc.io/` annotations, the controlling
+/// owner's uid), after the list and after an update alike.
+#[tokio::test]
+async fn a_secrets_foreign_metadata_never_enters_the_cache() {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams};
+    use kube::runtime::reflector;
+
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "slimcache").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let owner = "0b7e1a52-8f0c-4a57-9d1e-3c3f4b1e2a10";
+    let padding = "p".repeat(200_000);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {
+            "name": "padded",
+            "labels": {"team": "a", "app.kubernetes.io/managed-by": "someone"},
+            "annotations": {
+                "example.com/padding": padding,
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                "ecsvnc.io/generated-at": jiff::Timestamp::now().to_string(),
+                "ecsvnc.io/rotate-token": "t1",
+                "ecsvnc.io/previous-in-effect": "true",
+            },
+            "finalizers": ["example.com/keep"],
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "other",
+                 "uid": "11111111-2222-3333-4444-555555555555"},
+                {"apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword", "name": "web",
+                 "uid": owner, "controller": true, "blockOwnerDeletion": true},
+            ],
+        },
+        "stringData": {"password": "Slim12"},
+    }))
+    .expect("secret");
+    let created = secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create");
+
+    let (store, writer) = reflector::store();
+    let watch = tokio::spawn(
+        ecs_vnc_controller::controller::secret_cache::watch(
+            Api::namespaced(client.clone(), &ns.name),
+            writer,
+        )
+        .for_each(|_| async {}),
+    );
+    let key = reflector::ObjectRef::new("padded").within(&ns.name);
+    let cached_at = |rv: Option<String>| {
+        let (store, key) = (store.clone(), key.clone());
+        async move {
+            support::eventually("the Secret in the cache", WAIT, || async {
+                store
+                    .get(&key)
+                    .filter(|s| s.metadata.resource_version == rv)
+            })
+            .await
+        }
+    };
+    let check = |cached: &ecs_vnc_controller::controller::secret_cache::SecretMeta| {
+        let meta = &cached.metadata;
+        let text = serde_json::to_string(cached).expect("json");
+        assert!(!text.contains("ppppp"), "the padding is cached");
+        assert!(text.len() < 1024, "cached: {} bytes: {text}", text.len());
+        let annotations: Vec<&str> = meta
+            .annotations
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(
+            annotations,
+            [
+                "ecsvnc.io/generated-at",
+                "ecsvnc.io/previous-in-effect",
+                "ecsvnc.io/rotate-token"
+            ]
+        );
+        assert_eq!(meta.labels, None);
+        assert_eq!(meta.finalizers, None);
+        assert_eq!(meta.managed_fields, None);
+        let owners: Vec<(&str, Option<bool>)> = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| (o.uid.as_str(), o.controller))
+            .collect();
+        assert_eq!(owners, [(owner, Some(true))]);
+        assert_eq!(meta.name.as_deref(), Some("padded"));
+        assert_eq!(meta.namespace.as_deref(), Some(ns.name.as_str()));
+        assert!(meta.uid.is_some());
+    };
+    check(&*cached_at(created.metadata.resource_version.clone()).await);
+    // An update: another foreign annotation, and the finalizer goes (so the namespace can too).
+    let updated = secrets
+        .patch(
+            "padded",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {
+                "annotations": {"example.com/more": "m".repeat(50_000)},
+                "finalizers": null,
+            }})),
+        )
+        .await
+        .expect("update");
+    let cached = cached_at(updated.metadata.resource_version.clone()).await;
+    check(&cached);
+    let text = serde_json::to_string(&*cached).expect("json");
+    assert!(!text.contains("example.com/more"), "{text}");
+    watch.abort();
+    ns.delete().await;
+}
+
+/// The sum of every `ecs_vnc_reconciles_total` series on the controller's /metrics.
+async fn reconciles_total(case: &Case) -> f64 {
+    let Some(addr) = case.controller.as_ref().map(|c| c.metrics_addr) else {
+        return 0.0;
+    };
+    let Ok(response) = reqwest::get(format!("http://{addr}/metrics")).await else {
+        return 0.0;
+    };
+    response
+        .text()
+        .await
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("ecs_vnc_reconciles_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A Secret larger than the controller reads (64 KiB), as a password Secret named by ten objects
+/// or as a credentials Secret, stalls them with `SecretTooLarge` naming the Secret and the limit;
+/// it is read at most once per version per read in flight (never once per object, and not again
+/// when only the objects change); a change that makes it small ends the stall.
+#[tokio::test]
+async fn an_oversized_secret_stalls_and_is_not_read_again_until_it_changes() {
+    const OBJECTS: usize = 10;
+    let instance = |i: usize| format!("i-oversize{i:05}");
+    let ids: Vec<String> = (0..=OBJECTS).map(instance).collect();
+    let fleet: Vec<(&str, bool)> = ids.iter().map(|id| (id.as_str(), true)).collect();
+    let mut case = Case::new("oversize", &fleet).await;
+    let (recording, requests) = support::recording_client().await;
+    case.stop_controller().await;
+    // Two reconciles at a time: at most two reads can be in flight before the first answers.
+    case.flags = vec!["--concurrency=2".into()];
+    case.controller_client = Some(recording);
+    case.start_controller(true).await;
+    let padding = "p".repeat(100_000);
+    put_secret(
+        &case.client,
+        case.ns(),
+        "big-vnc",
+        &[("password", "Big123"), ("padding", &padding)],
+    )
+    .await;
+    for i in 0..OBJECTS {
+        put_vncpassword(
+            &case.client,
+            case.ns(),
+            &format!("vm-{i}"),
+            json!({"regionId": "cn-hangzhou", "instanceId": instance(i),
+                   "passwordSecretRef": {"name": "big-vnc"}}),
+        )
+        .await;
+    }
+    for i in 0..OBJECTS {
+        let status = case
+            .wait(
+                &format!("vm-{i}"),
+                "Stalled",
+                "True",
+                Some("SecretTooLarge"),
+            )
+            .await;
+        let message = &status.condition("Stalled").expect("Stalled").message;
+        assert!(
+            message.contains("big-vnc") && message.contains("64 KiB"),
+            "{message}"
+        );
+    }
+    let path = format!("GET /api/v1/namespaces/{}/secrets/big-vnc", case.ns());
+    let reads = || {
+        requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| **r == path)
+            .count()
+    };
+    let first = reads();
+    assert!(
+        (1..=2).contains(&first),
+        "{first} reads of the first version"
+    );
+    assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 0);
+
+    // Every object looks again (a VncPassword change): the same version is not read again.
+    let before = reconciles_total(&case).await;
+    for i in 0..OBJECTS {
+        Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
+            .patch(
+                &format!("vm-{i}"),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                    "ecsvnc.io/reconcile-requested-at": "again"}}})),
+            )
+            .await
+            .expect("annotate");
+    }
+    support::eventually("every object reconciled again", WAIT, || async {
+        (reconciles_total(&case).await >= before + OBJECTS as f64).then_some(())
+    })
+    .await;
+    assert_eq!(reads(), first, "the same version was read again");
+
+    // A change that keeps it too large: read again, once or twice, not once per object.
+    let before = reconciles_total(&case).await;
+    let more = "q".repeat(100_000);
+    put_secret(
+        &case.client,
+        case.ns(),
+        "big-vnc",
+        &[("password", "Big123"), ("padding", &more)],
+    )
+    .await;
+    support::eventually("every object reconciled after the change", WAIT, || async {
+        (reconciles_total(&case).await >= before + OBJECTS as f64).then_some(())
+    })
+    .await;
+    let second = reads() - first;
+    assert!(
+        (1..=2).contains(&second),
+        "{second} reads of the second version"
+    );
+
+    // Small again: the stall ends.
+    replace_secret(
+        &case.client,
+        case.ns(),
+        "big-vnc",
+        &[("password", "Big123")],
+    )
+    .await;
+    for i in 0..OBJECTS {
+        case.wait(&format!("vm-{i}"), "Ready", "True", Some("Applied"))
+            .await;
+    }
+
+    // A credentials Secret too large: the same stall, naming it.
+    put_secret(
+        &case.client,
+        case.ns(),
+        "big-creds",
+        &[
+            ("accessKeyId", AK),
+            ("accessKeySecret", AK_SECRET),
+            ("padding", &padding),
+        ],
+    )
+    .await;
+    case.secret("own-vnc", "Own123").await;
+    let own = instance(OBJECTS);
+    case.vncpw(
+        "own",
+        &own,
+        json!({"credentialsSecretRef": {"name": "big-creds"}}),
+    )
+    .await;
+    let status = case
+        .wait("own", "Stalled", "True", Some("SecretTooLarge"))
+        .await;
+    let message = &status.condition("Stalled").expect("Stalled").message;
+    assert!(
+        message.contains("credentials Secret big-creds") && message.contains("64 KiB"),
+        "{message}"
+    );
+    replace_secret(
+        &case.client,
+        case.ns(),
+        "big-creds",
+        &[("accessKeyId", AK), ("accessKeySecret", AK_SECRET)],
+    )
+    .await;
+    case.wait("own", "Ready", "True", Some("Applied")).await;
     case.finish().await;
 }

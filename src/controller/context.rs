@@ -17,7 +17,9 @@ use crate::controller::fingerprint::FingerprintKey;
 use crate::controller::index::Index;
 use crate::controller::instances::InstanceCache;
 use crate::controller::plan::PlanSettings;
+use crate::controller::secret_read::SecretReader;
 use crate::controller::service_account::ServiceAccountCredentials;
+use crate::controller::slots::FairSlots;
 use crate::controller::tenancy::AllowedNamespaces;
 use crate::ecs::{CredentialsProvider, EcsClient};
 use crate::metrics::Metrics;
@@ -25,9 +27,12 @@ use crate::metrics::Metrics;
 /// What the watches of one leadership term know, shared with its reconciles.
 #[derive(Clone)]
 pub struct Watched {
+    /// Every VncPassword, as last seen by the watch.
+    pub objects: Store<crate::api::VncPassword>,
     /// Every VncPassword, by the Secrets it references and the instance it names.
     pub index: Arc<Index>,
-    /// The metadata of every Secret (identity, owners, annotations; no data, no managedFields).
+    /// The metadata of every Secret, only what the controller reads: identity, its own
+    /// annotations, the controlling owner's uid (see `secret_cache`).
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// True while the store holds a complete list: false until the Secret watch has listed
     /// everything, and again during a relist (the store swaps in the new list at its end).
@@ -50,6 +55,10 @@ impl Watched {
         let _ = tokio::time::timeout(limit, synced.wait_for(|s| *s)).await;
     }
 }
+
+/// A reserved RebootInstance slot not come back for within this long after it became due goes back
+/// to the bucket.
+pub const REBOOT_SLOT_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a reading of ECS's clock is trusted for the offset between the clocks (clocks drift
 /// slowly; a leader elected on another node measures its own).
@@ -74,6 +83,8 @@ pub struct Settings {
     pub reconcile_timeout: Duration,
     /// An object nothing woke is looked at again after about this long.
     pub resync_interval: Duration,
+    /// Reconciles running at once (`--concurrency`): the work slots.
+    pub concurrency: usize,
     pub clock: Clock,
 }
 
@@ -88,6 +99,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// What the watches know: every VncPassword (indexed) and every Secret's metadata.
     pub watched: Watched,
+    /// Secret reads, bounded (see `secret_read`).
+    pub secret_reads: SecretReader,
+    /// The work slots, served fairly per namespace.
+    pub slots: FairSlots,
     /// Consecutive failures per object uid, for backoff; cleared on success.
     failures: Mutex<HashMap<String, u32>>,
     /// resourceVersion of the controller's last status write per object uid.
@@ -95,6 +110,9 @@ pub struct Context {
     /// When this term applied a password per object uid: an instance's state counts for that
     /// apply only when described after it.
     applied: Mutex<HashMap<String, std::time::Instant>>,
+    /// RebootInstance slots reserved for objects that come back for them when they are due: an
+    /// object keeps its place in the account's queue without holding a worker.
+    reboot_slots: Mutex<HashMap<String, crate::ecs::ratelimit::Reservation>>,
 }
 
 impl Context {
@@ -109,6 +127,7 @@ impl Context {
         metrics: Arc<Metrics>,
         watched: Watched,
     ) -> Self {
+        let slots = FairSlots::new(settings.concurrency);
         Self {
             client,
             ecs,
@@ -118,9 +137,12 @@ impl Context {
             reporter,
             metrics,
             watched,
+            secret_reads: SecretReader::default(),
+            slots,
             failures: Default::default(),
             written: Default::default(),
             applied: Default::default(),
+            reboot_slots: Default::default(),
         }
     }
 
@@ -179,6 +201,25 @@ impl Context {
             .insert(uid.to_string(), std::time::Instant::now());
     }
 
+    /// Keeps a RebootInstance slot for the object until it comes back for it.
+    pub fn hold_reboot_slot(&self, uid: &str, slot: crate::ecs::ratelimit::Reservation) {
+        self.reboot_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.to_string(), slot);
+    }
+
+    /// The slot kept for the object, unless it became due long ago (the object did not come back
+    /// for it: it goes back to the bucket).
+    pub fn take_reboot_slot(&self, uid: &str) -> Option<crate::ecs::ratelimit::Reservation> {
+        let slot = self
+            .reboot_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid)?;
+        (slot.overdue() < REBOOT_SLOT_GRACE).then_some(slot)
+    }
+
     /// When this term last applied a password for the object; `None` when it did not (the apply was
     /// another term's, before this one began).
     pub fn applied_at(&self, uid: &str) -> Option<std::time::Instant> {
@@ -217,6 +258,21 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|uid, _| live.contains(uid));
+        self.reboot_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|uid, slot| live.contains(uid) && slot.overdue() < REBOOT_SLOT_GRACE);
+    }
+
+    /// Forgets the Secret versions found too large that are no longer the cached ones.
+    pub fn retain_secret_versions(&self) {
+        self.secret_reads.retain(|namespace, name| {
+            let m = self.watched.secret(namespace, name)?;
+            Some((
+                m.metadata.uid.clone().unwrap_or_default(),
+                m.metadata.resource_version.clone().unwrap_or_default(),
+            ))
+        });
     }
 
     /// The VncPassword that owns `obj`'s instance when another one does (see [`Index::claimed_by`]).

@@ -143,16 +143,10 @@ pub fn failure_from_ecs(error: &EcsError, region: &str, instance_id: &str) -> Fa
     }
 }
 
-/// Whether a failed RebootInstance may have happened all the same (no answer, a timeout, a 5xx):
-/// then it must never be called again for the same password.
+/// Whether a failed RebootInstance may have happened all the same (see
+/// [`crate::ecs::client::RebootOutcome`]): then it is never called again for the same intent.
 pub fn reboot_may_have_happened(error: &EcsError) -> bool {
-    match error {
-        EcsError::Network { .. } => true,
-        EcsError::UnexpectedBody { body, .. } => body.http_status >= 500 || body.http_status < 400,
-        EcsError::Api { error, .. } => error.http_status >= 500,
-        // A redirect is never followed: ECS never saw the call.
-        EcsError::Redirected { .. } | EcsError::InvalidRequest(_) => false,
-    }
+    crate::ecs::client::reboot_outcome(error) == crate::ecs::client::RebootOutcome::MayHaveHappened
 }
 
 fn credentials_hint(code: &str) -> &'static str {
@@ -584,14 +578,71 @@ mod tests {
         }
     }
 
+    /// Every kind of failed RebootInstance, and whether it may have rebooted (never sent again)
+    /// or certainly did not (asked for again).
     #[test]
-    fn only_unanswered_or_5xx_reboots_may_have_happened() {
-        assert!(reboot_may_have_happened(&api("InternalError", 500)));
-        assert!(!reboot_may_have_happened(&api(
-            "IncorrectInstanceStatus",
-            403
-        )));
-        assert!(!reboot_may_have_happened(&api("Throttling.User", 400)));
+    fn reboot_outcomes_by_class() {
+        use crate::ecs::error::UnexpectedBody;
+        let body = |status: u16| EcsError::UnexpectedBody {
+            action: "RebootInstance",
+            body: UnexpectedBody {
+                http_status: status,
+                content_type: Some("text/html".into()),
+                excerpt: "<html>gateway</html>".into(),
+                note: None,
+            },
+        };
+        let network = |timeout: bool, never_sent: bool| EcsError::Network {
+            action: "RebootInstance",
+            endpoint: "https://ecs.example".into(),
+            reason: "r".into(),
+            timeout,
+            never_sent,
+        };
+        let cases: Vec<(&str, EcsError, bool)> = vec![
+            ("5xx from ECS", api("InternalError", 500), true),
+            ("ServiceUnavailable", api("ServiceUnavailable", 503), true),
+            (
+                "a nonce ECS has seen: a copy was delivered",
+                api("SignatureNonceUsed", 400),
+                true,
+            ),
+            ("throttled, 400", api("Throttling.User", 400), false),
+            ("throttled, 503", api("Throttling", 503), false),
+            ("throttled, 429", api("Throttling.Api", 429), false),
+            (
+                "a stale timestamp: refused",
+                api("InvalidTimeStamp.Expired", 400),
+                false,
+            ),
+            (
+                "refused for the state",
+                api("IncorrectInstanceStatus", 403),
+                false,
+            ),
+            ("a proxy's 408", body(408), true),
+            ("a proxy's 499", body(499), true),
+            ("a gateway's 502", body(502), true),
+            ("a gateway's 504", body(504), true),
+            ("a proxy's 403 page", body(403), false),
+            ("a 200 that is not ECS's", body(200), true),
+            ("no answer in time", network(true, false), true),
+            ("reset after sending", network(false, false), true),
+            ("never connected", network(false, true), false),
+            (
+                "a redirect, never followed",
+                EcsError::Redirected {
+                    action: "RebootInstance",
+                    endpoint: "https://ecs.example".into(),
+                    status: 307,
+                    location: "http://elsewhere".into(),
+                },
+                false,
+            ),
+        ];
+        for (what, error, may) in cases {
+            assert_eq!(reboot_may_have_happened(&error), may, "{what}");
+        }
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! credentials), `service_account` (ServiceAccount tokens exchanged for STS credentials, RRSA),
 //! `instances` (batched, shared DescribeInstances), `index` (VncPasswords by Secret,
 //! ServiceAccount and instance), `schedule` (durations, reboot windows),
-//! `context` (what reconciles share).
+//! `context` (what reconciles share), `slots` (the work slots, fair per namespace),
+//! `secret_cache` (the Secret metadata watch, trimmed), `secret_read` (bounded Secret reads).
 
 pub mod conditions;
 pub mod context;
@@ -25,7 +26,10 @@ pub mod plan;
 pub mod reconcile;
 pub mod record;
 pub mod schedule;
+pub mod secret_cache;
+pub mod secret_read;
 pub mod service_account;
+pub mod slots;
 pub mod tenancy;
 
 use std::collections::{BTreeMap, HashSet};
@@ -103,7 +107,8 @@ pub struct RunArgs {
     pub reboot_poll_interval: f64,
     /// Reconciles running at once (each object is only ever reconciled by one at a time). Most of
     /// a reconcile's time is spent waiting (for ECS, for a DescribeInstances batch, for its rate
-    /// limit), so this is set well above the number of cores.
+    /// limit), so this is set well above the number of cores. When all are busy, each one that
+    /// comes free goes to the namespaces with reconciles waiting, in turn.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub concurrency: u16,
     /// Seconds after RebootInstance without a restart seen before the object says
@@ -351,8 +356,10 @@ pub async fn run_with(
     let mut ecs_config = args.ecs.client_config().map_err(RunError::Arguments)?;
     // Rate limits per account, learnt from the STS the controller already uses.
     ecs_config.sts_endpoint = Some(args.exchange_config().sts_endpoint);
-    // The controller backs off per object; within one call, retry briefly only.
+    // The controller backs off per object; within one call, retry briefly only, and never wait
+    // out throttling in a worker: a throttled object is looked at again when its bucket has room.
     ecs_config.retry.max_retries = ecs_config.retry.max_retries.min(2);
+    ecs_config.retry.retry_throttled = false;
     let leader = if args.leader_elect {
         let config = LeaderConfig {
             lease_name: args.lease_name.clone(),
@@ -430,6 +437,7 @@ pub async fn run_with(
         plan: plan_settings,
         reconcile_timeout,
         resync_interval,
+        concurrency: usize::from(args.concurrency.max(1)),
         clock,
     };
     // A fresh Context (per-object memory, instance cache) for every term of leadership: nothing
@@ -537,6 +545,7 @@ pub async fn run_with(
                 // the replicas counts every object once.
                 metrics.set_ready_reasons(&BTreeMap::new());
                 metrics.set_pending_reboots(0);
+                metrics.set_reconciles_waiting(0);
                 if *term_rx.borrow() {
                     break;
                 }
@@ -581,6 +590,7 @@ async fn run_controller(
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let index = Arc::new(index::Index::with_key(key.clone()));
     let ctx = make_ctx(context::Watched {
+        objects: store.clone(),
         index: index.clone(),
         secrets: secret_store.clone(),
         secrets_synced: synced_rx,
@@ -592,7 +602,7 @@ async fn run_controller(
     let secrets = namespaces::watch::<PartialObjectMeta<Secret>>(
         client,
         watched,
-        config(),
+        secret_cache::config(),
         secret_store.clone(),
     );
     // The controller's own status writes do not wake it: only what a user changes (spec, the
@@ -611,15 +621,16 @@ async fn run_controller(
             .applied_objects()
             .predicate_filter(wakes_reconcile, PredicateConfig::default())
     };
-    // A change of who may claim an instance wakes every object naming it.
+    // kube's own queue only deduplicates and schedules (unbounded concurrency: every object due is
+    // handed to `reconcile` at once); `reconcile` then waits for one of the `--concurrency` work
+    // slots, which are served fairly per namespace (`slots`). A change of who may claim an
+    // instance wakes every object naming it.
     let controller = Controller::for_stream(objects, store.clone())
-        .with_config(ControllerConfig::default().concurrency(args.concurrency.max(1)))
+        .with_config(ControllerConfig::default().concurrency(0))
         .reconcile_on(index.clone().wakes());
     // Only Secret metadata is watched (`PartialObjectMeta`: metadata-only list and watch); a
     // Secret's data is read only when a reconcile needs it (see reconcile::observe).
-    let secret_events = secrets
-        .modify(slim)
-        .reflect(secret_writer)
+    let secret_events = secret_cache::store(secrets, secret_writer)
         .map_ok(move |event| {
             // During a relist (after a restart of the API server, a 410) the store keeps the old
             // list until InitDone, while the relisted Secrets already trigger reconciles: those wait
@@ -679,6 +690,14 @@ async fn run_controller(
     };
     let gauges = update_gauges(store.clone(), metrics.clone(), ctx.clone(), done_rx);
     let late = Arc::new(LateObjects::new(late_index));
+    // On shutdown the reconciles waiting for a slot end at once; those holding one finish.
+    let shutdown = {
+        let ctx = ctx.clone();
+        async move {
+            shutdown.await;
+            ctx.slots.close();
+        }
+    };
     let run = async move {
         controller
             .graceful_shutdown_on(shutdown)
@@ -874,6 +893,7 @@ async fn update_gauges(
     loop {
         let live: HashSet<String> = store.state().iter().filter_map(|o| o.uid()).collect();
         ctx.retain_objects(&live);
+        ctx.retain_secret_versions();
         let mut by_reason: BTreeMap<String, i64> = BTreeMap::new();
         let mut pending = 0;
         for obj in store.state() {
@@ -889,6 +909,7 @@ async fn update_gauges(
         }
         metrics.set_ready_reasons(&by_reason);
         metrics.set_pending_reboots(pending);
+        metrics.set_reconciles_waiting(ctx.slots.waiting());
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {},
             _ = stop.wait_for(|s| *s) => return,

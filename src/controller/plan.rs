@@ -406,6 +406,17 @@ fn not_allowed(o: &Observed) -> Failure {
     )
 }
 
+/// Whether a RebootInstance may go out at `at`: without windows at any time; with windows only
+/// inside one that is still open then (a window's last moment is not used: the reboot must start
+/// inside it). A spec whose windows cannot be read allows nothing.
+pub fn reboot_may_start_at(spec: &VncPasswordSpec, at: jiff::Timestamp) -> bool {
+    match schedule::window_state(&spec.reboot_windows, at) {
+        Ok(WindowState::Always) => true,
+        Ok(WindowState::Open { until, .. }) => at < until,
+        Ok(WindowState::Closed { .. }) | Err(_) => false,
+    }
+}
+
 /// The generated password's own steps, before anything else is decided.
 fn generation_step(o: &Observed) -> Option<Step> {
     if !o.spec.generate_password {

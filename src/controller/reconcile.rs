@@ -95,7 +95,28 @@ fn result_label(phase: &Phase, applied_now: bool) -> &'static str {
     }
 }
 
+/// Waits for a work slot (served in turn per namespace, see `slots`), then reconciles the object
+/// as the watch shows it by then. Every due object waits here, so this part is kept small: the
+/// object and the context (both shared) and one queue entry; the reconcile's own state is
+/// allocated only once it has its slot.
 pub async fn reconcile(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
+    let Some(_slot) = ctx.slots.acquire(namespace).await else {
+        // Shutting down: what has not started does not start.
+        return Ok(Action::await_change());
+    };
+    // It may have waited long: a newer version (or its deletion) seen meanwhile counts.
+    let Some(obj) = ctx
+        .watched
+        .objects
+        .get(&kube::runtime::reflector::ObjectRef::from_obj(&*obj))
+    else {
+        return Ok(Action::await_change());
+    };
+    Box::pin(reconcile_now(obj, ctx.clone())).await
+}
+
+async fn reconcile_now(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     use tracing::Instrument as _;
     let started = Instant::now();
     let span = tracing::info_span!(
@@ -104,21 +125,33 @@ pub async fn reconcile(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Actio
         name = %obj.name_any()
     );
     let deadline = ctx.settings.reconcile_timeout;
-    // Abandoning a reconcile is safe at any point: an apply not yet recorded is made again, and a
-    // reboot is only ever called after its intent was recorded.
+    // Abandoning a reconcile is safe at any point before a reboot intent is recorded: an apply not
+    // yet recorded is made again. Once the intent is recorded the deadline no longer cuts it: the
+    // RebootInstance it announces goes out (on its reserved slot, bounded by the client's own
+    // timeouts) or is withdrawn, never left announced and unsent.
+    let committed = std::sync::atomic::AtomicBool::new(false);
     // A panic (a bug) ends this reconcile only: caught here, before it could unwind through
     // kube-runtime into the process, and reported on the object.
-    let inner = std::panic::AssertUnwindSafe(reconcile_inner(&obj, &ctx)).catch_unwind();
-    let result = match tokio::time::timeout(deadline, inner)
-        .instrument(span.clone())
-        .await
-    {
-        Ok(Ok(result)) => result,
-        Ok(Err(panic)) => {
+    let inner = std::panic::AssertUnwindSafe(reconcile_inner(&obj, &ctx, &committed))
+        .catch_unwind()
+        .instrument(span.clone());
+    tokio::pin!(inner);
+    let outcome = tokio::select! {
+        outcome = &mut inner => Some(outcome),
+        _ = tokio::time::sleep(deadline) => None,
+    };
+    let outcome = match outcome {
+        Some(outcome) => Some(outcome),
+        None if committed.load(std::sync::atomic::Ordering::SeqCst) => Some(inner.await),
+        None => None,
+    };
+    let result = match outcome {
+        Some(Ok(result)) => result,
+        Some(Err(panic)) => {
             let what = panic_message(panic.as_ref());
             internal_error(&obj, &ctx, what).instrument(span).await
         }
-        Err(_) => Err(ReconcileError::Deadline(deadline)),
+        None => Err(ReconcileError::Deadline(deadline)),
     };
     let label = match &result {
         Ok((_, label)) => *label,
@@ -228,11 +261,19 @@ struct Run<'a> {
     stall_key: String,
     applied_at: Option<Instant>,
     applied_now: bool,
+    /// The RebootInstance slot reserved before the intent was written.
+    reservation: Option<crate::ecs::ratelimit::Reservation>,
+    /// Set once the reboot intent is recorded: the reconcile deadline no longer cuts it.
+    committed: &'a std::sync::atomic::AtomicBool,
+    /// When the account's bucket has room again after ECS throttled a call: the object is looked
+    /// at then, rather than after a backoff of its own on top of the bucket's.
+    retry_at: Option<Duration>,
 }
 
 async fn reconcile_inner(
     obj: &VncPassword,
     ctx: &Context,
+    committed: &std::sync::atomic::AtomicBool,
 ) -> Result<(Action, &'static str), ReconcileError> {
     if obj.meta().deletion_timestamp.is_some() {
         // Nothing to undo in ECS: a VNC password cannot be "unset".
@@ -246,7 +287,7 @@ async fn reconcile_inner(
     {
         panic!("failpoint reconcile-panic");
     }
-    let mut run = Run::observe(obj, ctx).await?;
+    let mut run = Run::observe(obj, ctx, committed).await?;
     for _ in 0..MAX_STEPS {
         let (step, next_rotation) = run.plan();
         tracing::trace!(?step, "planned");
@@ -281,7 +322,11 @@ async fn reconcile_inner(
 impl<'a> Run<'a> {
     /// The object as read, and its Secrets' and credentials' identities from the watch caches when
     /// they prove nothing changed since the apply (else read from the API server).
-    async fn observe(obj: &'a VncPassword, ctx: &'a Context) -> Result<Self, ReconcileError> {
+    async fn observe(
+        obj: &'a VncPassword,
+        ctx: &'a Context,
+        committed: &'a std::sync::atomic::AtomicBool,
+    ) -> Result<Self, ReconcileError> {
         let namespace = obj.namespace().ok_or(ReconcileError::Unnamed)?;
         let uid = obj.uid().ok_or(ReconcileError::Unnamed)?;
         let annotation = |key: &str| obj.annotations().get(key).cloned();
@@ -294,8 +339,11 @@ impl<'a> Run<'a> {
             .or(previous.last_applied_time.as_deref())
             .and_then(|t| t.parse().ok())
             .is_some_and(|at| ctx.watched.index.overwritten_after(obj, at));
+        // Older than the controller's own last write (the watch has not brought that yet): the
+        // plan only waits for it, so nothing is read.
+        let cache_behind = ctx.is_behind(&uid, obj.resource_version().as_deref());
         // Paused, or another VncPassword owns the instance: the plan reads no Secret, so none is read.
-        let inputs = if paused || claimed_by.is_some() {
+        let inputs = if paused || claimed_by.is_some() || cache_behind {
             Inputs::none()
         } else {
             ctx.watched.wait_secrets_synced(SECRETS_SYNC_WAIT).await;
@@ -305,7 +353,7 @@ impl<'a> Run<'a> {
             }
         };
         let round = Round {
-            cache_behind: ctx.is_behind(&uid, obj.resource_version().as_deref()),
+            cache_behind,
             ..Round::default()
         };
         Ok(Self {
@@ -330,6 +378,9 @@ impl<'a> Run<'a> {
             stall_key: String::new(),
             applied_at: None,
             applied_now: false,
+            reservation: None,
+            committed,
+            retry_at: None,
             uid,
         })
     }
@@ -449,7 +500,15 @@ impl<'a> Run<'a> {
             return Ok((Action::requeue(Duration::from_millis(500)), "retry"));
         }
         // Only now: a status write that fails must not reset the object's backoff.
-        let action = requeue_action(self.ctx, &self.uid, requeue);
+        let action = match (requeue, self.retry_at) {
+            // Throttled: back when the bucket has room, as ECS's answers say, not after an
+            // exponential backoff of its own on top.
+            (Requeue::Backoff(decide::Pace::Throttled), Some(at)) => {
+                let jitter = 1.0 + rand::random::<f64>() * 0.2;
+                Action::requeue(at.max(Duration::from_secs(1)).mul_f64(jitter))
+            }
+            _ => requeue_action(self.ctx, &self.uid, requeue),
+        };
         Ok((action, label))
     }
 }

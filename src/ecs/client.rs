@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use super::clock::{ClockReading, LatestReading, parse_http_date};
 use super::credentials::Credentials;
 use super::error::{ApiError, ErrorClass, UnexpectedBody, parse_error_body};
-use super::ratelimit::{BucketKey, BucketState, QpsLimits, RateLimits};
+use super::ratelimit::{BucketKey, BucketState, QpsLimits, RateLimits, Reservation};
 use super::retry::RetryPolicy;
 use super::signer;
 use super::signer_v3;
@@ -157,6 +157,8 @@ pub enum EcsError {
         endpoint: String,
         reason: String,
         timeout: bool,
+        /// The connection was never made (refused, DNS, TLS): the request certainly never left.
+        never_sent: bool,
     },
     /// The request could not be built (bad endpoint or region). Not retryable.
     #[error("{0}")]
@@ -220,7 +222,7 @@ pub struct EcsClient {
 struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
-    limits: RateLimits,
+    limits: Arc<RateLimits>,
     accounts: super::accounts::Accounts,
     observer: Option<Arc<dyn CallObserver>>,
     /// ECS's clock as its latest answer with a `Date` told it.
@@ -238,6 +240,45 @@ impl std::fmt::Debug for EcsClient {
 /// Installs the one rustls crypto provider of this build (ring). Idempotent.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// What a failed RebootInstance means for the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootOutcome {
+    /// ECS certainly did not reboot: it refused with an answer (throttling of any status, a
+    /// stale timestamp, a bad parameter), or the request never left (no connection, a redirect not
+    /// followed, a request that could not be built). It may be asked for again.
+    Refused,
+    /// It may have happened: no answer (timeout, a connection dropped after sending), a 5xx, a
+    /// proxy's 408/499/502/504, or `SignatureNonceUsed` (ECS saw this nonce before: a copy was
+    /// delivered). Never sent again for the same intent.
+    MayHaveHappened,
+}
+
+/// Classifies a failed RebootInstance ([`RebootOutcome`]).
+pub fn reboot_outcome(error: &EcsError) -> RebootOutcome {
+    use RebootOutcome::*;
+    match error {
+        EcsError::Api { error, .. } => match error.code.as_str() {
+            "SignatureNonceUsed" => MayHaveHappened,
+            _ if error.class() == ErrorClass::Throttled => Refused,
+            _ if error.http_status >= 500 => MayHaveHappened,
+            _ => Refused,
+        },
+        EcsError::UnexpectedBody { body, .. } => match body.http_status {
+            408 | 499 => MayHaveHappened,
+            s if !(400..500).contains(&s) => MayHaveHappened,
+            _ => Refused,
+        },
+        EcsError::Network { never_sent, .. } => {
+            if *never_sent {
+                Refused
+            } else {
+                MayHaveHappened
+            }
+        }
+        EcsError::Redirected { .. } | EcsError::InvalidRequest(_) => Refused,
+    }
 }
 
 /// Whether an action may be sent twice without a second effect. A reboot that timed out may have
@@ -276,7 +317,7 @@ impl EcsClient {
                     config.sts_endpoint.clone().map(|sts| (http.clone(), sts)),
                 ),
                 http,
-                limits: RateLimits::new(config.qps.clone(), config.burst),
+                limits: Arc::new(RateLimits::new(config.qps.clone(), config.burst)),
                 config,
                 observer,
                 ecs_clock: LatestReading::default(),
@@ -374,8 +415,40 @@ impl EcsClient {
         region: &str,
         instance_id: &str,
     ) -> Result<Accepted, EcsError> {
+        let reservation = self.reserve(credentials, region, "RebootInstance").await;
+        self.reboot_instance_on(reservation, credentials, region, instance_id)
+            .await
+    }
+
+    /// Takes a slot of `action`'s rate-limit bucket for these credentials now, ahead of the call
+    /// (given back if dropped unused): a caller learns how long it would wait before it commits to
+    /// anything, and the call then goes out on that slot.
+    pub async fn reserve(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        action: &'static str,
+    ) -> Reservation {
+        let key = BucketKey {
+            account: self.account_of(credentials).await,
+            region: region.to_string(),
+            action,
+        };
+        Reservation::take(self.inner.limits.clone(), key)
+    }
+
+    /// RebootInstance on a slot reserved ahead ([`Self::reserve`]): waits for it, then sends. A
+    /// retry happens only after an answer that proves ECS did not reboot ([`reboot_outcome`]).
+    pub async fn reboot_instance_on(
+        &self,
+        reservation: Reservation,
+        credentials: &Credentials,
+        region: &str,
+        instance_id: &str,
+    ) -> Result<Accepted, EcsError> {
         let (response, server_time) = self
-            .call_dated::<RequestIdResponse>(
+            .call_with::<RequestIdResponse>(
+                Some(reservation),
                 credentials,
                 region,
                 "RebootInstance",
@@ -466,16 +539,35 @@ impl EcsClient {
         action: &'static str,
         params: &[(&str, &str)],
     ) -> Result<(T, Option<jiff::Timestamp>), EcsError> {
+        self.call_with(None, credentials, region, action, params)
+            .await
+    }
+
+    /// One action with retries; the first attempt on `reservation` when given.
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        mut reservation: Option<Reservation>,
+        credentials: &Credentials,
+        region: &str,
+        action: &'static str,
+        params: &[(&str, &str)],
+    ) -> Result<(T, Option<jiff::Timestamp>), EcsError> {
         let endpoint = self.endpoint_for(region)?;
         let policy = &self.inner.config.retry;
-        let bucket = BucketKey {
-            account: self.account_of(credentials).await,
-            region: region.to_string(),
-            action,
+        let bucket = match &reservation {
+            Some(r) => r.key().clone(),
+            None => BucketKey {
+                account: self.account_of(credentials).await,
+                region: region.to_string(),
+                action,
+            },
         };
         let mut attempt = 0u32;
         loop {
-            self.inner.limits.acquire(&bucket).await;
+            match reservation.take() {
+                Some(r) => r.ready().await.used(),
+                None => self.inner.limits.acquire(&bucket).await,
+            }
             self.report_rate(&bucket);
             let started = Instant::now();
             let result = self
@@ -494,8 +586,11 @@ impl EcsClient {
             };
             let class = error.class();
             let may_retry = match class {
-                ErrorClass::Throttled | ErrorClass::Resign => true,
-                ErrorClass::Transient => is_idempotent(action),
+                // A reboot is sent again only when ECS certainly did not do it (a throttled or
+                // stale request: never a nonce ECS has already seen, never a lost answer).
+                ErrorClass::Throttled => policy.retry_throttled,
+                _ if !is_idempotent(action) => reboot_outcome(&error) == RebootOutcome::Refused,
+                ErrorClass::Resign | ErrorClass::Transient => true,
                 ErrorClass::Terminal | ErrorClass::Credentials | ErrorClass::Unknown => false,
             };
             // ECS says when its throttling window resets (`TimeLeft`): wait that long (capped),
@@ -618,6 +713,7 @@ impl EcsClient {
             endpoint: endpoint.to_string(),
             reason: error_chain(&e),
             timeout: e.is_timeout(),
+            never_sent: e.is_connect(),
         };
         let response = request.send().await.map_err(network)?;
         let status = response.status().as_u16();

@@ -167,28 +167,70 @@ impl Bucket {
         s.tokens = (s.tokens + dt * s.rate).min(self.burst);
     }
 
+    /// How long until `deficit` more tokens have come in, at the rate as it recovers (a tenth of
+    /// the configured rate more per second, up to it): a bucket slowed by throttling is not priced
+    /// as if it stayed slow.
+    fn time_for(&self, s: &State, now: Instant, deficit: f64) -> Duration {
+        if deficit <= 0.0 {
+            return Duration::ZERO;
+        }
+        let (r0, c) = (s.rate.max(f64::MIN_POSITIVE), self.ceiling);
+        let k = c * RECOVERY;
+        // Right after a decrease the rate holds for a while before it recovers.
+        let hold = s
+            .last_decrease
+            .map(|d| {
+                (d + DECREASE_EVERY)
+                    .saturating_duration_since(now)
+                    .as_secs_f64()
+            })
+            .unwrap_or(0.0);
+        let seconds = if r0 >= c || k <= 0.0 || deficit <= r0 * hold {
+            deficit / r0
+        } else if hold > 0.0 {
+            let rest = self.time_for(
+                &State {
+                    last_decrease: None,
+                    ..*s
+                },
+                now,
+                deficit - r0 * hold,
+            );
+            hold + rest.as_secs_f64()
+        } else {
+            // Tokens over t while recovering: r0·t + k·t²/2, until the rate reaches c at t_c.
+            let t_c = (c - r0) / k;
+            let during = r0 * t_c + k * t_c * t_c / 2.0;
+            if deficit <= during {
+                (-r0 + (r0 * r0 + 2.0 * k * deficit).sqrt()) / k
+            } else {
+                t_c + (deficit - during) / c
+            }
+        };
+        Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
+    }
+
     /// Takes one slot; returns how long the caller must wait before sending.
     fn reserve(&self, now: Instant) -> Duration {
         let mut s = self.lock();
         self.advance(&mut s, now);
         s.last_used = now;
         s.tokens -= 1.0;
-        if s.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-s.tokens / s.rate)
-        }
+        self.time_for(&s, now, -s.tokens)
+    }
+
+    /// Gives back a slot taken and never used (its caller was cancelled or chose not to call).
+    fn refund(&self, now: Instant) {
+        let mut s = self.lock();
+        self.advance(&mut s, now);
+        s.tokens = (s.tokens + 1.0).min(self.burst);
     }
 
     /// How long a call taking the next slot would wait (nothing is taken).
     fn backlog(&self, now: Instant) -> Duration {
         let mut s = self.lock();
         self.advance(&mut s, now);
-        if s.tokens >= 1.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64((1.0 - s.tokens) / s.rate)
-        }
+        self.time_for(&s, now, 1.0 - s.tokens)
     }
 
     fn throttled(&self, now: Instant, time_left: Option<Duration>) {
@@ -201,9 +243,10 @@ impl Bucket {
             s.rate = (s.rate / 2.0).max(self.ceiling * FLOOR);
             s.last_decrease = Some(now);
         }
-        // Nothing more until ECS's window resets (or for one call's worth of time).
+        // Nothing more until ECS's window resets (or for one call's worth of time). The pause does
+        // not stack: ten answers saying "1 s left" mean one second, not ten.
         let pause = time_left.unwrap_or_else(|| Duration::from_secs_f64(1.0 / s.rate));
-        s.tokens = s.tokens.min(0.0) - pause.as_secs_f64() * s.rate;
+        s.tokens = s.tokens.min(-(pause.as_secs_f64() * s.rate));
     }
 
     fn snapshot(&self) -> BucketState {
@@ -252,6 +295,14 @@ impl RateLimits {
         self.bucket(key, now).reserve(now)
     }
 
+    /// Gives back a slot [`Self::reserve`] took and nobody used.
+    pub fn refund(&self, key: &BucketKey, now: Instant) {
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = buckets.get(key) {
+            b.refund(now);
+        }
+    }
+
     /// How long the next call for `key` would wait for its slot (nothing is taken). Lets a caller
     /// with other work do it instead of waiting.
     pub fn backlog(&self, key: &BucketKey, now: Instant) -> Duration {
@@ -262,12 +313,12 @@ impl RateLimits {
         }
     }
 
-    /// Waits for a slot.
-    pub async fn acquire(&self, key: &BucketKey) {
-        let wait = self.reserve(key, Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+    /// Waits for a slot. Cancelled while waiting, it gives the slot back.
+    pub async fn acquire(self: &Arc<Self>, key: &BucketKey) {
+        Reservation::take(self.clone(), key.clone())
+            .ready()
+            .await
+            .used();
     }
 
     /// ECS answered `Throttling*` for a call of `key`.
@@ -289,6 +340,65 @@ impl RateLimits {
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
+    }
+}
+
+/// One slot of a bucket, taken ahead of the call: given back when dropped unused, so a call that
+/// never goes out (its reconcile cancelled, or a reboot not sent) costs the account nothing.
+pub struct Reservation {
+    limits: Arc<RateLimits>,
+    key: BucketKey,
+    /// When the slot is the caller's.
+    at: tokio::time::Instant,
+    used: bool,
+}
+
+impl Reservation {
+    pub fn take(limits: Arc<RateLimits>, key: BucketKey) -> Self {
+        let wait = limits.reserve(&key, Instant::now());
+        let at = tokio::time::Instant::now()
+            .checked_add(wait)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
+        Self {
+            limits,
+            key,
+            at,
+            used: false,
+        }
+    }
+
+    /// How long ago the slot became the caller's (zero while it is still ahead).
+    pub fn overdue(&self) -> Duration {
+        tokio::time::Instant::now().saturating_duration_since(self.at)
+    }
+
+    /// How long until the slot is the caller's.
+    pub fn wait(&self) -> Duration {
+        self.at
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    pub fn key(&self) -> &BucketKey {
+        &self.key
+    }
+
+    /// Waits until the slot is the caller's (dropped meanwhile, the slot goes back).
+    pub async fn ready(self) -> Self {
+        tokio::time::sleep_until(self.at).await;
+        self
+    }
+
+    /// The call goes out on this slot.
+    pub fn used(mut self) {
+        self.used = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.used {
+            self.limits.refund(&self.key, Instant::now());
+        }
     }
 }
 
@@ -418,5 +528,61 @@ mod tests {
         assert!(r > 100.0 * FLOOR && r < 100.0, "recovering: {r}");
         let _ = limits.reserve(&k, later + Duration::from_secs(20));
         assert_eq!(limits.state(&k).unwrap().rate, 100.0);
+    }
+
+    /// Ten throttling answers each saying "1 s left" pause the bucket one second, not ten.
+    #[test]
+    fn throttling_debt_does_not_stack() {
+        let limits = RateLimits::new("10".parse().unwrap(), 1);
+        let k = key("a", "DescribeInstances");
+        let t0 = Instant::now();
+        let _ = limits.reserve(&k, t0);
+        for _ in 0..10 {
+            limits.throttled(&k, t0, Some(Duration::from_secs(1)));
+        }
+        let wait = limits.backlog(&k, t0);
+        assert!(wait >= Duration::from_secs(1), "{wait:?}");
+        assert!(wait < Duration::from_millis(1500), "stacked: {wait:?}");
+    }
+
+    /// A slowed bucket's wait is priced at the rate as it recovers: at 5 % of 100/s, 60 calls
+    /// queued take about 10 s to clear, not the 12 s of a rate that stayed at 5 %.
+    #[test]
+    fn a_slowed_bucket_is_priced_at_its_recovering_rate() {
+        let limits = RateLimits::new("100".parse().unwrap(), 1);
+        let k = key("a", "DescribeInstances");
+        let t0 = Instant::now();
+        let _ = limits.reserve(&k, t0);
+        // Throttled every second until the rate sits at the floor.
+        for i in 0..6 {
+            limits.throttled(&k, t0 + Duration::from_secs(i), Some(Duration::ZERO));
+        }
+        let t = t0 + Duration::from_secs(6);
+        let waits: Vec<Duration> = (0..60).map(|_| limits.reserve(&k, t)).collect();
+        let last = *waits.last().unwrap();
+        let rate = limits.state(&k).unwrap().rate;
+        let naive = Duration::from_secs_f64(60.0 / rate);
+        assert!(last < naive, "{last:?} vs {naive:?} at {rate}/s");
+        assert!(
+            waits.windows(2).all(|w| w[0] <= w[1]),
+            "later slots never come earlier"
+        );
+    }
+
+    /// A slot taken and dropped unused goes back: the next caller does not wait for it.
+    #[tokio::test]
+    async fn a_reservation_dropped_unused_is_refunded() {
+        let limits = Arc::new(RateLimits::new("1".parse().unwrap(), 1));
+        let k = key("a", "RebootInstance");
+        let first = Reservation::take(limits.clone(), k.clone());
+        assert!(first.wait().is_zero());
+        let second = Reservation::take(limits.clone(), k.clone());
+        assert!(second.wait() > Duration::from_millis(900));
+        drop(second);
+        drop(first);
+        let third = Reservation::take(limits.clone(), k.clone());
+        assert!(third.wait().is_zero(), "{:?}", third.wait());
+        third.used();
+        assert!(limits.backlog(&k, Instant::now()) > Duration::from_millis(900));
     }
 }

@@ -15,6 +15,9 @@ pub struct RetryPolicy {
     pub throttle_base_delay: Duration,
     /// No backoff is ever longer than this.
     pub max_delay: Duration,
+    /// Whether a throttled call is retried within the call. The controller says no: it looks at
+    /// the object again when the bucket has a slot, and no worker waits out a throttled account.
+    pub retry_throttled: bool,
 }
 
 impl Default for RetryPolicy {
@@ -24,6 +27,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_millis(200),
             throttle_base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(20),
+            retry_throttled: true,
         }
     }
 }

@@ -1000,6 +1000,27 @@ fn a_window_closing_before_the_later_minute_is_skipped() {
     );
 }
 
+/// At send time, not only when planned: a reboot may start only inside a window that is still
+/// open at that moment.
+#[test]
+fn a_reboot_may_start_only_inside_a_window_still_open_at_the_send() {
+    let s = windowed("2026-01-04T02:10:00Z");
+    // 2026-01-04 is a Sunday; the window is 02:00-04:00.
+    assert!(reboot_may_start_at(&s.spec, t("2026-01-04T02:00:00Z")));
+    assert!(reboot_may_start_at(&s.spec, t("2026-01-04T03:59:59Z")));
+    assert!(!reboot_may_start_at(&s.spec, t("2026-01-04T04:00:00Z")));
+    assert!(!reboot_may_start_at(&s.spec, t("2026-01-04T01:59:59Z")));
+    let mut always = S::new(RebootPolicy::Automatic);
+    always.spec.reboot_windows.clear();
+    assert!(reboot_may_start_at(&always.spec, t("2026-01-04T01:59:59Z")));
+    let mut broken = windowed("2026-01-04T02:10:00Z");
+    broken.spec.reboot_windows[0].time_zone = Some("Nowhere/Atlantis".into());
+    assert!(!reboot_may_start_at(
+        &broken.spec,
+        t("2026-01-04T02:10:00Z")
+    ));
+}
+
 #[test]
 fn an_invalid_window_stalls_with_the_field_named() {
     let mut s = windowed("2026-01-04T02:10:00Z");

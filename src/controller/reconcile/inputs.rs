@@ -2,8 +2,7 @@
 //! caches when they prove nothing changed since the apply, else read from the API server — and
 //! which steps need what.
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 
 use crate::api::{
     ANNOTATION_GENERATED_AT, ANNOTATION_PREVIOUS_IN_EFFECT, ANNOTATION_ROTATE_TOKEN, AppliedSecret,
@@ -12,6 +11,7 @@ use crate::api::{
 use crate::controller::context::Context;
 use crate::controller::decide::Failure;
 use crate::controller::plan::{self, GeneratedSecret, PasswordInput, Step};
+use crate::controller::secret_read;
 use crate::controller::service_account::ResolveError;
 use crate::controller::tenancy;
 use crate::ecs::Credentials;
@@ -174,15 +174,22 @@ pub(super) async fn observe(
     namespace: &str,
 ) -> Result<Inputs, ReconcileError> {
     let secret = read_secret(ctx, namespace, &obj.spec.password_secret_ref.name).await?;
-    let generated = obj.spec.generate_password.then(|| {
-        generated_secret(
-            obj,
-            secret
-                .as_ref()
-                .map(|s| (s.controllers.as_slice(), &s.annotations)),
-        )
-    });
-    let secret_version = secret.as_ref().map(|s| s.resource_version.clone());
+    // Too large: nothing is known of it but that, so nothing is generated over it either.
+    let generated = match &secret {
+        SecretRead::TooLarge => None,
+        SecretRead::Found(s) => obj
+            .spec
+            .generate_password
+            .then(|| generated_secret(obj, Some((s.controllers.as_slice(), &s.annotations)))),
+        SecretRead::Missing => obj
+            .spec
+            .generate_password
+            .then(|| generated_secret(obj, None)),
+    };
+    let secret_version = match &secret {
+        SecretRead::Found(s) => Some(s.resource_version.clone()),
+        _ => None,
+    };
     let (password, secret_password) = match password(obj, namespace, secret) {
         Ok((p, secret)) => (
             PasswordInput::Usable {
@@ -214,23 +221,28 @@ pub(super) async fn observe(
 pub(super) fn password(
     obj: &VncPassword,
     namespace: &str,
-    secret: Option<SecretData>,
+    secret: SecretRead,
 ) -> Result<(Password, AppliedSecret), Failure> {
     let r = &obj.spec.password_secret_ref;
-    let Some(SecretData {
+    let SecretData {
         data,
         uid,
         resource_version,
         ..
-    }) = secret
-    else {
-        return Err(Failure::stalled(
-            Reason::SecretNotFound,
-            format!(
-                "Secret {} does not exist in namespace {namespace}: create it with the password under key {}",
-                r.name, r.key
-            ),
-        ));
+    } = match secret {
+        SecretRead::Found(s) => s,
+        SecretRead::TooLarge => {
+            return Err(too_large(format!("Secret {}", r.name), "the password"));
+        }
+        SecretRead::Missing => {
+            return Err(Failure::stalled(
+                Reason::SecretNotFound,
+                format!(
+                    "Secret {} does not exist in namespace {namespace}: create it with the password under key {}",
+                    r.name, r.key
+                ),
+            ));
+        }
     };
     let Some(bytes) = data.get(&r.key) else {
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
@@ -330,14 +342,18 @@ pub(super) async fn credentials(
             })
         }
         Some(r) => match read_secret(ctx, namespace, &r.name).await? {
-            None => Ok(Err(Failure::stalled(
+            SecretRead::TooLarge => Ok(Err(too_large(
+                format!("credentials Secret {}", r.name),
+                "accessKeyId, accessKeySecret (and securityToken)",
+            ))),
+            SecretRead::Missing => Ok(Err(Failure::stalled(
                 Reason::CredentialsNotFound,
                 format!(
                     "credentials Secret {} does not exist in namespace {namespace}: create it with keys accessKeyId, accessKeySecret (and securityToken for STS)",
                     r.name
                 ),
             ))),
-            Some(SecretData {
+            SecretRead::Found(SecretData {
                 data,
                 uid,
                 resource_version,
@@ -374,22 +390,53 @@ pub(super) struct SecretData {
     pub(super) annotations: std::collections::BTreeMap<String, String>,
 }
 
-/// Reads the Secret, or `None` when it does not exist.
+/// A Secret as read.
+pub(super) enum SecretRead {
+    Found(SecretData),
+    Missing,
+    /// Larger than the controller reads ([`secret_read::MAX_SECRET_BYTES`]).
+    TooLarge,
+}
+
+/// `Stalled`/`SecretTooLarge` for `what` (which Secret), which should hold only `keep`.
+fn too_large(what: String, keep: &str) -> Failure {
+    Failure::stalled(
+        Reason::SecretTooLarge,
+        format!(
+            "{what} is larger than the {} the controller reads of a Secret (its data and metadata as the API server returns them): keep only {keep} in it",
+            secret_read::limit_text()
+        ),
+    )
+}
+
+/// Reads the Secret (bounded: see `secret_read`).
 pub(super) async fn read_secret(
     ctx: &Context,
     namespace: &str,
     name: &str,
-) -> Result<Option<SecretData>, ReconcileError> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret = api
-        .get_opt(name)
+) -> Result<SecretRead, ReconcileError> {
+    let cached = ctx.watched.secret(namespace, name);
+    let version = cached.as_ref().map(|m| {
+        (
+            m.metadata.uid.as_deref().unwrap_or_default(),
+            m.metadata.resource_version.as_deref().unwrap_or_default(),
+        )
+    });
+    let read = ctx
+        .secret_reads
+        .read(&ctx.client, namespace, name, version)
         .await
         .map_err(|source| ReconcileError::ReadSecret {
             namespace: namespace.to_string(),
             name: name.to_string(),
             source,
         })?;
-    Ok(secret.map(|s| {
+    let s = match read {
+        secret_read::Read::Found(s) => s,
+        secret_read::Read::Missing => return Ok(SecretRead::Missing),
+        secret_read::Read::TooLarge => return Ok(SecretRead::TooLarge),
+    };
+    Ok(SecretRead::Found({
         let resource_version = s.metadata.resource_version.clone().unwrap_or_default();
         let uid = s.metadata.uid.clone().unwrap_or_default();
         let controllers = s

@@ -28,6 +28,11 @@ use super::{Flow, ReconcileError, Run};
 /// up and looks again later.
 const MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
+/// The longest a reboot intent is recorded ahead of its RebootInstance slot. Short, since an
+/// intent recorded and not sent (the process killed meanwhile) costs that instance its reboot: a
+/// slot further off is not written for; the object comes back for it.
+const REBOOT_LEAD: Duration = Duration::from_secs(1);
+
 impl Run<'_> {
     /// `generatePassword`: creates the password Secret with a new random password, or (`rotate`)
     /// rewrites the one this object created, with its resourceVersion as precondition.
@@ -219,6 +224,18 @@ impl Run<'_> {
         };
         let ctx = self.ctx;
         let spec = &self.obj.spec;
+        if !self.applied_now {
+            // A worker does not wait out the account's DescribeInstances quota: the object is
+            // looked at again when the bucket has room. (Right after an apply it waits, so the
+            // apply is recorded with what followed it.)
+            let backlog = ctx
+                .ecs
+                .backlog(credentials, &spec.region_id, "DescribeInstances");
+            if backlog > MAX_QUEUE_WAIT {
+                let jitter = backlog.mul_f64(rand::random::<f64>() * 0.2);
+                return Ok(Flow::Done(Action::requeue(backlog + jitter), "retry"));
+            }
+        }
         self.round.described = true;
         // An answer counts only when ECS gave it after the apply it judges: a look from before it
         // (a state between two restarts, say) would make a restart of the past look like one after
@@ -263,6 +280,40 @@ impl Run<'_> {
     /// resourceVersion as precondition: a conflict means the object changed (or another writer got
     /// there first), and nothing is called.
     pub(super) async fn record_reboot_intent(&mut self) -> Result<Flow, ReconcileError> {
+        let Some(credentials) = &self.inputs.credentials else {
+            return Err(ReconcileError::TooManySteps);
+        };
+        let spec = &self.obj.spec;
+        // Reserve, then intend, then act: the slot first, so that an intent is only recorded for a
+        // reboot that goes out within REBOOT_LEAD. A slot further off: no intent yet.
+        let reservation = match self.ctx.take_reboot_slot(&self.uid) {
+            Some(slot) => slot,
+            None => {
+                self.ctx
+                    .ecs
+                    .reserve(credentials, &spec.region_id, "RebootInstance")
+                    .await
+            }
+        };
+        let wait = reservation.wait();
+        if wait > REBOOT_LEAD {
+            // Its place in the account's queue is kept; the object comes back for it, and no
+            // worker waits meanwhile.
+            self.ctx.hold_reboot_slot(&self.uid, reservation);
+            return Ok(Flow::Done(Action::requeue(wait - REBOOT_LEAD), "retry"));
+        }
+        // The window is checked for when the call will go out, not only for now.
+        let send_at = self
+            .ctx
+            .now()
+            .checked_add(jiff::SignedDuration::try_from(wait).unwrap_or_default())
+            .unwrap_or_else(|_| self.ctx.now());
+        if !plan::reboot_may_start_at(spec, send_at) {
+            return Ok(Flow::Done(
+                Action::requeue(wait.max(Duration::from_secs(1))),
+                "retry",
+            ));
+        }
         record::reboot_intent(&mut self.status, self.ctx.now());
         match write_status(
             self.ctx,
@@ -280,6 +331,9 @@ impl Run<'_> {
                 self.resource_version = written.resource_version();
                 self.written_status = Some(self.status.clone());
                 self.round.intent_written = true;
+                self.reservation = Some(reservation);
+                self.committed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 Ok(Flow::Next)
             }
             Err(ReconcileError::WriteStatus(kube::Error::Api(s))) if s.code == 409 => {
@@ -304,10 +358,35 @@ impl Run<'_> {
         };
         let spec = &self.obj.spec;
         self.round.reboot_called = true;
+        let reservation = match self.reservation.take() {
+            Some(r) => r,
+            None => {
+                self.ctx
+                    .ecs
+                    .reserve(credentials, &spec.region_id, "RebootInstance")
+                    .await
+            }
+        };
+        let reservation = reservation.ready().await;
+        // At send time: still a moment the spec allows (a window that closed meanwhile is never
+        // used late). Not sent: the intent is withdrawn, and the slot goes back.
+        if !plan::reboot_may_start_at(spec, self.ctx.now()) {
+            drop(reservation);
+            record::reboot_refused(&mut self.status);
+            self.events.push(normal(
+                Reason::RebootRequired.as_str(),
+                format!(
+                    "the reboot window closed before RebootInstance for instance {} could be sent; it waits for the next window",
+                    spec.instance_id
+                ),
+                "RebootInstance",
+            ));
+            return Ok(Flow::Next);
+        }
         match self
             .ctx
             .ecs
-            .reboot_instance(credentials, &spec.region_id, &spec.instance_id)
+            .reboot_instance_on(reservation, credentials, &spec.region_id, &spec.instance_id)
             .await
         {
             Ok(accepted) => {
@@ -348,8 +427,22 @@ impl Run<'_> {
 
     /// An ECS call failed: what it means for the object, remembered as a stall when only a
     /// change of its inputs can help.
-    fn ecs_refused(&mut self, error: &crate::ecs::EcsError, action: &str) {
+    fn ecs_refused(&mut self, error: &crate::ecs::EcsError, action: &'static str) {
         let failure = ecs_failure(error, self.obj, action);
+        if let (
+            decide::Failure::Retry {
+                pace: decide::Pace::Throttled,
+                ..
+            },
+            Some(credentials),
+        ) = (&failure, &self.inputs.credentials)
+        {
+            self.retry_at = Some(self.ctx.ecs.backlog(
+                credentials,
+                &self.obj.spec.region_id,
+                action,
+            ));
+        }
         if failure.is_stalled() {
             record::stalled(&mut self.status, self.stall_key.clone(), self.ctx.now());
         }
