@@ -12,6 +12,13 @@
 //! controller exits 0 within the grace period and another replica takes over and reconciles → the
 //! readiness probe fails while the Lease cannot be reached (its RBAC taken away) and passes again
 //! once it can.
+//!
+//! A second test installs the Helm chart the way platform teams do: `helm package`, `helm install`
+//! of the archive with the imported image (two Pods Ready, a VncPassword reconciled), `helm
+//! upgrade` with a changed value (a rolling update, the Lease handed over cleanly, no second ECS
+//! write), `helm uninstall` (the controller gone, the CRD and the VncPassword kept), then
+//! namespaced mode installed the same way (its RBAC checked with `kubectl auth can-i` both ways).
+//! The two tests share the node, one after the other.
 
 mod support;
 
@@ -206,8 +213,13 @@ fn terminated(p: &Pod) -> Option<(i32, String)> {
         })
 }
 
+/// The node is shared by this file's tests, one at a time: each installs a controller that
+/// serves every namespace, and removes it when done.
+static NODE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_deployment_runs_as_real_pods() {
+    let _node = NODE.lock().await;
     support::with_node();
     let started = Instant::now();
     let dir = support::control_plane_dir().expect(
@@ -577,5 +589,563 @@ async fn the_shipped_deployment_runs_as_real_pods() {
     );
 
     ns.delete().await;
+    // The controller goes (the CRD, RBAC and policies stay): the node's next test installs its own.
+    kubectl_ok(&[
+        "-n",
+        NS,
+        "delete",
+        "deployment",
+        "ecs-vnc-controller",
+        "--wait=true",
+    ]);
+    support::eventually(
+        "the kustomize-installed Pods gone",
+        Duration::from_secs(90),
+        || async { pods().is_empty().then_some(()) },
+    )
+    .await;
     eprintln!(">> the whole walk took {:.0?}", started.elapsed());
+}
+
+// --- the Helm chart on the node -----------------------------------------------------------------
+
+/// `kubectl -n NS get pods -l SELECTOR`, those not being deleted.
+fn pods_in(namespace: &str) -> BTreeMap<String, Value> {
+    kubectl_json(&["-n", namespace, "get", "pods", "-l", SELECTOR])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p.clone(),
+            )
+        })
+        .collect()
+}
+
+fn holder_in(namespace: &str) -> Option<String> {
+    let out = support::kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "lease",
+        "ecs-vnc-controller",
+        "-o",
+        "json",
+    ]);
+    if !out.status.success() {
+        return None;
+    }
+    let lease: Value = serde_json::from_slice(&out.stdout).ok()?;
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+async fn wait_ready_pods(
+    namespace: &str,
+    deployment: &str,
+    count: usize,
+) -> BTreeMap<String, Value> {
+    kubectl_ok(&[
+        "-n",
+        namespace,
+        "rollout",
+        "status",
+        &format!("deployment/{deployment}"),
+        "--timeout=180s",
+    ]);
+    support::eventually(
+        &format!("{count} Running and Ready controller Pods in {namespace}"),
+        Duration::from_secs(120),
+        || async {
+            let pods = pods_in(namespace);
+            (pods.len() == count
+                && pods
+                    .values()
+                    .all(|p| p["status"]["phase"] == "Running" && is_ready(p)))
+            .then_some(pods)
+        },
+    )
+    .await
+}
+
+/// A value of the controller's /metrics in `pod`, through the API server's Pod proxy.
+fn pod_metric(namespace: &str, pod: &str, line_prefix: &str) -> Option<f64> {
+    let out = support::kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{namespace}/pods/{pod}:8080/proxy/metrics"),
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// `kubectl logs -f` of a Pod's controller, to the container's end, on a thread of its own; returns
+/// once the first lines have arrived (the stream is attached).
+fn follow_logs(namespace: &str, pod: &str) -> std::thread::JoinHandle<String> {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(support::kubeconfig())
+        .args(["-n", namespace, "logs", "-f", pod, "-c", "controller"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl logs -f");
+    let (attached_tx, attached) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut out = String::new();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        while let Some(Ok(line)) = lines.next() {
+            out.push_str(&line);
+            out.push('\n');
+            let _ = attached_tx.send(());
+        }
+        let _ = child.wait();
+        out
+    });
+    attached
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("kubectl logs -f {pod}: no line in 30 s"));
+    handle
+}
+
+/// The Events on the Lease (LeaderElected, LeaderLost), as "reason: note".
+fn lease_events(namespace: &str) -> Vec<String> {
+    kubectl_json(&[
+        "-n",
+        namespace,
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=Lease",
+    ])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["reason"].as_str().unwrap_or_default(),
+                e["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_helm_chart_installs_upgrades_and_uninstalls_on_a_node() {
+    let _node = NODE.lock().await;
+    support::with_node();
+    let started = Instant::now();
+    let dir = support::control_plane_dir().expect(
+        "this test needs the node of tests/control-plane/start --with-node (unset TEST_KUBECONFIG)",
+    );
+    let node = node_env(&dir);
+    let node_ip: IpAddr = node["NODE_IP"].parse().unwrap();
+    let image = support::image::build();
+    let load = support::repo_root().join("tests/control-plane/load-image");
+    let out = Command::new(&load)
+        .arg(&dir)
+        .arg(&image.tarball)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "load-image failed");
+    let sim = Simulator::start(
+        SocketAddr::new(node_ip, 0),
+        support::sim::fleet(
+            "LTAIhelmtest",
+            "helm-test-secret",
+            ["i-helmtest0001", "i-helmtest0002"].map(|i| (i.to_string(), true)),
+        ),
+    )
+    .await
+    .expect("start the ECS simulator");
+    eprintln!(
+        ">> node, image and simulator ready: {:.0?}",
+        started.elapsed()
+    );
+
+    // --- helm package, and values as a platform team writes them -----------------------------------
+    let work = tempfile::tempdir().unwrap();
+    let archive = support::helm::package(work.path());
+    let archive = archive.to_str().unwrap();
+    let endpoints = kubectl_json(&[
+        "-n",
+        "default",
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=kubernetes",
+    ]);
+    let slice = &endpoints["items"][0];
+    let (repository, tag) = image.reference.rsplit_once(':').expect("image name:tag");
+    let values = json!({
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+        "ecs": {"endpoint": sim.url()},
+        "sts": {"endpoint": format!("{}/sts", sim.url())},
+        "allowInsecureHttp": true,
+        // The simulator and this API server's port, where a CNI that enforces the policy needs them.
+        "networkPolicy": {"extraEgress": [{
+            "to": [
+                {"ipBlock": {"cidr": format!("{node_ip}/32")}},
+                {"ipBlock": {"cidr": format!("{}/32", slice["endpoints"][0]["addresses"][0].as_str().unwrap())}},
+            ],
+            "ports": [
+                {"port": sim.addr().port(), "protocol": "TCP"},
+                {"port": slice["ports"][0]["port"], "protocol": "TCP"},
+            ],
+        }]},
+    });
+    let values_file = work.path().join("values.yaml");
+    std::fs::write(&values_file, serde_yaml::to_string(&values).unwrap()).unwrap();
+    let values_file = values_file.to_str().unwrap();
+
+    // --- helm install of the archive ---------------------------------------------------------------
+    const REL_NS: &str = "vnc-helm";
+    let deployment = "vnc-ecs-vnc-controller";
+    let t = Instant::now();
+    support::helm::ok(
+        &[
+            "install",
+            "vnc",
+            archive,
+            "--namespace",
+            REL_NS,
+            "--create-namespace",
+            "--values",
+            values_file,
+            "--wait",
+            "--timeout",
+            "180s",
+        ],
+        true,
+    );
+    let first = wait_ready_pods(REL_NS, deployment, 2).await;
+    eprintln!(
+        ">> helm install: two Pods Ready {:.1?} after it started",
+        t.elapsed()
+    );
+    let leader = support::eventually("a leader", Duration::from_secs(60), || async {
+        holder_in(REL_NS).filter(|h| first.contains_key(h))
+    })
+    .await;
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "helm").await;
+    put_secret(
+        &client,
+        &ns.name,
+        "aliyun-credentials",
+        &[
+            ("accessKeyId", "LTAIhelmtest"),
+            ("accessKeySecret", "helm-test-secret"),
+        ],
+    )
+    .await;
+    put_secret(&client, &ns.name, "web-vnc", &[("password", "Helm01")]).await;
+    put_vncpassword(
+        &client,
+        &ns.name,
+        "web",
+        json!({
+            "regionId": "cn-hangzhou",
+            "instanceId": "i-helmtest0001",
+            "passwordSecretRef": {"name": "web-vnc"},
+            "credentialsSecretRef": {"name": "aliyun-credentials"},
+        }),
+    )
+    .await;
+    wait_ready(&client, &ns.name, "web", Duration::from_secs(90)).await;
+    assert_eq!(
+        sim.state()
+            .instance("i-helmtest0001")
+            .and_then(|i| i.set_password)
+            .as_deref(),
+        Some("Helm01")
+    );
+    let writes = sim.state().calls("ModifyInstanceVncPasswd");
+    assert_eq!(writes, 1);
+    eprintln!(">> {leader} leads; the VncPassword is Ready");
+
+    // --- helm upgrade with a changed value: a rolling update, the Lease handed over cleanly ---------
+    // The old replicas' logs to their end, and their containers' exit codes.
+    let followed: Vec<(String, std::thread::JoinHandle<String>)> = first
+        .keys()
+        .map(|pod| (pod.clone(), follow_logs(REL_NS, pod)))
+        .collect();
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), REL_NS);
+    let terminations: Vec<_> = first
+        .keys()
+        .map(|pod| {
+            (
+                pod.clone(),
+                tokio::spawn(watch_termination(pods_api.clone(), pod.clone())),
+            )
+        })
+        .collect();
+    let t = Instant::now();
+    support::helm::ok(
+        &[
+            "upgrade",
+            "vnc",
+            archive,
+            "--namespace",
+            REL_NS,
+            "--values",
+            values_file,
+            "--set",
+            "podAnnotations.example\\.com/upgraded=yes",
+            "--wait",
+            "--timeout",
+            "180s",
+        ],
+        true,
+    );
+    let second = wait_ready_pods(REL_NS, deployment, 2).await;
+    eprintln!(">> helm upgrade: rolled out in {:.1?}", t.elapsed());
+    for (name, pod) in &second {
+        assert!(
+            !first.contains_key(name),
+            "{name} survived the rolling update"
+        );
+        assert_eq!(
+            pod["metadata"]["annotations"]["example.com/upgraded"],
+            "yes"
+        );
+    }
+    let new_leader = support::eventually("a new leader", Duration::from_secs(60), || async {
+        holder_in(REL_NS).filter(|h| second.contains_key(h))
+    })
+    .await;
+    // Every old replica that led released the Lease as it stopped (no takeover by expiry), and
+    // exited cleanly.
+    for (pod, log) in followed {
+        let log = log.join().expect("kubectl logs -f");
+        if log.contains("became the leader") {
+            assert!(
+                log.lines().any(|l| l.contains("stopped leading")
+                    && l.contains("shutting down; released the Lease")),
+                "{pod} led but did not release the Lease on its way out:\n{log}"
+            );
+            eprintln!(">> {pod} led and released the Lease on SIGTERM");
+        }
+    }
+    for (pod, termination) in terminations {
+        let (code, _) = tokio::time::timeout(Duration::from_secs(120), termination)
+            .await
+            .unwrap_or_else(|_| panic!("{pod}: its container did not terminate"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{pod}: the watch ended before its container terminated"));
+        assert_eq!(code, 0, "{pod} did not exit cleanly");
+    }
+    let events = lease_events(REL_NS);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("LeaderElected") && e.contains(&new_leader)),
+        "{events:?}"
+    );
+    // The new leader has looked at the object (an unchanged reconcile) and wrote nothing to ECS.
+    support::eventually(
+        "the new leader to reconcile the object",
+        Duration::from_secs(60),
+        || async {
+            pod_metric(
+                REL_NS,
+                &new_leader,
+                "ecs_vnc_reconciles_total{result=\"unchanged\"}",
+            )
+            .filter(|n| *n >= 1.0)
+        },
+    )
+    .await;
+    assert_eq!(
+        sim.state().calls("ModifyInstanceVncPasswd"),
+        writes,
+        "the upgrade wrote the password to ECS again"
+    );
+    wait_ready(&client, &ns.name, "web", Duration::from_secs(10)).await;
+    eprintln!(">> {new_leader} leads after the upgrade; no second ECS write");
+
+    // --- helm uninstall: the controller goes, the CRD and the VncPassword stay ---------------------
+    let t = Instant::now();
+    support::helm::ok(
+        &[
+            "uninstall",
+            "vnc",
+            "--namespace",
+            REL_NS,
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+        true,
+    );
+    support::eventually(
+        "the controller's Pods gone",
+        Duration::from_secs(90),
+        || async { pods_in(REL_NS).is_empty().then_some(()) },
+    )
+    .await;
+    eprintln!(
+        ">> helm uninstall: Pods gone {:.1?} after it started",
+        t.elapsed()
+    );
+    for (kind, name, namespaced) in [
+        ("deployment", deployment, true),
+        ("serviceaccount", deployment, true),
+        ("clusterrole", deployment, false),
+        (
+            "validatingadmissionpolicy",
+            "vnc-ecs-vnc-controller-secrets",
+            false,
+        ),
+    ] {
+        let mut args = vec!["get", kind, name];
+        if namespaced {
+            args.extend(["-n", REL_NS]);
+        }
+        assert!(
+            !support::kubectl(&args).status.success(),
+            "{kind} {name} outlived helm uninstall"
+        );
+    }
+    kubectl_ok(&["get", "crd", "vncpasswords.ecsvnc.io"]);
+    let kept = kubectl_json(&["-n", &ns.name, "get", "vncpassword", "web"]);
+    assert!(
+        kept["status"]["conditions"].is_array(),
+        "the VncPassword and its status are kept"
+    );
+
+    // --- namespaced mode, installed the same way ---------------------------------------------------
+    const NS_REL_NS: &str = "vnc-helm-ns";
+    let team = support::TestNamespace::new(&client, "helm-team").await;
+    let t = Instant::now();
+    support::helm::ok(
+        &[
+            "install",
+            "vnc-ns",
+            archive,
+            "--namespace",
+            NS_REL_NS,
+            "--create-namespace",
+            "--values",
+            values_file,
+            "--set",
+            &format!("watchNamespaces={{{}}}", team.name),
+            "--set",
+            "replicas=1",
+            "--wait",
+            "--timeout",
+            "180s",
+        ],
+        true,
+    );
+    let only = wait_ready_pods(NS_REL_NS, "vnc-ns-ecs-vnc-controller", 1).await;
+    let pod = only.values().next().unwrap();
+    let args = pod["spec"]["containers"][0]["args"].as_array().unwrap();
+    assert!(
+        args.contains(&json!(format!("--watch-namespaces={}", team.name))),
+        "{args:?}"
+    );
+    assert!(
+        !args.contains(&json!("--leader-elect")),
+        "one replica: no leader election"
+    );
+    put_secret(
+        &client,
+        &team.name,
+        "aliyun-credentials",
+        &[
+            ("accessKeyId", "LTAIhelmtest"),
+            ("accessKeySecret", "helm-test-secret"),
+        ],
+    )
+    .await;
+    put_secret(&client, &team.name, "web-vnc", &[("password", "Team01")]).await;
+    put_vncpassword(
+        &client,
+        &team.name,
+        "web",
+        json!({
+            "regionId": "cn-hangzhou",
+            "instanceId": "i-helmtest0002",
+            "passwordSecretRef": {"name": "web-vnc"},
+            "credentialsSecretRef": {"name": "aliyun-credentials"},
+        }),
+    )
+    .await;
+    wait_ready(&client, &team.name, "web", Duration::from_secs(90)).await;
+    assert_eq!(
+        sim.state()
+            .instance("i-helmtest0002")
+            .and_then(|i| i.set_password)
+            .as_deref(),
+        Some("Team01")
+    );
+    eprintln!(
+        ">> namespaced install: Ready and reconciling {:.1?} after helm install",
+        t.elapsed()
+    );
+    let sa = format!("system:serviceaccount:{NS_REL_NS}:vnc-ns-ecs-vnc-controller");
+    let can_i = |verb: &str, resource: &str, namespace: Option<&str>| {
+        let mut args = vec!["auth", "can-i", verb, resource, "--as", &sa];
+        match namespace {
+            Some(n) => args.extend(["-n", n]),
+            None => args.push("--all-namespaces"),
+        }
+        String::from_utf8_lossy(&support::kubectl(&args).stdout).trim() == "yes"
+    };
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            can_i(verb, "secrets", Some(&team.name)),
+            "{verb} secrets in the watched namespace"
+        );
+        assert!(
+            !can_i(verb, "secrets", Some(&ns.name)),
+            "{verb} secrets in another namespace"
+        );
+        assert!(
+            !can_i(verb, "secrets", Some("kube-system")),
+            "{verb} secrets in kube-system"
+        );
+        assert!(
+            !can_i(verb, "secrets", None),
+            "{verb} secrets in all namespaces"
+        );
+    }
+    assert!(can_i("list", "vncpasswords.ecsvnc.io", Some(&team.name)));
+    assert!(!can_i("list", "vncpasswords.ecsvnc.io", None));
+    // The cluster-wide object it cannot see stays as the first install left it.
+    assert_eq!(sim.state().calls("ModifyInstanceVncPasswd"), writes + 1);
+    support::helm::ok(
+        &[
+            "uninstall",
+            "vnc-ns",
+            "--namespace",
+            NS_REL_NS,
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+        true,
+    );
+    support::eventually(
+        "the namespaced controller gone",
+        Duration::from_secs(90),
+        || async { pods_in(NS_REL_NS).is_empty().then_some(()) },
+    )
+    .await;
+    team.delete().await;
+    ns.delete().await;
+    eprintln!(">> the Helm walk took {:.0?}", started.elapsed());
 }

@@ -21,6 +21,7 @@ pub mod decide;
 pub mod fingerprint;
 pub mod index;
 pub mod instances;
+pub mod namespaces;
 pub mod plan;
 pub mod reconcile;
 pub mod record;
@@ -46,7 +47,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 
 use crate::api::{VncPassword, condition};
 use crate::cli::EcsArgs;
@@ -85,9 +86,17 @@ pub struct RunArgs {
     /// Default: none.
     #[arg(long, default_value = "", value_name = "LIST")]
     pub default_credentials_namespaces: AllowedNamespaces,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, value_name = "NS")]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces, a comma list (default: all namespaces): VncPasswords, Secret
+    /// and ServiceAccount metadata are watched in each, so namespaced RBAC (a Role per namespace)
+    /// is enough. `--namespace NS` is the same flag under its former name.
+    #[arg(
+        long,
+        alias = "namespace",
+        env = "ECS_VNC_WATCH_NAMESPACES",
+        default_value = "",
+        value_name = "NS,..."
+    )]
+    pub watch_namespaces: namespaces::WatchNamespaces,
     /// Address of the /metrics, /healthz and /readyz endpoint.
     #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
     pub metrics_addr: SocketAddr,
@@ -572,18 +581,6 @@ async fn run_controller(
     ready: Option<Arc<Health>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (vncpasswords, secrets): (Api<VncPassword>, Api<PartialObjectMeta<Secret>>) =
-        match &args.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
-    let service_accounts: Api<PartialObjectMeta<ServiceAccount>> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     // The caches: every VncPassword (with an index by Secret and by instance) and the metadata of
     // every Secret, both slimmed (see `slim`). Lists are paged (500 objects a page, the watcher's
     // default): an "any resourceVersion" list would be served from the API server's cache in one
@@ -595,17 +592,26 @@ async fn run_controller(
     let ctx = make_ctx(context::Watched {
         objects: store.clone(),
         index: index.clone(),
-        secrets: secret_store,
+        secrets: secret_store.clone(),
         secrets_synced: synced_rx,
     });
+    // One watch per listed namespace (--watch-namespaces), or one over all (see `namespaces`).
+    let watched = &args.watch_namespaces;
+    let config = watcher::Config::default;
+    let vncpasswords = namespaces::watch::<VncPassword>(client, watched, config(), store.clone());
+    let secrets = namespaces::watch::<PartialObjectMeta<Secret>>(
+        client,
+        watched,
+        secret_cache::config(),
+        secret_store.clone(),
+    );
     // The controller's own status writes do not wake it: only what a user changes (spec, the
     // paused, reconcile-requested-at and rotate-requested-at annotations, deletion) and the
     // Secrets it reads do;
     // requeues it asked for still come.
     let objects = {
         let index = index.clone();
-        watcher(vncpasswords, watcher::Config::default())
-            .default_backoff()
+        vncpasswords
             .modify(slim)
             .map_ok(move |event| {
                 index.apply(&event);
@@ -624,7 +630,7 @@ async fn run_controller(
         .reconcile_on(index.clone().wakes());
     // Only Secret metadata is watched (`PartialObjectMeta`: metadata-only list and watch); a
     // Secret's data is read only when a reconcile needs it (see reconcile::observe).
-    let secret_events = secret_cache::watch(secrets, secret_writer)
+    let secret_events = secret_cache::store(secrets, secret_writer)
         .map_ok(move |event| {
             // During a relist (after a restart of the API server, a 410) the store keeps the old
             // list until InitDone, while the relisted Secrets already trigger reconciles: those wait
@@ -650,15 +656,13 @@ async fn run_controller(
         });
     // ServiceAccount metadata too (its `ecsvnc.io/role-arn` annotation is metadata): one created
     // or annotated after the VncPassword that names it wakes that VncPassword.
-    let controller =
-        controller.watches(
-            service_accounts,
-            watcher::Config::default(),
-            move |sa| match sa.namespace() {
-                Some(namespace) => sa_index.referencing_service_account(&namespace, &sa.name_any()),
-                None => Vec::new(),
-            },
-        );
+    let service_accounts =
+        namespaces::triggers::<PartialObjectMeta<ServiceAccount>>(client, watched, config())
+            .touched_objects();
+    let controller = controller.watches_stream(service_accounts, move |sa| match sa.namespace() {
+        Some(namespace) => sa_index.referencing_service_account(&namespace, &sa.name_any()),
+        None => Vec::new(),
+    });
 
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let readiness = {

@@ -33,10 +33,22 @@ pub fn watch(
     api: Api<SecretMeta>,
     writer: Writer<SecretMeta>,
 ) -> impl Stream<Item = Result<watcher::Event<SecretMeta>, watcher::Error>> + Send + 'static {
-    watcher(api, watcher::Config::default().page_size(LIST_PAGE))
-        .default_backoff()
-        .modify(keep_what_is_read)
-        .reflect(writer)
+    store(watcher(api, config()).default_backoff(), writer)
+}
+
+/// The watcher configuration of the Secret metadata watch (lists of [`LIST_PAGE`] a page).
+pub fn config() -> watcher::Config {
+    watcher::Config::default().page_size(LIST_PAGE)
+}
+
+/// `events` of a Secret metadata watch (made with [`config`]; one watch, or several namespaces'
+/// merged by `controller::namespaces`), each object trimmed to what the controller reads before
+/// `writer`'s store keeps it.
+pub fn store(
+    events: impl Stream<Item = Result<watcher::Event<SecretMeta>, watcher::Error>> + Send + 'static,
+    writer: Writer<SecretMeta>,
+) -> impl Stream<Item = Result<watcher::Event<SecretMeta>, watcher::Error>> + Send + 'static {
+    events.modify(keep_what_is_read).reflect(writer)
 }
 
 /// Name, namespace, uid and resourceVersion (the store's key, and what `cached_inputs` compares

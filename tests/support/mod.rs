@@ -10,6 +10,7 @@
 
 pub mod case;
 pub mod controller;
+pub mod helm;
 pub mod image;
 pub mod kstatus;
 pub mod leaks;
