@@ -148,50 +148,11 @@ async fn main() {
     let namespaces: Vec<String> = (0..args.namespaces.max(1))
         .map(|i| format!("scale-{i}"))
         .collect();
-    for ns in namespaces
-        .iter()
-        .map(String::as_str)
-        .chain(["ecs-vnc-system"])
-    {
-        let api: Api<Namespace> = Api::all(client.clone());
-        let _ = api
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await;
-    }
+    create_namespaces(&client, namespaces.iter().map(String::as_str)).await;
 
     let instance = |i: usize| format!("i-scale{i:08}");
     let non_io = |i: usize| i % 100 < args.non_io_percent;
-    let sim = Simulator::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        SimulatorConfig {
-            access_keys: vec![AccessKeyConfig {
-                id: KEY_ID.into(),
-                secret: KEY_SECRET.into(),
-                security_token: None,
-                account_id: None,
-            }],
-            instances: (0..n)
-                .map(|i| InstanceConfig {
-                    id: instance(i),
-                    region: "cn-hangzhou".into(),
-                    io_optimized: !non_io(i),
-                    status: "Running".into(),
-                    tags: Default::default(),
-                })
-                .collect(),
-            faults: FaultConfig {
-                qps_per_api: Some(args.qps),
-                latency_ms: args.latency_ms,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("simulator");
+    let sim = simulator(&args, (0..n).map(|i| (instance(i), !non_io(i)))).await;
 
     let place = |i: usize| (namespaces[i % namespaces.len()].clone(), format!("vm-{i}"));
     println!(
@@ -421,43 +382,9 @@ async fn hostile_secrets(client: &Client, binary: &Path, kubeconfig: &Path, args
     const PADDED_SECRETS: usize = 100;
     const ANNOTATION_BYTES: usize = 200_000;
     let ns = "hostile-0";
-    for name in [ns, "ecs-vnc-system"] {
-        let _ = Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
-            )
-            .await;
-    }
+    create_namespaces(client, [ns].into_iter()).await;
     let instance = |i: usize| format!("i-hostile{i:07}");
-    let sim = Simulator::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        SimulatorConfig {
-            access_keys: vec![AccessKeyConfig {
-                id: KEY_ID.into(),
-                secret: KEY_SECRET.into(),
-                security_token: None,
-                account_id: None,
-            }],
-            instances: (0..OBJECTS)
-                .map(|i| InstanceConfig {
-                    id: instance(i),
-                    region: "cn-hangzhou".into(),
-                    io_optimized: true,
-                    status: "Running".into(),
-                    tags: Default::default(),
-                })
-                .collect(),
-            faults: FaultConfig {
-                qps_per_api: Some(args.qps),
-                latency_ms: args.latency_ms,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("simulator");
+    let sim = simulator(args, (0..OBJECTS).map(|i| (instance(i), true))).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let vncpw: Api<VncPassword> = Api::namespaced(client.clone(), ns);
     println!(
@@ -599,47 +526,9 @@ async fn reboot_herd(client: &Client, binary: &Path, kubeconfig: &Path, args: &A
     let namespaces: Vec<String> = (0..args.namespaces.max(1))
         .map(|i| format!("herd-{i}"))
         .collect();
-    for name in namespaces
-        .iter()
-        .map(String::as_str)
-        .chain(["ecs-vnc-system"])
-    {
-        let _ = Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
-            )
-            .await;
-    }
+    create_namespaces(client, namespaces.iter().map(String::as_str)).await;
     let instance = |i: usize| format!("i-herd{i:09}");
-    let sim = Simulator::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        SimulatorConfig {
-            access_keys: vec![AccessKeyConfig {
-                id: KEY_ID.into(),
-                secret: KEY_SECRET.into(),
-                security_token: None,
-                account_id: None,
-            }],
-            instances: (0..n)
-                .map(|i| InstanceConfig {
-                    id: instance(i),
-                    region: "cn-hangzhou".into(),
-                    io_optimized: false,
-                    status: "Running".into(),
-                    tags: Default::default(),
-                })
-                .collect(),
-            faults: FaultConfig {
-                qps_per_api: Some(args.qps),
-                latency_ms: args.latency_ms,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("simulator");
+    let sim = simulator(args, (0..n).map(|i| (instance(i), false))).await;
     // The window opens at a whole minute, time enough after the apply wave; it lasts two hours.
     let apply_time = Duration::from_secs_f64(n as f64 / args.qps) + Duration::from_secs(90);
     let opens = {
@@ -753,6 +642,54 @@ async fn reboot_herd(client: &Client, binary: &Path, kubeconfig: &Path, args: &A
         peak_rss(controller.id())
     );
     stop(&mut controller);
+}
+
+/// The ECS simulator with these instances (ID, I/O-optimized) in cn-hangzhou, limiting each API
+/// per account to --qps and adding --latency-ms to every call.
+async fn simulator(
+    args: &Args,
+    instances: impl Iterator<Item = (String, bool)>,
+) -> RunningSimulator {
+    Simulator::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimulatorConfig {
+            access_keys: vec![AccessKeyConfig {
+                id: KEY_ID.into(),
+                secret: KEY_SECRET.into(),
+                security_token: None,
+                account_id: None,
+            }],
+            instances: instances
+                .map(|(id, io_optimized)| InstanceConfig {
+                    id,
+                    region: "cn-hangzhou".into(),
+                    io_optimized,
+                    status: "Running".into(),
+                    tags: Default::default(),
+                })
+                .collect(),
+            faults: FaultConfig {
+                qps_per_api: Some(args.qps),
+                latency_ms: args.latency_ms,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("simulator")
+}
+
+/// Creates these namespaces and the controller's own (those that exist are left alone).
+async fn create_namespaces<'a>(client: &Client, names: impl Iterator<Item = &'a str>) {
+    for name in names.chain(["ecs-vnc-system"]) {
+        let _ = Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+            )
+            .await;
+    }
 }
 
 async fn wait_until_async<F, Fut>(limit: Duration, mut done: F)

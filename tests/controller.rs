@@ -1318,25 +1318,9 @@ async fn an_answer_from_before_the_apply_never_counts_as_a_restart_after_it() {
     // The controller's next look must come from ECS, not from the answer it already has.
     tokio::time::sleep(Duration::from_secs(11)).await;
     case.sim.set_status(id, "Stopped");
-    let annotate = |value: Option<&str>| {
-        let (client, ns) = (case.client.clone(), case.ns().to_string());
-        let value = value.map(str::to_string);
-        async move {
-            Api::<VncPassword>::namespaced(client, &ns)
-                .patch(
-                    "web",
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        json!({"metadata": {"annotations": {"ecsvnc.io/paused": value}}}),
-                    ),
-                )
-                .await
-                .expect("annotate");
-        }
-    };
-    annotate(Some("true")).await;
+    case.annotate("web", "ecsvnc.io/paused", Some("true")).await;
     case.wait("web", "Ready", "False", Some("Paused")).await;
-    annotate(None).await;
+    case.annotate("web", "ecsvnc.io/paused", None).await;
     let stopped = eventually("the look at the Stopped instance", WAIT, || async {
         let s = status_of(&case, "web").await;
         (s.instance_status.as_deref() == Some("Stopped")).then_some(s)

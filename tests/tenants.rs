@@ -111,20 +111,8 @@ async fn the_rotate_annotation_rotates_now_once_per_token() {
         .await;
     case.wait("web", "Ready", "True", Some("Applied")).await;
     let first = password_in(&secret_of(&case, "web-vnc").await.expect("Secret"));
-    let annotate = |token: &'static str| {
-        let (client, ns) = (case.client.clone(), case.ns().to_string());
-        async move {
-            Api::<VncPassword>::namespaced(client, &ns)
-                .patch(
-                    "web",
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
-                        "ecsvnc.io/rotate-requested-at": token}}})),
-                )
-                .await
-                .expect("annotate");
-        }
-    };
+    let annotate =
+        |token: &'static str| case.annotate("web", "ecsvnc.io/rotate-requested-at", Some(token));
     annotate("leak-1").await;
     let second = support::eventually(
         "the rotated password to reach ECS",
@@ -195,20 +183,8 @@ async fn a_rotation_keeps_the_password_in_effect_readable_until_the_new_one_is()
     let secret = || async { secret_of(&case, "web-vnc").await.expect("Secret") };
     let first = password_in(&secret().await);
     assert_eq!(case.sim.effective_password(id), Some(first.clone()));
-    let annotate = |token: &'static str| {
-        let (client, ns) = (case.client.clone(), case.ns().to_string());
-        async move {
-            Api::<VncPassword>::namespaced(client, &ns)
-                .patch(
-                    "web",
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
-                        "ecsvnc.io/rotate-requested-at": token}}})),
-                )
-                .await
-                .expect("annotate");
-        }
-    };
+    let annotate =
+        |token: &'static str| case.annotate("web", "ecsvnc.io/rotate-requested-at", Some(token));
     // The credentials are refused from now on; a rotation is asked for.
     case.sim
         .fail_next("ModifyInstanceVncPasswd", "Forbidden.RAM", 403, 1000);

@@ -47,12 +47,7 @@ impl WatchNamespaces {
 impl FromStr for WatchNamespaces {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let names: BTreeSet<String> = s
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .map(str::to_string)
-            .collect();
+        let names = crate::controller::tenancy::comma_list(s);
         if let Some(bad) = names.iter().find(|n| !is_namespace_name(n)) {
             return Err(format!(
                 "{bad:?} is not a namespace name (lowercase letters, digits and '-', at most 63; leave the list empty to watch every namespace)"

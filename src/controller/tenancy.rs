@@ -24,15 +24,19 @@ pub enum AllowedNamespaces {
     Some(BTreeSet<String>),
 }
 
+/// The names of a comma list (blanks and empty entries dropped), as flags take them.
+pub fn comma_list(s: &str) -> BTreeSet<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 impl FromStr for AllowedNamespaces {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let names: BTreeSet<String> = s
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .map(str::to_string)
-            .collect();
+        let names = comma_list(s);
         if names.contains("*") {
             return if names.len() == 1 {
                 Ok(Self::All)

@@ -135,6 +135,18 @@ impl Case {
             .unwrap_or_default()
     }
 
+    /// Sets (or with `None` removes) an annotation of VncPassword `name`.
+    pub async fn annotate(&self, name: &str, key: &str, value: Option<&str>) {
+        Api::<ecs_vnc_controller::api::VncPassword>::namespaced(self.client.clone(), self.ns())
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("annotate {name}: {e}"));
+    }
+
     pub async fn finish(mut self) {
         self.stop_controller().await;
         self.ns.delete().await;
