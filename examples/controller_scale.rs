@@ -197,7 +197,7 @@ async fn main() {
                     seen.ready.entry(o.uid().unwrap_or_default()).or_insert(now);
                 }
                 if let Some(rv) = status
-                    .and_then(|s| s.applied_secret.as_ref())
+                    .and_then(|s| s.applied.secret.as_ref())
                     .map(|a| a.resource_version.clone())
                 {
                     let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
@@ -442,7 +442,8 @@ async fn hostile_secrets(client: &Client, binary: &Path, kubeconfig: &Path, args
                         return false;
                     };
                     let applied = s.is_true(condition::READY)
-                        && s.applied_secret
+                        && s.applied
+                            .secret
                             .as_ref()
                             .is_some_and(|a| a.resource_version == rv);
                     applied || s.is_true(condition::STALLED)

@@ -274,10 +274,11 @@ fn stalled_is_degraded_with_the_stalled_reason_and_message() {
 }
 
 #[test]
-fn a_pending_reboot_is_suspended_saying_the_password_was_applied() {
+fn a_pending_manual_reboot_is_healthy_saying_the_password_is_not_in_effect_yet() {
     let message = "instance i-bp67acfmxazb4ph0002 is not I/O-optimized: restart it for the new password to take effect";
     let obj = with_conditions(vec![
-        condition("Ready", "False", "RebootRequired", message),
+        condition("Ready", "True", "RebootRequired", message),
+        condition("InEffect", "False", "RebootRequired", message),
         condition(
             "Applied",
             "True",
@@ -285,28 +286,21 @@ fn a_pending_reboot_is_suspended_saying_the_password_was_applied() {
             "ECS accepted the Secret's current password",
         ),
         condition("RebootRequired", "True", "RebootRequired", message),
-        condition(
-            "Reconciling",
-            "True",
-            "WaitingForRestart",
-            "waiting for instance i-bp67acfmxazb4ph0002 to restart",
-        ),
+        condition("Reconciling", "False", "RebootRequired", ""),
         condition("Stalled", "False", "AsExpected", ""),
     ]);
     assert_eq!(
         health_of(&obj),
-        health(
-            "Suspended",
-            &format!("Password applied; waiting for instance restart ({message})")
-        )
+        health("Healthy", &format!("RebootRequired: {message}"))
     );
 }
 
 #[test]
-fn a_reboot_waiting_for_its_maintenance_window_is_suspended_saying_when() {
+fn a_reboot_waiting_for_its_maintenance_window_is_healthy_saying_when() {
     let message = "instance i-1 is not I/O-optimized: RebootInstance waits for the next reboot window (spec.rebootWindows), which opens at 2026-12-06T02:00:00Z";
     let obj = with_conditions(vec![
-        condition("Ready", "False", "RebootRequired", message),
+        condition("Ready", "True", "RebootScheduled", message),
+        condition("InEffect", "False", "RebootScheduled", message),
         condition(
             "Applied",
             "True",
@@ -314,15 +308,28 @@ fn a_reboot_waiting_for_its_maintenance_window_is_suspended_saying_when() {
             "ECS accepted the Secret's current password",
         ),
         condition("RebootRequired", "True", "RebootRequired", message),
-        condition("Reconciling", "True", "WaitingForRestart", message),
+        condition("Reconciling", "False", "RebootScheduled", ""),
         condition("Stalled", "False", "AsExpected", ""),
     ]);
     assert_eq!(
         health_of(&obj),
-        health(
-            "Suspended",
-            &format!("Password applied; waiting for instance restart ({message})")
-        )
+        health("Healthy", &format!("RebootScheduled: {message}"))
+    );
+}
+
+#[test]
+fn an_imminent_or_requested_reboot_is_progressing() {
+    let message = "RebootInstance was requested for instance i-1 at 2026-01-01T10:01:05Z; waiting for it to start again";
+    let obj = with_conditions(vec![
+        condition("Ready", "False", "RebootRequested", message),
+        condition("InEffect", "False", "RebootRequested", message),
+        condition("RebootRequired", "True", "RebootRequested", message),
+        condition("Reconciling", "True", "RebootRequested", message),
+        condition("Stalled", "False", "AsExpected", ""),
+    ]);
+    assert_eq!(
+        health_of(&obj),
+        health("Progressing", &format!("RebootRequested: {message}"))
     );
 }
 
@@ -331,6 +338,7 @@ fn a_reboot_that_was_never_observed_is_degraded_saying_what_to_check() {
     let message = "RebootInstance was requested for instance i-1 at 2026-01-01T10:01:05Z, but no restart has been seen since (--reboot-timeout): check the instance in the ECS console";
     let obj = with_conditions(vec![
         condition("Ready", "False", "RebootNotObserved", message),
+        condition("InEffect", "False", "RebootNotObserved", message),
         condition(
             "Applied",
             "True",
@@ -338,8 +346,8 @@ fn a_reboot_that_was_never_observed_is_degraded_saying_what_to_check() {
             "ECS accepted the Secret's current password",
         ),
         condition("RebootRequired", "True", "RebootRequested", message),
-        condition("Reconciling", "True", "RebootNotObserved", message),
-        condition("Stalled", "False", "AsExpected", ""),
+        condition("Reconciling", "False", "RebootNotObserved", ""),
+        condition("Stalled", "True", "RebootNotObserved", message),
     ]);
     assert_eq!(
         health_of(&obj),
@@ -369,7 +377,7 @@ fn the_paused_annotation_is_suspended_whatever_the_status_says() {
 fn a_ready_reason_of_paused_is_suspended() {
     let message = "ecsvnc.io/paused is \"true\": no ECS calls are made for this object until the annotation is removed";
     let obj = with_conditions(vec![
-        condition("Ready", "False", "Paused", message),
+        condition("Ready", "True", "Paused", message),
         condition("Reconciling", "False", "Paused", ""),
         condition("Stalled", "False", "AsExpected", ""),
     ]);
@@ -482,7 +490,7 @@ const HEALTH_TABLE: &str = "docs/reference/health.md";
 /// The reasons `Phase::Failed` carries with `Failure::Stalled`, as the controller builds them
 /// (`decide::failure_from_ecs`, `reconcile/inputs.rs`, `reconcile/report.rs`, `tenancy.rs`,
 /// `service_account.rs`, `plan.rs`; `InternalError` after a caught panic, `reconcile.rs`).
-const STALLED: [Reason; 19] = [
+const STALLED: [Reason; 20] = [
     Reason::InvalidPassword,
     Reason::SecretNotFound,
     Reason::SecretKeyNotFound,
@@ -498,35 +506,41 @@ const STALLED: [Reason; 19] = [
     Reason::InstanceClaimed,
     Reason::ServiceAccountNotFound,
     Reason::RoleArnNotSet,
+    Reason::RoleArnInvalid,
     Reason::OidcProviderNotConfigured,
     Reason::InternalError,
     Reason::InstanceNotAllowed,
     Reason::SecretTooLarge,
 ];
 
-/// The reasons `Phase::Failed` carries with `Failure::Retry` (`decide::failure_from_ecs`; STS and
-/// credential-provider errors; a 403 on a ServiceAccount's TokenRequest is `CredentialsNotAllowed`).
-const RETRIED: [Reason; 6] = [
+/// The reasons `Phase::Failed` carries with `Failure::Retry` (`decide::failure_from_ecs`; STS,
+/// TokenRequest and credential-provider errors: one reason per cause).
+const RETRIED: [Reason; 9] = [
     Reason::IncorrectInstanceStatus,
     Reason::OperationConflict,
     Reason::Throttled,
     Reason::EcsUnavailable,
-    Reason::UnknownEcsError,
-    Reason::CredentialsNotAllowed,
+    Reason::EcsUnknownError,
+    Reason::StsUnavailable,
+    Reason::TokenRequestFailed,
+    Reason::TokenRequestForbidden,
+    Reason::CredentialsFileUnreadable,
 ];
 
 /// `Reason::ALL` values the controller never puts in a `Failure`: each is another phase's own, or
 /// the reason of a condition other than `Ready` (the table says where, from what was stored).
 /// Together with [`STALLED`] and [`RETRIED`] this is every reason; a new one must be placed.
-const NEVER_A_FAILURE: [Reason; 9] = [
+const NEVER_A_FAILURE: [Reason; 11] = [
     Reason::Applied,
     Reason::RebootRequired,
+    Reason::RebootScheduled,
     Reason::RebootRequested,
     Reason::RebootNotObserved,
     Reason::Restarted,
     Reason::IoOptimized,
     Reason::Paused,
     Reason::WaitingForRestart,
+    Reason::NotApplied,
     Reason::AsExpected,
 ];
 
@@ -537,6 +551,20 @@ const READY_HOW: [Reason; 2] = [Reason::IoOptimized, Reason::Restarted];
 struct Row {
     phase: Phase,
     who: &'static str,
+    ender: Ender,
+}
+
+/// What ends a state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ender {
+    /// The controller's own work (retries, an imminent or requested reboot, an instance changing
+    /// state): in progress for both judges.
+    Controller,
+    /// Only a person (a change, a restart, a RAM fix) or a reboot window that is closed now: no
+    /// pipeline may wait on it (never InProgress / Progressing).
+    PersonOrWindow,
+    /// Nothing to end: done.
+    Nothing,
 }
 
 fn stalled_who(reason: Reason) -> &'static str {
@@ -557,7 +585,7 @@ fn stalled_who(reason: Reason) -> &'static str {
             "the user: fix `regionId` (or the cloud admin enables it); asked again every 30 min"
         }
         Reason::CredentialsNotFound => {
-            "the user: create the credentials Secret, or fix `credentialsSecretRef`"
+            "the user: create the credentials Secret (with its keys), or fix `credentials.secretRef`"
         }
         Reason::CredentialsNotAllowed => {
             "the user: name credentials; or the operator: list the namespace in `--default-credentials-namespaces`"
@@ -572,7 +600,7 @@ fn stalled_who(reason: Reason) -> &'static str {
             "the user: change what ECS refused (spec, Secret); or the operator: `--ecs-endpoint`"
         }
         Reason::SecretNotOwned => {
-            "the user: delete that Secret, name another, or set `generatePassword: false`"
+            "the user: delete that Secret, name another, or remove `passwordGeneration`"
         }
         Reason::InvalidSpec => "the user: fix the spec field the message names",
         Reason::InstanceClaimed => {
@@ -580,6 +608,9 @@ fn stalled_who(reason: Reason) -> &'static str {
         }
         Reason::ServiceAccountNotFound => "the user: create the ServiceAccount",
         Reason::RoleArnNotSet => "the user: annotate the ServiceAccount with `ecsvnc.io/role-arn`",
+        Reason::RoleArnInvalid => {
+            "the user: make `ecsvnc.io/role-arn` a RAM role ARN, `acs:ram::<account>:role/<name>`"
+        }
         Reason::OidcProviderNotConfigured => {
             "the operator: start the controller with `--oidc-provider-arn`"
         }
@@ -604,11 +635,18 @@ fn retried_who(reason: Reason) -> &'static str {
         Reason::OperationConflict => "nobody: retried with backoff after the other operation",
         Reason::Throttled => "nobody: retried with backoff",
         Reason::EcsUnavailable => "nobody: retried with backoff",
-        Reason::UnknownEcsError => {
+        Reason::EcsUnknownError => {
             "nobody at first (retried slowly); a person if it lasts: look the code up"
         }
-        Reason::CredentialsNotAllowed => {
-            "the operator: let the controller create `serviceaccounts/token` (RBAC); retried with backoff"
+        Reason::StsUnavailable => {
+            "nobody: retried with backoff (check the egress to STS if it lasts)"
+        }
+        Reason::TokenRequestFailed => "nobody: retried with backoff",
+        Reason::TokenRequestForbidden => {
+            "the operator: let the controller create `serviceaccounts/token` (RBAC, `deploy/token-policy.yaml`); retried with backoff"
+        }
+        Reason::CredentialsFileUnreadable => {
+            "the operator: mount the controller's credentials (or OIDC token) file; read again at every use"
         }
         other => panic!("{other} is not a retried reason"),
     }
@@ -620,6 +658,7 @@ fn health_rows() -> Vec<Row> {
     let mut rows = vec![Row {
         phase: Phase::Paused,
         who: "the user: remove the `ecsvnc.io/paused` annotation",
+        ender: Ender::PersonOrWindow,
     }];
     for reason in STALLED {
         rows.push(Row {
@@ -628,6 +667,7 @@ fn health_rows() -> Vec<Row> {
                 applied: false,
             },
             who: stalled_who(reason),
+            ender: Ender::PersonOrWindow,
         });
     }
     for reason in RETRIED {
@@ -637,48 +677,58 @@ fn health_rows() -> Vec<Row> {
                 applied: false,
             },
             who: retried_who(reason),
+            ender: Ender::Controller,
         });
     }
     let waiting = [
         (
             Waiting::Manual,
             "someone with access to the instance: restart it (or set `rebootPolicy: Automatic`)",
+            Ender::PersonOrWindow,
         ),
         (
             Waiting::Stopped,
             "someone with access to the instance: start it",
+            Ender::PersonOrWindow,
         ),
         (
             Waiting::InTransition("Starting".to_string()),
             "nobody: the instance is changing state",
+            Ender::Controller,
         ),
         (
             Waiting::RebootAfter(at()),
             "nobody: the controller reboots the instance after the time in the message",
+            Ender::Controller,
         ),
         (
             Waiting::RebootWindow(at()),
-            "nobody: the controller reboots the instance in the next reboot window",
+            "the reboot window: the controller reboots the instance when it opens",
+            Ender::PersonOrWindow,
         ),
         (
             Waiting::RebootRequested(at().to_string()),
             "nobody: the requested reboot is under way",
+            Ender::Controller,
         ),
         (
             Waiting::RebootNotObserved(at().to_string()),
-            "a person: check the instance in the ECS console and restart it, or set a new `ecsvnc.io/reconcile-requested-at`",
+            "a person: check the instance in the ECS console and restart it, or set a new `ecsvnc.io/force-apply-requested-at`",
+            Ender::PersonOrWindow,
         ),
     ];
-    for (waiting, who) in waiting {
+    for (waiting, who, ender) in waiting {
         rows.push(Row {
             phase: Phase::WaitingForRestart(waiting),
             who,
+            ender,
         });
     }
     for how in READY_HOW {
         rows.push(Row {
             phase: Phase::Ready { how },
             who: "nobody",
+            ender: Ender::Nothing,
         });
     }
     rows
@@ -841,17 +891,23 @@ fn text_of<'a>(c: &'a Value, field: &str) -> &'a str {
 /// condition, and its reason where it differs from `Ready`'s.
 fn conditions_cell(obj: &Value) -> String {
     let ready_reason = stored_condition(obj, "Ready").map_or("", |c| text_of(c, "reason"));
-    ["Ready", "Reconciling", "Stalled", "RebootRequired"]
-        .iter()
-        .map(|t| match stored_condition(obj, t) {
-            None => format!("{t} —"),
-            Some(c) if text_of(c, "reason") == ready_reason => {
-                format!("{t} {}", text_of(c, "status"))
-            }
-            Some(c) => format!("{t} {} ({})", text_of(c, "status"), text_of(c, "reason")),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    [
+        "Ready",
+        "InEffect",
+        "Reconciling",
+        "Stalled",
+        "RebootRequired",
+    ]
+    .iter()
+    .map(|t| match stored_condition(obj, t) {
+        None => format!("{t} —"),
+        Some(c) if text_of(c, "reason") == ready_reason => {
+            format!("{t} {}", text_of(c, "status"))
+        }
+        Some(c) => format!("{t} {} ({})", text_of(c, "status"), text_of(c, "reason")),
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 fn markdown_cell(text: &str) -> String {
@@ -900,11 +956,14 @@ fn message_cell(message: &str, obj: &Value, order: &[&str]) -> String {
     literal(message)
 }
 
-/// kstatus's and Argo CD's words for the same thing; `Suspended` has no kstatus counterpart.
+/// kstatus's and Argo CD's words for the same thing; Argo CD's `Suspended` (paused) is kstatus's
+/// `Current`, which has no word for it.
 fn judges_agree(kstatus: &str, argocd: &str) -> bool {
     matches!(
         (kstatus, argocd),
-        ("Current", "Healthy") | ("InProgress", "Progressing") | ("Failed", "Degraded")
+        ("Current", "Healthy" | "Suspended")
+            | ("InProgress", "Progressing")
+            | ("Failed", "Degraded")
     )
 }
 
@@ -1016,9 +1075,29 @@ async fn every_state_is_judged_by_kstatus_and_argocd_as_the_health_table_says() 
             k.status,
             message_cell(&k.message, obj, &["Reconciling", "Stalled", "Ready"]),
             a.status,
-            message_cell(&a.message, obj, &["Stalled", "Ready", "Reconciling"]),
+            message_cell(&a.message, obj, &["Stalled", "Reconciling", "InEffect", "Ready"]),
             row.who
         ));
+        // The rule: a state only a person or a closed window can end never leaves a pipeline
+        // waiting; the controller's own work is in progress; done is done.
+        let verdicts = (k.status.as_str(), a.status.as_str());
+        match row.ender {
+            Ender::PersonOrWindow => assert!(
+                matches!(
+                    verdicts,
+                    ("Current", "Healthy" | "Suspended") | ("Failed", "Degraded")
+                ),
+                "{name} ({reason}): only a person or a window ends it, yet kstatus says {} and Argo CD {}",
+                k.status,
+                a.status
+            ),
+            Ender::Controller => assert_eq!(
+                verdicts,
+                ("InProgress", "Progressing"),
+                "{name} ({reason}): the controller's own work"
+            ),
+            Ender::Nothing => assert_eq!(verdicts, ("Current", "Healthy"), "{name} ({reason})"),
+        }
         if !judges_agree(&k.status, &a.status) {
             disagree.push((
                 format!("kstatus **{}**, Argo CD **{}**", k.status, a.status),
@@ -1052,15 +1131,22 @@ async fn every_state_is_judged_by_kstatus_and_argocd_as_the_health_table_says() 
          `Paused`, `Failed` (then with `Applied=True`) and `Ready` after a pending restart, a pending restart\n\
          after `Ready`; both judges give the same verdicts (checked). A judge's message is named after the\n\
          condition it comes from.\n\n\
+         The rule (asserted): `Ready=True` (kstatus `Current`) whenever the controller's part is done and only\n\
+         a person or a reboot window that is closed now can move the object on, so no state that only they can\n\
+         end is `InProgress`/`Progressing` (a sync or `kubectl wait --for=condition=Ready` never hangs on it);\n\
+         `InEffect` says whether the console accepts the applied password (`kubectl wait\n\
+         --for=condition=InEffect`). `Reconciling=True` only while the controller itself works through\n\
+         something; `Stalled=True` for every state a person must look at.\n\n\
          | phase | reason | conditions | kstatus | Argo CD | who must act |\n\
          |---|---|---|---|---|---|\n",
     );
     doc.push_str(&table);
     doc.push_str(
         "\n## Where the two judges disagree\n\n\
-         kstatus knows `Current`, `InProgress` and `Failed` for these; Argo CD `Healthy`, `Progressing`,\n\
-         `Degraded` and `Suspended`. Every state not listed here is `Current`/`Healthy`,\n\
-         `InProgress`/`Progressing` or `Failed`/`Degraded`.\n\n",
+         kstatus knows `Current`, `InProgress` and `Failed`; Argo CD `Healthy`, `Progressing`, `Degraded`\n\
+         and `Suspended`. They agree when they say `Current`/`Healthy` (or `Suspended`, Argo CD's word for\n\
+         paused, which kstatus does not have), `InProgress`/`Progressing` or `Failed`/`Degraded`; the test\n\
+         fails on any other pair.\n\n",
     );
     if disagree.is_empty() {
         doc.push_str("None.\n");
@@ -1068,11 +1154,15 @@ async fn every_state_is_judged_by_kstatus_and_argocd_as_the_health_table_says() 
     for (verdicts, phase, reason) in &disagree {
         doc.push_str(&format!("- {verdicts}: {phase}, `{reason}`\n"));
     }
+    assert!(
+        disagree.is_empty(),
+        "kstatus and Argo CD disagree: {disagree:?}"
+    );
     doc.push_str(
         "\n## Not reachable\n\n\
-         `Phase::Failed` carries only the reasons of its rows above (`CredentialsNotAllowed` both stalled\n\
-         and retried); `Phase::Ready` only `IoOptimized` and `Restarted`. These reasons are never a\n\
-         failure's; each shows only as listed (condition, in which phases):\n\n",
+         `Phase::Failed` carries only the reasons of its rows above; `Phase::Ready` only `IoOptimized` and\n\
+         `Restarted`. These reasons are never a failure's; each shows only as listed (condition, in which\n\
+         phases):\n\n",
     );
     for reason in NEVER_A_FAILURE {
         let places: Vec<String> = shows[reason.as_str()]

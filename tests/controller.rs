@@ -24,14 +24,15 @@ async fn io_optimized_instance_becomes_ready_with_exactly_one_modify_call() {
     case.secret("web-vnc", "Ecs123").await;
     case.vncpw("web", "i-io0000000001", json!({})).await;
     let status = case.wait("web", "Ready", "True", Some("Applied")).await;
-    assert_eq!(status.io_optimized, Some(true));
+    assert_eq!(status.instance.io_optimized, Some(true));
     assert!(
         status
-            .applied_password_fingerprint
+            .applied
+            .fingerprint
             .as_deref()
             .is_some_and(|f| f.starts_with("hmac-sha256:"))
     );
-    assert!(status.last_request_id.is_some());
+    assert!(status.applied.request_id.is_some());
     assert_eq!(
         support::controller::condition(&status, "RebootRequired").map(|c| c.0),
         Some("False".into())
@@ -115,7 +116,7 @@ async fn non_io_optimized_instance_waits_for_a_restart_then_is_ready_without_ano
         support::controller::condition(&status, "Applied").map(|c| c.0),
         Some("True".into())
     );
-    assert_eq!(status.io_optimized, Some(false));
+    assert_eq!(status.instance.io_optimized, Some(false));
     assert_eq!(
         case.sim.set_password("i-nonio00000001").as_deref(),
         Some("Ecs123")
@@ -185,14 +186,14 @@ async fn rotating_the_secret_applies_once_more_and_unrelated_secrets_change_noth
     case.wait("web", "Ready", "True", None).await;
     let first = support::controller::status(&case.client, case.ns(), "web")
         .await
-        .and_then(|s| s.applied_password_fingerprint);
+        .and_then(|s| s.applied.fingerprint);
     case.secret("web-vnc", "Second").await;
     eventually("the rotated password to reach ECS", WAIT, || async {
         (case.sim.set_password("i-rotate0000001").as_deref() == Some("Second")).then_some(())
     })
     .await;
     let status = case.wait("web", "Ready", "True", None).await;
-    assert_ne!(status.applied_password_fingerprint, first);
+    assert_ne!(status.applied.fingerprint, first);
     put_secret(
         &case.client,
         case.ns(),
@@ -599,7 +600,7 @@ async fn paused_objects_make_no_ecs_calls_and_say_so_and_reconcile_requests_reap
     })
     .await;
     let status = case.wait("web", "Ready", "True", None).await;
-    assert_eq!(status.last_handled_reconcile_at.as_deref(), Some("one"));
+    assert_eq!(status.applied.force_apply_token.as_deref(), Some("one"));
     annotate(json!({"ecsvnc.io/paused": "true"})).await;
     case.wait("web", "Ready", "False", Some("Paused")).await;
     case.secret("web-vnc", "Ecs456").await;
@@ -630,7 +631,7 @@ async fn a_controller_clock_behind_ecs_reports_no_restart_that_did_not_happen() 
         .await;
     assert!(!status.is_true("Ready"), "{:?}", status.conditions);
     assert!(
-        status.last_applied_ecs_time.is_some(),
+        status.applied.ecs_time.is_some(),
         "ECS's time of the apply is kept"
     );
     // Stays so: nothing restarted.
@@ -664,7 +665,7 @@ async fn a_controller_clock_ahead_of_ecs_still_sees_a_restart_before_its_first_l
     case.sim.console_reboot("i-skewahead0001");
     case.sim.with_faults(|f| f.fail_next.clear());
     let status = case.wait("web", "Ready", "True", Some("Applied")).await;
-    assert!(status.restart_observed_time.is_some());
+    assert!(status.instance.restart_observed_time.is_some());
     case.finish().await;
 }
 
@@ -779,7 +780,7 @@ async fn losing_the_fingerprint_key_calls_ecs_for_nothing_that_is_unchanged() {
     case.wait("a", "Ready", "True", None).await;
     case.wait("b", "Ready", "True", None).await;
     assert_eq!(case.sim.successes("RebootInstance"), 1);
-    let before = status_of(&case, "a").await.applied_password_fingerprint;
+    let before = status_of(&case, "a").await.applied.fingerprint;
     let writes = |sim: &Sim| sim.calls("ModifyInstanceVncPasswd") + sim.calls("RebootInstance");
     let calls = writes(&case.sim);
     case.stop_controller().await;
@@ -795,7 +796,7 @@ async fn losing_the_fingerprint_key_calls_ecs_for_nothing_that_is_unchanged() {
     case.start_controller(true).await;
     // Both objects are re-recorded under the new key.
     eventually("fingerprints under the new key", WAIT, || async {
-        let a = status_of(&case, "a").await.applied_password_fingerprint;
+        let a = status_of(&case, "a").await.applied.fingerprint;
         (a.is_some() && a != before).then_some(())
     })
     .await;
@@ -1017,7 +1018,7 @@ async fn a_generated_password_secret_is_created_once_and_never_overwritten() {
         (owner.kind.as_str(), owner.controller),
         ("VncPassword", Some(true))
     );
-    assert!(status.next_rotation_time.is_none());
+    assert!(status.rotation.next_time.is_none());
     // A re-apply asked for by annotation uses the same Secret: nothing regenerated.
     Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
         .patch(
@@ -1077,7 +1078,7 @@ async fn rotation_applies_once_after_the_interval_and_survives_restarts() {
     )
     .await;
     let status = case.wait("web", "Ready", "True", Some("Applied")).await;
-    assert!(status.next_rotation_time.is_some());
+    assert!(status.rotation.next_time.is_some());
     let first = password_in(&secret_of(&case, "web-vnc").await.expect("Secret"));
     // The controller is down when the rotation falls due; the next one rotates once.
     case.stop_controller().await;
@@ -1138,7 +1139,7 @@ async fn automatic_reboot_in_a_window(days_ahead: i64) {
         .wait("web", "RebootRequired", "True", Some("RebootRequired"))
         .await;
     assert_eq!(
-        status.next_reboot_window.as_deref(),
+        status.reboot.next_window.as_deref(),
         Some(opens.strftime("%Y-%m-%dT%H:%M:%SZ").to_string().as_str())
     );
     assert!(
@@ -1151,7 +1152,7 @@ async fn automatic_reboot_in_a_window(days_ahead: i64) {
     // Into the window.
     clock.advance(14 * 3600 + 600);
     let status = case.wait("web", "Ready", "True", Some("Applied")).await;
-    assert!(status.next_reboot_window.is_none());
+    assert!(status.reboot.next_window.is_none());
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(case.sim.successes("RebootInstance"), 1);
     case.finish().await;
@@ -1323,10 +1324,10 @@ async fn an_answer_from_before_the_apply_never_counts_as_a_restart_after_it() {
     case.annotate("web", "ecsvnc.io/paused", None).await;
     let stopped = eventually("the look at the Stopped instance", WAIT, || async {
         let s = status_of(&case, "web").await;
-        (s.instance_status.as_deref() == Some("Stopped")).then_some(s)
+        (s.instance.status.as_deref() == Some("Stopped")).then_some(s)
     })
     .await;
-    assert!(stopped.restart_observed_time.is_none());
+    assert!(stopped.instance.restart_observed_time.is_none());
     // Running again, never restarted; a new password; the first look after its apply fails.
     case.sim.set_status(id, "Running");
     case.sim

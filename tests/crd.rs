@@ -49,7 +49,9 @@ fn the_crd_has_status_subresource_columns_and_validation() {
             "Region",
             "Ready",
             "Reason",
+            "In-Effect",
             "Reboot-Required",
+            "Message",
             "Age"
         ]
     );
@@ -71,12 +73,238 @@ fn the_crd_has_status_subresource_columns_and_validation() {
         "regionId",
         "instanceId",
         "passwordSecretRef",
-        "credentialsSecretRef",
+        "passwordGeneration",
+        "credentials",
         "rebootPolicy",
+        "rebootWindows",
     ] {
         assert!(
             spec["properties"][field]["description"].is_string(),
             "{field} has no description for kubectl explain"
         );
     }
+}
+
+#[test]
+fn the_deprecated_fields_say_so_and_the_status_is_grouped() {
+    let crd: serde_json::Value =
+        serde_yaml::from_str(&ecs_vnc_controller::api::crd_yaml().expect("render")).expect("yaml");
+    let version = &crd["spec"]["versions"][0];
+    let message = version["additionalPrinterColumns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .find(|c| c["name"] == "Message")
+        .expect("a Message column");
+    assert_eq!(message["priority"], 1);
+    let schema = &version["schema"]["openAPIV3Schema"]["properties"];
+    for field in [
+        "generatePassword",
+        "rotationInterval",
+        "credentialsSecretRef",
+        "credentialsServiceAccountRef",
+    ] {
+        let description = schema["spec"]["properties"][field]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            description.starts_with("Deprecated: use "),
+            "{field}: {description}"
+        );
+    }
+    let status = &schema["status"]["properties"];
+    assert_eq!(status["conditions"]["x-kubernetes-list-type"], "map");
+    assert_eq!(
+        status["conditions"]["x-kubernetes-list-map-keys"],
+        serde_json::json!(["type"])
+    );
+    for (group, field) in [
+        ("applied", "time"),
+        ("applied", "ecsTime"),
+        ("instance", "startTimeAtApply"),
+        ("instance", "restartObservedTime"),
+        ("reboot", "requestedTime"),
+        ("reboot", "nextWindow"),
+        ("rotation", "nextTime"),
+        ("stall", "checkedTime"),
+    ] {
+        assert_eq!(
+            status[group]["properties"][field]["format"], "date-time",
+            "{group}.{field}"
+        );
+    }
+    // The flat fields of the previous version stay readable (not pruned), marked deprecated.
+    for field in [
+        "appliedPasswordFingerprint",
+        "lastAppliedTime",
+        "rebootRequestedTime",
+        "lastHandledReconcileAt",
+    ] {
+        let description = status[field]["description"].as_str().unwrap_or_default();
+        assert!(
+            description.starts_with("Deprecated"),
+            "{field}: {description}"
+        );
+    }
+}
+
+mod support;
+
+use kube::api::{Api, PostParams};
+
+/// What the API server admits and refuses of the spec (the CRD's CEL rules and patterns), with
+/// the message a user sees.
+#[tokio::test]
+async fn the_api_server_admits_the_new_shape_and_refuses_mixed_or_invalid_specs() {
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "crd-admission").await;
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns.name,
+        &kube::discovery::ApiResource {
+            group: "ecsvnc.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "ecsvnc.io/v1alpha1".into(),
+            kind: "VncPassword".into(),
+            plural: "vncpasswords".into(),
+        },
+    );
+    let base = || {
+        serde_json::json!({
+            "regionId": "cn-hangzhou",
+            "instanceId": "i-bp67acfmxazb4ph0001",
+            "passwordSecretRef": {"name": "web-vnc"},
+        })
+    };
+    let with = |extra: serde_json::Value| {
+        let mut spec = base();
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        spec
+    };
+    let admitted = [
+        with(serde_json::json!({
+            "passwordGeneration": {"rotationInterval": "720h", "secretDeletionPolicy": "Delete"},
+            "credentials": {"secretRef": {"name": "c", "accessKeyIdKey": "id", "accessKeySecretKey": "s"}},
+            "rebootPolicy": "Automatic",
+            "rebootWindows": [{"schedule": "0 2 * * SUN", "duration": "2h", "timeZone": "Europe/Berlin"}],
+        })),
+        with(serde_json::json!({"passwordGeneration": {}})),
+        with(
+            serde_json::json!({"credentials": {"secretRef": {"name": "c", "credentialsFileKey": "credentials"}}}),
+        ),
+        with(serde_json::json!({"credentials": {"serviceAccountRef": {"name": "sa"}}})),
+        // The deprecated spelling, alone, is still accepted.
+        with(
+            serde_json::json!({"generatePassword": true, "rotationInterval": "720h", "credentialsSecretRef": {"name": "c"}}),
+        ),
+    ];
+    for (i, spec) in admitted.into_iter().enumerate() {
+        let obj = serde_json::json!({
+            "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword",
+            "metadata": {"name": format!("ok-{i}")}, "spec": spec,
+        });
+        let dynamic: kube::api::DynamicObject =
+            serde_json::from_value(obj.clone()).expect("object");
+        api.create(&PostParams::default(), &dynamic)
+            .await
+            .unwrap_or_else(|e| panic!("ok-{i} refused: {e}\n{obj}"));
+    }
+    let refused = [
+        (
+            with(serde_json::json!({"generatePassword": true, "passwordGeneration": {}})),
+            "generatePassword is deprecated and cannot be combined with passwordGeneration",
+        ),
+        (
+            with(
+                serde_json::json!({"generatePassword": true, "rotationInterval": "720h", "passwordGeneration": {}}),
+            ),
+            "rotationInterval is deprecated and cannot be combined with passwordGeneration",
+        ),
+        (
+            with(
+                serde_json::json!({"credentialsSecretRef": {"name": "c"}, "credentials": {"secretRef": {"name": "d"}}}),
+            ),
+            "credentialsSecretRef is deprecated and cannot be combined with credentials",
+        ),
+        (
+            with(
+                serde_json::json!({"credentialsServiceAccountRef": {"name": "sa"}, "credentials": {"serviceAccountRef": {"name": "sa"}}}),
+            ),
+            "credentialsServiceAccountRef is deprecated and cannot be combined with credentials",
+        ),
+        (
+            with(serde_json::json!({"credentials": {}})),
+            "set exactly one of credentials.secretRef and credentials.serviceAccountRef",
+        ),
+        (
+            with(
+                serde_json::json!({"credentials": {"secretRef": {"name": "c"}, "serviceAccountRef": {"name": "sa"}}}),
+            ),
+            "set exactly one of credentials.secretRef and credentials.serviceAccountRef",
+        ),
+        (
+            with(
+                serde_json::json!({"credentials": {"secretRef": {"name": "c", "credentialsFileKey": "f", "accessKeyIdKey": "id"}}}),
+            ),
+            "credentialsFileKey cannot be combined",
+        ),
+        (
+            with(serde_json::json!({"passwordGeneration": {"rotationInterval": "30m"}})),
+            "rotationInterval must be between 1h and 8784h",
+        ),
+        (
+            with(serde_json::json!({"passwordGeneration": {"secretDeletionPolicy": "Orphan"}})),
+            "secretDeletionPolicy",
+        ),
+        (
+            with(
+                serde_json::json!({"passwordGeneration": {}, "passwordSecretRef": {"name": "w", "key": "previous"}}),
+            ),
+            "the key 'previous' is reserved",
+        ),
+        (
+            with(
+                serde_json::json!({"rebootWindows": [{"schedule": "0 2 * * SUN", "duration": "2h"}]}),
+            ),
+            "rebootWindows needs rebootPolicy: Automatic",
+        ),
+        (
+            with(
+                serde_json::json!({"rebootPolicy": "Automatic", "rebootWindows": [{"schedule": "0 2 * *", "duration": "2h"}]}),
+            ),
+            "schedule",
+        ),
+        (
+            with(
+                serde_json::json!({"rebootPolicy": "Automatic", "rebootWindows": [{"schedule": "0 2 * * SUN;", "duration": "2h"}]}),
+            ),
+            "schedule",
+        ),
+        (
+            with(
+                serde_json::json!({"rebootPolicy": "Automatic", "rebootWindows": [{"schedule": "0 2 * * SUN", "duration": "2h", "timeZone": "Europe/../etc"}]}),
+            ),
+            "timeZone",
+        ),
+    ];
+    for (i, (spec, message)) in refused.into_iter().enumerate() {
+        let obj = serde_json::json!({
+            "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword",
+            "metadata": {"name": format!("bad-{i}")}, "spec": spec,
+        });
+        let dynamic: kube::api::DynamicObject =
+            serde_json::from_value(obj.clone()).expect("object");
+        match api.create(&PostParams::default(), &dynamic).await {
+            Err(kube::Error::Api(s)) => assert!(
+                s.code == 422 && s.message.contains(message),
+                "bad-{i}: expected a refusal saying {message:?}, got {}: {}",
+                s.code,
+                s.message
+            ),
+            other => panic!("bad-{i} was not refused: {other:?}\n{obj}"),
+        }
+    }
+    ns.delete().await;
 }

@@ -502,7 +502,9 @@ async fn a_deposed_leaders_late_status_write_is_refused_by_the_api_server() {
     .await;
     ecs.fetch_add(60, std::sync::atomic::Ordering::SeqCst);
     let ready = wait_ready(&admin, &ns.name, "web", Duration::from_secs(90)).await;
-    assert!(ready.reboot_requested_time.is_some() && ready.restart_observed_time.is_some());
+    assert!(
+        ready.reboot.requested_time.is_some() && ready.instance.restart_observed_time.is_some()
+    );
     assert_eq!(sim.successes("RebootInstance"), 1);
     // The late write lands now: refused.
     let answer = partition.release().await;

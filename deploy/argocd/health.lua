@@ -59,6 +59,10 @@ if generation ~= nil and (status.observedGeneration == nil or status.observedGen
   return hs
 end
 
+-- The same rules as kstatus (Flux): Stalled=True is Degraded, Reconciling=True Progressing, Ready=True
+-- Healthy (Paused: Suspended), anything else Progressing. A state only a person or a closed reboot
+-- window can end is Ready=True, so a sync never hangs on it; InEffect says whether the console
+-- accepts the applied password yet.
 local conditions = status.conditions
 local stalled = condition(conditions, "Stalled")
 if stalled ~= nil and stalled.status == "True" then
@@ -67,39 +71,40 @@ if stalled ~= nil and stalled.status == "True" then
   return hs
 end
 
+local reconciling = condition(conditions, "Reconciling")
 local ready = condition(conditions, "Ready")
+if reconciling ~= nil and reconciling.status == "True" then
+  hs.status = "Progressing"
+  if text(reconciling.message) ~= "" then
+    hs.message = describe(reconciling)
+  elseif ready ~= nil and text(ready.message) ~= "" then
+    hs.message = describe(ready)
+  else
+    hs.message = "Waiting for the controller"
+  end
+  return hs
+end
+
 if ready ~= nil and ready.status == "True" then
+  if ready.reason == "Paused" then
+    hs.status = "Suspended"
+    hs.message = describe(ready)
+    return hs
+  end
   hs.status = "Healthy"
-  hs.message = text(ready.message)
-  return hs
-end
-
-if ready ~= nil and ready.reason == "Paused" then
-  hs.status = "Suspended"
-  hs.message = describe(ready)
-  return hs
-end
-
--- RebootInstance was asked for and no restart was seen within --reboot-timeout: a person must look
--- (the controller never reboots twice on its own).
-if ready ~= nil and ready.reason == "RebootNotObserved" then
-  hs.status = "Degraded"
-  hs.message = describe(ready)
-  return hs
-end
-
-if ready ~= nil and ready.reason == "RebootRequired" then
-  hs.status = "Suspended"
-  hs.message = "Password applied; waiting for instance restart (" .. text(ready.message) .. ")"
+  local inEffect = condition(conditions, "InEffect")
+  if inEffect ~= nil and inEffect.status ~= "True" and text(inEffect.message) ~= "" then
+    -- Applied, waiting for a restart (a person) or a reboot window: healthy, and says so.
+    hs.message = describe(inEffect)
+  else
+    hs.message = text(ready.message)
+  end
   return hs
 end
 
 hs.status = "Progressing"
-local reconciling = condition(conditions, "Reconciling")
 if ready ~= nil and text(ready.message) ~= "" then
   hs.message = describe(ready)
-elseif reconciling ~= nil and text(reconciling.message) ~= "" then
-  hs.message = describe(reconciling)
 else
   hs.message = "Waiting for the controller"
 end

@@ -61,8 +61,9 @@ pub fn merge(
         });
     }
     // A stable order keeps `kubectl describe` readable and status comparisons exact.
-    const ORDER: [&str; 5] = [
+    const ORDER: [&str; 6] = [
         "Ready",
+        "InEffect",
         "Applied",
         "RebootRequired",
         "Reconciling",

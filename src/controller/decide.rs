@@ -128,7 +128,7 @@ pub fn failure_from_ecs(error: &EcsError, region: &str, instance_id: &str) -> Fa
             Pace::Throttled,
         ),
         (_, ErrorClass::Unknown) => Failure::retry(
-            Reason::UnknownEcsError,
+            Reason::EcsUnknownError,
             format!(
                 "{}, which the controller does not know; retrying slowly (5 min doubling to 1 h): check the instance and the ECS documentation for this code",
                 summary(error)
@@ -315,72 +315,149 @@ fn waiting_message(waiting: &Waiting, id: &str) -> String {
             "RebootInstance was requested for instance {id} at {at}; waiting for it to start again"
         ),
         Waiting::RebootNotObserved(at) => format!(
-            "RebootInstance was requested for instance {id} at {at}, but no restart has been seen since (--reboot-timeout): check the instance in the ECS console (stuck Stopping? the request lost on the way?) and restart it there, or set the annotation ecsvnc.io/reconcile-requested-at to a new value to apply the password and reboot once more"
+            "RebootInstance was requested for instance {id} at {at}, but no restart has been seen since (--reboot-timeout): check the instance in the ECS console (stuck Stopping? the request lost on the way?) and restart it there, or set the annotation ecsvnc.io/force-apply-requested-at to a new value to apply the password and reboot once more"
         ),
     }
 }
 
-/// The conditions that describe `phase`. `RebootRequired` is left as it was while the phase does not
-/// know (paused, failing); it is absent until first known.
+/// The conditions that describe `phase`.
+///
+/// `Ready` is kstatus's `Current`: `True` when the controller's part is done for this spec and
+/// nothing more happens without a change, a person or a reboot window (`Applied`,
+/// `RebootRequired`, `RebootScheduled` in a closed window, `Paused`); `False` while the controller
+/// works or fails. `InEffect` says whether the console accepts the applied password.
+/// `Reconciling=True` only while the controller itself works through something (retries, an
+/// imminent or requested reboot, an instance changing state); `Stalled=True` for every stall,
+/// `RebootNotObserved` included. `RebootRequired` and `InEffect` are left as they were while the
+/// phase does not know (paused, failing with the password applied); absent until first known.
 pub fn conditions_for(phase: &Phase, instance_id: &str) -> Vec<Desired> {
     use condition::*;
     let not_stalled = || Desired::new(STALLED, false, Reason::AsExpected, "");
+    let not_reconciling = |reason: Reason| Desired::new(RECONCILING, false, reason, "");
+    let not_in_effect = |applied: bool, reason: Reason| {
+        (!applied).then(|| {
+            Desired::new(
+                IN_EFFECT,
+                false,
+                Reason::NotApplied,
+                format!(
+                    "the Secret's current password has not been applied to instance {instance_id} ({reason})"
+                ),
+            )
+        })
+    };
     match phase {
         Phase::Paused => vec![
             Desired::new(
                 READY,
-                false,
+                true,
                 Reason::Paused,
                 "ecsvnc.io/paused is \"true\": no ECS calls are made for this object until the annotation is removed",
             ),
-            Desired::new(RECONCILING, false, Reason::Paused, ""),
+            not_reconciling(Reason::Paused),
             not_stalled(),
         ],
         Phase::Failed {
             failure: Failure::Stalled { reason, message },
             applied,
-        } => vec![
-            Desired::new(READY, false, *reason, message.clone()),
-            applied_condition(*applied, *reason),
-            Desired::new(RECONCILING, false, *reason, ""),
-            Desired::new(STALLED, true, *reason, message.clone()),
-        ],
+        } => [
+            Some(Desired::new(READY, false, *reason, message.clone())),
+            not_in_effect(*applied, *reason),
+            Some(applied_condition(*applied, *reason)),
+            Some(not_reconciling(*reason)),
+            Some(Desired::new(STALLED, true, *reason, message.clone())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         Phase::Failed {
             failure: Failure::Retry {
                 reason, message, ..
             },
             applied,
-        } => vec![
-            Desired::new(READY, false, *reason, message.clone()),
-            applied_condition(*applied, *reason),
-            Desired::new(RECONCILING, true, *reason, message.clone()),
-            not_stalled(),
-        ],
+        } => [
+            Some(Desired::new(READY, false, *reason, message.clone())),
+            not_in_effect(*applied, *reason),
+            Some(applied_condition(*applied, *reason)),
+            Some(Desired::new(RECONCILING, true, *reason, message.clone())),
+            Some(not_stalled()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         Phase::WaitingForRestart(waiting) => {
             let message = waiting_message(waiting, instance_id);
-            let (ready_reason, reboot_reason, reconciling_reason) = match waiting {
-                Waiting::RebootNotObserved(_) => (
-                    Reason::RebootNotObserved,
-                    Reason::RebootRequested,
-                    Reason::RebootNotObserved,
-                ),
-                Waiting::RebootRequested(_) => (
-                    Reason::RebootRequired,
-                    Reason::RebootRequested,
-                    Reason::WaitingForRestart,
-                ),
-                _ => (
-                    Reason::RebootRequired,
-                    Reason::RebootRequired,
-                    Reason::WaitingForRestart,
-                ),
-            };
+            // (Ready's status and reason, InEffect's and RebootRequired's reason, the reason of a
+            // Reconciling=True, whether it is a stall).
+            let (ready, ready_reason, in_effect_reason, reboot_reason, reconciling, stalled) =
+                match waiting {
+                    // Only a person ends these.
+                    Waiting::Manual | Waiting::Stopped => (
+                        true,
+                        Reason::RebootRequired,
+                        Reason::RebootRequired,
+                        Reason::RebootRequired,
+                        None,
+                        false,
+                    ),
+                    // Only a window ends this.
+                    Waiting::RebootWindow(_) => (
+                        true,
+                        Reason::RebootScheduled,
+                        Reason::RebootScheduled,
+                        Reason::RebootRequired,
+                        None,
+                        false,
+                    ),
+                    // The controller's own work, soon.
+                    Waiting::RebootAfter(_) => (
+                        false,
+                        Reason::RebootScheduled,
+                        Reason::RebootScheduled,
+                        Reason::RebootRequired,
+                        Some(Reason::RebootScheduled),
+                        false,
+                    ),
+                    Waiting::InTransition(_) => (
+                        false,
+                        Reason::WaitingForRestart,
+                        Reason::RebootRequired,
+                        Reason::RebootRequired,
+                        Some(Reason::WaitingForRestart),
+                        false,
+                    ),
+                    Waiting::RebootRequested(_) => (
+                        false,
+                        Reason::RebootRequested,
+                        Reason::RebootRequested,
+                        Reason::RebootRequested,
+                        Some(Reason::RebootRequested),
+                        false,
+                    ),
+                    // A person must look.
+                    Waiting::RebootNotObserved(_) => (
+                        false,
+                        Reason::RebootNotObserved,
+                        Reason::RebootNotObserved,
+                        Reason::RebootRequested,
+                        None,
+                        true,
+                    ),
+                };
             vec![
-                Desired::new(READY, false, ready_reason, message.clone()),
+                Desired::new(READY, ready, ready_reason, message.clone()),
+                Desired::new(IN_EFFECT, false, in_effect_reason, message.clone()),
                 applied_condition(true, Reason::Applied),
                 Desired::new(REBOOT_REQUIRED, true, reboot_reason, message.clone()),
-                Desired::new(RECONCILING, true, reconciling_reason, message),
-                not_stalled(),
+                match reconciling {
+                    Some(reason) => Desired::new(RECONCILING, true, reason, message.clone()),
+                    None => not_reconciling(ready_reason),
+                },
+                if stalled {
+                    Desired::new(STALLED, true, ready_reason, message)
+                } else {
+                    not_stalled()
+                },
             ]
         }
         Phase::Ready { how } => {
@@ -393,9 +470,10 @@ pub fn conditions_for(phase: &Phase, instance_id: &str) -> Vec<Desired> {
             };
             vec![
                 Desired::new(READY, true, Reason::Applied, message.clone()),
+                Desired::new(IN_EFFECT, true, *how, message.clone()),
                 applied_condition(true, Reason::Applied),
                 Desired::new(REBOOT_REQUIRED, false, *how, message),
-                Desired::new(RECONCILING, false, Reason::Applied, ""),
+                not_reconciling(Reason::Applied),
                 not_stalled(),
             ]
         }
@@ -562,7 +640,7 @@ mod tests {
             ("Throttling.User", 400, Reason::Throttled, false),
             ("Rejected.Throttling", 400, Reason::Throttled, false),
             ("ServiceUnavailable", 503, Reason::EcsUnavailable, false),
-            ("Brand.NewCode", 400, Reason::UnknownEcsError, false),
+            ("Brand.NewCode", 400, Reason::EcsUnknownError, false),
         ];
         for (code, status, reason, stalled) in cases {
             let failure = f(code, *status);
@@ -681,31 +759,194 @@ mod tests {
         );
     }
 
+    /// Every phase's conditions: (Ready, its reason, InEffect, Reconciling, Stalled); `None` where
+    /// the phase leaves the condition as it was. kstatus's rule: Reconciling=True is InProgress,
+    /// Stalled=True Failed, then Ready=True Current and Ready=False InProgress; so a state only a
+    /// person or a closed window can end has Ready=True, and one that needs a person to look has
+    /// Stalled=True.
     #[test]
-    fn waiting_for_restart_is_in_progress_for_kstatus() {
-        let c = conditions_for(&Phase::WaitingForRestart(Waiting::Manual), "i-x");
-        let get = |t: &str| c.iter().find(|d| d.type_ == t).unwrap().clone();
-        assert_eq!(get("Ready").reason, "RebootRequired");
-        assert!(get("RebootRequired").status);
-        assert!(get("Reconciling").status);
-        assert!(get("Applied").status);
+    fn every_phase_sets_the_conditions_of_its_health() {
+        let at = t("2026-01-04T02:00:00Z");
+        type Row = (
+            Phase,
+            bool,
+            &'static str,
+            Option<bool>,
+            bool,
+            bool,
+            &'static str,
+        );
+        let rows: Vec<Row> = vec![
+            (Phase::Paused, true, "Paused", None, false, false, "Current"),
+            (
+                Phase::Ready {
+                    how: Reason::IoOptimized,
+                },
+                true,
+                "Applied",
+                Some(true),
+                false,
+                false,
+                "Current",
+            ),
+            (
+                Phase::Ready {
+                    how: Reason::Restarted,
+                },
+                true,
+                "Applied",
+                Some(true),
+                false,
+                false,
+                "Current",
+            ),
+            (
+                Phase::WaitingForRestart(Waiting::Manual),
+                true,
+                "RebootRequired",
+                Some(false),
+                false,
+                false,
+                "Current",
+            ),
+            (
+                Phase::WaitingForRestart(Waiting::Stopped),
+                true,
+                "RebootRequired",
+                Some(false),
+                false,
+                false,
+                "Current",
+            ),
+            (
+                Phase::WaitingForRestart(Waiting::RebootWindow(at)),
+                true,
+                "RebootScheduled",
+                Some(false),
+                false,
+                false,
+                "Current",
+            ),
+            (
+                Phase::WaitingForRestart(Waiting::RebootAfter(at)),
+                false,
+                "RebootScheduled",
+                Some(false),
+                true,
+                false,
+                "InProgress",
+            ),
+            (
+                Phase::WaitingForRestart(Waiting::InTransition("Starting".into())),
+                false,
+                "WaitingForRestart",
+                Some(false),
+                true,
+                false,
+                "InProgress",
+            ),
+            (
+                Phase::WaitingForRestart(Waiting::RebootRequested("T".into())),
+                false,
+                "RebootRequested",
+                Some(false),
+                true,
+                false,
+                "InProgress",
+            ),
+            (
+                Phase::WaitingForRestart(Waiting::RebootNotObserved("T".into())),
+                false,
+                "RebootNotObserved",
+                Some(false),
+                false,
+                true,
+                "Failed",
+            ),
+            (
+                Phase::Failed {
+                    failure: Failure::retry(Reason::Throttled, "m", Pace::Throttled),
+                    applied: false,
+                },
+                false,
+                "Throttled",
+                Some(false),
+                true,
+                false,
+                "InProgress",
+            ),
+            (
+                Phase::Failed {
+                    failure: Failure::retry(Reason::Throttled, "m", Pace::Throttled),
+                    applied: true,
+                },
+                false,
+                "Throttled",
+                None,
+                true,
+                false,
+                "InProgress",
+            ),
+            (
+                Phase::Failed {
+                    failure: Failure::stalled(Reason::SecretNotFound, "m"),
+                    applied: false,
+                },
+                false,
+                "SecretNotFound",
+                Some(false),
+                false,
+                true,
+                "Failed",
+            ),
+        ];
+        for (phase, ready, reason, in_effect, reconciling, stalled, kstatus) in rows {
+            let c = conditions_for(&phase, "i-x");
+            let get = |t: &str| c.iter().find(|d| d.type_ == t);
+            let r = get("Ready").expect("Ready");
+            assert_eq!((r.status, r.reason.as_str()), (ready, reason), "{phase:?}");
+            assert_eq!(get("InEffect").map(|d| d.status), in_effect, "{phase:?}");
+            assert_eq!(get("Reconciling").unwrap().status, reconciling, "{phase:?}");
+            assert_eq!(get("Stalled").unwrap().status, stalled, "{phase:?}");
+            // kstatus's verdict from these alone.
+            let verdict = if reconciling {
+                "InProgress"
+            } else if stalled {
+                "Failed"
+            } else if ready {
+                "Current"
+            } else {
+                "InProgress"
+            };
+            assert_eq!(verdict, kstatus, "{phase:?}");
+            // Never both: kstatus takes the first in the list.
+            assert!(!(reconciling && stalled), "{phase:?}");
+            for d in &c {
+                assert!(
+                    !d.status
+                        || d.type_ == "Ready"
+                        || d.type_ == "InEffect"
+                        || d.type_ == "Applied"
+                        || d.type_ == "RebootRequired"
+                        || !d.message.is_empty(),
+                    "{phase:?}: {} True without a message",
+                    d.type_
+                );
+            }
+        }
     }
 
     #[test]
-    fn a_reboot_not_observed_is_reconciling_with_its_own_reason() {
+    fn a_reboot_not_observed_is_a_stall_saying_what_to_do() {
         let c = conditions_for(
             &Phase::WaitingForRestart(Waiting::RebootNotObserved("T".into())),
             "i-x",
         );
         let get = |t: &str| c.iter().find(|d| d.type_ == t).unwrap().clone();
         assert_eq!(get("Ready").reason, "RebootNotObserved");
-        assert_eq!(get("Reconciling").reason, "RebootNotObserved");
-        assert!(get("Reconciling").status);
-        assert!(
-            get("Reconciling")
-                .message
-                .contains("reconcile-requested-at")
-        );
+        assert_eq!(get("Stalled").reason, "RebootNotObserved");
+        assert!(get("Stalled").message.contains("force-apply-requested-at"));
         assert_eq!(get("RebootRequired").reason, "RebootRequested");
+        assert!(get("RebootRequired").status);
     }
 }

@@ -287,13 +287,14 @@ fn unlink(map: &mut HashMap<String, Vec<Arc<str>>>, k: &str, uid: &str) {
 /// When `o`'s password was last applied to the instance it names (ECS's time when known).
 fn applied_at(o: &VncPassword, instance: &str) -> Option<jiff::Timestamp> {
     let status = o.status.as_ref()?;
-    if status.applied_instance.as_deref() != Some(instance) {
+    if status.applied.instance.as_deref() != Some(instance) {
         return None;
     }
     status
-        .last_applied_ecs_time
+        .applied
+        .ecs_time
         .as_deref()
-        .or(status.last_applied_time.as_deref())
+        .or(status.applied.time.as_deref())
         .and_then(|t| t.parse().ok())
 }
 
@@ -311,10 +312,10 @@ impl Inner {
         let uid: Arc<str> = uid.into();
         let namespace = o.namespace().unwrap_or_default();
         let mut refs = vec![secret_key(&namespace, &o.spec.password_secret_ref.name)];
-        if let Some(c) = &o.spec.credentials_secret_ref {
+        if let Some(c) = &o.spec.credentials_secret() {
             refs.push(secret_key(&namespace, &c.name));
         }
-        if let Some(sa) = &o.spec.credentials_service_account_ref {
+        if let Some(sa) = o.spec.credentials_service_account() {
             refs.push(service_account_key(&namespace, &sa.name));
         }
         refs.dedup();
@@ -331,7 +332,9 @@ impl Inner {
         let proven = match (
             &instance,
             key,
-            o.status.as_ref().and_then(|s| s.access_proof.as_deref()),
+            o.status
+                .as_ref()
+                .and_then(|s| s.applied.access_proof.as_deref()),
         ) {
             (Some(i), Some(k), Some(proof)) => k.verifies_access(proof, &uid, i),
             _ => false,
@@ -474,7 +477,10 @@ mod tests {
     /// `o` with the controller's proof that it reached its instance.
     fn proven(key: &FingerprintKey, mut o: VncPassword) -> VncPassword {
         let proof = key.access_proof(&o.metadata.uid.clone().unwrap(), &key_of(&o));
-        o.status.get_or_insert_with(Default::default).access_proof = Some(proof);
+        o.status
+            .get_or_insert_with(Default::default)
+            .applied
+            .access_proof = Some(proof);
         o
     }
 
@@ -571,8 +577,8 @@ mod tests {
         let a = obj("a", "a", "1", "2026-01-01T00:00:00Z", "i-1", "s");
         let mut b = proven(&k, obj("b", "b", "2", "2026-02-01T00:00:00Z", "i-1", "s"));
         let status = b.status.as_mut().unwrap();
-        status.applied_instance = Some("cn-hangzhou/i-1".into());
-        status.last_applied_ecs_time = Some("2026-03-01T10:00:05Z".into());
+        status.applied.instance = Some("cn-hangzhou/i-1".into());
+        status.applied.ecs_time = Some("2026-03-01T10:00:05Z".into());
         i.apply(&Event::Apply(b));
         assert!(i.overwritten_after(&a, "2026-03-01T10:00:00Z".parse().unwrap()));
         assert!(!i.overwritten_after(&a, "2026-03-01T10:00:06Z".parse().unwrap()));

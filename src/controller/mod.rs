@@ -854,6 +854,7 @@ fn wakes_reconcile(obj: &VncPassword) -> Option<u64> {
     let annotations = obj.annotations();
     for key in [
         crate::api::ANNOTATION_PAUSED,
+        crate::api::ANNOTATION_FORCE_APPLY_REQUESTED_AT,
         crate::api::ANNOTATION_RECONCILE_REQUESTED_AT,
         crate::api::ANNOTATION_ROTATE_REQUESTED_AT,
     ] {

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::api::{AppliedSecret, Reason, RebootPolicy, VncPasswordSpec, VncPasswordStatus};
+use crate::api::{
+    AppliedSecret, Reason, RebootPolicy, SecretDeletionPolicy, VncPasswordSpec, VncPasswordStatus,
+};
 use crate::controller::decide::{self, Failure, Pace, Phase, Waiting, floor_minute};
 use crate::controller::schedule::{self, WindowState};
 use crate::ecs::types::parse_start_time;
@@ -50,7 +52,7 @@ pub enum PasswordInput {
     },
 }
 
-/// With `generatePassword`: the password Secret as the controller sees it.
+/// With `passwordGeneration`: the password Secret as the controller sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GeneratedSecret {
     Missing,
@@ -64,6 +66,9 @@ pub enum GeneratedSecret {
         /// `ecsvnc.io/previous-in-effect` on the Secret: a rotation whose new password is not in
         /// effect yet, the one before it kept under the key `previous`.
         previous_kept: bool,
+        /// It carries this VncPassword's ownerReference (so it goes with it). Otherwise it is
+        /// known as this VncPassword's by its annotation `ecsvnc.io/owner-uid`.
+        owner_reference: bool,
     },
 }
 
@@ -110,7 +115,7 @@ pub struct Observed<'a> {
     pub credentials: &'a Result<String, Failure>,
     /// The ID of the fingerprint key in use.
     pub key_id: &'a str,
-    /// With `generatePassword`: the Secret's ownership and generation record.
+    /// With `passwordGeneration`: the Secret's ownership and generation record.
     pub generated: Option<&'a GeneratedSecret>,
     /// The value of `ecsvnc.io/rotate-requested-at`.
     pub rotate_token: Option<&'a str>,
@@ -141,15 +146,19 @@ pub enum Requeue {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// `generatePassword`: create the password Secret with a new random password.
+    /// `passwordGeneration`: create the password Secret with a new random password.
     GeneratePassword,
-    /// `generatePassword`: write a new random password to the Secret the controller created (with
+    /// `passwordGeneration`: write a new random password to the Secret the controller created (with
     /// its resourceVersion as precondition), keeping the current one under the key `previous`
     /// until the new one is in effect; the apply follows from the new Secret version.
     RotatePassword,
-    /// `generatePassword`: the rotated password is in effect; remove the key `previous` (with the
+    /// `passwordGeneration`: the rotated password is in effect; remove the key `previous` (with the
     /// Secret's resourceVersion as precondition).
     ForgetPrevious,
+    /// `passwordGeneration`: give the Secret the controller created the ownership its
+    /// `secretDeletionPolicy` says (an ownerReference for `Delete`, none for `Retain`), with its
+    /// resourceVersion as precondition. No ECS call; the Secret's new version is only recorded.
+    SetSecretOwnership,
     /// Call ModifyInstanceVncPasswd.
     Apply,
     /// The applied password is the Secret's: record the fingerprint under the current key and the
@@ -221,20 +230,20 @@ enum Applied {
 fn applied_state(o: &Observed, fingerprint: &str, secret: &AppliedSecret) -> Applied {
     let status = o.status;
     let here = instance_key(o.spec);
-    let Some(recorded) = status.applied_password_fingerprint.as_deref() else {
+    let Some(recorded) = status.applied.fingerprint.as_deref() else {
         return Applied::Stale;
     };
-    let same_instance = status.applied_instance.as_deref() == Some(here.as_str());
+    let same_instance = status.applied.instance.as_deref() == Some(here.as_str());
     if recorded == fingerprint {
         // The fingerprint covers region and instance, so this is the instance's password.
-        return if same_instance && status.applied_secret.as_ref() == Some(secret) {
+        return if same_instance && status.applied.secret.as_ref() == Some(secret) {
             Applied::Current
         } else {
             Applied::NeedsRecord
         };
     }
     let key_changed = fingerprint_key_id(recorded) != Some(o.key_id);
-    if key_changed && same_instance && status.applied_secret.as_ref() == Some(secret) {
+    if key_changed && same_instance && status.applied.secret.as_ref() == Some(secret) {
         // The key was lost or replaced, the Secret is exactly the one applied: no ECS call.
         return Applied::NeedsRecord;
     }
@@ -273,7 +282,7 @@ fn duration_until(now: jiff::Timestamp, then: jiff::Timestamp) -> Duration {
 /// A stall ECS gave for exactly these inputs, still in force: no ECS call.
 fn remembered_stall(o: &Observed, applied: bool) -> Option<Step> {
     let status = o.status;
-    if status.stalled_inputs.as_deref() != Some(stall_inputs(o).as_str()) {
+    if status.stall.inputs.as_deref() != Some(stall_inputs(o).as_str()) {
         return None;
     }
     let stalled = status
@@ -284,7 +293,7 @@ fn remembered_stall(o: &Observed, applied: bool) -> Option<Step> {
     if !reason.fixable_outside_kubernetes() {
         return Some(failed(&failure, applied, o));
     }
-    let checked = parse_time(status.stall_checked_time.as_deref())?;
+    let checked = parse_time(status.stall.checked_time.as_deref())?;
     let due = checked
         .checked_add(o.settings.stall_recheck)
         .unwrap_or(checked);
@@ -308,10 +317,11 @@ pub fn reboot_not_before(
     status: &VncPasswordStatus,
     ecs_offset: Option<jiff::SignedDuration>,
 ) -> Option<jiff::Timestamp> {
-    let local = parse_time(status.last_applied_time.as_deref());
-    let ecs = parse_time(status.last_applied_ecs_time.as_deref());
+    let local = parse_time(status.applied.time.as_deref());
+    let ecs = parse_time(status.applied.ecs_time.as_deref());
     let applied = decide::applied_on_ecs_clock(local, ecs)?;
     let baseline = status
+        .instance
         .start_time_at_apply
         .as_deref()
         .and_then(parse_start_time)
@@ -329,12 +339,25 @@ pub fn reboot_not_before(
     }
 }
 
+/// The spec field the rotation interval is read from.
+fn rotation_field(spec: &VncPasswordSpec) -> &'static str {
+    if spec.password_generation.is_some() {
+        "spec.passwordGeneration.rotationInterval"
+    } else {
+        "spec.rotationInterval"
+    }
+}
+
 fn rotation_interval(o: &Observed) -> Result<Option<Duration>, Failure> {
-    let Some(text) = o.spec.rotation_interval.as_deref() else {
+    let Some(text) = o.spec.rotation_interval() else {
         return Ok(None);
     };
-    let invalid =
-        |e: String| Failure::stalled(Reason::InvalidSpec, format!("spec.rotationInterval: {e}"));
+    let invalid = |e: String| {
+        Failure::stalled(
+            Reason::InvalidSpec,
+            format!("{}: {e}", rotation_field(o.spec)),
+        )
+    };
     let interval = schedule::parse_go_duration(text).map_err(invalid)?;
     if interval < Duration::from_secs(3600) || interval > schedule::MAX_ROTATION_INTERVAL {
         return Err(invalid(format!(
@@ -344,7 +367,7 @@ fn rotation_interval(o: &Observed) -> Result<Option<Duration>, Failure> {
     Ok(Some(interval))
 }
 
-/// With `rotationInterval`: when the Secret's password is due to be replaced.
+/// With a rotation interval: when the Secret's password is due to be replaced.
 pub fn next_rotation(o: &Observed) -> Option<jiff::Timestamp> {
     let interval = rotation_interval(o).ok().flatten()?;
     match o.generated? {
@@ -419,7 +442,7 @@ pub fn reboot_may_start_at(spec: &VncPasswordSpec, at: jiff::Timestamp) -> bool 
 
 /// The generated password's own steps, before anything else is decided.
 fn generation_step(o: &Observed) -> Option<Step> {
-    if !o.spec.generate_password {
+    if !o.spec.generates_password() {
         return None;
     }
     match o.generated? {
@@ -428,7 +451,7 @@ fn generation_step(o: &Observed) -> Option<Step> {
             &Failure::stalled(
                 Reason::SecretNotOwned,
                 format!(
-                    "Secret {} exists and was not created by this VncPassword: with generatePassword the controller only writes Secrets it created; delete it, or name another Secret, or set generatePassword: false to use its password",
+                    "Secret {} exists and was not created by this VncPassword: with passwordGeneration the controller only writes Secrets it created; delete it, or name another Secret, or remove passwordGeneration to use its password",
                     o.spec.password_secret_ref.name
                 ),
             ),
@@ -439,7 +462,13 @@ fn generation_step(o: &Observed) -> Option<Step> {
             generated_at,
             rotate_token,
             previous_kept,
+            owner_reference,
         } => {
+            let delete = o.spec.generation().map(|g| g.secret_deletion_policy)
+                == Some(SecretDeletionPolicy::Delete);
+            if *owner_reference != delete {
+                return Some(Step::SetSecretOwnership);
+            }
             let interval = match rotation_interval(o) {
                 Ok(i) => i,
                 Err(failure) => return Some(failed(&failure, false, o)),
@@ -514,7 +543,7 @@ fn plan_inner(o: &Observed) -> Step {
     let status = o.status;
     let forced = o
         .force_token
-        .is_some_and(|t| Some(t) != status.last_handled_reconcile_at.as_deref());
+        .is_some_and(|t| Some(t) != status.applied.force_apply_token.as_deref());
     let applied = if forced || o.overwritten {
         Applied::Stale
     } else {
@@ -529,8 +558,8 @@ fn plan_inner(o: &Observed) -> Step {
     }
 
     let here = instance_key(o.spec);
-    let facts_here = status.described_instance.as_deref() == Some(here.as_str());
-    let io_optimized = status.io_optimized.filter(|_| facts_here);
+    let facts_here = status.instance.key.as_deref() == Some(here.as_str());
+    let io_optimized = status.instance.io_optimized.filter(|_| facts_here);
     if current {
         // In effect: nothing to ask ECS, whatever the credentials are doing.
         if io_optimized == Some(true) {
@@ -541,7 +570,7 @@ fn plan_inner(o: &Observed) -> Step {
                 Requeue::AwaitChange,
             );
         }
-        if status.restart_observed_time.is_some() {
+        if status.instance.restart_observed_time.is_some() {
             return finish(
                 Phase::Ready {
                     how: Reason::Restarted,
@@ -565,8 +594,8 @@ fn plan_inner(o: &Observed) -> Step {
             return Step::Describe;
         }
         let tagged = facts_here
-            && status.instance_namespace_tag.is_some()
-            && status.instance_namespace_tag.as_deref() == o.own_namespace;
+            && status.instance.namespace_tag.is_some()
+            && status.instance.namespace_tag.as_deref() == o.own_namespace;
         if !tagged {
             return failed(&not_allowed(o), current, o);
         }
@@ -586,7 +615,8 @@ fn plan_inner(o: &Observed) -> Step {
     let poll = Requeue::After(o.settings.poll);
     let waiting = |w: Waiting, requeue: Requeue| finish(Phase::WaitingForRestart(w), requeue);
     let instance_status = status
-        .instance_status
+        .instance
+        .status
         .as_deref()
         .filter(|_| facts_here)
         .unwrap_or("");
@@ -599,9 +629,10 @@ fn plan_inner(o: &Observed) -> Step {
 
     // rebootPolicy: Automatic.
     let intent = status
-        .reboot_requested_time
+        .reboot
+        .requested_time
         .as_deref()
-        .filter(|_| status.reboot_requested_for == status.applied_password_fingerprint);
+        .filter(|_| status.reboot.requested_for == status.applied.fingerprint);
     if let Some(at) = intent {
         if o.round.intent_written && !o.round.reboot_called {
             return Step::Reboot;

@@ -21,8 +21,8 @@ use kube::runtime::events::Event;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{
-    ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT, ANNOTATION_ROTATE_REQUESTED_AT,
-    VncPassword, VncPasswordStatus,
+    ANNOTATION_FORCE_APPLY_REQUESTED_AT, ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT,
+    ANNOTATION_ROTATE_REQUESTED_AT, VncPassword, VncPasswordStatus,
 };
 use crate::controller::context::Context;
 use crate::controller::decide::{self, Failure, Phase};
@@ -191,8 +191,10 @@ async fn internal_error(
         ctx.now(),
     );
     status.observed_generation = obj.metadata.generation;
+    let legacy = status.legacy;
+    status.legacy = false;
     if let (Some(namespace), Some(uid)) = (obj.namespace(), obj.uid())
-        && obj.status.as_ref() != Some(&status)
+        && (legacy || obj.status.as_ref() != Some(&status))
     {
         // Fenced like every status write: a newer status than the one read stays.
         match report::write_status(
@@ -246,8 +248,10 @@ struct Run<'a> {
     /// The status as this reconcile's own intent write left it.
     written_status: Option<VncPasswordStatus>,
     paused: bool,
-    /// `ecsvnc.io/reconcile-requested-at`.
+    /// `ecsvnc.io/force-apply-requested-at` (or its deprecated name).
     force_token: Option<String>,
+    /// The force token came from the deprecated `ecsvnc.io/reconcile-requested-at`.
+    force_token_deprecated: bool,
     /// `ecsvnc.io/rotate-requested-at`.
     rotate_token: Option<String>,
     claimed_by: Option<(String, String)>,
@@ -299,6 +303,7 @@ async fn reconcile_inner(
             Step::GeneratePassword => run.generate_password(false).await?,
             Step::RotatePassword => run.generate_password(true).await?,
             Step::ForgetPrevious => run.forget_previous().await?,
+            Step::SetSecretOwnership => run.set_secret_ownership().await?,
             Step::Apply => run.apply().await?,
             Step::Record => {
                 run.record_identity();
@@ -334,9 +339,10 @@ impl<'a> Run<'a> {
         let claimed_by = ctx.claimed_by(obj);
         let previous = obj.status.clone().unwrap_or_default();
         let overwritten = previous
-            .last_applied_ecs_time
+            .applied
+            .ecs_time
             .as_deref()
-            .or(previous.last_applied_time.as_deref())
+            .or(previous.applied.time.as_deref())
             .and_then(|t| t.parse().ok())
             .is_some_and(|at| ctx.watched.index.overwritten_after(obj, at));
         // Older than the controller's own last write (the watch has not brought that yet): the
@@ -367,7 +373,10 @@ impl<'a> Run<'a> {
             resource_version: obj.resource_version(),
             written_status: None,
             paused,
-            force_token: annotation(ANNOTATION_RECONCILE_REQUESTED_AT),
+            force_token: annotation(ANNOTATION_FORCE_APPLY_REQUESTED_AT)
+                .or_else(|| annotation(ANNOTATION_RECONCILE_REQUESTED_AT)),
+            force_token_deprecated: annotation(ANNOTATION_FORCE_APPLY_REQUESTED_AT).is_none()
+                && annotation(ANNOTATION_RECONCILE_REQUESTED_AT).is_some(),
             rotate_token: annotation(ANNOTATION_ROTATE_REQUESTED_AT),
             claimed_by,
             overwritten,
@@ -422,8 +431,8 @@ impl<'a> Run<'a> {
     /// one namespace (then an instance must be tagged for its namespace).
     fn shared_credentials(&self) -> bool {
         let spec = &self.obj.spec;
-        spec.credentials_secret_ref.is_none()
-            && spec.credentials_service_account_ref.is_none()
+        spec.credentials_secret().is_none()
+            && spec.credentials_service_account().is_none()
             && self.ctx.settings.allowed_default_credentials.shared()
     }
 
@@ -467,11 +476,18 @@ impl<'a> Run<'a> {
             crate::controller::record::lost_access(&mut self.status);
         }
         let format = crate::ecs::signer::format_timestamp;
-        self.status.next_rotation_time = next_rotation.map(format);
-        self.status.next_reboot_window = match &phase {
+        self.status.rotation.next_time = next_rotation.map(format);
+        self.status.reboot.next_window = match &phase {
             Phase::WaitingForRestart(decide::Waiting::RebootWindow(next)) => Some(format(*next)),
             _ => None,
         };
+        report::deprecations(
+            self.obj,
+            &self.previous,
+            &self.status,
+            self.force_token_deprecated,
+            &mut self.events,
+        );
         report::transition_events(
             &phase,
             &self.previous,

@@ -32,21 +32,22 @@ pub fn applied(status: &mut VncPasswordStatus, apply: Apply) {
         ecs_time,
         force_token,
     } = apply;
-    status.applied_password_fingerprint = Some(fingerprint.to_string());
-    status.applied_instance = Some(instance_key.to_string());
-    status.applied_secret = Some(secret.clone());
-    status.last_applied_time = Some(format_timestamp(now));
-    status.last_applied_ecs_time = ecs_time.map(format_timestamp);
-    status.last_request_id = Some(request_id.to_string());
-    status.start_time_at_apply = None;
-    status.left_running_after_apply = false;
-    status.restart_observed_time = None;
-    status.reboot_requested_time = None;
-    status.reboot_requested_for = None;
-    status.stalled_inputs = None;
-    status.stall_checked_time = None;
+    status.applied.fingerprint = Some(fingerprint.to_string());
+    status.applied.instance = Some(instance_key.to_string());
+    status.applied.secret = Some(secret.clone());
+    status.applied.time = Some(format_timestamp(now));
+    status.applied.ecs_time = ecs_time.map(format_timestamp);
+    status.applied.request_id = Some(request_id.to_string());
+    status.instance.start_time_at_apply = None;
+    status.instance.left_running_after_apply = false;
+    status.instance.restart_observed_time = None;
+    status.reboot.requested_time = None;
+    status.reboot.requested_for = None;
+    status.reboot.request_id = None;
+    status.stall.inputs = None;
+    status.stall.checked_time = None;
     if let Some(token) = force_token {
-        status.last_handled_reconcile_at = Some(token.to_string());
+        status.applied.force_apply_token = Some(token.to_string());
     }
     // Whether this password needs a restart is not known until the instance is looked at.
     status
@@ -62,14 +63,14 @@ pub fn identity(
     secret: &AppliedSecret,
     instance_key: &str,
 ) {
-    if status.reboot_requested_for.is_some()
-        && status.reboot_requested_for == status.applied_password_fingerprint
+    if status.reboot.requested_for.is_some()
+        && status.reboot.requested_for == status.applied.fingerprint
     {
-        status.reboot_requested_for = Some(fingerprint.to_string());
+        status.reboot.requested_for = Some(fingerprint.to_string());
     }
-    status.applied_password_fingerprint = Some(fingerprint.to_string());
-    status.applied_secret = Some(secret.clone());
-    status.applied_instance = Some(instance_key.to_string());
+    status.applied.fingerprint = Some(fingerprint.to_string());
+    status.applied.secret = Some(secret.clone());
+    status.applied.instance = Some(instance_key.to_string());
 }
 
 /// What DescribeInstances said about the instance, and whether that shows a restart after the
@@ -81,41 +82,47 @@ pub fn described(
     instance: &Instance,
     now: jiff::Timestamp,
 ) {
-    status.described_instance = Some(instance_key.to_string());
-    status.io_optimized = Some(instance.io_optimized);
-    status.instance_namespace_tag = instance
+    status.instance.key = Some(instance_key.to_string());
+    status.instance.io_optimized = Some(instance.io_optimized);
+    status.instance.namespace_tag = instance
         .tags
         .get(crate::controller::tenancy::NAMESPACE_TAG)
         .cloned();
-    status.instance_status = Some(instance.status.clone()).filter(|s| !s.is_empty());
-    status.stalled_inputs = None;
-    status.stall_checked_time = None;
-    if status.applied_instance.as_deref() != Some(instance_key)
-        || status.restart_observed_time.is_some()
+    status.instance.status = Some(instance.status.clone()).filter(|s| !s.is_empty());
+    status.stall.inputs = None;
+    status.stall.checked_time = None;
+    if status.applied.instance.as_deref() != Some(instance_key)
+        || status.instance.restart_observed_time.is_some()
         || instance.io_optimized
     {
         return;
     }
-    if status.start_time_at_apply.is_none() {
+    if status.instance.start_time_at_apply.is_none() {
         // The first look after the apply is the baseline.
-        status.start_time_at_apply = instance.start_time.clone();
+        // As RFC 3339 (ECS gives minutes).
+        status.instance.start_time_at_apply = instance
+            .start_time
+            .as_deref()
+            .and_then(parse_start_time)
+            .map(format_timestamp);
     }
     let running = instance.status == "Running";
     if !running && !instance.status.is_empty() {
-        status.left_running_after_apply = true;
+        status.instance.left_running_after_apply = true;
     }
     let applied_at = applied_on_ecs_clock(
-        parse(status.last_applied_time.as_deref()),
-        parse(status.last_applied_ecs_time.as_deref()),
+        parse(status.applied.time.as_deref()),
+        parse(status.applied.ecs_time.as_deref()),
     );
     let baseline = status
+        .instance
         .start_time_at_apply
         .as_deref()
         .and_then(parse_start_time);
     let by_start_time =
         applied_at.is_some_and(|a| restarted_since_apply(a, baseline, instance.started_at()));
-    if by_start_time || (running && status.left_running_after_apply) {
-        status.restart_observed_time = Some(format_timestamp(now));
+    if by_start_time || (running && status.instance.left_running_after_apply) {
+        status.instance.restart_observed_time = Some(format_timestamp(now));
     }
 }
 
@@ -126,36 +133,36 @@ fn parse(text: Option<&str>) -> Option<jiff::Timestamp> {
 /// The object reached its instance with its own credentials (ECS accepted its password or
 /// described the instance to it): its claim on the instance, as the controller's keyed proof.
 pub fn proved_access(status: &mut VncPasswordStatus, proof: String) {
-    status.access_proof = Some(proof);
+    status.applied.access_proof = Some(proof);
 }
 
 /// The object's credentials can no longer reach its instance: its claim goes.
 pub fn lost_access(status: &mut VncPasswordStatus) {
-    status.access_proof = None;
+    status.applied.access_proof = None;
 }
 
 /// The intent to reboot, for the applied password, recorded before RebootInstance.
 pub fn reboot_intent(status: &mut VncPasswordStatus, now: jiff::Timestamp) {
-    status.reboot_requested_time = Some(format_timestamp(now));
-    status.reboot_requested_for = status.applied_password_fingerprint.clone();
+    status.reboot.requested_time = Some(format_timestamp(now));
+    status.reboot.requested_for = status.applied.fingerprint.clone();
 }
 
 /// ECS accepted RebootInstance.
 pub fn reboot_accepted(status: &mut VncPasswordStatus, request_id: &str) {
-    status.last_request_id = Some(request_id.to_string());
+    status.reboot.request_id = Some(request_id.to_string());
 }
 
 /// ECS refused RebootInstance with an answer, so no reboot happened: the intent is withdrawn and a
 /// later reconcile may ask again.
 pub fn reboot_refused(status: &mut VncPasswordStatus) {
-    status.reboot_requested_time = None;
-    status.reboot_requested_for = None;
+    status.reboot.requested_time = None;
+    status.reboot.requested_for = None;
 }
 
 /// ECS stalled the object on these inputs.
 pub fn stalled(status: &mut VncPasswordStatus, inputs: String, now: jiff::Timestamp) {
-    status.stalled_inputs = Some(inputs);
-    status.stall_checked_time = Some(format_timestamp(now));
+    status.stall.inputs = Some(inputs);
+    status.stall.checked_time = Some(format_timestamp(now));
 }
 
 #[cfg(test)]
@@ -204,8 +211,11 @@ mod tests {
             &instance("Running", "2026-01-01T10:00Z", false),
             t("2026-01-01T10:00:41Z"),
         );
-        assert_eq!(s.start_time_at_apply.as_deref(), Some("2026-01-01T10:00Z"));
-        assert!(s.restart_observed_time.is_none());
+        assert_eq!(
+            s.instance.start_time_at_apply.as_deref(),
+            Some("2026-01-01T10:00:00Z")
+        );
+        assert!(s.instance.restart_observed_time.is_none());
         // A reboot within the same minute: StartTime unchanged, but Stopping/Starting was seen.
         described(
             &mut s,
@@ -213,14 +223,14 @@ mod tests {
             &instance("Starting", "2026-01-01T10:00Z", false),
             t("2026-01-01T10:00:50Z"),
         );
-        assert!(s.left_running_after_apply && s.restart_observed_time.is_none());
+        assert!(s.instance.left_running_after_apply && s.instance.restart_observed_time.is_none());
         described(
             &mut s,
             "r/i-1",
             &instance("Running", "2026-01-01T10:00Z", false),
             t("2026-01-01T10:00:58Z"),
         );
-        assert!(s.restart_observed_time.is_some());
+        assert!(s.instance.restart_observed_time.is_some());
     }
 
     #[test]
@@ -238,7 +248,7 @@ mod tests {
             &instance("Running", "2026-01-01T10:02Z", false),
             t("2026-01-01T10:02:30Z"),
         );
-        assert!(s.restart_observed_time.is_some());
+        assert!(s.instance.restart_observed_time.is_some());
     }
 
     #[test]
@@ -250,17 +260,19 @@ mod tests {
             &instance("Stopped", "2026-01-01T11:00Z", false),
             t("2026-01-01T11:00:41Z"),
         );
-        assert_eq!(s.described_instance.as_deref(), Some("r/i-2"));
-        assert!(!s.left_running_after_apply);
-        assert!(s.restart_observed_time.is_none() && s.start_time_at_apply.is_none());
+        assert_eq!(s.instance.key.as_deref(), Some("r/i-2"));
+        assert!(!s.instance.left_running_after_apply);
+        assert!(
+            s.instance.restart_observed_time.is_none() && s.instance.start_time_at_apply.is_none()
+        );
     }
 
     #[test]
     fn a_new_apply_forgets_the_previous_restart_and_reboot() {
         let mut s = after_apply("2026-01-01T10:00:40Z");
         reboot_intent(&mut s, t("2026-01-01T10:01:05Z"));
-        assert_eq!(s.reboot_requested_for.as_deref(), Some("fp"));
-        s.restart_observed_time = Some("x".into());
+        assert_eq!(s.reboot.requested_for.as_deref(), Some("fp"));
+        s.instance.restart_observed_time = Some("x".into());
         applied(
             &mut s,
             Apply {
@@ -273,8 +285,8 @@ mod tests {
                 force_token: Some("tok"),
             },
         );
-        assert!(s.reboot_requested_time.is_none() && s.restart_observed_time.is_none());
-        assert_eq!(s.last_handled_reconcile_at.as_deref(), Some("tok"));
+        assert!(s.reboot.requested_time.is_none() && s.instance.restart_observed_time.is_none());
+        assert_eq!(s.applied.force_apply_token.as_deref(), Some("tok"));
     }
 
     #[test]
@@ -282,11 +294,8 @@ mod tests {
         let mut s = after_apply("2026-01-01T10:00:40Z");
         reboot_intent(&mut s, t("2026-01-01T10:01:05Z"));
         identity(&mut s, "fp-new-key", &AppliedSecret::default(), "r/i-1");
-        assert_eq!(s.reboot_requested_for.as_deref(), Some("fp-new-key"));
-        assert_eq!(
-            s.applied_password_fingerprint.as_deref(),
-            Some("fp-new-key")
-        );
+        assert_eq!(s.reboot.requested_for.as_deref(), Some("fp-new-key"));
+        assert_eq!(s.applied.fingerprint.as_deref(), Some("fp-new-key"));
     }
 
     /// The controller's clock 5 minutes behind ECS's; the instance booted 2 minutes (ECS time)
@@ -314,7 +323,10 @@ mod tests {
             &instance("Running", "2026-01-01T10:03Z", false),
             local,
         );
-        assert!(s.restart_observed_time.is_none(), "no restart happened");
+        assert!(
+            s.instance.restart_observed_time.is_none(),
+            "no restart happened"
+        );
         // A real restart, in a later ECS minute: seen.
         described(
             &mut s,
@@ -322,7 +334,7 @@ mod tests {
             &instance("Running", "2026-01-01T10:07Z", false),
             local,
         );
-        assert!(s.restart_observed_time.is_some());
+        assert!(s.instance.restart_observed_time.is_some());
     }
 
     /// The controller's clock 5 minutes ahead of ECS's, and the restart happened before the first
@@ -350,7 +362,7 @@ mod tests {
             &instance("Running", "2026-01-01T10:02Z", false),
             local,
         );
-        assert!(s.restart_observed_time.is_some());
+        assert!(s.instance.restart_observed_time.is_some());
     }
 
     /// No `Date` from ECS: the controller's time plus the margin stands in, so a start up to the
@@ -377,13 +389,13 @@ mod tests {
             &instance("Running", "2026-01-01T10:01Z", false),
             local,
         );
-        assert!(s.restart_observed_time.is_none());
+        assert!(s.instance.restart_observed_time.is_none());
         described(
             &mut s,
             "r/i-1",
             &instance("Running", "2026-01-01T10:03Z", false),
             local,
         );
-        assert!(s.restart_observed_time.is_some());
+        assert!(s.instance.restart_observed_time.is_some());
     }
 }

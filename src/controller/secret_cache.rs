@@ -11,12 +11,16 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::api::{ANNOTATION_GENERATED_AT, ANNOTATION_PREVIOUS_IN_EFFECT, ANNOTATION_ROTATE_TOKEN};
+use crate::api::{
+    ANNOTATION_GENERATED_AT, ANNOTATION_OWNER_UID, ANNOTATION_PREVIOUS_IN_EFFECT,
+    ANNOTATION_ROTATE_TOKEN,
+};
 
 pub type SecretMeta = PartialObjectMeta<Secret>;
 
 /// The annotations the controller reads (`reconcile::inputs::generated_secret`); it wrote them.
-const KEPT_ANNOTATIONS: [&str; 3] = [
+const KEPT_ANNOTATIONS: [&str; 4] = [
+    ANNOTATION_OWNER_UID,
     ANNOTATION_GENERATED_AT,
     ANNOTATION_ROTATE_TOKEN,
     ANNOTATION_PREVIOUS_IN_EFFECT,

@@ -68,7 +68,7 @@ pub fn target(
         return Err(Failure::stalled(
             Reason::ServiceAccountNotFound,
             format!(
-                "ServiceAccount {name} does not exist in namespace {namespace} (spec.credentialsServiceAccountRef always names a ServiceAccount of the VncPassword's own namespace): create it with the annotation {ANNOTATION_ROLE_ARN}: acs:ram::<account>:role/<role>"
+                "ServiceAccount {name} does not exist in namespace {namespace} (spec.credentials.serviceAccountRef always names a ServiceAccount of the VncPassword's own namespace): create it with the annotation {ANNOTATION_ROLE_ARN}: acs:ram::<account>:role/<role>"
             ),
         ));
     };
@@ -86,7 +86,7 @@ pub fn target(
     }
     if !role_arn.starts_with("acs:ram::") || !role_arn.contains(":role/") {
         return Err(Failure::stalled(
-            Reason::RoleArnNotSet,
+            Reason::RoleArnInvalid,
             format!(
                 "the annotation {ANNOTATION_ROLE_ARN} of ServiceAccount {name} is not a RAM role ARN (acs:ram::<account>:role/<role>)"
             ),
@@ -95,7 +95,7 @@ pub fn target(
     if oidc_provider_arn.is_none_or(|p| p.trim().is_empty()) {
         return Err(Failure::stalled(
             Reason::OidcProviderNotConfigured,
-            "the controller has no OIDC provider ARN to exchange ServiceAccount tokens with STS: its operator must set --oidc-provider-arn (or ALIBABA_CLOUD_OIDC_PROVIDER_ARN) to the cluster's RRSA OIDC provider, or use spec.credentialsSecretRef",
+            "the controller has no OIDC provider ARN to exchange ServiceAccount tokens with STS: its operator must set --oidc-provider-arn (or ALIBABA_CLOUD_OIDC_PROVIDER_ARN) to the cluster's RRSA OIDC provider, or use spec.credentials.secretRef",
         ));
     }
     Ok(Target {
@@ -124,7 +124,7 @@ pub fn sts_failure(error: &StsError, name: &str, role_arn: &str, token: &str) ->
             )
         }
         other => Failure::retry(
-            Reason::EcsUnavailable,
+            Reason::StsUnavailable,
             format!(
                 "exchanging ServiceAccount {name}'s token with STS: {other}; retrying with backoff"
             ),
@@ -329,7 +329,7 @@ impl ServiceAccountCredentials {
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| {
                     ResolveError::Failure(Failure::retry(
-                        Reason::EcsUnavailable,
+                        Reason::TokenRequestFailed,
                         format!("the API server answered the TokenRequest for ServiceAccount {name} without a token; retrying with backoff"),
                         Pace::Normal,
                     ))
@@ -343,7 +343,7 @@ impl ServiceAccountCredentials {
             // server's message says which, and is stable for a given cause.
             Err(kube::Error::Api(s)) if s.code == 403 => {
                 return Err(ResolveError::Failure(Failure::retry(
-                    Reason::CredentialsNotAllowed,
+                    Reason::TokenRequestForbidden,
                     format!(
                         "the controller may not request a token of ServiceAccount {name} (HTTP 403: {}): it needs create on serviceaccounts/token (deploy/rbac.yaml) in a namespace deploy/token-policy.yaml allows; retrying with backoff",
                         s.message
@@ -440,7 +440,7 @@ mod tests {
                 Some(("u", "1", &annotated("web"))),
                 Some(PROVIDER)
             )),
-            Reason::RoleArnNotSet
+            Reason::RoleArnInvalid
         );
         assert_eq!(
             reason(target("ns", "sa", Some(("u", "1", &role)), None)),

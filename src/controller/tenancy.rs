@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
-use crate::api::Reason;
+use crate::api::{CredentialsSecretRef, Reason};
 use crate::controller::decide::Failure;
 use crate::ecs::Credentials;
 use crate::secret::SecretString;
@@ -89,11 +89,21 @@ pub const KEY_ACCESS_KEY_ID: &str = "accessKeyId";
 pub const KEY_ACCESS_KEY_SECRET: &str = "accessKeySecret";
 pub const KEY_SECURITY_TOKEN: &str = "securityToken";
 
-/// Credentials from a Secret's data, or why not (never quoting values).
+/// Credentials from a Secret's data under the default keys, or why not (never quoting values).
 pub fn from_secret_data(
     secret_name: &str,
     get: impl Fn(&str) -> Option<Vec<u8>>,
 ) -> Result<Credentials, Failure> {
+    from_secret_ref(&CredentialsSecretRef::named(secret_name), get)
+}
+
+/// Credentials from the data of the Secret `r` names, under its keys (or from the credentials
+/// file under `credentialsFileKey`), or why not (never quoting values).
+pub fn from_secret_ref(
+    r: &CredentialsSecretRef,
+    get: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Result<Credentials, Failure> {
+    let secret_name = r.name.as_str();
     let text = |key: &str| -> Result<Option<String>, Failure> {
         match get(key) {
             None => Ok(None),
@@ -107,17 +117,45 @@ pub fn from_secret_data(
                 }),
         }
     };
+    if let Some(file_key) = &r.credentials_file_key {
+        let file = text(file_key)?.ok_or_else(|| {
+            Failure::stalled(
+                Reason::CredentialsNotFound,
+                format!("Secret {secret_name} has no key {file_key} (spec.credentials.secretRef.credentialsFileKey): put an Alibaba Cloud credentials file there"),
+            )
+        })?;
+        let what = format!("key {file_key} of Secret {secret_name}");
+        return match crate::ecs::profile::parse(&file, "default", &what) {
+            Ok(crate::ecs::profile::Profile::AccessKey(c)) => Ok(c),
+            Ok(_) => Err(Failure::stalled(
+                Reason::CredentialsNotFound,
+                format!(
+                    "the [default] profile in {what} is not of type access_key: a VncPassword's credentials file must hold an AccessKey (access_key_id, access_key_secret); for a RAM role use spec.credentials.serviceAccountRef"
+                ),
+            )),
+            Err(e) => Err(Failure::stalled(Reason::CredentialsNotFound, e)),
+        };
+    }
+    let id_key = r.access_key_id_key.as_deref().unwrap_or(KEY_ACCESS_KEY_ID);
+    let secret_key = r
+        .access_key_secret_key
+        .as_deref()
+        .unwrap_or(KEY_ACCESS_KEY_SECRET);
+    let token_key = r
+        .security_token_key
+        .as_deref()
+        .unwrap_or(KEY_SECURITY_TOKEN);
     let required = |key: &str| -> Result<String, Failure> {
         text(key)?.ok_or_else(|| {
             Failure::stalled(
                 Reason::CredentialsNotFound,
-                format!("Secret {secret_name} has no key {key} (it needs {KEY_ACCESS_KEY_ID}, {KEY_ACCESS_KEY_SECRET} and, for STS credentials, {KEY_SECURITY_TOKEN})"),
+                format!("Secret {secret_name} has no key {key} (it needs {id_key}, {secret_key} and, for STS credentials, {token_key})"),
             )
         })
     };
-    let id = required(KEY_ACCESS_KEY_ID)?;
-    let secret = required(KEY_ACCESS_KEY_SECRET)?;
-    let token = text(KEY_SECURITY_TOKEN)?.map(SecretString::new);
+    let id = required(id_key)?;
+    let secret = required(secret_key)?;
+    let token = text(token_key)?.map(SecretString::new);
     Ok(Credentials::new(id, SecretString::new(secret), token))
 }
 
@@ -200,6 +238,55 @@ mod tests {
                 assert!(message.contains("accessKeySecret"));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn key_selectors_and_a_credentials_file_name_where_the_credentials_are() {
+        let data = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.as_bytes().to_vec())
+            }
+        };
+        let selected = CredentialsSecretRef {
+            name: "c".into(),
+            access_key_id_key: Some("id".into()),
+            access_key_secret_key: Some("secret".into()),
+            ..Default::default()
+        };
+        let c = from_secret_ref(&selected, data(&[("id", "LTAIx"), ("secret", "s")])).unwrap();
+        assert_eq!(c.access_key_id, "LTAIx");
+        assert!(c.security_token.is_none());
+        let file = CredentialsSecretRef {
+            name: "c".into(),
+            credentials_file_key: Some("credentials".into()),
+            ..Default::default()
+        };
+        let c = from_secret_ref(
+            &file,
+            data(&[(
+                "credentials",
+                "[default]\ntype = access_key\naccess_key_id = LTAIfile\naccess_key_secret = fs\n",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.access_key_id, "LTAIfile");
+        for bad in [
+            "[other]\naccess_key_id = a\naccess_key_secret = b\n",
+            "[default]\ntype = ecs_ram_role\nrole_name = r\n",
+        ] {
+            let text: &'static str = Box::leak(bad.to_string().into_boxed_str());
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(vec![("credentials", text)].into_boxed_slice());
+            match from_secret_ref(&file, data(pairs)) {
+                Err(Failure::Stalled { reason, .. }) => {
+                    assert_eq!(reason, Reason::CredentialsNotFound)
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 }

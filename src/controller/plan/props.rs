@@ -93,9 +93,10 @@ fn spec() -> impl Strategy<Value = VncPasswordSpec> {
         proptest::option::of(go_duration()),
         proptest::collection::vec(window(), 0..=10),
         any::<bool>(),
+        (any::<bool>(), any::<bool>()),
     )
         .prop_map(
-            |(automatic, generate, rotation_interval, reboot_windows, sa)| {
+            |(automatic, generate, rotation_interval, reboot_windows, sa, (new_shape, delete))| {
                 let mut spec: VncPasswordSpec = serde_json::from_value(serde_json::json!({
                     "regionId": "cn-hangzhou",
                     "instanceId": "i-aaaaaaaa1",
@@ -107,12 +108,31 @@ fn spec() -> impl Strategy<Value = VncPasswordSpec> {
                 } else {
                     RebootPolicy::Manual
                 };
-                spec.generate_password = generate;
-                spec.rotation_interval = rotation_interval;
+                // Either spelling: the deprecated fields or the grouped ones.
+                if new_shape {
+                    spec.password_generation = generate.then_some(crate::api::PasswordGeneration {
+                        rotation_interval,
+                        secret_deletion_policy: if delete {
+                            crate::api::SecretDeletionPolicy::Delete
+                        } else {
+                            crate::api::SecretDeletionPolicy::Retain
+                        },
+                    });
+                } else {
+                    spec.generate_password = generate;
+                    spec.rotation_interval = rotation_interval;
+                }
                 spec.reboot_windows = reboot_windows;
                 if sa {
-                    spec.credentials_service_account_ref =
-                        Some(crate::api::ServiceAccountRef { name: "sa".into() });
+                    let r = crate::api::ServiceAccountRef { name: "sa".into() };
+                    if new_shape {
+                        spec.credentials = Some(crate::api::CredentialsSource {
+                            service_account_ref: Some(r),
+                            ..Default::default()
+                        });
+                    } else {
+                        spec.credentials_service_account_ref = Some(r);
+                    }
                 }
                 spec
             },
@@ -142,48 +162,44 @@ fn status() -> impl Strategy<Value = VncPasswordStatus> {
     );
     (times, facts, any::<bool>()).prop_map(
         |(t, (io, instance_status, here, same_fp, stalled_reason, stalled_true), coherent)| {
-            let mut s = VncPasswordStatus {
-                io_optimized: io,
-                instance_status,
-                described_instance: here.then(|| "cn-hangzhou/i-aaaaaaaa1".to_string()),
-                applied_instance: here.then(|| "cn-hangzhou/i-aaaaaaaa1".to_string()),
-                applied_password_fingerprint: Some(
-                    if same_fp { "hmac-sha256:k1:AAAA" } else { "x" }.into(),
-                ),
-                applied_secret: same_fp.then(|| AppliedSecret {
-                    name: "pw".into(),
-                    key: "password".into(),
-                    uid: "s".into(),
-                    resource_version: "1".into(),
-                }),
-                last_applied_time: t[0].clone(),
-                last_applied_ecs_time: t[1].clone(),
-                start_time_at_apply: t[2].clone(),
-                restart_observed_time: t[3].clone(),
-                reboot_requested_time: t[4].clone(),
-                reboot_requested_for: same_fp.then(|| "hmac-sha256:k1:AAAA".to_string()),
-                stall_checked_time: t[5].clone(),
-                next_rotation_time: t[6].clone(),
-                next_reboot_window: t[7].clone(),
-                last_handled_reconcile_at: t[8].clone(),
-                ..Default::default()
-            };
+            let mut s = VncPasswordStatus::default();
+            s.instance.io_optimized = io;
+            s.instance.status = instance_status;
+            s.instance.key = here.then(|| "cn-hangzhou/i-aaaaaaaa1".to_string());
+            s.applied.instance = here.then(|| "cn-hangzhou/i-aaaaaaaa1".to_string());
+            s.applied.fingerprint = Some(if same_fp { "hmac-sha256:k1:AAAA" } else { "x" }.into());
+            s.applied.secret = same_fp.then(|| AppliedSecret {
+                name: "pw".into(),
+                key: "password".into(),
+                uid: "s".into(),
+                resource_version: "1".into(),
+            });
+            s.applied.time = t[0].clone();
+            s.applied.ecs_time = t[1].clone();
+            s.instance.start_time_at_apply = t[2].clone();
+            s.instance.restart_observed_time = t[3].clone();
+            s.reboot.requested_time = t[4].clone();
+            s.reboot.requested_for = same_fp.then(|| "hmac-sha256:k1:AAAA".to_string());
+            s.stall.checked_time = t[5].clone();
+            s.rotation.next_time = t[6].clone();
+            s.reboot.next_window = t[7].clone();
+            s.applied.force_apply_token = t[8].clone();
             if coherent {
                 // Applied and described, not I/O-optimized, Running, no intent: the deepest path,
                 // where reboot timing and windows are computed.
-                s.io_optimized = Some(false);
-                s.instance_status = Some("Running".into());
-                s.described_instance = Some("cn-hangzhou/i-aaaaaaaa1".into());
-                s.applied_instance = s.described_instance.clone();
-                s.applied_password_fingerprint = Some("hmac-sha256:k1:AAAA".into());
-                s.applied_secret = Some(AppliedSecret {
+                s.instance.io_optimized = Some(false);
+                s.instance.status = Some("Running".into());
+                s.instance.key = Some("cn-hangzhou/i-aaaaaaaa1".into());
+                s.applied.instance = s.instance.key.clone();
+                s.applied.fingerprint = Some("hmac-sha256:k1:AAAA".into());
+                s.applied.secret = Some(AppliedSecret {
                     name: "pw".into(),
                     key: "password".into(),
                     uid: "s".into(),
                     resource_version: "1".into(),
                 });
-                s.restart_observed_time = None;
-                s.reboot_requested_time = None;
+                s.instance.restart_observed_time = None;
+                s.reboot.requested_time = None;
                 return s;
             }
             if let Some(reason) = stalled_reason {
@@ -210,14 +226,18 @@ fn generated() -> impl Strategy<Value = Option<GeneratedSecret>> {
             proptest::option::of(any_timestamp()),
             proptest::option::of("[a-z]{0,4}"),
             any::<bool>(),
+            any::<bool>(),
         )
-            .prop_map(|(generated_at, rotate_token, previous_kept)| {
-                Some(GeneratedSecret::Ours {
-                    generated_at,
-                    rotate_token,
-                    previous_kept,
-                })
-            }),
+            .prop_map(
+                |(generated_at, rotate_token, previous_kept, owner_reference)| {
+                    Some(GeneratedSecret::Ours {
+                        generated_at,
+                        rotate_token,
+                        previous_kept,
+                        owner_reference,
+                    })
+                }
+            ),
     ]
 }
 

@@ -748,7 +748,7 @@ fn retried_failures_back_off_at_their_pace() {
             Pace::Throttled,
         ),
         (
-            Failure::retry(Reason::UnknownEcsError, "m", Pace::Slow),
+            Failure::retry(Reason::EcsUnknownError, "m", Pace::Slow),
             Pace::Slow,
         ),
     ] {
@@ -779,6 +779,7 @@ fn ours(at: &str) -> GeneratedSecret {
         generated_at: Some(t(at)),
         rotate_token: None,
         previous_kept: false,
+        owner_reference: false,
     }
 }
 
@@ -849,6 +850,7 @@ fn no_rotation_starts_that_could_lose_the_password_in_effect() {
         generated_at: Some(t("2026-01-01T10:00:00Z")),
         rotate_token: None,
         previous_kept: true,
+        owner_reference: false,
     });
     assert!(matches!(
         phase(s.plan()),
@@ -885,6 +887,7 @@ fn the_previous_password_is_forgotten_once_the_new_one_is_in_effect() {
         generated_at: Some(t("2026-01-01T10:00:00Z")),
         rotate_token: None,
         previous_kept: true,
+        owner_reference: false,
     };
     // I/O-optimized: in effect once applied.
     let mut s = generating(None)
@@ -916,6 +919,7 @@ fn a_rotate_token_rotates_once() {
         generated_at: Some(t("2026-01-01T10:00:40Z")),
         rotate_token: Some("now".into()),
         previous_kept: true,
+        owner_reference: false,
     });
     // The Secret's new version: applied next, and no second rotation.
     s.password = PasswordInput::Usable {
@@ -959,8 +963,18 @@ fn outside_a_window_the_reboot_waits_for_the_next_one() {
     );
     assert_eq!(requeue(step), Requeue::After(Duration::from_secs(30)));
     let s = s.finish_into_status();
+    // Only the window ends this wait: Ready (kstatus Current), not in effect.
     let ready = s.status.condition(condition::READY).unwrap();
-    assert_eq!(ready.reason, "RebootRequired");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "RebootScheduled")
+    );
+    let in_effect = s.status.condition(condition::IN_EFFECT).unwrap();
+    assert_eq!(
+        (in_effect.status.as_str(), in_effect.reason.as_str()),
+        ("False", "RebootScheduled")
+    );
+    assert!(!s.status.is_true(condition::RECONCILING));
     assert!(
         ready.message.contains("2026-01-04T02:00:00Z"),
         "{}",
@@ -1157,4 +1171,140 @@ fn an_ecs_stall_ends_when_the_service_account_or_its_role_changes() {
     // The role annotation changed (a new resourceVersion): ECS is asked again.
     s.credentials = sa("6");
     assert_eq!(s.plan(), Step::Apply);
+}
+
+// --- the generated Secret's ownership, and the deprecated spec fields ---------------------------
+
+fn generating_new_shape(policy: crate::api::SecretDeletionPolicy) -> S {
+    let mut s = S::new(RebootPolicy::Manual);
+    s.spec.password_generation = Some(crate::api::PasswordGeneration {
+        rotation_interval: None,
+        secret_deletion_policy: policy,
+    });
+    s
+}
+
+#[test]
+fn the_generated_secret_gets_the_ownership_its_deletion_policy_says() {
+    use crate::api::SecretDeletionPolicy::{Delete, Retain};
+    for (policy, owner_reference, expect_sync) in [
+        (Retain, false, false),
+        (Retain, true, true),
+        (Delete, true, false),
+        (Delete, false, true),
+    ] {
+        let mut s = generating_new_shape(policy);
+        s.generated = Some(GeneratedSecret::Ours {
+            generated_at: Some(t("2026-01-01T10:00:00Z")),
+            rotate_token: None,
+            previous_kept: false,
+            owner_reference,
+        });
+        let step = s.plan();
+        assert_eq!(
+            step == Step::SetSecretOwnership,
+            expect_sync,
+            "{policy:?}, ownerReference {owner_reference}: {step:?}"
+        );
+        if !expect_sync {
+            assert_eq!(step, Step::Apply);
+        }
+    }
+    // The deprecated generatePassword means Retain: an owned Secret of an earlier version loses
+    // its ownerReference (no ECS call for it).
+    let mut s = generating(None);
+    s.generated = Some(GeneratedSecret::Ours {
+        generated_at: Some(t("2026-01-01T10:00:00Z")),
+        rotate_token: None,
+        previous_kept: false,
+        owner_reference: true,
+    });
+    assert_eq!(s.plan(), Step::SetSecretOwnership);
+}
+
+#[test]
+fn the_deprecated_fields_plan_as_their_replacements() {
+    let now = "2026-02-01T10:00:40Z";
+    let old = {
+        let mut s = generating(Some("720h"));
+        s.now = t(now);
+        s.generated = Some(ours("2026-01-01T10:00:40Z"));
+        s
+    };
+    let new = {
+        let mut s = generating_new_shape(crate::api::SecretDeletionPolicy::Retain);
+        s.spec
+            .password_generation
+            .as_mut()
+            .unwrap()
+            .rotation_interval = Some("720h".into());
+        s.now = t(now);
+        s.generated = Some(ours("2026-01-01T10:00:40Z"));
+        s
+    };
+    assert_eq!(old.plan(), Step::RotatePassword);
+    assert_eq!(new.plan(), old.plan());
+    assert_eq!(
+        next_rotation(&new.observed()),
+        next_rotation(&old.observed())
+    );
+    // An unusable interval names the field it was read from.
+    let mut bad = generating_new_shape(crate::api::SecretDeletionPolicy::Retain);
+    bad.spec
+        .password_generation
+        .as_mut()
+        .unwrap()
+        .rotation_interval = Some("1s".into());
+    bad.generated = Some(ours("2026-01-01T10:00:40Z"));
+    match phase(bad.plan()) {
+        Phase::Failed {
+            failure: Failure::Stalled { reason, message },
+            ..
+        } => {
+            assert_eq!(reason, Reason::InvalidSpec);
+            assert!(
+                message.contains("spec.passwordGeneration.rotationInterval"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        old.spec.deprecated_fields(),
+        [
+            ("generatePassword", "passwordGeneration"),
+            ("rotationInterval", "passwordGeneration.rotationInterval")
+        ]
+    );
+    assert!(new.spec.deprecated_fields().is_empty());
+}
+
+/// A pending restart that only a person can end is Ready (kstatus Current) and not in effect;
+/// the restart makes it in effect.
+#[test]
+fn a_manual_restart_is_ready_but_not_in_effect_until_it_happens() {
+    let s = S::new(RebootPolicy::Manual)
+        .applied()
+        .described("Running", "2026-01-01T10:00Z", false)
+        .finish_into_status();
+    let get = |s: &S, t: &str| {
+        let c = s.status.condition(t).unwrap();
+        (c.status.clone(), c.reason.clone())
+    };
+    assert_eq!(get(&s, "Ready"), ("True".into(), "RebootRequired".into()));
+    assert_eq!(
+        get(&s, "InEffect"),
+        ("False".into(), "RebootRequired".into())
+    );
+    assert_eq!(
+        get(&s, "RebootRequired"),
+        ("True".into(), "RebootRequired".into())
+    );
+    assert_eq!(get(&s, "Reconciling").0, "False");
+    let s = s
+        .next_round("2026-01-01T10:05:00Z")
+        .described("Running", "2026-01-01T10:04Z", false)
+        .finish_into_status();
+    assert_eq!(get(&s, "Ready"), ("True".into(), "Applied".into()));
+    assert_eq!(get(&s, "InEffect"), ("True".into(), "Restarted".into()));
 }

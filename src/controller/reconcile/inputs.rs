@@ -5,8 +5,8 @@
 use kube::ResourceExt;
 
 use crate::api::{
-    ANNOTATION_GENERATED_AT, ANNOTATION_PREVIOUS_IN_EFFECT, ANNOTATION_ROTATE_TOKEN, AppliedSecret,
-    Reason, VncPassword, VncPasswordStatus,
+    ANNOTATION_GENERATED_AT, ANNOTATION_OWNER_UID, ANNOTATION_PREVIOUS_IN_EFFECT,
+    ANNOTATION_ROTATE_TOKEN, AppliedSecret, Reason, VncPassword, VncPasswordStatus,
 };
 use crate::controller::context::Context;
 use crate::controller::decide::Failure;
@@ -70,25 +70,34 @@ pub(super) fn needs_credentials(step: &Step) -> bool {
     )
 }
 
-/// With `generatePassword`: what the password Secret's metadata (`None`: no such Secret) says.
+/// With `passwordGeneration`: what the password Secret's metadata (`None`: no such Secret) says.
+/// It is this VncPassword's when it carries its ownerReference (`secretDeletionPolicy: Delete`) or
+/// its uid in the annotation `ecsvnc.io/owner-uid` (`Retain`).
 pub(super) fn generated_secret(
     obj: &VncPassword,
     secret: Option<(&[String], &std::collections::BTreeMap<String, String>)>,
 ) -> GeneratedSecret {
-    match secret {
-        None => GeneratedSecret::Missing,
-        Some((controllers, _)) if !obj.uid().is_some_and(|uid| controllers.contains(&uid)) => {
-            GeneratedSecret::NotOurs
-        }
-        Some((_, annotations)) => GeneratedSecret::Ours {
-            generated_at: annotations
-                .get(ANNOTATION_GENERATED_AT)
-                .and_then(|t| t.parse().ok()),
-            rotate_token: annotations.get(ANNOTATION_ROTATE_TOKEN).cloned(),
-            previous_kept: annotations
-                .get(ANNOTATION_PREVIOUS_IN_EFFECT)
-                .is_some_and(|v| v == "true"),
-        },
+    let Some((controllers, annotations)) = secret else {
+        return GeneratedSecret::Missing;
+    };
+    let uid = obj.uid().unwrap_or_default();
+    let owner_reference = !uid.is_empty() && controllers.contains(&uid);
+    let annotated = !uid.is_empty()
+        && annotations
+            .get(ANNOTATION_OWNER_UID)
+            .is_some_and(|u| *u == uid);
+    if !owner_reference && !annotated {
+        return GeneratedSecret::NotOurs;
+    }
+    GeneratedSecret::Ours {
+        generated_at: annotations
+            .get(ANNOTATION_GENERATED_AT)
+            .and_then(|t| t.parse().ok()),
+        rotate_token: annotations.get(ANNOTATION_ROTATE_TOKEN).cloned(),
+        previous_kept: annotations
+            .get(ANNOTATION_PREVIOUS_IN_EFFECT)
+            .is_some_and(|v| v == "true"),
+        owner_reference,
     }
 }
 
@@ -106,12 +115,12 @@ pub(super) fn cached_inputs(
     status: &VncPasswordStatus,
 ) -> Option<Inputs> {
     let spec = &obj.spec;
-    let applied = status.applied_secret.as_ref()?;
-    let fingerprint = status.applied_password_fingerprint.as_deref()?;
+    let applied = status.applied.secret.as_ref()?;
+    let fingerprint = status.applied.fingerprint.as_deref()?;
     let key_id = ctx.key.id();
     if applied.name != spec.password_secret_ref.name
         || applied.key != spec.password_secret_ref.key
-        || status.applied_instance.as_deref() != Some(plan::instance_key(spec).as_str())
+        || status.applied.instance.as_deref() != Some(plan::instance_key(spec).as_str())
         || plan::fingerprint_key_id(fingerprint) != Some(key_id.as_str())
     {
         return None;
@@ -123,11 +132,11 @@ pub(super) fn cached_inputs(
     {
         return None;
     }
-    let credentials_identity = match &spec.credentials_secret_ref {
+    let credentials_identity = match &spec.credentials_secret() {
         // Known for certain only once resolved (the ServiceAccount's uid and resourceVersion, the
         // credentials' AccessKeyId); a step that needs the credentials resolves them and plans
         // again with their identity. A plan that needs no credentials does not look at it.
-        None if spec.credentials_service_account_ref.is_some() => {
+        None if spec.credentials_service_account().is_some() => {
             Ok(format!("serviceaccount:{namespace}/unresolved"))
         }
         // What the chain is (a role, a file), as known without fetching: for a rotated credentials
@@ -160,7 +169,7 @@ pub(super) fn cached_inputs(
         credentials_identity,
         credentials: None,
         generated: spec
-            .generate_password
+            .generates_password()
             .then(|| generated_secret(obj, Some((&controllers, annotations)))),
         secret_version: Some(applied.resource_version.clone()),
         password_read: false,
@@ -179,11 +188,11 @@ pub(super) async fn observe(
         SecretRead::TooLarge => None,
         SecretRead::Found(s) => obj
             .spec
-            .generate_password
+            .generates_password()
             .then(|| generated_secret(obj, Some((s.controllers.as_slice(), &s.annotations)))),
         SecretRead::Missing => obj
             .spec
-            .generate_password
+            .generates_password()
             .then(|| generated_secret(obj, None)),
     };
     let secret_version = match &secret {
@@ -283,13 +292,13 @@ pub(super) async fn credentials(
     obj: &VncPassword,
     namespace: &str,
 ) -> Result<Result<(Credentials, String), Failure>, ReconcileError> {
-    if let Some(r) = &obj.spec.credentials_service_account_ref {
-        if obj.spec.credentials_secret_ref.is_some() {
+    if let Some(r) = obj.spec.credentials_service_account() {
+        if obj.spec.credentials_secret().is_some() {
             // The CRD schema refuses both; an object stored before that rule still gets a clear
             // answer.
             return Ok(Err(Failure::stalled(
                 Reason::InvalidSpec,
-                "set at most one of credentialsSecretRef and credentialsServiceAccountRef",
+                "set exactly one of credentials.secretRef and credentials.serviceAccountRef",
             )));
         }
         // Always the object's own namespace: the reference has no namespace field.
@@ -308,7 +317,7 @@ pub(super) async fn credentials(
             }),
         };
     }
-    match &obj.spec.credentials_secret_ref {
+    match &obj.spec.credentials_secret() {
         None => {
             let provider = match default_credentials(ctx, namespace) {
                 Ok(p) => p,
@@ -330,12 +339,12 @@ pub(super) async fn credentials(
                 // A configured credentials (or token) file that cannot be read: retried, since it
                 // is read again at every use.
                 Err(e) if e.not_found => Err(Failure::retry(
-                    Reason::CredentialsNotFound,
+                    Reason::CredentialsFileUnreadable,
                     e.message,
                     crate::controller::decide::Pace::Normal,
                 )),
                 Err(e) => Err(Failure::retry(
-                    Reason::EcsUnavailable,
+                    Reason::StsUnavailable,
                     e.message,
                     crate::controller::decide::Pace::Normal,
                 )),
@@ -349,7 +358,7 @@ pub(super) async fn credentials(
             SecretRead::Missing => Ok(Err(Failure::stalled(
                 Reason::CredentialsNotFound,
                 format!(
-                    "credentials Secret {} does not exist in namespace {namespace}: create it with keys accessKeyId, accessKeySecret (and securityToken for STS)",
+                    "credentials Secret {} does not exist in namespace {namespace}: create it with the keys spec.credentials.secretRef names (default accessKeyId, accessKeySecret, and securityToken for STS)",
                     r.name
                 ),
             ))),
@@ -358,7 +367,7 @@ pub(super) async fn credentials(
                 uid,
                 resource_version,
                 ..
-            }) => Ok(tenancy::from_secret_data(&r.name, |k| data.get(k).cloned())
+            }) => Ok(tenancy::from_secret_ref(r, |k| data.get(k).cloned())
                 .map(|c| (c, secret_credentials_identity(&uid, &resource_version)))),
         },
     }

@@ -22,7 +22,7 @@ pub(super) fn not_described(
     instance_key: &str,
 ) -> Failure {
     let spec = &obj.spec;
-    if status.applied_instance.as_deref() == Some(instance_key) {
+    if status.applied.instance.as_deref() == Some(instance_key) {
         Failure::stalled(
             Reason::DescribeNotAllowed,
             format!(
@@ -38,6 +38,41 @@ pub(super) fn not_described(
                 spec.instance_id, spec.region_id
             ),
         )
+    }
+}
+
+/// Warning Events for deprecated names the object uses: the annotation once per token it handled
+/// (when the token is recorded), each deprecated spec field once per generation.
+pub(super) fn deprecations(
+    obj: &VncPassword,
+    previous: &VncPasswordStatus,
+    status: &VncPasswordStatus,
+    force_token_deprecated: bool,
+    events: &mut Vec<Event>,
+) {
+    let handled = status.force_apply_token();
+    if force_token_deprecated && handled.is_some() && handled != previous.force_apply_token() {
+        events.push(warning(
+            "DeprecatedAnnotation",
+            format!(
+                "the annotation {} is deprecated: use {} (the token {} was handled)",
+                crate::api::ANNOTATION_RECONCILE_REQUESTED_AT,
+                crate::api::ANNOTATION_FORCE_APPLY_REQUESTED_AT,
+                handled.unwrap_or_default()
+            ),
+            "Reconcile",
+        ));
+    }
+    let generation_seen = previous.observed_generation.is_some()
+        && previous.observed_generation == obj.metadata.generation;
+    if !generation_seen {
+        for (old, new) in obj.spec.deprecated_fields() {
+            events.push(warning(
+                "DeprecatedField",
+                format!("spec.{old} is deprecated: use spec.{new} (the same meaning)"),
+                "Reconcile",
+            ));
+        }
     }
 }
 
@@ -63,7 +98,7 @@ pub(super) fn transition_events(
             if *how == Reason::Restarted && previous.is_true(condition::REBOOT_REQUIRED) =>
         {
             events.push(normal(
-                "RestartObserved",
+                Reason::Restarted.as_str(),
                 format!(
                     "instance {} restarted: the new VNC password is in effect",
                     spec.instance_id
@@ -136,7 +171,9 @@ pub(super) async fn finish(
         ctx.now(),
     );
     status.observed_generation = obj.metadata.generation;
-    let changed = base.0 != &status;
+    // A status in an earlier version's shape is written anew (grouped) even when unchanged.
+    let changed = base.0 != &status || status.legacy;
+    status.legacy = false;
     let mut outcome = Written::Done;
     if changed {
         if rebooted_now {

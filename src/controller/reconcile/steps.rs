@@ -13,8 +13,9 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::api::{
-    ANNOTATION_GENERATED_AT, ANNOTATION_PREVIOUS_IN_EFFECT, ANNOTATION_ROTATE_TOKEN, AppliedSecret,
-    LABEL_MANAGED_BY, MANAGED_BY, PREVIOUS_KEY, Reason,
+    ANNOTATION_GENERATED_AT, ANNOTATION_OWNER_UID, ANNOTATION_PREVIOUS_IN_EFFECT,
+    ANNOTATION_ROTATE_TOKEN, AppliedSecret, LABEL_MANAGED_BY, LABEL_VNCPASSWORD, MANAGED_BY,
+    PREVIOUS_KEY, Reason, SecretDeletionPolicy, VncPassword,
 };
 use crate::controller::decide;
 use crate::controller::plan::{self, GeneratedSecret, PasswordInput};
@@ -55,6 +56,10 @@ impl Run<'_> {
         self.inputs.secret_version = Some(secret.resource_version.clone());
         self.inputs.secret_password = Some(password);
         self.inputs.generated = Some(generated);
+        if let Some(token) = &self.rotate_token {
+            // Echoed like the force token: the rotation this token asked for is made.
+            self.status.applied.rotate_token = Some(token.clone());
+        }
         let (reason, action) = if rotate {
             ("PasswordRotated", "RotatePassword")
         } else {
@@ -68,6 +73,74 @@ impl Run<'_> {
             ),
             action,
         ));
+        Ok(Flow::Next)
+    }
+
+    /// `passwordGeneration`: the Secret the controller created gets the ownership its
+    /// `secretDeletionPolicy` says, with its resourceVersion as precondition (a merge patch of its
+    /// metadata only: the password is untouched, so the next plan only records the new version).
+    pub(super) async fn set_secret_ownership(&mut self) -> Result<Flow, ReconcileError> {
+        let r = &self.obj.spec.password_secret_ref;
+        let Some(rv) = self.inputs.secret_version.clone() else {
+            return Err(ReconcileError::TooManySteps);
+        };
+        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let write_err = |source| ReconcileError::WriteSecret {
+            namespace: self.namespace.clone(),
+            name: r.name.clone(),
+            source,
+        };
+        let current = match api.get_opt(&r.name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(Flow::Done(Action::requeue(Duration::from_secs(1)), "retry")),
+            Err(e) => return Err(write_err(e)),
+        };
+        let delete = secret_deletion_policy(self.obj) == SecretDeletionPolicy::Delete;
+        let mut owners: Vec<_> = current
+            .metadata
+            .owner_references
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| o.uid != self.uid)
+            .collect();
+        if delete {
+            owners.push(owner_reference(self.obj, &self.uid));
+        }
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": rv,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_VNCPASSWORD: self.name},
+                "annotations": {ANNOTATION_OWNER_UID: self.uid},
+                "ownerReferences": if owners.is_empty() { serde_json::Value::Null } else { json!(owners) },
+            },
+        });
+        let written = match api
+            .patch(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(s) => s,
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+                return Ok(Flow::Done(Action::requeue(Duration::from_secs(1)), "retry"));
+            }
+            Err(e) => return Err(write_err(e)),
+        };
+        let version = written.metadata.resource_version.unwrap_or_default();
+        if let PasswordInput::Usable { secret, .. } = &mut self.inputs.password {
+            secret.resource_version = version.clone();
+        }
+        self.inputs.secret_version = Some(version);
+        if let Some(GeneratedSecret::Ours {
+            owner_reference, ..
+        }) = &mut self.inputs.generated
+        {
+            *owner_reference = delete;
+        }
+        tracing::info!(
+            secret = %r.name,
+            owner_reference = delete,
+            "gave the generated Secret the ownership its secretDeletionPolicy says"
+        );
         Ok(Flow::Next)
     }
 
@@ -174,7 +247,7 @@ impl Run<'_> {
                 // Whatever another object applied before, the instance holds ours now.
                 self.overwritten = false;
                 self.events.push(normal(
-                    "PasswordApplied",
+                    Reason::Applied.as_str(),
                     format!(
                         "ECS accepted the new VNC password for instance {} (RequestId {request_id})",
                         spec.instance_id
@@ -199,7 +272,8 @@ impl Run<'_> {
         };
         if self
             .status
-            .applied_password_fingerprint
+            .applied
+            .fingerprint
             .as_deref()
             .and_then(plan::fingerprint_key_id)
             != Some(self.key_id.as_str())
@@ -210,7 +284,7 @@ impl Run<'_> {
         }
         record::identity(&mut self.status, fingerprint, secret, &self.instance_key);
         // A new key: the proof is made anew too (the old one no longer verifies).
-        if self.status.access_proof.is_some() {
+        if self.status.applied.access_proof.is_some() {
             let proof = self.access_proof();
             record::proved_access(&mut self.status, proof);
         }
@@ -329,6 +403,8 @@ impl Run<'_> {
                 self.ctx
                     .wrote(&self.uid, written.resource_version().as_deref());
                 self.resource_version = written.resource_version();
+                // Written in the grouped shape, whatever it was read in.
+                self.status.legacy = false;
                 self.written_status = Some(self.status.clone());
                 self.round.intent_written = true;
                 self.reservation = Some(reservation);
@@ -533,25 +609,20 @@ async fn write_generated(
             Err(e) => return Err(write_err(e)),
         }
     } else {
+        // Known as this VncPassword's by the annotation; owned (and so deleted with it) only
+        // with `secretDeletionPolicy: Delete`.
+        annotations.insert(ANNOTATION_OWNER_UID.to_string(), run.uid.clone());
+        let delete = secret_deletion_policy(obj) == SecretDeletionPolicy::Delete;
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(r.name.clone()),
                 namespace: Some(namespace.to_string()),
                 labels: Some(std::collections::BTreeMap::from([
                     (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-                    ("ecsvnc.io/vncpassword".to_string(), obj.name_any()),
+                    (LABEL_VNCPASSWORD.to_string(), obj.name_any()),
                 ])),
                 annotations: Some(annotations),
-                owner_references: Some(vec![
-                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-                        api_version: "ecsvnc.io/v1alpha1".into(),
-                        kind: "VncPassword".into(),
-                        name: obj.name_any(),
-                        uid: run.uid.clone(),
-                        controller: Some(true),
-                        block_owner_deletion: None,
-                    },
-                ]),
+                owner_references: delete.then(|| vec![owner_reference(obj, &run.uid)]),
                 ..Default::default()
             },
             type_: Some("Opaque".into()),
@@ -581,6 +652,34 @@ async fn write_generated(
         generated_at: Some(now),
         rotate_token: rotate_token.map(str::to_string),
         previous_kept,
+        owner_reference: written
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == run.uid),
     };
     Ok(Some((password, identity, generated)))
+}
+
+fn secret_deletion_policy(obj: &VncPassword) -> SecretDeletionPolicy {
+    obj.spec
+        .generation()
+        .map(|g| g.secret_deletion_policy)
+        .unwrap_or_default()
+}
+
+/// The ownerReference that makes a generated Secret go with its VncPassword.
+fn owner_reference(
+    obj: &VncPassword,
+    uid: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "ecsvnc.io/v1alpha1".into(),
+        kind: "VncPassword".into(),
+        name: obj.name_any(),
+        uid: uid.to_string(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
 }
