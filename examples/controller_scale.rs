@@ -846,11 +846,14 @@ fn scrape_sum(addr: SocketAddr, prefix: &str) -> f64 {
         .sum()
 }
 
+/// `ecs_vnc_vncpasswords` of every namespace with this Ready reason.
 fn scrape_reason(addr: SocketAddr, reason: &str) -> f64 {
-    scrape_sum(
-        addr,
-        &format!("ecs_vnc_vncpasswords{{ready_reason=\"{reason}\"}}"),
-    )
+    let label = format!("ready_reason=\"{reason}\"}}");
+    scrape(addr)
+        .lines()
+        .filter(|l| l.starts_with("ecs_vnc_vncpasswords{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// `apiserver_request_total` summed by "VERB resource[/subresource]".

@@ -9,7 +9,7 @@
 //! | `ecs_vnc_reconcile_panics_total` | counter | reconciles that panicked (caught; the object says `InternalError`) |
 //! | `ecs_vnc_ecs_calls_total` | counter | `action`, `code` (`Success`, an ECS error code, `NetworkError`, ...) |
 //! | `ecs_vnc_ecs_call_duration_seconds` | histogram | `action` |
-//! | `ecs_vnc_vncpasswords` | gauge | `ready_reason` |
+//! | `ecs_vnc_vncpasswords` | gauge | `namespace` (the objects' own; at most [`MAX_NAMESPACES`], the rest `_other`), `ready_reason` |
 //! | `ecs_vnc_pending_reboots` | gauge | |
 //! | `ecs_vnc_reconciles_waiting` | gauge | reconciles due and waiting for one of the `--concurrency` work slots |
 //! | `ecs_vnc_leader` | gauge | 1 while this replica leads (always 1 without `--leader-elect`), else 0 |
@@ -57,6 +57,11 @@ const MAX_LABEL_LEN: usize = 64;
 /// means something unexpected is writing reasons, and the rest are counted as `Other`.
 const MAX_READY_REASONS: usize = 32;
 const OTHER: &str = "Other";
+/// Namespaces with their own `ecs_vnc_vncpasswords` series (those with the most objects, then by
+/// name); the objects of the rest are counted under [`OTHER_NAMESPACE`].
+pub const MAX_NAMESPACES: usize = 500;
+/// Not a possible namespace name (those are lowercase DNS labels), so never mistaken for one.
+pub const OTHER_NAMESPACE: &str = "_other";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -90,9 +95,28 @@ struct BucketLabels {
 /// Distinct accounts with their own rate-limit series; the rest are `Other`.
 const MAX_ACCOUNTS: usize = 64;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Ord, PartialOrd, EncodeLabelSet)]
 struct ReasonLabel {
+    namespace: String,
     ready_reason: String,
+}
+
+/// The Ready reasons seen so far (bounded) and the `ecs_vnc_vncpasswords` series exported now.
+#[derive(Default)]
+struct KnownSeries {
+    reasons: BTreeSet<String>,
+    series: BTreeSet<ReasonLabel>,
+}
+
+/// A namespace as a label value: a valid namespace name is one already; anything else (never
+/// from the API server) is `_other`.
+fn bounded_namespace(namespace: &str) -> &str {
+    let valid = !namespace.is_empty()
+        && namespace.len() <= 63
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid { namespace } else { OTHER_NAMESPACE }
 }
 
 /// The controller's metrics; shared as `Arc<Metrics>` by the reconciler, the ECS client (as its
@@ -115,7 +139,7 @@ pub struct Metrics {
     known_accounts: Mutex<BTreeSet<String>>,
     /// Reasons ever exported: one that disappears from a snapshot is set to 0 rather than dropped,
     /// so `rate()`/alerts see it fall instead of going stale.
-    known_reasons: Mutex<BTreeSet<String>>,
+    known_reasons: Mutex<KnownSeries>,
 }
 
 impl Default for Metrics {
@@ -195,7 +219,7 @@ impl Metrics {
         let vncpasswords = Family::<ReasonLabel, Gauge>::default();
         registry.register(
             "vncpasswords",
-            "VncPasswords by the reason of their Ready condition (Unknown: no Ready condition yet)",
+            "VncPasswords by namespace and the reason of their Ready condition (Unknown: no Ready condition yet); at most 500 namespaces (those with the most objects) have series of their own, the others' objects are counted under namespace=\"_other\"",
             vncpasswords.clone(),
         );
         let pending_reboots = Gauge::default();
@@ -258,7 +282,7 @@ impl Metrics {
             pending_reboots,
             reconciles_waiting,
             leader,
-            known_reasons: Mutex::new(BTreeSet::new()),
+            known_reasons: Mutex::new(KnownSeries::default()),
         }
     }
 
@@ -283,30 +307,63 @@ impl Metrics {
         self.reconcile_panics.inc();
     }
 
-    /// Replaces the per-reason snapshot of `ecs_vnc_vncpasswords`: reasons in `counts` get their
-    /// count, reasons exported before but absent now drop to 0.
-    pub fn set_ready_reasons(&self, counts: &BTreeMap<String, i64>) {
+    /// Replaces the snapshot of `ecs_vnc_vncpasswords`: `counts` is keyed by (namespace, Ready's
+    /// reason). Namespaces beyond [`MAX_NAMESPACES`] (the fewest objects, then by name) count as
+    /// [`OTHER_NAMESPACE`]; reasons beyond [`MAX_READY_REASONS`] distinct ones as `Other`. Series of
+    /// a namespace that has objects drop to 0 for reasons it no longer has; series of namespaces
+    /// without objects (or past the bound) are removed, so that series do not pile up.
+    pub fn set_ready_reasons(&self, counts: &BTreeMap<(String, String), i64>) {
+        let mut per_namespace: BTreeMap<&str, i64> = BTreeMap::new();
+        for ((namespace, _), n) in counts {
+            *per_namespace.entry(namespace.as_str()).or_default() += *n;
+        }
+        let mut ranked: Vec<(&str, i64)> = per_namespace.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let own: BTreeSet<&str> = ranked
+            .iter()
+            .take(MAX_NAMESPACES)
+            .map(|(ns, _)| *ns)
+            .collect();
         let mut known = self
             .known_reasons
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut snapshot: BTreeMap<String, i64> = BTreeMap::new();
-        for (reason, n) in counts {
+        let mut snapshot: BTreeMap<ReasonLabel, i64> = BTreeMap::new();
+        for ((namespace, reason), n) in counts {
             let mut label = bounded(reason);
-            if !known.contains(label) && known.len() >= MAX_READY_REASONS {
+            if !known.reasons.contains(label) && known.reasons.len() >= MAX_READY_REASONS {
                 label = OTHER;
             }
-            *snapshot.entry(label.to_string()).or_default() += *n;
-            known.insert(label.to_string());
-        }
-        for reason in known.iter() {
-            let n = snapshot.get(reason).copied().unwrap_or(0);
-            self.vncpasswords
-                .get_or_create(&ReasonLabel {
-                    ready_reason: reason.clone(),
+            known.reasons.insert(label.to_string());
+            let namespace = if own.contains(namespace.as_str()) {
+                bounded_namespace(namespace)
+            } else {
+                OTHER_NAMESPACE
+            };
+            *snapshot
+                .entry(ReasonLabel {
+                    namespace: namespace.to_string(),
+                    ready_reason: label.to_string(),
                 })
-                .set(n);
+                .or_default() += *n;
         }
+        let namespaces: BTreeSet<&str> = snapshot.keys().map(|l| l.namespace.as_str()).collect();
+        let mut exported = BTreeSet::new();
+        for namespace in &namespaces {
+            for reason in known.reasons.iter() {
+                let label = ReasonLabel {
+                    namespace: namespace.to_string(),
+                    ready_reason: reason.clone(),
+                };
+                let n = snapshot.get(&label).copied().unwrap_or(0);
+                self.vncpasswords.get_or_create(&label).set(n);
+                exported.insert(label);
+            }
+        }
+        for gone in known.series.difference(&exported) {
+            self.vncpasswords.remove(gone);
+        }
+        known.series = exported;
     }
 
     pub fn set_pending_reboots(&self, n: i64) {
@@ -407,10 +464,6 @@ mod tests {
         text.lines().collect()
     }
 
-    fn reasons(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
-        pairs.iter().map(|(r, n)| (r.to_string(), *n)).collect()
-    }
-
     #[test]
     fn metrics_are_shareable_across_threads() {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
@@ -427,7 +480,10 @@ mod tests {
             "Success",
             Duration::from_millis(30),
         );
-        m.set_ready_reasons(&reasons(&[("Applied", 2), ("RebootRequired", 1)]));
+        m.set_ready_reasons(&by_namespace(&[
+            ("team-a", "Applied", 2),
+            ("team-a", "RebootRequired", 1),
+        ]));
         m.set_pending_reboots(1);
         m.set_leader(true);
         m.rate_limit(
@@ -456,8 +512,8 @@ mod tests {
             "# TYPE ecs_vnc_ecs_call_duration_seconds histogram",
             "ecs_vnc_ecs_call_duration_seconds_count{action=\"ModifyInstanceVncPasswd\"} 1",
             "# TYPE ecs_vnc_vncpasswords gauge",
-            "ecs_vnc_vncpasswords{ready_reason=\"Applied\"} 2",
-            "ecs_vnc_vncpasswords{ready_reason=\"RebootRequired\"} 1",
+            "ecs_vnc_vncpasswords{namespace=\"team-a\",ready_reason=\"Applied\"} 2",
+            "ecs_vnc_vncpasswords{namespace=\"team-a\",ready_reason=\"RebootRequired\"} 1",
             "# TYPE ecs_vnc_pending_reboots gauge",
             "ecs_vnc_pending_reboots 1",
             "# TYPE ecs_vnc_ecs_rate_limit_qps gauge",
@@ -540,38 +596,55 @@ mod tests {
         assert!(m.encode().contains(&format!("code=\"{}\"", "B".repeat(64))));
     }
 
+    fn by_namespace(pairs: &[(&str, &str, i64)]) -> BTreeMap<(String, String), i64> {
+        pairs
+            .iter()
+            .map(|(ns, r, n)| ((ns.to_string(), r.to_string()), *n))
+            .collect()
+    }
+
     #[test]
     fn a_new_ready_snapshot_replaces_the_previous_one() {
         let m = Metrics::new();
-        m.set_ready_reasons(&reasons(&[("Applied", 2), ("RebootRequired", 1)]));
-        m.set_ready_reasons(&reasons(&[("Applied", 3), ("InvalidPassword", 1)]));
+        m.set_ready_reasons(&by_namespace(&[
+            ("team-a", "Applied", 2),
+            ("team-a", "RebootRequired", 1),
+            ("team-b", "Applied", 1),
+        ]));
+        m.set_ready_reasons(&by_namespace(&[
+            ("team-a", "Applied", 3),
+            ("team-a", "InvalidPassword", 1),
+        ]));
         let text = m.encode();
         let lines = lines(&text);
         for line in [
-            "ecs_vnc_vncpasswords{ready_reason=\"Applied\"} 3",
-            "ecs_vnc_vncpasswords{ready_reason=\"InvalidPassword\"} 1",
-            "ecs_vnc_vncpasswords{ready_reason=\"RebootRequired\"} 0",
+            "ecs_vnc_vncpasswords{namespace=\"team-a\",ready_reason=\"Applied\"} 3",
+            "ecs_vnc_vncpasswords{namespace=\"team-a\",ready_reason=\"InvalidPassword\"} 1",
+            "ecs_vnc_vncpasswords{namespace=\"team-a\",ready_reason=\"RebootRequired\"} 0",
         ] {
             assert!(lines.contains(&line), "missing line {line:?} in\n{text}");
         }
+        assert!(
+            !text.contains("team-b"),
+            "a namespace without objects keeps no series:\n{text}"
+        );
         m.set_ready_reasons(&BTreeMap::new());
         let text = m.encode();
         assert_eq!(
             text.lines()
                 .filter(|l| l.starts_with("ecs_vnc_vncpasswords{"))
-                .filter(|l| !l.ends_with(" 0"))
                 .count(),
             0,
-            "an empty snapshot zeroes every reason:\n{text}"
+            "an empty snapshot leaves no series:\n{text}"
         );
     }
 
     #[test]
     fn ready_reasons_are_bounded_in_form_and_number() {
         let m = Metrics::new();
-        let mut counts = reasons(&[("not a reason!", 2), ("<html>", 3)]);
+        let mut counts = by_namespace(&[("ns", "not a reason!", 2), ("ns", "<html>", 3)]);
         for i in 0..100 {
-            counts.insert(format!("Reason{i:03}"), 1);
+            counts.insert(("ns".into(), format!("Reason{i:03}")), 1);
         }
         m.set_ready_reasons(&counts);
         let text = m.encode();
@@ -590,8 +663,49 @@ mod tests {
         );
         // The first invalid reasons claimed `Other`; all overflow is counted there too.
         assert!(
-            series.contains(&"ecs_vnc_vncpasswords{ready_reason=\"Other\"} 74"),
+            series.contains(&"ecs_vnc_vncpasswords{namespace=\"ns\",ready_reason=\"Other\"} 74"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn namespaces_are_bounded_the_largest_keep_their_own_series() {
+        let m = Metrics::new();
+        let mut counts = BTreeMap::new();
+        // 600 namespaces of one object each, and one of 5: that one and the first 499 by name
+        // keep their series, the other 101 objects are counted under `_other`.
+        for i in 0..600 {
+            counts.insert((format!("ns-{i:03}"), "Applied".to_string()), 1);
+        }
+        counts.insert(("zz-big".to_string(), "Applied".to_string()), 5);
+        m.set_ready_reasons(&counts);
+        let text = m.encode();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("ecs_vnc_vncpasswords{"))
+            .collect();
+        assert_eq!(
+            series.len(),
+            MAX_NAMESPACES + 1,
+            "500 namespaces and _other"
+        );
+        assert!(
+            series
+                .contains(&"ecs_vnc_vncpasswords{namespace=\"zz-big\",ready_reason=\"Applied\"} 5")
+        );
+        assert!(
+            series
+                .contains(&"ecs_vnc_vncpasswords{namespace=\"ns-498\",ready_reason=\"Applied\"} 1")
+        );
+        assert!(!text.contains("ns-499"));
+        assert!(
+            series.contains(
+                &"ecs_vnc_vncpasswords{namespace=\"_other\",ready_reason=\"Applied\"} 101"
+            )
+        );
+        assert!(
+            text.contains("at most 500 namespaces"),
+            "the help says the bound"
         );
     }
 }

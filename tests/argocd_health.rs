@@ -1075,7 +1075,11 @@ async fn every_state_is_judged_by_kstatus_and_argocd_as_the_health_table_says() 
             k.status,
             message_cell(&k.message, obj, &["Reconciling", "Stalled", "Ready"]),
             a.status,
-            message_cell(&a.message, obj, &["Stalled", "Reconciling", "InEffect", "Ready"]),
+            message_cell(
+                &a.message,
+                obj,
+                &["Stalled", "Reconciling", "InEffect", "Ready"]
+            ),
             row.who
         ));
         // The rule: a state only a person or a closed window can end never leaves a pipeline

@@ -93,8 +93,11 @@ async fn io_optimized_instance_becomes_ready_with_exactly_one_modify_call() {
             .text()
             .await
             .ok()?;
-        m.contains("ecs_vnc_vncpasswords{ready_reason=\"Applied\"} 1")
-            .then_some(())
+        m.contains(&format!(
+            "ecs_vnc_vncpasswords{{namespace=\"{}\",ready_reason=\"Applied\"}} 1",
+            case.ns()
+        ))
+        .then_some(())
     })
     .await;
     case.finish().await;
@@ -105,12 +108,21 @@ async fn non_io_optimized_instance_waits_for_a_restart_then_is_ready_without_ano
     let case = Case::new("nonio", &[("i-nonio00000001", false)]).await;
     case.secret("web-vnc", "Ecs123").await;
     case.vncpw("web", "i-nonio00000001", json!({})).await;
+    // Applied, and only a person can restart the instance: Ready (kstatus Current), not in effect.
     let status = case
-        .wait("web", "Ready", "False", Some("RebootRequired"))
+        .wait("web", "InEffect", "False", Some("RebootRequired"))
         .await;
+    assert_eq!(
+        support::controller::condition(&status, "Ready"),
+        Some(("True".into(), "RebootRequired".into()))
+    );
     assert_eq!(
         support::controller::condition(&status, "RebootRequired").map(|c| c.0),
         Some("True".into())
+    );
+    assert_eq!(
+        support::controller::condition(&status, "Reconciling").map(|c| c.0),
+        Some("False".into())
     );
     assert_eq!(
         support::controller::condition(&status, "Applied").map(|c| c.0),
@@ -128,7 +140,13 @@ async fn non_io_optimized_instance_waits_for_a_restart_then_is_ready_without_ano
     // Make sure the reboot happens in a later minute than the apply would not be needed: the
     // baseline rule recognises a restart in the same minute too.
     case.sim.console_reboot("i-nonio00000001");
-    let status = case.wait("web", "Ready", "True", Some("Applied")).await;
+    let status = case
+        .wait("web", "InEffect", "True", Some("Restarted"))
+        .await;
+    assert_eq!(
+        support::controller::condition(&status, "Ready"),
+        Some(("True".into(), "Applied".into()))
+    );
     assert_eq!(
         support::controller::condition(&status, "RebootRequired"),
         Some(("False".into(), "Restarted".into()))
@@ -136,11 +154,11 @@ async fn non_io_optimized_instance_waits_for_a_restart_then_is_ready_without_ano
     assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 1);
     assert_eq!(case.sim.calls("RebootInstance"), 0);
     // The Event follows the status write.
-    eventually("the RestartObserved Event", WAIT, || async {
+    eventually("the Restarted Event", WAIT, || async {
         case.events()
             .await
             .iter()
-            .any(|e| e.reason.as_deref() == Some("RestartObserved"))
+            .any(|e| e.reason.as_deref() == Some("Restarted"))
             .then_some(())
     })
     .await;
@@ -183,7 +201,7 @@ async fn rotating_the_secret_applies_once_more_and_unrelated_secrets_change_noth
     let case = Case::new("rotate", &[("i-rotate0000001", true)]).await;
     case.secret("web-vnc", "First1").await;
     case.vncpw("web", "i-rotate0000001", json!({})).await;
-    case.wait("web", "Ready", "True", None).await;
+    case.wait("web", "InEffect", "True", None).await;
     let first = support::controller::status(&case.client, case.ns(), "web")
         .await
         .and_then(|s| s.applied.fingerprint);
@@ -192,7 +210,7 @@ async fn rotating_the_secret_applies_once_more_and_unrelated_secrets_change_noth
         (case.sim.set_password("i-rotate0000001").as_deref() == Some("Second")).then_some(())
     })
     .await;
-    let status = case.wait("web", "Ready", "True", None).await;
+    let status = case.wait("web", "InEffect", "True", None).await;
     assert_ne!(status.applied.fingerprint, first);
     put_secret(
         &case.client,
@@ -219,7 +237,7 @@ async fn a_secret_created_after_its_vncpassword_turns_it_ready() {
         ("False", "SecretNotFound")
     );
     case.secret("web-vnc", "Late12").await;
-    case.wait("web", "Ready", "True", None).await;
+    case.wait("web", "InEffect", "True", None).await;
     case.finish().await;
 }
 
@@ -244,7 +262,7 @@ async fn an_invalid_password_stalls_without_any_ecs_call_until_fixed() {
     case.wait("web", "Stalled", "True", Some("SecretKeyNotFound"))
         .await;
     case.secret("web-vnc", "Fixed1").await;
-    case.wait("web", "Ready", "True", None).await;
+    case.wait("web", "InEffect", "True", None).await;
     assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 1);
     case.finish().await;
 }
@@ -300,7 +318,7 @@ async fn transient_failures_reconcile_with_backoff_and_recover() {
         Some("False".into())
     );
     case.sim.set_status("i-starting00001", "Running");
-    case.wait("a", "Ready", "True", None).await;
+    case.wait("a", "InEffect", "True", None).await;
 
     // 5xx on every call, then healthy again.
     case.sim.set_error_rate(1.0);
@@ -309,13 +327,13 @@ async fn transient_failures_reconcile_with_backoff_and_recover() {
     case.wait("c", "Reconciling", "True", Some("EcsUnavailable"))
         .await;
     case.sim.set_error_rate(0.0);
-    case.wait("c", "Ready", "True", None).await;
+    case.wait("c", "InEffect", "True", None).await;
 
     // Throttling of more calls than one reconcile retries.
     case.sim.throttle_next(3);
     case.secret("b-vnc", "Ecs123").await;
     case.vncpw("b", "i-throttle00001", json!({})).await;
-    case.wait("b", "Ready", "True", None).await;
+    case.wait("b", "InEffect", "True", None).await;
     assert!(
         case.sim
             .calls_with_code("ModifyInstanceVncPasswd", "Throttling.User")
@@ -341,11 +359,11 @@ async fn a_controller_restart_makes_no_ecs_write_and_no_api_call_for_settled_obj
     case.vncpw("a", "i-restart000001", json!({})).await;
     case.vncpw("b", "i-restart000002", json!({})).await;
     case.vncpw("c", "i-restart000003", json!({})).await;
-    case.wait("a", "Ready", "True", None).await;
+    case.wait("a", "InEffect", "True", None).await;
     case.wait("b", "RebootRequired", "True", None).await;
     case.wait("c", "RebootRequired", "True", None).await;
     case.sim.console_reboot("i-restart000002");
-    case.wait("b", "Ready", "True", None).await;
+    case.wait("b", "InEffect", "True", None).await;
     let writes = case.sim.calls("ModifyInstanceVncPasswd") + case.sim.calls("RebootInstance");
     assert_eq!(writes, 3);
     case.stop_controller().await;
@@ -375,8 +393,8 @@ async fn a_controller_restart_makes_no_ecs_write_and_no_api_call_for_settled_obj
         },
     )
     .await;
-    case.wait("a", "Ready", "True", None).await;
-    case.wait("b", "Ready", "True", None).await;
+    case.wait("a", "InEffect", "True", None).await;
+    case.wait("b", "InEffect", "True", None).await;
     case.wait("c", "RebootRequired", "True", None).await;
     assert_eq!(
         case.sim.calls("ModifyInstanceVncPasswd") + case.sim.calls("RebootInstance"),
@@ -434,7 +452,7 @@ async fn default_credentials_need_an_allowed_namespace_and_an_sts_secret_works()
         json!({"credentialsSecretRef": {"name": "aliyun"}}),
     )
     .await;
-    case.wait("web", "Ready", "True", None).await;
+    case.wait("web", "InEffect", "True", None).await;
     // A wrong token is a credentials failure, not a retry loop.
     put_secret(
         &case.client,
@@ -580,7 +598,7 @@ async fn paused_objects_make_no_ecs_calls_and_say_so_and_reconcile_requests_reap
     let case = Case::new("annot", &[("i-annot00000001", true)]).await;
     case.secret("web-vnc", "Ecs123").await;
     case.vncpw("web", "i-annot00000001", json!({})).await;
-    case.wait("web", "Ready", "True", None).await;
+    case.wait("web", "InEffect", "True", None).await;
     let api = Api::<VncPassword>::namespaced(case.client.clone(), case.ns());
     let annotate = |value: serde_json::Value| {
         let api = api.clone();
@@ -594,21 +612,52 @@ async fn paused_objects_make_no_ecs_calls_and_say_so_and_reconcile_requests_reap
             .expect("annotate");
         }
     };
-    annotate(json!({"ecsvnc.io/reconcile-requested-at": "one"})).await;
+    annotate(json!({"ecsvnc.io/force-apply-requested-at": "one"})).await;
     eventually("a forced re-apply", WAIT, || async {
         (case.sim.calls("ModifyInstanceVncPasswd") == 2).then_some(())
     })
     .await;
-    let status = case.wait("web", "Ready", "True", None).await;
+    let status = case.wait("web", "InEffect", "True", None).await;
     assert_eq!(status.applied.force_apply_token.as_deref(), Some("one"));
+    // The deprecated name is still honoured, with one Warning Event per token.
+    annotate(json!({"ecsvnc.io/force-apply-requested-at": null, "ecsvnc.io/reconcile-requested-at": "two"})).await;
+    eventually(
+        "a forced re-apply by the deprecated annotation",
+        WAIT,
+        || async { (case.sim.calls("ModifyInstanceVncPasswd") == 3).then_some(()) },
+    )
+    .await;
+    let deprecated = || async {
+        case.events()
+            .await
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("DeprecatedAnnotation"))
+            // A repeat of the same Event shows as a series (or a count above 1).
+            .map(|e| {
+                e.series
+                    .as_ref()
+                    .and_then(|s| s.count)
+                    .unwrap_or(1)
+                    .max(e.count.unwrap_or(1))
+            })
+            .sum::<i32>()
+    };
+    eventually("the DeprecatedAnnotation Event", WAIT, || async {
+        (deprecated().await == 1).then_some(())
+    })
+    .await;
+    let status = case.wait("web", "InEffect", "True", None).await;
+    assert_eq!(status.applied.force_apply_token.as_deref(), Some("two"));
     annotate(json!({"ecsvnc.io/paused": "true"})).await;
-    case.wait("web", "Ready", "False", Some("Paused")).await;
+    case.wait("web", "Ready", "True", Some("Paused")).await;
     case.secret("web-vnc", "Ecs456").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 2);
-    annotate(json!({"ecsvnc.io/paused": null})).await;
-    case.wait("web", "Ready", "True", None).await;
     assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 3);
+    annotate(json!({"ecsvnc.io/paused": null})).await;
+    case.wait("web", "InEffect", "True", None).await;
+    assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 4);
+    // Once per token: the later reconciles (a new Secret version) said nothing more.
+    assert_eq!(deprecated().await, 1);
     case.finish().await;
 }
 
@@ -629,14 +678,14 @@ async fn a_controller_clock_behind_ecs_reports_no_restart_that_did_not_happen() 
     let status = case
         .wait("web", "RebootRequired", "True", Some("RebootRequired"))
         .await;
-    assert!(!status.is_true("Ready"), "{:?}", status.conditions);
+    assert!(!status.is_true("InEffect"), "{:?}", status.conditions);
     assert!(
         status.applied.ecs_time.is_some(),
         "ECS's time of the apply is kept"
     );
     // Stays so: nothing restarted.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!status_of(&case, "web").await.is_true("Ready"));
+    assert!(!status_of(&case, "web").await.is_true("InEffect"));
     // A real restart in a later minute (ECS's clock) puts it in effect.
     ecs.advance(60);
     case.sim.console_reboot("i-skewbehind001");
@@ -742,8 +791,8 @@ async fn facts_of_the_old_instance_are_never_used_after_an_instance_change() {
         let generation2 = s.observed_generation == Some(2);
         if generation2 {
             assert!(
-                !s.is_true("Ready"),
-                "Ready on facts about another instance: {:?}",
+                !s.is_true("InEffect"),
+                "in effect on facts about another instance: {:?}",
                 s.conditions
             );
         }
@@ -777,8 +826,8 @@ async fn losing_the_fingerprint_key_calls_ecs_for_nothing_that_is_unchanged() {
     case.vncpw("a", "i-keyio00000001", json!({})).await;
     case.vncpw("b", "i-keyauto000001", json!({"rebootPolicy": "Automatic"}))
         .await;
-    case.wait("a", "Ready", "True", None).await;
-    case.wait("b", "Ready", "True", None).await;
+    case.wait("a", "InEffect", "True", None).await;
+    case.wait("b", "InEffect", "True", None).await;
     assert_eq!(case.sim.successes("RebootInstance"), 1);
     let before = status_of(&case, "a").await.applied.fingerprint;
     let writes = |sim: &Sim| sim.calls("ModifyInstanceVncPasswd") + sim.calls("RebootInstance");
@@ -800,10 +849,10 @@ async fn losing_the_fingerprint_key_calls_ecs_for_nothing_that_is_unchanged() {
         (a.is_some() && a != before).then_some(())
     })
     .await;
-    case.wait("b", "Ready", "True", None).await;
+    case.wait("b", "InEffect", "True", None).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(writes(&case.sim), calls, "ECS writes after a key change");
-    assert!(status_of(&case, "a").await.is_true("Ready"));
+    assert!(status_of(&case, "a").await.is_true("InEffect"));
     case.finish().await;
 }
 
@@ -872,7 +921,7 @@ async fn a_credentials_secret_briefly_missing_leaves_applied_and_ready_alone() {
         json!({"credentialsSecretRef": {"name": "creds"}}),
     )
     .await;
-    case.wait("web", "Ready", "True", None).await;
+    case.wait("web", "InEffect", "True", None).await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(case.client.clone(), case.ns());
     secrets
@@ -884,7 +933,7 @@ async fn a_credentials_secret_briefly_missing_leaves_applied_and_ready_alone() {
     while tokio::time::Instant::now() < until {
         let s = status_of(&case, "web").await;
         assert!(
-            s.is_true("Ready") && s.is_true("Applied"),
+            s.is_true("InEffect") && s.is_true("Applied"),
             "{:?}",
             s.conditions
         );
@@ -898,7 +947,7 @@ async fn a_credentials_secret_briefly_missing_leaves_applied_and_ready_alone() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(status_of(&case, "web").await.is_true("Ready"));
+    assert!(status_of(&case, "web").await.is_true("InEffect"));
     assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 1);
     case.finish().await;
 }
@@ -965,7 +1014,7 @@ async fn an_unknown_ecs_refusal_is_retried_slowly_not_stalled() {
     case.secret("web-vnc", "Ecs123").await;
     case.vncpw("web", "i-unknown000001", json!({})).await;
     let status = case
-        .wait("web", "Reconciling", "True", Some("UnknownEcsError"))
+        .wait("web", "Reconciling", "True", Some("EcsUnknownError"))
         .await;
     assert!(!status.is_true("Stalled"));
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1013,19 +1062,51 @@ async fn a_generated_password_secret_is_created_once_and_never_overwritten() {
             .map(String::as_str),
         Some("ecs-vnc-controller")
     );
-    let owner = &secret.metadata.owner_references.clone().unwrap_or_default()[0];
+    // The deprecated generatePassword means secretDeletionPolicy: Retain: not owned (a delete of
+    // the VncPassword leaves the live password), known as this VncPassword's by its uid.
+    assert!(
+        secret
+            .metadata
+            .owner_references
+            .is_none_or(|o| o.is_empty())
+    );
+    let uid = Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
+        .get("web")
+        .await
+        .expect("get")
+        .metadata
+        .uid;
     assert_eq!(
-        (owner.kind.as_str(), owner.controller),
-        ("VncPassword", Some(true))
+        secret
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .get("ecsvnc.io/owner-uid"),
+        uid.as_ref()
     );
     assert!(status.rotation.next_time.is_none());
+    eventually("the DeprecatedField Event", WAIT, || async {
+        case.events()
+            .await
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("DeprecatedField")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.message.as_deref().is_some_and(|n| {
+                        n.contains("spec.generatePassword") && n.contains("spec.passwordGeneration")
+                    })
+            })
+            .then_some(())
+    })
+    .await;
     // A re-apply asked for by annotation uses the same Secret: nothing regenerated.
     Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
         .patch(
             "web",
             &PatchParams::default(),
             &Patch::Merge(
-                json!({"metadata": {"annotations": {"ecsvnc.io/reconcile-requested-at": "again"}}}),
+                json!({"metadata": {"annotations": {"ecsvnc.io/force-apply-requested-at": "again"}}}),
             ),
         )
         .await
@@ -1040,6 +1121,66 @@ async fn a_generated_password_secret_is_created_once_and_never_overwritten() {
         secret.metadata.resource_version
     );
     assert_eq!(case.sim.set_password("i-generate00001"), Some(password));
+    case.finish().await;
+}
+
+/// `passwordGeneration.secretDeletionPolicy`: `Delete` owns the Secret (it goes with the
+/// VncPassword), `Retain` does not; a change of policy is applied to the existing Secret without
+/// any ECS call; deleting a `Retain` VncPassword leaves its Secret.
+#[tokio::test]
+async fn the_secret_deletion_policy_decides_who_owns_the_generated_secret() {
+    let case = Case::new("ownership", &[("i-ownership0001", true)]).await;
+    case.vncpw(
+        "web",
+        "i-ownership0001",
+        json!({"passwordGeneration": {"secretDeletionPolicy": "Delete"}}),
+    )
+    .await;
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    let owned = |s: &k8s_openapi::api::core::v1::Secret| {
+        s.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "VncPassword" && o.controller == Some(true))
+    };
+    let secret = secret_of(&case, "web-vnc").await.expect("Secret");
+    assert!(owned(&secret), "Delete: owned by the VncPassword");
+    let password = password_in(&secret);
+    // To Retain: the ownerReference goes, the password stays, ECS is not called again.
+    case.vncpw("web", "i-ownership0001", json!({"passwordGeneration": {}}))
+        .await;
+    eventually("the ownerReference removed", WAIT, || async {
+        let s = secret_of(&case, "web-vnc").await?;
+        (!owned(&s)).then_some(())
+    })
+    .await;
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    let secret = secret_of(&case, "web-vnc").await.expect("Secret");
+    assert_eq!(password_in(&secret), password);
+    assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 1);
+    // Deleting the VncPassword leaves the Secret (and the password in effect readable).
+    Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
+        .delete("web", &Default::default())
+        .await
+        .expect("delete");
+    eventually("the VncPassword gone", WAIT, || async {
+        Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
+            .get_opt("web")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(secret_of(&case, "web-vnc").await.is_some());
+    // A new VncPassword of that name (another uid) does not take the old Secret for its own.
+    case.vncpw("web", "i-ownership0001", json!({"passwordGeneration": {}}))
+        .await;
+    case.wait("web", "Stalled", "True", Some("SecretNotOwned"))
+        .await;
+    assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 1);
     case.finish().await;
 }
 
@@ -1164,7 +1305,7 @@ async fn two_objects_naming_one_instance_never_take_turns() {
     case.secret("first-vnc", "First1").await;
     case.secret("second-vnc", "Secnd2").await;
     case.vncpw("first", "i-claimed000001", json!({})).await;
-    case.wait("first", "Ready", "True", None).await;
+    case.wait("first", "InEffect", "True", None).await;
     case.vncpw("second", "i-claimed000001", json!({})).await;
     let status = case
         .wait("second", "Stalled", "True", Some("InstanceClaimed"))
@@ -1186,7 +1327,7 @@ async fn two_objects_naming_one_instance_never_take_turns() {
         .delete("first", &Default::default())
         .await
         .expect("delete");
-    case.wait("second", "Ready", "True", None).await;
+    case.wait("second", "InEffect", "True", None).await;
     assert_eq!(
         case.sim.set_password("i-claimed000001").as_deref(),
         Some("Secnd2")
@@ -1213,7 +1354,7 @@ async fn a_password_ecs_refuses_beyond_the_local_rule_says_what_ecs_may_want() {
         "{message}"
     );
     case.secret("web-vnc", "Abcde1").await;
-    case.wait("web", "Ready", "True", None).await;
+    case.wait("web", "InEffect", "True", None).await;
     case.finish().await;
 }
 
@@ -1320,7 +1461,7 @@ async fn an_answer_from_before_the_apply_never_counts_as_a_restart_after_it() {
     tokio::time::sleep(Duration::from_secs(11)).await;
     case.sim.set_status(id, "Stopped");
     case.annotate("web", "ecsvnc.io/paused", Some("true")).await;
-    case.wait("web", "Ready", "False", Some("Paused")).await;
+    case.wait("web", "Ready", "True", Some("Paused")).await;
     case.annotate("web", "ecsvnc.io/paused", None).await;
     let stopped = eventually("the look at the Stopped instance", WAIT, || async {
         let s = status_of(&case, "web").await;
@@ -1342,8 +1483,8 @@ async fn an_answer_from_before_the_apply_never_counts_as_a_restart_after_it() {
     while tokio::time::Instant::now() < until {
         let s = status_of(&case, "web").await;
         assert!(
-            !s.is_true("Ready"),
-            "Ready with the new password not in effect: {:?}",
+            !s.is_true("InEffect"),
+            "in effect with the new password not in effect: {:?}",
             s.conditions
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1499,5 +1640,111 @@ async fn after_throttling_ends_the_controller_follows_ecs_back_within_seconds() 
         Duration::from_secs(20),
     )
     .await;
+    case.finish().await;
+}
+
+/// An upgrade from the version with the flat status: a status written by it (through the API
+/// server, by the controller's field manager, as it wrote it) is kept by the new CRD's schema,
+/// read by the new controller, which makes no ECS write and no reboot for it, and replaced by the
+/// grouped status at its first write.
+#[tokio::test]
+async fn a_status_in_the_previous_flat_shape_is_read_after_the_upgrade_without_any_ecs_write() {
+    let mut case = Case::new("upgrade", &[("i-upgrade000001", false)]).await;
+    case.secret("web-vnc", "Ecs123").await;
+    case.vncpw("web", "i-upgrade000001", json!({"rebootPolicy": "Manual"}))
+        .await;
+    case.wait("web", "RebootRequired", "True", None).await;
+    case.sim.console_reboot("i-upgrade000001");
+    let grouped = case
+        .wait("web", "InEffect", "True", Some("Restarted"))
+        .await;
+    case.stop_controller().await;
+    // The same facts as the previous version wrote them.
+    let old = json!({
+        "observedGeneration": grouped.observed_generation,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Applied", "message": "the password is in effect: instance i-upgrade000001 restarted after it was applied", "lastTransitionTime": "2026-01-01T10:00:00Z"},
+            {"type": "Applied", "status": "True", "reason": "Applied", "message": "ECS accepted the Secret's current password", "lastTransitionTime": "2026-01-01T10:00:00Z"},
+            {"type": "RebootRequired", "status": "False", "reason": "Restarted", "message": "the password is in effect: instance i-upgrade000001 restarted after it was applied", "lastTransitionTime": "2026-01-01T10:00:00Z"},
+            {"type": "Reconciling", "status": "False", "reason": "Applied", "message": "", "lastTransitionTime": "2026-01-01T10:00:00Z"},
+            {"type": "Stalled", "status": "False", "reason": "AsExpected", "message": "", "lastTransitionTime": "2026-01-01T10:00:00Z"},
+        ],
+        "ioOptimized": false,
+        "instanceStatus": "Running",
+        "describedInstance": grouped.instance.key,
+        "lastAppliedTime": grouped.applied.time,
+        "lastAppliedEcsTime": grouped.applied.ecs_time,
+        "lastRequestId": grouped.applied.request_id,
+        "appliedPasswordFingerprint": grouped.applied.fingerprint,
+        "appliedInstance": grouped.applied.instance,
+        "accessProof": grouped.applied.access_proof,
+        "appliedSecret": grouped.applied.secret,
+        // The previous version kept ECS's minute-precision StartTime as it came.
+        "startTimeAtApply": grouped.instance.start_time_at_apply.as_deref().map(|t| t.replace(":00Z", "Z")),
+        "restartObservedTime": grouped.instance.restart_observed_time,
+    });
+    let api = Api::<VncPassword>::namespaced(case.client.clone(), case.ns());
+    let uid = api.get("web").await.expect("get").metadata.uid;
+    api.patch_status(
+        "web",
+        &PatchParams::apply(ecs_vnc_controller::api::FIELD_MANAGER).force(),
+        &Patch::Apply(json!({
+            "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword",
+            "metadata": {"name": "web", "uid": uid}, "status": old,
+        })),
+    )
+    .await
+    .expect("write the old status");
+    let raw = |client: kube::Client, ns: String| async move {
+        let request = axum::http::Request::get(format!(
+            "/apis/ecsvnc.io/v1alpha1/namespaces/{ns}/vncpasswords/web"
+        ))
+        .body(Vec::new())
+        .expect("request");
+        let text = client.request_text(request).await.expect("read");
+        serde_json::from_str::<serde_json::Value>(&text).expect("JSON")["status"].clone()
+    };
+    // Stored as written: the schema keeps the flat fields (nothing pruned), and the grouped
+    // ones the same manager wrote before are gone.
+    let stored = raw(case.client.clone(), case.ns().to_string()).await;
+    assert_eq!(
+        stored["appliedPasswordFingerprint"],
+        json!(grouped.applied.fingerprint)
+    );
+    assert_eq!(stored["appliedSecret"], json!(grouped.applied.secret));
+    assert!(stored.get("applied").is_none(), "{stored}");
+    let writes_before = (
+        case.sim.calls("ModifyInstanceVncPasswd"),
+        case.sim.calls("RebootInstance"),
+    );
+    case.start_controller(true).await;
+    eventually(
+        "the status rewritten in the grouped shape",
+        WAIT,
+        || async {
+            let s = raw(case.client.clone(), case.ns().to_string()).await;
+            (s.get("applied").is_some() && s.get("appliedPasswordFingerprint").is_none())
+                .then_some(s)
+        },
+    )
+    .await;
+    let now = case
+        .wait("web", "InEffect", "True", Some("Restarted"))
+        .await;
+    assert_eq!(now.applied.fingerprint, grouped.applied.fingerprint);
+    assert_eq!(now.applied.secret, grouped.applied.secret);
+    assert_eq!(
+        now.instance.start_time_at_apply,
+        grouped.instance.start_time_at_apply
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        (
+            case.sim.calls("ModifyInstanceVncPasswd"),
+            case.sim.calls("RebootInstance")
+        ),
+        writes_before,
+        "the upgrade made an ECS write"
+    );
     case.finish().await;
 }

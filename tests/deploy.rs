@@ -199,7 +199,7 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
         &refused_sa,
         "Ready",
         "False",
-        Some("CredentialsNotAllowed"),
+        Some("TokenRequestForbidden"),
         Duration::from_secs(60),
     )
     .await;
@@ -213,7 +213,7 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
     kubectl_ok(&["delete", "-n", own, "secret,serviceaccount", &refused_sa]);
     let events = kubectl_ok(&["get", "events", "-n", &ns.name, "-o", "json"]);
     assert!(
-        events.contains("PasswordApplied") && events.contains("RebootRequested"),
+        events.contains("\"Applied\"") && events.contains("RebootRequested"),
         "{events}"
     );
     kubectl_ok(&[
@@ -712,19 +712,46 @@ async fn the_admission_policy_keeps_the_controller_to_its_own_secrets() {
     let as_sa = support::service_account_client("ecs-vnc-system", "ecs-vnc-controller").await;
     let sa_secrets: kube::Api<Secret> = kube::Api::namespaced(as_sa, &ns.name);
     put_secret(&admin, &ns.name, "users-own", &[("password", "User12")]).await;
-    let secret = |name: &str, managed: bool| -> Secret {
+    // How a generated Secret is marked: `Delete` owns it, `Retain` annotates its VncPassword's uid.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Unmanaged,
+        Owned,
+        Annotated,
+        LabelOnly,
+    }
+    let secret_marked = |name: &str, mark: Mark| -> Secret {
         let mut v = json!({
             "metadata": {"name": name},
             "stringData": {"password": "Gen123"},
         });
-        if managed {
-            v["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "ecs-vnc-controller"});
+        if mark != Mark::Unmanaged {
+            v["metadata"]["labels"] = json!({
+                "app.kubernetes.io/managed-by": "ecs-vnc-controller",
+                "ecsvnc.io/vncpassword": "web",
+            });
+        }
+        if mark == Mark::Owned {
             v["metadata"]["ownerReferences"] = json!([{
                 "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword", "name": "web",
                 "uid": "6b1f5c1e-0000-4000-8000-000000000001", "controller": true,
             }]);
         }
+        if mark == Mark::Annotated {
+            v["metadata"]["annotations"] =
+                json!({"ecsvnc.io/owner-uid": "6b1f5c1e-0000-4000-8000-000000000001"});
+        }
         serde_json::from_value(v).expect("secret")
+    };
+    let secret = |name: &str, managed: bool| {
+        secret_marked(
+            name,
+            if managed {
+                Mark::Owned
+            } else {
+                Mark::Unmanaged
+            },
+        )
     };
     // Eventually: a new policy takes a moment to reach the admission chain.
     support::eventually(
@@ -750,6 +777,24 @@ async fn the_admission_policy_keeps_the_controller_to_its_own_secrets() {
         .create(&PostParams::default(), &secret("managed", true))
         .await
         .expect("the controller may create a Secret it manages");
+    sa_secrets
+        .create(
+            &PostParams::default(),
+            &secret_marked("retained", Mark::Annotated),
+        )
+        .await
+        .expect("the controller may create a Secret it manages without an ownerReference (Retain)");
+    match sa_secrets
+        .create(
+            &PostParams::default(),
+            &secret_marked("label-only", Mark::LabelOnly),
+        )
+        .await
+    {
+        Err(kube::Error::Api(e)) => assert!(e.code == 403 || e.code == 422, "{e:?}"),
+        Ok(_) => panic!("a labelled Secret neither owned nor annotated was created"),
+        Err(e) => panic!("{e}"),
+    }
     let patch = Patch::Merge(json!({"stringData": {"password": "Rot123"}}));
     sa_secrets
         .patch("managed", &PatchParams::default(), &patch)

@@ -6,7 +6,7 @@
 //!
 //! A RebootInstance that got a 5xx or no answer may have happened, so the controller never sends it
 //! again for that password: after `--reboot-timeout` such objects say `RebootNotObserved`, and the
-//! test then does what the message tells a person to do (a new `reconcile-requested-at`).
+//! test then does what the message tells a person to do (a new `force-apply-requested-at`).
 
 mod support;
 
@@ -182,14 +182,14 @@ async fn everything_converges_after_ecs_chaos_with_bounded_calls_and_rate() {
                         .metadata
                         .annotations
                         .as_ref()
-                        .and_then(|a| a.get("ecsvnc.io/reconcile-requested-at"))
+                        .and_then(|a| a.get("ecsvnc.io/force-apply-requested-at"))
                         .cloned();
                     if token.is_none() {
                         api.patch(
                             &name,
                             &PatchParams::default(),
                             &Patch::Merge(json!({"metadata": {"annotations": {
-                                "ecsvnc.io/reconcile-requested-at": "after-chaos"}}})),
+                                "ecsvnc.io/force-apply-requested-at": "after-chaos"}}})),
                         )
                         .await
                         .expect("annotate");

@@ -824,6 +824,12 @@ async fn a_missing_or_unannotated_service_account_stalls_until_it_is_created_and
         "no ECS call without credentials"
     );
 
+    // Not a RAM role ARN: its own reason.
+    annotate(&client, &ns.name, "late", Some("vnc-rotator")).await;
+    let message = stalled(&client, &ns.name, "web", "RoleArnInvalid").await;
+    assert!(message.contains("not a RAM role ARN"), "{message}");
+    assert_eq!(sim.state().issued("AssumeRoleWithOIDC"), 0);
+
     annotate(&client, &ns.name, "late", Some(TENANT_ROLE)).await;
     wait_ready(&client, &ns.name, "web", Duration::from_secs(60)).await;
     assert_eq!(set_password(&sim, INSTANCE).as_deref(), Some("Late12"));
@@ -978,7 +984,7 @@ async fn a_rotated_credentials_file_signs_the_next_ecs_call_without_a_restart() 
 /// A credentials file the operator configured (`ALIBABA_CLOUD_CREDENTIALS_FILE`, a Secret mounted
 /// `optional: true`) that is not there at start: the controller never falls through to the node's
 /// RAM role, even with a metadata service that answers. Objects using the default credentials say
-/// `CredentialsNotFound`, naming the file; once the file appears it is used, without a restart.
+/// `CredentialsFileUnreadable`, naming the file; once the file appears it is used, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_credentials_file_that_is_missing_never_falls_back_to_the_node_role() {
     let client = support::client().await;
@@ -1037,7 +1043,7 @@ async fn a_configured_credentials_file_that_is_missing_never_falls_back_to_the_n
         "web",
         "Ready",
         "False",
-        Some("CredentialsNotFound"),
+        Some("CredentialsFileUnreadable"),
         Duration::from_secs(30),
     )
     .await;

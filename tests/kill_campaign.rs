@@ -9,7 +9,7 @@
 //! A kill that falls between the recorded reboot intent and the RebootInstance call leaves an
 //! intent that was never sent. At most once means the controller does not guess: after
 //! `--reboot-timeout` the object says `RebootNotObserved`, and the campaign then does what the
-//! message tells a person to do (a new `ecsvnc.io/reconcile-requested-at`), after checking that
+//! message tells a person to do (a new `ecsvnc.io/force-apply-requested-at`), after checking that
 //! ECS really received no reboot for that password. Such objects are counted and printed.
 //!
 //! Figures (kills, ECS calls, time to converge) are printed; the README shows them.
@@ -228,7 +228,8 @@ async fn sigkill_at_random_moments_never_reboots_twice_and_everything_converges(
         let not_ready: Vec<String> = objects
             .items
             .iter()
-            .filter(|o| ready_reason(o).is_none_or(|(s, _)| s != "True"))
+            // In effect (Ready alone is also True for a restart a person must make).
+            .filter(|o| !o.status.as_ref().is_some_and(|s| s.is_true("InEffect")))
             .filter_map(|o| o.metadata.name.clone())
             .collect();
         // An intent never sent: ECS got no RebootInstance after the last apply to the instance.
@@ -258,7 +259,7 @@ async fn sigkill_at_random_moments_never_reboots_twice_and_everything_converges(
                     &name,
                     &kube::api::PatchParams::default(),
                     &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
-                        "ecsvnc.io/reconcile-requested-at": "kill-campaign"}}})),
+                        "ecsvnc.io/force-apply-requested-at": "kill-campaign"}}})),
                 )
                 .await
                 .expect("annotate");

@@ -568,7 +568,7 @@ async fn every_dashboard_panel_shows_data_from_a_real_prometheus() {
         &ns.name,
         "legacy",
         "Ready",
-        "False",
+        "True",
         Some("RebootRequired"),
         Duration::from_secs(60),
     )

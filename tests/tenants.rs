@@ -448,7 +448,7 @@ async fn an_oversized_secret_stalls_and_is_not_read_again_until_it_changes() {
                 &format!("vm-{i}"),
                 &kube::api::PatchParams::default(),
                 &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
-                    "ecsvnc.io/reconcile-requested-at": "again"}}})),
+                    "ecsvnc.io/force-apply-requested-at": "again"}}})),
             )
             .await
             .expect("annotate");

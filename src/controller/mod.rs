@@ -883,7 +883,7 @@ fn error_policy(obj: Arc<VncPassword>, error: &ReconcileError, ctx: Arc<Context>
     Action::requeue(delay)
 }
 
-/// Keeps `ecs_vnc_vncpasswords{ready_reason}` and `ecs_vnc_pending_reboots` current.
+/// Keeps `ecs_vnc_vncpasswords{namespace,ready_reason}` and `ecs_vnc_pending_reboots` current.
 /// Also forgets the per-object memory of objects that no longer exist.
 async fn update_gauges(
     store: Store<VncPassword>,
@@ -895,7 +895,7 @@ async fn update_gauges(
         let live: HashSet<String> = store.state().iter().filter_map(|o| o.uid()).collect();
         ctx.retain_objects(&live);
         ctx.retain_secret_versions();
-        let mut by_reason: BTreeMap<String, i64> = BTreeMap::new();
+        let mut by_reason: BTreeMap<(String, String), i64> = BTreeMap::new();
         let mut pending = 0;
         for obj in store.state() {
             let status = obj.status.as_ref();
@@ -903,7 +903,8 @@ async fn update_gauges(
                 .and_then(|s| s.condition(condition::READY))
                 .map(|c| c.reason.clone())
                 .unwrap_or_else(|| "Unknown".to_string());
-            *by_reason.entry(reason).or_default() += 1;
+            let namespace = obj.metadata.namespace.clone().unwrap_or_default();
+            *by_reason.entry((namespace, reason)).or_default() += 1;
             if status.is_some_and(|s| s.is_true(condition::REBOOT_REQUIRED)) {
                 pending += 1;
             }

@@ -255,12 +255,13 @@ pub async fn wait_condition(
     .await
 }
 
-/// Waits until the VncPassword is Ready=True.
+/// Waits until the VncPassword's password is in effect (InEffect=True).
 pub async fn wait_ready(
     client: &Client,
     namespace: &str,
     name: &str,
     timeout: Duration,
 ) -> VncPasswordStatus {
-    wait_condition(client, namespace, name, "Ready", "True", None, timeout).await
+    // In effect (Ready alone is also True for a restart only a person can make).
+    wait_condition(client, namespace, name, "InEffect", "True", None, timeout).await
 }
