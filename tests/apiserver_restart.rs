@@ -18,6 +18,10 @@ use support::{TestNamespace, eventually};
 const AK: &str = "LTAIrestart";
 const AK_SECRET: &str = "restart-secret";
 const WAIT: Duration = Duration::from_secs(90);
+/// From the API server's readiness to a change made then reaching ECS: a watch's next attempt comes
+/// at most 30.8 s after its last failure (kube-runtime's backoff cap and jitter), its 410 is
+/// followed by a relist at once (`controller::watch_backoff`), then a list and a reconcile.
+const RESUME: Duration = Duration::from_secs(45);
 
 fn control_plane_dir() -> PathBuf {
     support::kubeconfig()
@@ -148,7 +152,7 @@ async fn compact_etcd(etcd: &str) {
 async fn watches_resume_after_an_api_server_restart_and_nothing_is_lost() {
     // The watch errors the controller logs at warn (a 410 among them) show in the test's output.
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn,kube=info"))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn,kube=info".into())))
         .with_test_writer()
         .try_init();
     let client = support::client().await;
@@ -207,7 +211,7 @@ async fn watches_resume_after_an_api_server_restart_and_nothing_is_lost() {
     .await;
     eventually(
         "the rotation after the restart to reach ECS",
-        WAIT,
+        RESUME,
         || async {
             (sim.set_password("i-restart000001").as_deref() == Some("Rotat3")).then_some(())
         },

@@ -31,6 +31,7 @@ pub mod secret_read;
 pub mod service_account;
 pub mod slots;
 pub mod tenancy;
+pub mod watch_backoff;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -627,6 +628,7 @@ async fn run_controller(
     // instance wakes every object naming it.
     let controller = Controller::for_stream(objects, store.clone())
         .with_config(ControllerConfig::default().concurrency(0))
+        .trigger_backoff(watch_backoff::Unpaced)
         .reconcile_on(index.clone().wakes());
     // Only Secret metadata is watched (`PartialObjectMeta`: metadata-only list and watch); a
     // Secret's data is read only when a reconcile needs it (see reconcile::observe).

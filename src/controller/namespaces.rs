@@ -24,8 +24,10 @@ use std::str::FromStr;
 use futures::stream::{self, BoxStream, SelectAll};
 use futures::{Stream, StreamExt};
 use kube::runtime::reflector::Store;
+use kube::runtime::watcher as watch_api;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, watcher as watch_api};
+
+use super::watch_backoff;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
@@ -92,20 +94,21 @@ where
 {
     let mut names: Vec<&str> = namespaces.names().collect();
     match names.len() {
-        0 => watch_api(Api::<K>::all(client.clone()), config)
-            .default_backoff()
-            .boxed(),
-        1 => watch_api(Api::<K>::namespaced(client.clone(), names[0]), config)
-            .default_backoff()
-            .boxed(),
+        0 => watch_backoff::backoff(watch_api(Api::<K>::all(client.clone()), config)).boxed(),
+        1 => watch_backoff::backoff(watch_api(
+            Api::<K>::namespaced(client.clone(), names[0]),
+            config,
+        ))
+        .boxed(),
         _ => merge(
             names
                 .drain(..)
                 .map(|ns| {
-                    let events =
-                        watch_api(Api::<K>::namespaced(client.clone(), ns), config.clone())
-                            .default_backoff()
-                            .boxed();
+                    let events = watch_backoff::backoff(watch_api(
+                        Api::<K>::namespaced(client.clone(), ns),
+                        config.clone(),
+                    ))
+                    .boxed();
                     (ns.to_string(), events)
                 })
                 .collect(),
@@ -133,14 +136,14 @@ where
     K::DynamicType: Default,
 {
     if namespaces.is_all() {
-        return watch_api(Api::<K>::all(client.clone()), config)
-            .default_backoff()
-            .boxed();
+        return watch_backoff::backoff(watch_api(Api::<K>::all(client.clone()), config)).boxed();
     }
     stream::select_all(namespaces.names().map(|ns| {
-        watch_api(Api::<K>::namespaced(client.clone(), ns), config.clone())
-            .default_backoff()
-            .boxed()
+        watch_backoff::backoff(watch_api(
+            Api::<K>::namespaced(client.clone(), ns),
+            config.clone(),
+        ))
+        .boxed()
     }))
     .boxed()
 }
@@ -331,6 +334,7 @@ mod tests {
     use futures::channel::mpsc;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::runtime::reflector;
+    use kube::runtime::WatchStreamExt;
 
     fn cm(ns: &str, name: &str, v: &str) -> ConfigMap {
         let mut c = ConfigMap::default();

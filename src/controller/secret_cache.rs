@@ -11,6 +11,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
 
+use super::watch_backoff;
 use crate::api::{
     ANNOTATION_GENERATED_AT, ANNOTATION_OWNER_UID, ANNOTATION_PREVIOUS_IN_EFFECT,
     ANNOTATION_ROTATE_TOKEN,
@@ -37,7 +38,7 @@ pub fn watch(
     api: Api<SecretMeta>,
     writer: Writer<SecretMeta>,
 ) -> impl Stream<Item = Result<watcher::Event<SecretMeta>, watcher::Error>> + Send + 'static {
-    store(watcher(api, config()).default_backoff(), writer)
+    store(watch_backoff::backoff(watcher(api, config())), writer)
 }
 
 /// The watcher configuration of the Secret metadata watch (lists of [`LIST_PAGE`] a page).
