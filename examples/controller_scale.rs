@@ -91,7 +91,7 @@ enum Scenario {
 struct Seen {
     /// uid → when Ready turned True.
     ready: HashMap<String, Instant>,
-    /// (namespace/name) → status.appliedSecret.resourceVersion, when it changed.
+    /// (namespace/name) → status.applied.secret.resourceVersion, when it changed.
     applied_rv: HashMap<String, (String, Instant)>,
 }
 

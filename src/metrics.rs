@@ -243,7 +243,7 @@ impl Metrics {
         let credential_refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register(
             "credential_refreshes",
-            "Fetches of temporary credentials (STS AssumeRoleWithOIDC and the ECS RAM role for the controller itself; source service_account for credentialsServiceAccountRef) by source and result (success, failure)",
+            "Fetches of temporary credentials (STS AssumeRoleWithOIDC and the ECS RAM role for the controller itself; source service_account for credentials.serviceAccountRef) by source and result (success, failure)",
             credential_refreshes.clone(),
         );
         let rate_limit =

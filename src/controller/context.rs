@@ -76,7 +76,7 @@ pub struct Settings {
     pub allowed_default_credentials: AllowedNamespaces,
     /// The controller's own credentials (Alibaba's default chain), for allowed namespaces.
     pub default_credentials: Option<CredentialsProvider>,
-    /// `spec.credentialsServiceAccountRef`: ServiceAccount tokens exchanged for STS credentials.
+    /// `spec.credentials.serviceAccountRef`: ServiceAccount tokens exchanged for STS credentials.
     pub service_accounts: ServiceAccountCredentials,
     pub plan: PlanSettings,
     /// Each reconcile is abandoned after this long (below the Pod's termination grace period).

@@ -3,7 +3,7 @@
 //!
 //! A claim follows proven access: an object counts for its instance only once its status carries
 //! the controller's keyed proof that it reached the instance with its own credentials
-//! (`status.accessProof`, see `fingerprint::FingerprintKey::access_proof`), and among those the
+//! (`status.applied.accessProof`, see `fingerprint::FingerprintKey::access_proof`), and among those the
 //! oldest wins. An object whose credentials cannot reach the instance (a squatter that knows only
 //! the instance ID) never claims it. When the proven set of an instance changes, every object
 //! naming the instance is woken ([`Index::wakes`]).

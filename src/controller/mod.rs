@@ -74,7 +74,7 @@ pub struct RunArgs {
     pub sts_endpoint: Option<String>,
     /// ARN of the RAM OIDC identity provider of this cluster's ServiceAccount token issuer (ACK's
     /// RRSA provider, acs:ram::<account>:oidc-provider/<name>), for VncPasswords with
-    /// spec.credentialsServiceAccountRef. Default: the controller's own
+    /// spec.credentials.serviceAccountRef. Default: the controller's own
     /// ALIBABA_CLOUD_OIDC_PROVIDER_ARN.
     #[arg(long, env = "ALIBABA_CLOUD_OIDC_PROVIDER_ARN", value_name = "ARN")]
     pub oidc_provider_arn: Option<String>,
@@ -113,7 +113,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub concurrency: u16,
     /// Seconds after RebootInstance without a restart seen before the object says
-    /// RebootNotObserved (it is never rebooted again without a new reconcile-requested-at token).
+    /// RebootNotObserved (it is never rebooted again without a new force-apply-requested-at token).
     #[arg(long, default_value_t = 900.0, value_name = "SECONDS")]
     pub reboot_timeout: f64,
     /// Seconds between checks of stalls that something outside Kubernetes can fix
@@ -250,7 +250,7 @@ impl RunArgs {
 }
 
 impl RunArgs {
-    /// How ServiceAccount tokens are exchanged (`spec.credentialsServiceAccountRef`).
+    /// How ServiceAccount tokens are exchanged (`spec.credentials.serviceAccountRef`).
     pub fn exchange_config(&self) -> service_account::ExchangeConfig {
         use crate::ecs::provider::{ENV_STS_REGION, ENV_VPC_ENDPOINT_ENABLED};
         let config = self.provider_config();
@@ -403,7 +403,7 @@ pub async fn run_with(
         && default_credentials.is_none()
     {
         tracing::warn!(
-            "--default-credentials-namespaces is set but the controller has no credentials of its own (see the credentials chain in the README): VncPasswords without credentialsSecretRef will be Stalled"
+            "--default-credentials-namespaces is set but the controller has no credentials of its own (see the credentials chain in the README): VncPasswords without spec.credentials will be Stalled"
         );
     }
     // Temporary credentials are refreshed ahead of expiry, in the background.
@@ -607,7 +607,8 @@ async fn run_controller(
         secret_store.clone(),
     );
     // The controller's own status writes do not wake it: only what a user changes (spec, the
-    // paused, reconcile-requested-at and rotate-requested-at annotations, deletion) and the
+    // paused, force-apply-requested-at (or its deprecated reconcile-requested-at) and
+    // rotate-requested-at annotations, deletion) and the
     // Secrets it reads do;
     // requeues it asked for still come.
     let objects = {

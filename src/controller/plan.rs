@@ -106,7 +106,8 @@ pub struct Observed<'a> {
     pub generation: i64,
     pub spec: &'a VncPasswordSpec,
     pub paused: bool,
-    /// The value of `ecsvnc.io/reconcile-requested-at`.
+    /// The value of `ecsvnc.io/force-apply-requested-at` (or of its deprecated name
+    /// `ecsvnc.io/reconcile-requested-at` when the new one is absent).
     pub force_token: Option<&'a str>,
     pub status: &'a VncPasswordStatus,
     pub password: &'a PasswordInput,
@@ -421,7 +422,7 @@ fn not_allowed(o: &Observed) -> Failure {
     Failure::stalled(
         Reason::InstanceNotAllowed,
         format!(
-            "the controller's credentials serve several namespaces, so they act only on an instance tagged {}={} in ECS: add that tag to instance {} (ECS console or TagResources), or name credentials of this namespace (credentialsSecretRef or credentialsServiceAccountRef)",
+            "the controller's credentials serve several namespaces, so they act only on an instance tagged {}={} in ECS: add that tag to instance {} (ECS console or TagResources), or name credentials of this namespace (credentials.secretRef or credentials.serviceAccountRef)",
             crate::controller::tenancy::NAMESPACE_TAG,
             o.own_namespace.unwrap_or_default(),
             o.spec.instance_id

@@ -17,7 +17,7 @@ pub struct Apply<'a> {
     pub at: jiff::Timestamp,
     /// ECS's time (the `Date` of its answer), when it sent one.
     pub ecs_time: Option<jiff::Timestamp>,
-    /// The `ecsvnc.io/reconcile-requested-at` token this apply answers.
+    /// The `ecsvnc.io/force-apply-requested-at` token (or its deprecated name's) this apply answers.
     pub force_token: Option<&'a str>,
 }
 

@@ -57,7 +57,7 @@ pub fn store(
 }
 
 /// Name, namespace, uid and resourceVersion (the store's key, and what `cached_inputs` compares
-/// with `status.appliedSecret`), the controller's own annotations, and the uid of the controlling
+/// with `status.applied.secret`), the controller's own annotations, and the uid of the controlling
 /// owner (whether a generated Secret is this VncPassword's); nothing else.
 pub fn keep_what_is_read(secret: &mut SecretMeta) {
     let meta = std::mem::take(&mut secret.metadata);

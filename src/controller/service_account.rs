@@ -1,4 +1,4 @@
-//! Per-namespace keyless identity, the RRSA way (`spec.credentialsServiceAccountRef`).
+//! Per-namespace keyless identity, the RRSA way (`spec.credentials.serviceAccountRef`).
 //!
 //! A VncPassword names a ServiceAccount of its own namespace (the reference has no namespace
 //! field, so another tenant's ServiceAccount can never be named). The controller asks the API

@@ -1,7 +1,7 @@
 //! Which credentials a VncPassword may use.
 //!
-//! A `credentialsSecretRef` names a Secret in the object's own namespace, a
-//! `credentialsServiceAccountRef` a ServiceAccount of it (see `service_account`; neither reference
+//! A `credentials.secretRef` names a Secret in the object's own namespace, a
+//! `credentials.serviceAccountRef` a ServiceAccount of it (see `service_account`; neither reference
 //! has a namespace field, so one tenant can never name another's). Without either, the
 //! controller's own credentials are used only in namespaces its operator listed: otherwise anyone
 //! allowed to create a VncPassword could change the VNC password of every instance the controller's
@@ -159,7 +159,7 @@ pub fn from_secret_ref(
     Ok(Credentials::new(id, SecretString::new(secret), token))
 }
 
-/// The controller's own credentials for an object without `credentialsSecretRef`, or why not.
+/// The controller's own credentials for an object without `credentials`, or why not.
 pub fn default_for<T: Clone>(
     namespace: &str,
     allowed: &AllowedNamespaces,
@@ -169,14 +169,14 @@ pub fn default_for<T: Clone>(
         return Err(Failure::stalled(
             Reason::CredentialsNotAllowed,
             format!(
-                "namespace {namespace} may not use the controller's default credentials: set spec.credentialsSecretRef to a Secret in this namespace, or ask the operator to add {namespace} to --default-credentials-namespaces"
+                "namespace {namespace} may not use the controller's default credentials: set spec.credentials.secretRef to a Secret in this namespace (or spec.credentials.serviceAccountRef), or ask the operator to add {namespace} to --default-credentials-namespaces"
             ),
         ));
     }
     defaults.cloned().ok_or_else(|| {
         Failure::stalled(
             Reason::CredentialsNotFound,
-            "the controller has no default credentials (none of Alibaba's credentials chain: environment, OIDC, credentials file, ECS RAM role): set spec.credentialsSecretRef",
+            "the controller has no default credentials (none of Alibaba's credentials chain: environment, OIDC, credentials file, ECS RAM role): set spec.credentials.secretRef or spec.credentials.serviceAccountRef",
         )
     })
 }

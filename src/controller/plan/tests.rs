@@ -632,7 +632,7 @@ fn an_intent_without_a_call_is_never_followed_by_a_call_from_another_reconcile()
     let s = s.finish_into_status();
     let ready = s.status.condition(condition::READY).unwrap();
     assert_eq!(ready.reason, "RebootNotObserved");
-    // A new reconcile-requested-at token applies again; the reboot after it is a new one.
+    // A new force-apply-requested-at token applies again; the reboot after it is a new one.
     let mut s = s.next_round("2026-01-01T10:20:00Z");
     s.force = Some("again");
     assert_eq!(s.plan(), Step::Apply);

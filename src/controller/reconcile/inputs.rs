@@ -28,7 +28,7 @@ pub(super) struct Inputs {
     pub(super) credentials_identity: Result<String, Failure>,
     /// The credentials themselves, when read.
     pub(super) credentials: Option<Credentials>,
-    /// With `generatePassword`: the Secret's ownership and generation record.
+    /// With `passwordGeneration`: the Secret's ownership and generation record.
     pub(super) generated: Option<GeneratedSecret>,
     /// The password Secret's resourceVersion (the precondition of a rotation).
     pub(super) secret_version: Option<String>,

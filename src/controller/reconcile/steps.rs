@@ -35,7 +35,7 @@ const MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
 const REBOOT_LEAD: Duration = Duration::from_secs(1);
 
 impl Run<'_> {
-    /// `generatePassword`: creates the password Secret with a new random password, or (`rotate`)
+    /// `passwordGeneration`: creates the password Secret with a new random password, or (`rotate`)
     /// rewrites the one this object created, with its resourceVersion as precondition.
     pub(super) async fn generate_password(&mut self, rotate: bool) -> Result<Flow, ReconcileError> {
         let now = self.ctx.now();
