@@ -42,8 +42,9 @@ pub const LABEL_VNCPASSWORD: &str = "ecsvnc.io/vncpassword";
 /// Label of every Secret the controller creates (`app.kubernetes.io/managed-by` value below).
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "ecs-vnc-controller";
-/// On a ServiceAccount named by `spec.credentialsServiceAccountRef`: the ARN of the RAM role its
-/// tokens are exchanged for (STS `AssumeRoleWithOIDC`), e.g. `acs:ram::<account>:role/<name>`.
+/// On a ServiceAccount named by `spec.credentials.serviceAccountRef` (or the deprecated
+/// `spec.credentialsServiceAccountRef`): the ARN of the RAM role its tokens are exchanged for (STS
+/// `AssumeRoleWithOIDC`), e.g. `acs:ram::<account>:role/<name>`.
 pub const ANNOTATION_ROLE_ARN: &str = "ecsvnc.io/role-arn";
 /// The audience of the ServiceAccount tokens exchanged with STS, as ACK's RRSA issues them.
 pub const STS_AUDIENCE: &str = "sts.aliyuncs.com";
