@@ -179,7 +179,7 @@ fn vncpassword(status: Option<Value>) -> Value {
             "regionId": "cn-hangzhou",
             "instanceId": "i-bp67acfmxazb4ph0002",
             "passwordSecretRef": {"name": "web-2-vnc", "key": "password"},
-            "credentialsSecretRef": {"name": "aliyun-credentials"},
+            "credentials": {"secretRef": {"name": "aliyun-credentials"}},
             "rebootPolicy": "Manual",
         },
     });

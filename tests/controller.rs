@@ -432,7 +432,7 @@ async fn default_credentials_need_an_allowed_namespace_and_an_sts_secret_works()
     assert!(
         status
             .condition("Stalled")
-            .is_some_and(|c| c.message.contains("credentialsSecretRef"))
+            .is_some_and(|c| c.message.contains("credentials.secretRef"))
     );
     assert_eq!(case.sim.total_calls(), 0);
     put_secret(
@@ -449,7 +449,7 @@ async fn default_credentials_need_an_allowed_namespace_and_an_sts_secret_works()
     case.vncpw(
         "web",
         "i-tenancy000001",
-        json!({"credentialsSecretRef": {"name": "aliyun"}}),
+        json!({"credentials": {"secretRef": {"name": "aliyun"}}}),
     )
     .await;
     case.wait("web", "InEffect", "True", None).await;
@@ -502,7 +502,7 @@ async fn no_password_or_key_secret_reaches_status_events_or_logs() {
     case.vncpw(
         "web",
         "i-secrets000001",
-        json!({"credentialsSecretRef": {"name": "bad-creds"}}),
+        json!({"credentials": {"secretRef": {"name": "bad-creds"}}}),
     )
     .await;
     case.wait("web", "Stalled", "True", Some("AuthFailed"))
@@ -915,6 +915,8 @@ async fn a_credentials_secret_briefly_missing_leaves_applied_and_ready_alone() {
     )
     .await;
     case.secret("web-vnc", "Ecs123").await;
+    // The deprecated credentialsSecretRef (still accepted) names the credentials here, so one
+    // test runs it end to end; the others use credentials.secretRef.
     case.vncpw(
         "web",
         "i-credgap000001",
@@ -1189,7 +1191,7 @@ async fn a_secret_the_controller_did_not_create_is_left_alone() {
     let case = Case::new("notours", &[("i-notours000001", true)]).await;
     case.secret("web-vnc", "User12").await;
     let before = secret_of(&case, "web-vnc").await.expect("Secret");
-    case.vncpw("web", "i-notours000001", json!({"generatePassword": true}))
+    case.vncpw("web", "i-notours000001", json!({"passwordGeneration": {}}))
         .await;
     let status = case
         .wait("web", "Stalled", "True", Some("SecretNotOwned"))
@@ -1215,7 +1217,7 @@ async fn rotation_applies_once_after_the_interval_and_survives_restarts() {
     case.vncpw(
         "web",
         "i-rotation00001",
-        json!({"generatePassword": true, "rotationInterval": "1h"}),
+        json!({"passwordGeneration": {"rotationInterval": "1h"}}),
     )
     .await;
     let status = case.wait("web", "Ready", "True", Some("Applied")).await;

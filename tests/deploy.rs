@@ -145,7 +145,7 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
         "web",
         json!({
             "regionId": "cn-hangzhou", "instanceId": "i-rbac00000001",
-            "passwordSecretRef": {"name": "web-vnc"}, "credentialsSecretRef": {"name": "creds"},
+            "passwordSecretRef": {"name": "web-vnc"}, "credentials": {"secretRef": {"name": "creds"}},
             "rebootPolicy": "Automatic",
         }),
     )
@@ -162,7 +162,7 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
         "rrsa",
         json!({
             "regionId": "cn-hangzhou", "instanceId": "i-rbac00000002",
-            "passwordSecretRef": {"name": "web-vnc"}, "credentialsServiceAccountRef": {"name": "vnc"},
+            "passwordSecretRef": {"name": "web-vnc"}, "credentials": {"serviceAccountRef": {"name": "vnc"}},
         }),
     )
     .await;
@@ -189,7 +189,7 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
         &refused_sa,
         json!({
             "regionId": "cn-hangzhou", "instanceId": "i-rbac00000002",
-            "passwordSecretRef": {"name": refused_sa}, "credentialsServiceAccountRef": {"name": refused_sa},
+            "passwordSecretRef": {"name": refused_sa}, "credentials": {"serviceAccountRef": {"name": refused_sa}},
         }),
     )
     .await;
@@ -319,7 +319,7 @@ async fn the_shipped_rbac_is_exactly_what_the_controller_uses() {
         ("vncpasswords.ecsvnc.io", "", &["list", "watch"]),
         ("vncpasswords.ecsvnc.io/status", "", &["patch"]),
         // get: the Secrets a VncPassword names; list + watch: the metadata-only Secret watch (RBAC
-        // cannot tell it from a list with data); create + patch: generatePassword (narrowed by
+        // cannot tell it from a list with data); create + patch: passwordGeneration (narrowed by
         // secret-policy.yaml).
         ("secrets", "", &["get", "list", "watch", "create", "patch"]),
         ("serviceaccounts", "", &["get", "list", "watch"]),
@@ -369,14 +369,14 @@ async fn the_shipped_rbac_allows_nothing_more() {
         // list, and RBAC's list returns data.
         ("list", "secrets", None),
         ("create", "events.events.k8s.io", Some(team)),
-        // credentialsServiceAccountRef: the ServiceAccount's annotation, its watch, its token.
+        // credentials.serviceAccountRef: the ServiceAccount's annotation, its watch, its token.
         ("get", "serviceaccounts", Some(team)),
         ("watch", "serviceaccounts", None),
         ("create", "serviceaccounts/token", Some(team)),
         // RBAC cannot exclude a namespace: token-policy.yaml refuses these (tested below).
         ("create", "serviceaccounts/token", Some("kube-system")),
         ("create", "secrets", Some("ecs-vnc-system")),
-        // generatePassword; narrowed to its own Secrets by the admission policy (tested below).
+        // passwordGeneration; narrowed to its own Secrets by the admission policy (tested below).
         ("create", "secrets", Some(team)),
         ("patch", "secrets", Some(team)),
         (

@@ -127,13 +127,13 @@ async fn controller_with(
 
 /// The spec of a VncPassword for `instance` in cn-hangzhou whose password is the Secret `pw`;
 /// with `service_account`, applied with that ServiceAccount's role
-/// (`credentialsServiceAccountRef`).
+/// (`credentials.serviceAccountRef`).
 fn spec(instance: &str, service_account: Option<&str>) -> serde_json::Value {
     let mut spec = json!({
         "instanceId": instance, "regionId": "cn-hangzhou", "passwordSecretRef": {"name": "pw"},
     });
     if let Some(sa) = service_account {
-        spec["credentialsServiceAccountRef"] = json!({"name": sa});
+        spec["credentials"] = json!({"serviceAccountRef": {"name": sa}});
     }
     spec
 }
@@ -606,7 +606,7 @@ async fn eventually_ok(provider: &CredentialsProvider) -> ecs_vnc_controller::ec
     }
 }
 
-// --- spec.credentialsServiceAccountRef: RRSA per namespace ----------------------------------------
+// --- spec.credentials.serviceAccountRef: RRSA per namespace ---------------------------------------
 
 const TENANT_ROLE: &str = "acs:ram::1234567890:role/vnc-tenant";
 const UNTRUSTING_ROLE: &str = "acs:ram::1234567890:role/trusts-someone-else";

@@ -539,7 +539,7 @@ async fn every_dashboard_panel_shows_data_from_a_real_prometheus() {
     let spec = |instance: &str| {
         json!({
             "regionId": "cn-hangzhou", "instanceId": instance,
-            "passwordSecretRef": {"name": "web-vnc"}, "credentialsSecretRef": {"name": "creds"},
+            "passwordSecretRef": {"name": "web-vnc"}, "credentials": {"secretRef": {"name": "creds"}},
         })
     };
     for (i, (instance, _)) in instances.iter().enumerate().take(4) {
@@ -551,8 +551,7 @@ async fn every_dashboard_panel_shows_data_from_a_real_prometheus() {
     put_vncpassword(&admin, &ns.name, "missing", spec("i-dashboardnone1")).await;
     // Through the ServiceAccount's RAM role: a credential refresh (STS AssumeRoleWithOIDC).
     let mut rrsa = spec(&instances[5].0);
-    rrsa.as_object_mut().unwrap().remove("credentialsSecretRef");
-    rrsa["credentialsServiceAccountRef"] = json!({"name": "vnc"});
+    rrsa["credentials"] = json!({"serviceAccountRef": {"name": "vnc"}});
     put_vncpassword(&admin, &ns.name, "rrsa", rrsa).await;
     for i in 0..4 {
         wait_ready(

@@ -527,10 +527,10 @@ async fn the_controller_does_its_job_with_namespaced_rbac_only() {
         .await;
         let mut spec = serde_json::json!({
             "regionId": "cn-hangzhou", "instanceId": instance,
-            "passwordSecretRef": {"name": "web-vnc"}, "credentialsSecretRef": {"name": "creds"},
+            "passwordSecretRef": {"name": "web-vnc"}, "credentials": {"secretRef": {"name": "creds"}},
         });
         if generate {
-            spec["generatePassword"] = true.into();
+            spec["passwordGeneration"] = serde_json::json!({});
         } else {
             put_secret(&admin, &ns.name, "web-vnc", &[("password", "Nsd123")]).await;
         }

@@ -395,7 +395,7 @@ async fn the_shipped_deployment_runs_as_real_pods() {
             "regionId": "cn-hangzhou",
             "instanceId": INSTANCE,
             "passwordSecretRef": {"name": "web-vnc"},
-            "credentialsSecretRef": {"name": "aliyun-credentials"},
+            "credentials": {"secretRef": {"name": "aliyun-credentials"}},
         }),
     )
     .await;
@@ -860,7 +860,7 @@ async fn the_helm_chart_installs_upgrades_and_uninstalls_on_a_node() {
             "regionId": "cn-hangzhou",
             "instanceId": "i-helmtest0001",
             "passwordSecretRef": {"name": "web-vnc"},
-            "credentialsSecretRef": {"name": "aliyun-credentials"},
+            "credentials": {"secretRef": {"name": "aliyun-credentials"}},
         }),
     )
     .await;
@@ -1080,7 +1080,7 @@ async fn the_helm_chart_installs_upgrades_and_uninstalls_on_a_node() {
             "regionId": "cn-hangzhou",
             "instanceId": "i-helmtest0002",
             "passwordSecretRef": {"name": "web-vnc"},
-            "credentialsSecretRef": {"name": "aliyun-credentials"},
+            "credentials": {"secretRef": {"name": "aliyun-credentials"}},
         }),
     )
     .await;

@@ -43,7 +43,7 @@ async fn vncpw(client: &kube::Client, ns: &str, name: &str, instance: &str, pass
         name,
         json!({"regionId": "cn-hangzhou", "instanceId": instance,
                "passwordSecretRef": {"name": format!("{name}-vnc")},
-               "credentialsSecretRef": {"name": "creds"}}),
+               "credentials": {"secretRef": {"name": "creds"}}}),
     )
     .await;
 }
@@ -114,7 +114,7 @@ async fn a_claim_moves_to_the_oldest_proven_object_and_the_loser_leaves_ready() 
         &old.name,
         "web",
         json!({"regionId": "cn-hangzhou", "instanceId": "i-contested0001",
-               "passwordSecretRef": {"name": "web-vnc"}, "credentialsSecretRef": {"name": "creds"}}),
+               "passwordSecretRef": {"name": "web-vnc"}, "credentials": {"secretRef": {"name": "creds"}}}),
     )
     .await;
     wait_condition(

@@ -58,8 +58,7 @@ async fn the_api_server_refuses_specs_that_would_overflow_or_flood_the_planner()
     let message = refused(&client, &ns.name, "zero", zero).await;
     assert!(message.contains("longer than 0s"), "{message}");
     let mut rotation = base();
-    rotation["generatePassword"] = json!(true);
-    rotation["rotationInterval"] = json!("9000h");
+    rotation["passwordGeneration"] = json!({"rotationInterval": "9000h"});
     let message = refused(&client, &ns.name, "rotation", rotation).await;
     assert!(message.contains("8784h"), "{message}");
     let mut long = base();
@@ -107,7 +106,7 @@ async fn extreme_but_valid_specs_never_stop_the_controller() {
 #[tokio::test]
 async fn the_rotate_annotation_rotates_now_once_per_token() {
     let case = Case::new("rotatenow", &[("i-rotatenow0001", true)]).await;
-    case.vncpw("web", "i-rotatenow0001", json!({"generatePassword": true}))
+    case.vncpw("web", "i-rotatenow0001", json!({"passwordGeneration": {}}))
         .await;
     case.wait("web", "Ready", "True", Some("Applied")).await;
     let first = password_in(&secret_of(&case, "web-vnc").await.expect("Secret"));
@@ -174,7 +173,7 @@ async fn a_rotation_keeps_the_password_in_effect_readable_until_the_new_one_is()
     case.flags = vec!["--stall-recheck-interval=2".into()];
     case.start_controller(true).await;
     let id = "i-keepprev00001";
-    case.vncpw("web", id, json!({"generatePassword": true}))
+    case.vncpw("web", id, json!({"passwordGeneration": {}}))
         .await;
     case.wait("web", "RebootRequired", "True", None).await;
     ecs.advance(60);
@@ -509,7 +508,7 @@ async fn an_oversized_secret_stalls_and_is_not_read_again_until_it_changes() {
     case.vncpw(
         "own",
         &own,
-        json!({"credentialsSecretRef": {"name": "big-creds"}}),
+        json!({"credentials": {"secretRef": {"name": "big-creds"}}}),
     )
     .await;
     let status = case
