@@ -536,15 +536,30 @@ async fn no_password_or_key_secret_reaches_status_events_or_logs() {
 }
 
 #[tokio::test]
-async fn kubectl_wait_for_ready_returns_when_the_object_is_ready() {
+async fn kubectl_wait_for_ready_and_for_in_effect_return_when_each_holds() {
     let case = Case::new("kwait", &[("i-kwait00000001", false)]).await;
     case.secret("web-vnc", "Ecs123").await;
     case.vncpw("web", "i-kwait00000001", json!({})).await;
     case.wait("web", "RebootRequired", "True", None).await;
-    // Not ready yet: kubectl wait times out.
-    let early = support::kubectl(&[
+    // Applied, a person must restart the instance: the controller's part is done, so Ready is
+    // True at once (no pipeline waits on a person) ...
+    let ready = support::kubectl(&[
         "wait",
         "--for=condition=Ready",
+        "-n",
+        case.ns(),
+        "vncpassword/web",
+        "--timeout=10s",
+    ]);
+    assert!(
+        ready.status.success(),
+        "kubectl wait --for=condition=Ready failed while a Manual restart is pending: {}",
+        String::from_utf8_lossy(&ready.stderr)
+    );
+    // ... and InEffect is not: kubectl wait for it times out until the restart.
+    let early = support::kubectl(&[
+        "wait",
+        "--for=condition=InEffect",
         "-n",
         case.ns(),
         "vncpassword/web",
@@ -552,14 +567,14 @@ async fn kubectl_wait_for_ready_returns_when_the_object_is_ready() {
     ]);
     assert!(
         !early.status.success(),
-        "kubectl wait returned before the restart"
+        "kubectl wait --for=condition=InEffect returned before the restart"
     );
     case.sim.console_reboot("i-kwait00000001");
     let ns = case.ns().to_string();
     let out = tokio::task::spawn_blocking(move || {
         support::kubectl(&[
             "wait",
-            "--for=condition=Ready",
+            "--for=condition=InEffect",
             "-n",
             &ns,
             "vncpassword/web",
@@ -654,6 +669,13 @@ async fn paused_objects_make_no_ecs_calls_and_say_so_and_reconcile_requests_reap
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 3);
     annotate(json!({"ecsvnc.io/paused": null})).await;
+    // InEffect stays as it was while paused (True, for the earlier password): wait for the apply
+    // of the new one, then for Ready to say so.
+    eventually("the apply after the pause", WAIT, || async {
+        (case.sim.calls("ModifyInstanceVncPasswd") == 4).then_some(())
+    })
+    .await;
+    case.wait("web", "Ready", "True", Some("Applied")).await;
     case.wait("web", "InEffect", "True", None).await;
     assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 4);
     // Once per token: the later reconciles (a new Secret version) said nothing more.
@@ -1662,14 +1684,15 @@ async fn a_status_in_the_previous_flat_shape_is_read_after_the_upgrade_without_a
         .await;
     case.stop_controller().await;
     // The same facts as the previous version wrote them.
+    let since = jiff::Timestamp::now().to_string();
     let old = json!({
         "observedGeneration": grouped.observed_generation,
         "conditions": [
-            {"type": "Ready", "status": "True", "reason": "Applied", "message": "the password is in effect: instance i-upgrade000001 restarted after it was applied", "lastTransitionTime": "2026-01-01T10:00:00Z"},
-            {"type": "Applied", "status": "True", "reason": "Applied", "message": "ECS accepted the Secret's current password", "lastTransitionTime": "2026-01-01T10:00:00Z"},
-            {"type": "RebootRequired", "status": "False", "reason": "Restarted", "message": "the password is in effect: instance i-upgrade000001 restarted after it was applied", "lastTransitionTime": "2026-01-01T10:00:00Z"},
-            {"type": "Reconciling", "status": "False", "reason": "Applied", "message": "", "lastTransitionTime": "2026-01-01T10:00:00Z"},
-            {"type": "Stalled", "status": "False", "reason": "AsExpected", "message": "", "lastTransitionTime": "2026-01-01T10:00:00Z"},
+            {"type": "Ready", "status": "True", "reason": "Applied", "message": "the password is in effect: instance i-upgrade000001 restarted after it was applied", "lastTransitionTime": since},
+            {"type": "Applied", "status": "True", "reason": "Applied", "message": "ECS accepted the Secret's current password", "lastTransitionTime": since},
+            {"type": "RebootRequired", "status": "False", "reason": "Restarted", "message": "the password is in effect: instance i-upgrade000001 restarted after it was applied", "lastTransitionTime": since},
+            {"type": "Reconciling", "status": "False", "reason": "Applied", "message": "", "lastTransitionTime": since},
+            {"type": "Stalled", "status": "False", "reason": "AsExpected", "message": "", "lastTransitionTime": since},
         ],
         "ioOptimized": false,
         "instanceStatus": "Running",

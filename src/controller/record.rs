@@ -49,10 +49,13 @@ pub fn applied(status: &mut VncPasswordStatus, apply: Apply) {
     if let Some(token) = force_token {
         status.applied.force_apply_token = Some(token.to_string());
     }
-    // Whether this password needs a restart is not known until the instance is looked at.
-    status
-        .conditions
-        .retain(|c| c.type_ != crate::api::condition::REBOOT_REQUIRED);
+    // Whether this password needs a restart, or is in effect, is not known until the instance is
+    // looked at: an InEffect=True of the previous password (or of another instance) must not
+    // outlive this apply when the look fails (a throttled DescribeInstances).
+    status.conditions.retain(|c| {
+        c.type_ != crate::api::condition::REBOOT_REQUIRED
+            && c.type_ != crate::api::condition::IN_EFFECT
+    });
 }
 
 /// The applied password is the Secret's: the fingerprint under the current key and the Secret's
