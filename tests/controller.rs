@@ -1171,9 +1171,16 @@ async fn the_secret_deletion_policy_decides_who_owns_the_generated_secret() {
     let secret = secret_of(&case, "web-vnc").await.expect("Secret");
     assert!(owned(&secret), "Delete: owned by the VncPassword");
     let password = password_in(&secret);
-    // To Retain: the ownerReference goes, the password stays, ECS is not called again.
-    case.vncpw("web", "i-ownership0001", json!({"passwordGeneration": {}}))
-        .await;
+    // To Retain: the ownerReference goes, the password stays, ECS is not called again. Said
+    // explicitly: a server-side apply of `passwordGeneration: {}` over the manager's own
+    // `{secretDeletionPolicy: Delete}` removes passwordGeneration altogether (the API server drops
+    // the map it emptied), which would turn generation off.
+    case.vncpw(
+        "web",
+        "i-ownership0001",
+        json!({"passwordGeneration": {"secretDeletionPolicy": "Retain"}}),
+    )
+    .await;
     eventually("the ownerReference removed", WAIT, || async {
         let s = secret_of(&case, "web-vnc").await?;
         (!owned(&s)).then_some(())
