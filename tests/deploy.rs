@@ -107,6 +107,7 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
         [
             ("i-rbac00000001".to_string(), false),
             ("i-rbac00000002".to_string(), true),
+            ("i-rbac00000003".to_string(), true),
         ],
     );
     config.sts = Some(StsConfig {
@@ -188,7 +189,9 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
         own,
         &refused_sa,
         json!({
-            "regionId": "cn-hangzhou", "instanceId": "i-rbac00000002",
+            // An instance of its own: on rrsa's instance it would be InstanceClaimed (rrsa has
+            // proven access) before any TokenRequest.
+            "regionId": "cn-hangzhou", "instanceId": "i-rbac00000003",
             "passwordSecretRef": {"name": refused_sa}, "credentials": {"serviceAccountRef": {"name": refused_sa}},
         }),
     )
