@@ -152,7 +152,9 @@ async fn compact_etcd(etcd: &str) {
 async fn watches_resume_after_an_api_server_restart_and_nothing_is_lost() {
     // The watch errors the controller logs at warn (a 410 among them) show in the test's output.
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn,kube=info".into())))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("TEST_LOG").unwrap_or_else(|_| "warn,kube=info".into()),
+        ))
         .with_test_writer()
         .try_init();
     let client = support::client().await;

@@ -333,8 +333,8 @@ mod tests {
     use super::*;
     use futures::channel::mpsc;
     use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::runtime::reflector;
     use kube::runtime::WatchStreamExt;
+    use kube::runtime::reflector;
 
     fn cm(ns: &str, name: &str, v: &str) -> ConfigMap {
         let mut c = ConfigMap::default();
