@@ -138,6 +138,28 @@ impl fmt::Display for FlagDuration {
 mod tests {
     use super::*;
 
+    /// Every flag of `run` and `modify-vnc-password` has an environment variable: `ECS_VNC_` and
+    /// its name in capitals, but for the one Alibaba's SDKs name.
+    #[test]
+    fn every_flag_has_its_ecs_vnc_variable() {
+        use clap::Args as _;
+        let commands = [
+            crate::controller::RunArgs::augment_args(clap::Command::new("run")),
+            modify::ModifyArgs::augment_args(clap::Command::new("modify-vnc-password")),
+        ];
+        for command in commands {
+            for arg in command.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or("");
+                let expected = match long {
+                    "oidc-provider-arn" => "ALIBABA_CLOUD_OIDC_PROVIDER_ARN".to_string(),
+                    _ => format!("ECS_VNC_{}", long.to_uppercase().replace('-', "_")),
+                };
+                assert_eq!(env, expected, "--{long}");
+            }
+        }
+    }
+
     #[test]
     fn duration_flags_take_go_durations_and_bare_seconds() {
         let d = |s: &str| s.parse::<FlagDuration>().map(|d| d.0);
