@@ -323,6 +323,24 @@ async fn killing_the_leader_hands_over_without_a_duplicate_reboot() {
         failovers[failovers.len() - 1],
     );
     assert!(exit.success(), "SIGTERM exits cleanly: {exit}");
+    // Its LeaderLost Event was published before it exited.
+    let events = support::kubectl(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        CONTROLLER_NAMESPACE,
+        &format!("--field-selector=regarding.name={lease}"),
+        "-o",
+        "jsonpath={range .items[*]}{.note}{\"\\n\"}{end}",
+    ]);
+    let notes = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        notes
+            .lines()
+            .any(|n| n.starts_with(&format!("{} stopped leading", stopped.id))),
+        "no LeaderLost Event of the SIGTERMed leader {}: {notes}",
+        stopped.id
+    );
     let abandoned = ready.iter().filter(|r| !**r).count();
     println!(
         "{objects} objects: {} Ready, {abandoned} with an intent abandoned by a killed leader; reboots per instance {reboots:?}",

@@ -614,12 +614,15 @@ pub async fn run_with(
                 recorder: Recorder::new(client.clone(), leader_reporter),
                 lease: lease_reference(&config),
                 identity: config.identity.clone(),
+                publishing: Default::default(),
             });
             let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Candidate);
             let (resign_tx, resign_rx) = tokio::sync::watch::channel(false);
-            let elector = tokio::spawn(
-                leader::Elector::new(client.clone(), config).run(role_tx, resign_rx, observer),
-            );
+            let elector = tokio::spawn(leader::Elector::new(client.clone(), config).run(
+                role_tx,
+                resign_rx,
+                observer.clone(),
+            ));
             loop {
                 let leading = {
                     let mut role = role_rx.clone();
@@ -660,6 +663,7 @@ pub async fn run_with(
             // next try instead of after the lease duration.
             let _ = resign_tx.send(true);
             let _ = elector.await;
+            observer.flush(Duration::from_secs(5)).await;
             metrics.set_leader(false);
         }
     }
@@ -906,6 +910,18 @@ struct LeaderObserver {
     recorder: Recorder,
     lease: ObjectReference,
     identity: String,
+    /// The Events being published, awaited before the process exits (a LeaderLost on SIGTERM
+    /// would otherwise die with it).
+    publishing: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl LeaderObserver {
+    /// Waits up to `limit` for the Events still being published.
+    async fn flush(&self, limit: Duration) {
+        let pending: Vec<_> =
+            std::mem::take(&mut *self.publishing.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = tokio::time::timeout(limit, futures::future::join_all(pending)).await;
+    }
 }
 
 impl leader::Observer for LeaderObserver {
@@ -938,11 +954,14 @@ impl leader::Observer for LeaderObserver {
         };
         let recorder = self.recorder.clone();
         let lease = self.lease.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = recorder.publish(&event, &lease).await {
                 tracing::warn!(error = %e, "could not publish the leadership Event");
             }
         });
+        let mut publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        publishing.retain(|t| !t.is_finished());
+        publishing.push(task);
     }
 
     /// /readyz says the process serves and reaches the API server, whether or not it leads: a
