@@ -40,16 +40,11 @@ pub struct EcsArgs {
         value_name = "N"
     )]
     pub ecs_burst: u32,
-    /// Retries of throttled, transient (5xx, network) and stale-signature failures per call
-    /// (`run` retries at most 2 times within a call and says so when this asks for more: its objects
-    /// are retried with backoff instead).
-    #[arg(
-        long,
-        env = "ECS_VNC_ECS_MAX_RETRIES",
-        default_value_t = 4,
-        value_name = "N"
-    )]
-    pub ecs_max_retries: u32,
+    /// Retries of throttled, transient (5xx, network) and stale-signature failures per call.
+    /// Default: 4 for `modify-vnc-password`; 2 for `run`, which retries its objects with backoff
+    /// instead and takes at most 2 (with a warning when this asks for more).
+    #[arg(long, env = "ECS_VNC_ECS_MAX_RETRIES", value_name = "N")]
+    pub ecs_max_retries: Option<u32>,
     /// How long to wait for a TCP/TLS connection (a Go duration: 5s, 500ms).
     #[arg(
         long,
@@ -86,7 +81,7 @@ impl EcsArgs {
             qps: self.ecs_qps.clone(),
             burst: self.ecs_burst,
             retry: RetryPolicy {
-                max_retries: self.ecs_max_retries,
+                max_retries: self.ecs_max_retries.unwrap_or(4),
                 ..RetryPolicy::default()
             },
             signature: self.ecs_signature,

@@ -431,13 +431,17 @@ pub async fn run_with(
     ecs_config.sts_endpoint = Some(args.exchange_config().sts_endpoint);
     // The controller backs off per object; within one call, retry briefly only, and never wait
     // out throttling in a worker: a throttled object is looked at again when its bucket has room.
-    if ecs_config.retry.max_retries > 2 {
-        tracing::warn!(
-            ecs_max_retries = ecs_config.retry.max_retries,
-            "run retries an ECS call at most 2 times (objects are retried with backoff instead); --ecs-max-retries is taken as 2"
-        );
-        ecs_config.retry.max_retries = 2;
-    }
+    ecs_config.retry.max_retries = match args.ecs.ecs_max_retries {
+        None => 2,
+        Some(n) if n > 2 => {
+            tracing::warn!(
+                ecs_max_retries = n,
+                "run retries an ECS call at most 2 times (objects are retried with backoff instead); --ecs-max-retries is taken as 2"
+            );
+            2
+        }
+        Some(n) => n,
+    };
     ecs_config.retry.retry_throttled = false;
     let leader = if args.leader_elect {
         let config = LeaderConfig {
