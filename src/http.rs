@@ -42,30 +42,32 @@ impl Health {
 
 pub const NOT_READY: &str = "not ready: watches have not synced";
 
-#[derive(Clone)]
-struct AppState {
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-}
-
-/// The routes, for embedding; [`serve`] is the usual entry point.
+/// The routes of `--metrics-addr`, for embedding; [`serve`] is the usual entry point.
 pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health })
-}
-
-async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        state.metrics.encode(),
+    probe_router(health).merge(
+        Router::new()
+            .route("/metrics", get(metrics_handler))
+            .with_state(metrics),
     )
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.health.is_ready() {
+/// The probes alone, the routes of `--health-probe-addr`.
+pub fn probe_router(health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(health)
+}
+
+async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics.encode(),
+    )
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    if health.is_ready() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, NOT_READY)
@@ -80,7 +82,16 @@ pub async fn serve(
     health: Arc<Health>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics, health))
+    serve_router(listener, router(metrics, health), shutdown).await
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -145,6 +156,30 @@ mod tests {
             .map(str::to_string);
         let body = response.text().await.expect("body");
         (status, content_type, body)
+    }
+
+    #[tokio::test]
+    async fn the_probe_address_answers_the_probes_and_not_metrics() {
+        let health = Health::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve_router(
+            listener,
+            probe_router(health.clone()),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        assert_eq!(get(&format!("http://{addr}/healthz")).await.0, 200);
+        assert_eq!(get(&format!("http://{addr}/readyz")).await.0, 503);
+        health.set_ready(true);
+        assert_eq!(get(&format!("http://{addr}/readyz")).await.0, 200);
+        assert_eq!(get(&format!("http://{addr}/metrics")).await.0, 404);
+        let _ = tx.send(());
+        task.await.expect("no panic").expect("served");
     }
 
     #[tokio::test]

@@ -48,16 +48,22 @@ impl LeaderConfig {
             return Err("the leader identity must not be empty".into());
         }
         if self.retry_period.is_zero() {
-            return Err("--retry-period must be positive".into());
+            return Err("--leader-elect-retry-period must be positive".into());
         }
         if self.renew_deadline <= self.retry_period {
-            return Err("--renew-deadline must be longer than --retry-period".into());
+            return Err(
+                "--leader-elect-renew-deadline must be longer than --leader-elect-retry-period"
+                    .into(),
+            );
         }
         if self.lease_duration <= self.renew_deadline {
-            return Err("--lease-duration must be longer than --renew-deadline".into());
+            return Err(
+                "--leader-elect-lease-duration must be longer than --leader-elect-renew-deadline"
+                    .into(),
+            );
         }
         if self.lease_duration.subsec_nanos() != 0 {
-            return Err("--lease-duration must be a whole number of seconds".into());
+            return Err("--leader-elect-lease-duration must be a whole number of seconds".into());
         }
         Ok(())
     }

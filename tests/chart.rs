@@ -15,6 +15,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -374,9 +375,15 @@ fn every_rendered_flag_is_accepted_by_the_controller() {
                 parsed.ecs.ecs_endpoint.as_deref(),
                 Some("https://ecs-vpc.{region}.aliyuncs.com")
             );
-            assert_eq!(parsed.reboot_timeout, 1200.0);
-            assert_eq!(parsed.lease_duration, 20.0);
-            assert_eq!(parsed.retry_period, 2.5);
+            assert_eq!(parsed.reboot_timeout.0, Duration::from_secs(1200));
+            assert_eq!(
+                parsed.leader_elect_lease_duration.0,
+                Duration::from_secs(20)
+            );
+            assert_eq!(
+                parsed.leader_elect_retry_period.0,
+                Duration::from_millis(2500)
+            );
             assert_eq!(parsed.metrics_addr.port(), 9090);
             assert_eq!(parsed.concurrency, 64);
             assert!(parsed.leader_elect);

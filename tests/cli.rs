@@ -77,11 +77,11 @@ fn cli(sim: &SimProcess, args: &[&str], stdin: &str, key: (&str, &str, Option<&s
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecs-vnc-controller"));
     cmd.arg("modify-vnc-password")
         .args(args)
-        .env("ECS_ENDPOINT", &sim.url)
+        .env("ECS_VNC_ECS_ENDPOINT", &sim.url)
         .env("ALIBABA_CLOUD_ACCESS_KEY_ID", key.0)
         .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", key.1)
         .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
-        .env_remove("ECS_SIGNATURE")
+        .env_remove("ECS_VNC_ECS_SIGNATURE")
         .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -295,7 +295,7 @@ fn a_signature_mismatch_shows_both_strings_to_sign_with_secrets_masked() {
     );
 }
 
-/// The CLI with extra environment variables (ECS_SIGNATURE).
+/// The CLI with extra environment variables (ECS_VNC_ECS_SIGNATURE).
 fn cli_env(
     sim: &SimProcess,
     args: &[&str],
@@ -305,11 +305,11 @@ fn cli_env(
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecs-vnc-controller"));
     cmd.arg("modify-vnc-password")
         .args(args)
-        .env("ECS_ENDPOINT", &sim.url)
+        .env("ECS_VNC_ECS_ENDPOINT", &sim.url)
         .env("ALIBABA_CLOUD_ACCESS_KEY_ID", key.0)
         .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", key.1)
         .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
-        .env_remove("ECS_SIGNATURE")
+        .env_remove("ECS_VNC_ECS_SIGNATURE")
         .env_remove("RUST_LOG")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
@@ -367,16 +367,26 @@ fn signature_v3_is_chosen_by_flag_or_environment_and_v1_stays_the_default() {
     let out = cli_env(
         &sim,
         &target,
-        &[("ECS_SIGNATURE", "v3")],
+        &[("ECS_VNC_ECS_SIGNATURE", "v3")],
         ("STS.cli", "sts-secret", Some("CAIS+/tok==")),
     );
     assert!(out.status.success(), "{:?}", text(&out));
     assert_eq!(signatures(&sim), ["v1", "v1", "v3", "v3", "v3", "v3"]);
 
-    let out = cli_env(&sim, &target, &[("ECS_SIGNATURE", "v2")], KEY);
+    let out = cli_env(&sim, &target, &[("ECS_VNC_ECS_SIGNATURE", "v2")], KEY);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("v2") && stderr.contains("v3"), "{stderr}");
+    assert_eq!(signatures(&sim).len(), 6, "nothing was sent");
+
+    // The former name is refused with its new one, not silently ignored.
+    let out = cli_env(&sim, &target, &[("ECS_SIGNATURE", "v3")], KEY);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ECS_SIGNATURE is now ECS_VNC_ECS_SIGNATURE"),
+        "{stderr}"
+    );
     assert_eq!(signatures(&sim).len(), 6, "nothing was sent");
 }
 

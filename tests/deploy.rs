@@ -130,9 +130,9 @@ async fn the_shipped_rbac_is_sufficient_for_the_whole_job() {
     let mut options = ControllerOptions::new(as_sa, sim.url());
     options.flags = [
         "--leader-elect",
-        "--lease-duration=3",
-        "--renew-deadline=2",
-        "--retry-period=0.5",
+        "--leader-elect-lease-duration=3s",
+        "--leader-elect-renew-deadline=2s",
+        "--leader-elect-retry-period=500ms",
         "--leader-identity=rbac-test",
         &format!("--sts-endpoint={}/sts", sim.url()),
         &format!("--oidc-provider-arn={provider}"),
@@ -519,6 +519,23 @@ fn the_deployment_is_hardened() {
     }
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    // The probes on their own port, the one --health-probe-addr serves.
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["port"], "health", "{probe}");
+    }
+    let health_port = container["ports"]
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == "health"))
+        .map(|p| p["containerPort"].clone());
+    assert_eq!(health_port, Some(json!(8081)));
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        args.contains(&"--health-probe-addr=0.0.0.0:8081"),
+        "{args:?}"
+    );
     // Two replicas with leader election, never fewer than two during a rollout, one at most
     // evicted at a time, spread across nodes.
     assert_eq!(deployment["spec"]["replicas"], 2);

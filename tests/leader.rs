@@ -19,9 +19,9 @@ const AK: &str = "LTAIleader";
 const AK_SECRET: &str = "leader-secret";
 const LEASE_FLAGS: [&str; 4] = [
     "--leader-elect",
-    "--lease-duration=3",
-    "--renew-deadline=2",
-    "--retry-period=0.5",
+    "--leader-elect-lease-duration=3s",
+    "--leader-elect-renew-deadline=2s",
+    "--leader-elect-retry-period=500ms",
 ];
 
 async fn holder(client: &Client, lease: &str) -> Option<String> {
@@ -83,7 +83,7 @@ async fn two_controllers_at_once_for_sixty_seconds_only_one_calls_ecs() {
             .iter()
             .map(|f| f.to_string())
             .chain([
-                format!("--lease-name={lease}"),
+                format!("--leader-elect-resource-name={lease}"),
                 format!("--leader-identity={identity}"),
             ])
             .collect();
@@ -171,7 +171,7 @@ fn spawn(id: &str, lease: &str, ns: &str, ecs: &str, log_dir: &std::path::Path) 
         .arg("run")
         .args(LEASE_FLAGS)
         .args([
-            format!("--lease-name={lease}"),
+            format!("--leader-elect-resource-name={lease}"),
             format!("--namespace={ns}"),
             format!("--default-credentials-namespaces={ns}"),
             format!("--ecs-endpoint={ecs}"),
@@ -323,6 +323,24 @@ async fn killing_the_leader_hands_over_without_a_duplicate_reboot() {
         failovers[failovers.len() - 1],
     );
     assert!(exit.success(), "SIGTERM exits cleanly: {exit}");
+    // Its LeaderLost Event was published before it exited.
+    let events = support::kubectl(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        CONTROLLER_NAMESPACE,
+        &format!("--field-selector=regarding.name={lease}"),
+        "-o",
+        "jsonpath={range .items[*]}{.note}{\"\\n\"}{end}",
+    ]);
+    let notes = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        notes
+            .lines()
+            .any(|n| n.starts_with(&format!("{} stopped leading", stopped.id))),
+        "no LeaderLost Event of the SIGTERMed leader {}: {notes}",
+        stopped.id
+    );
     let abandoned = ready.iter().filter(|r| !**r).count();
     println!(
         "{objects} objects: {} Ready, {abandoned} with an intent abandoned by a killed leader; reboots per instance {reboots:?}",
@@ -469,7 +487,7 @@ async fn a_deposed_leaders_late_status_write_is_refused_by_the_api_server() {
             .iter()
             .map(|f| f.to_string())
             .chain([
-                format!("--lease-name={lease}"),
+                format!("--leader-elect-resource-name={lease}"),
                 format!("--leader-identity={identity}"),
             ])
             .collect();

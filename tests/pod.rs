@@ -565,7 +565,7 @@ async fn the_shipped_deployment_runs_as_real_pods() {
     let readyz = support::kubectl(&[
         "get",
         "--raw",
-        &format!("/api/v1/namespaces/{NS}/pods/{fresh}:8080/proxy/readyz"),
+        &format!("/api/v1/namespaces/{NS}/pods/{fresh}:8081/proxy/readyz"),
     ]);
     assert!(
         !readyz.status.success(),
@@ -574,7 +574,7 @@ async fn the_shipped_deployment_runs_as_real_pods() {
     let healthz = kubectl_ok(&[
         "get",
         "--raw",
-        &format!("/api/v1/namespaces/{NS}/pods/{fresh}:8080/proxy/healthz"),
+        &format!("/api/v1/namespaces/{NS}/pods/{fresh}:8081/proxy/healthz"),
     ]);
     assert_eq!(healthz.trim(), "ok");
 

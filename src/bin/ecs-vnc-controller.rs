@@ -37,6 +37,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = ecs_vnc_controller::cli::legacy_env::check(|v| std::env::var(v).ok()) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

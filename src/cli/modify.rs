@@ -17,14 +17,14 @@ use crate::password::VncPassword;
 #[derive(Debug, Clone, Args)]
 pub struct ModifyArgs {
     /// Region of the instance, e.g. cn-hangzhou.
-    #[arg(long, value_name = "REGION")]
+    #[arg(long, env = "ECS_VNC_REGION_ID", value_name = "REGION")]
     pub region_id: String,
     /// ECS instance ID, e.g. i-bp67acfmxazb4ph0001.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, env = "ECS_VNC_INSTANCE_ID", value_name = "ID")]
     pub instance_id: String,
     /// File whose first line is the new password; without it, the first line of standard input.
     /// (Never on the command line: argv is visible to every user of the machine.)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "ECS_VNC_PASSWORD_FILE", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     #[command(flatten)]
     pub ecs: EcsArgs,

@@ -51,7 +51,7 @@ use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::api::{VncPassword, condition};
-use crate::cli::EcsArgs;
+use crate::cli::{EcsArgs, FlagDuration};
 use crate::ecs::{CallObserver, CredentialsProvider, EcsClient, ProviderConfig};
 use crate::http::Health;
 use crate::leader::{self, LeaderConfig, Role};
@@ -70,22 +70,28 @@ pub struct RunArgs {
     /// Where STS is, for AssumeRoleWithOIDC (RRSA). Default: as Alibaba's credentials SDKs choose
     /// it (sts[-vpc].<ALIBABA_CLOUD_STS_REGION>.aliyuncs.com, else sts.aliyuncs.com). http:// only
     /// to loopback, see --allow-insecure-http.
-    #[arg(long, env = "STS_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "ECS_VNC_STS_ENDPOINT", value_name = "URL")]
     pub sts_endpoint: Option<String>,
     /// ARN of the RAM OIDC identity provider of this cluster's ServiceAccount token issuer (ACK's
     /// RRSA provider, acs:ram::<account>:oidc-provider/<name>), for VncPasswords with
     /// spec.credentials.serviceAccountRef. Default: the controller's own
-    /// ALIBABA_CLOUD_OIDC_PROVIDER_ARN.
+    /// ALIBABA_CLOUD_OIDC_PROVIDER_ARN (the variable ACK's RRSA sets; the one exception to the
+    /// ECS_VNC_ prefix, as Alibaba's credentials SDKs name it).
     #[arg(long, env = "ALIBABA_CLOUD_OIDC_PROVIDER_ARN", value_name = "ARN")]
     pub oidc_provider_arn: Option<String>,
     /// Where the ECS instance metadata service is, for the instance's RAM role.
-    #[arg(long, env = "ECS_METADATA_ENDPOINT", value_name = "URL", default_value = crate::ecs::metadata::DEFAULT_ENDPOINT)]
+    #[arg(long, env = "ECS_VNC_METADATA_ENDPOINT", value_name = "URL", default_value = crate::ecs::metadata::DEFAULT_ENDPOINT)]
     pub metadata_endpoint: String,
     /// Namespaces whose VncPasswords may use the controller's own credentials (Alibaba's default
     /// credentials chain, see README) when they name no credentials Secret: a comma list, or '*'
     /// for all.
     /// Default: none.
-    #[arg(long, default_value = "", value_name = "LIST")]
+    #[arg(
+        long,
+        env = "ECS_VNC_DEFAULT_CREDENTIALS_NAMESPACES",
+        default_value = "",
+        value_name = "LIST"
+    )]
     pub default_credentials_namespaces: AllowedNamespaces,
     /// Watch only these namespaces, a comma list (default: all namespaces): VncPasswords, Secret
     /// and ServiceAccount metadata are watched in each, so namespaced RBAC (a Role per namespace)
@@ -98,60 +104,132 @@ pub struct RunArgs {
         value_name = "NS,..."
     )]
     pub watch_namespaces: namespaces::WatchNamespaces,
-    /// Address of the /metrics, /healthz and /readyz endpoint.
-    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    /// Address of the /metrics endpoint (which answers /healthz and /readyz too).
+    #[arg(
+        long,
+        env = "ECS_VNC_METRICS_ADDR",
+        default_value = "0.0.0.0:8080",
+        value_name = "ADDR"
+    )]
     pub metrics_addr: SocketAddr,
-    #[arg(long, value_enum, default_value = "text")]
+    /// Address of the /healthz and /readyz endpoints for the kubelet's probes, apart from
+    /// /metrics (deploy/ and the chart use 0.0.0.0:8081). Default: only on --metrics-addr.
+    #[arg(long, env = "ECS_VNC_HEALTH_PROBE_ADDR", value_name = "ADDR")]
+    pub health_probe_addr: Option<SocketAddr>,
+    #[arg(long, env = "ECS_VNC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Seconds between looks at an instance that must restart for its password to take effect.
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
-    pub reboot_poll_interval: f64,
+    /// How often to look at an instance that must restart for its password to take effect (a Go
+    /// duration: 30s, 1m; a bare number is seconds).
+    #[arg(
+        long,
+        env = "ECS_VNC_REBOOT_POLL_INTERVAL",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
+    pub reboot_poll_interval: FlagDuration,
     /// Reconciles running at once (each object is only ever reconciled by one at a time). Most of
     /// a reconcile's time is spent waiting (for ECS, for a DescribeInstances batch, for its rate
     /// limit), so this is set well above the number of cores. When all are busy, each one that
     /// comes free goes to the namespaces with reconciles waiting, in turn.
-    #[arg(long, default_value_t = 256, value_name = "N")]
+    #[arg(long, env = "ECS_VNC_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
     pub concurrency: u16,
-    /// Seconds after RebootInstance without a restart seen before the object says
-    /// RebootNotObserved (it is never rebooted again without a new force-apply-requested-at token).
-    #[arg(long, default_value_t = 900.0, value_name = "SECONDS")]
-    pub reboot_timeout: f64,
-    /// Seconds between checks of stalls that something outside Kubernetes can fix
-    /// (InstanceNotFound, RegionNotFound, AuthFailed, DescribeNotAllowed).
-    #[arg(long, default_value_t = 1800.0, value_name = "SECONDS")]
-    pub stall_recheck_interval: f64,
-    /// Seconds one reconcile may take before it is abandoned (safe at any point). Keep it below the
-    /// Pod's terminationGracePeriodSeconds so that a shutdown never cuts a status write short.
-    #[arg(long, default_value_t = 50.0, value_name = "SECONDS")]
-    pub reconcile_timeout: f64,
-    /// Seconds between looks at an object nothing woke (jittered by ±10 % per look, so objects
-    /// created together do not come back together): a safety net for a lost event. A look at an
-    /// unchanged object makes no API or ECS call.
-    #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
-    pub resync_interval: f64,
+    /// How long after RebootInstance without a restart seen the object says RebootNotObserved (it
+    /// is never rebooted again without a new force-apply-requested-at token).
+    #[arg(
+        long,
+        env = "ECS_VNC_REBOOT_TIMEOUT",
+        default_value = "15m",
+        value_name = "DURATION"
+    )]
+    pub reboot_timeout: FlagDuration,
+    /// How often to check stalls that something outside Kubernetes can fix (InstanceNotFound,
+    /// RegionNotFound, AuthFailed, DescribeNotAllowed, InstanceNotAllowed).
+    #[arg(
+        long,
+        env = "ECS_VNC_STALL_RECHECK_INTERVAL",
+        default_value = "30m",
+        value_name = "DURATION"
+    )]
+    pub stall_recheck_interval: FlagDuration,
+    /// How long one reconcile may take before it is abandoned (safe at any point). Keep it below
+    /// the Pod's terminationGracePeriodSeconds so that a shutdown never cuts a status write short.
+    #[arg(
+        long,
+        env = "ECS_VNC_RECONCILE_TIMEOUT",
+        default_value = "50s",
+        value_name = "DURATION"
+    )]
+    pub reconcile_timeout: FlagDuration,
+    /// How often to look at an object nothing woke (jittered by ±10 % per look, so objects created
+    /// together do not come back together): a safety net for a lost event. A look at an unchanged
+    /// object makes no API or ECS call.
+    #[arg(
+        long,
+        env = "ECS_VNC_RESYNC_INTERVAL",
+        default_value = "10m",
+        value_name = "DURATION"
+    )]
+    pub resync_interval: FlagDuration,
     /// Run as one of several replicas: only the holder of a coordination.k8s.io/v1 Lease reconciles
     /// (calls ECS, writes status); the others wait to take over. On in deploy/, off by default.
-    #[arg(long)]
+    #[arg(long, env = "ECS_VNC_LEADER_ELECT")]
     pub leader_elect: bool,
-    /// Seconds a standby waits, after it last saw the Lease renewed, before it takes the Lease over
-    /// (a whole number).
-    #[arg(long, default_value_t = 15.0, value_name = "SECONDS")]
-    pub lease_duration: f64,
-    /// Seconds the leader keeps leading without a successful renew; past it, it stops at once.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-    pub renew_deadline: f64,
-    /// Seconds between tries to acquire or renew the Lease.
-    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
-    pub retry_period: f64,
-    /// Name of the leader Lease.
-    #[arg(long, default_value = "ecs-vnc-controller", value_name = "NAME")]
-    pub lease_name: String,
-    /// Namespace of the leader Lease (default: the controller's own, POD_NAMESPACE).
-    #[arg(long, value_name = "NS")]
-    pub lease_namespace: Option<String>,
+    /// How long a standby waits, after it last saw the Lease renewed, before it takes the Lease
+    /// over (whole seconds). Formerly --lease-duration.
+    #[arg(
+        long,
+        alias = "lease-duration",
+        env = "ECS_VNC_LEADER_ELECT_LEASE_DURATION",
+        default_value = "15s",
+        value_name = "DURATION"
+    )]
+    pub leader_elect_lease_duration: FlagDuration,
+    /// How long the leader keeps leading without a successful renew; past it, it stops at once.
+    /// Formerly --renew-deadline.
+    #[arg(
+        long,
+        alias = "renew-deadline",
+        env = "ECS_VNC_LEADER_ELECT_RENEW_DEADLINE",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub leader_elect_renew_deadline: FlagDuration,
+    /// How long between tries to acquire or renew the Lease. Formerly --retry-period.
+    #[arg(
+        long,
+        alias = "retry-period",
+        env = "ECS_VNC_LEADER_ELECT_RETRY_PERIOD",
+        default_value = "2s",
+        value_name = "DURATION"
+    )]
+    pub leader_elect_retry_period: FlagDuration,
+    /// Name of the leader Lease. Formerly --lease-name.
+    #[arg(
+        long,
+        alias = "lease-name",
+        env = "ECS_VNC_LEADER_ELECT_RESOURCE_NAME",
+        default_value = "ecs-vnc-controller",
+        value_name = "NAME"
+    )]
+    pub leader_elect_resource_name: String,
+    /// Namespace of the leader Lease (default: the controller's own, POD_NAMESPACE). Formerly
+    /// --lease-namespace.
+    #[arg(
+        long,
+        alias = "lease-namespace",
+        env = "ECS_VNC_LEADER_ELECT_RESOURCE_NAMESPACE",
+        value_name = "NS"
+    )]
+    pub leader_elect_resource_namespace: Option<String>,
     /// holderIdentity in the Lease (default: POD_NAME, else hostname and a random suffix).
-    #[arg(long, value_name = "ID")]
-    pub leader_identity: Option<String>,
+    /// Formerly --leader-identity.
+    #[arg(
+        long,
+        alias = "leader-identity",
+        env = "ECS_VNC_LEADER_ELECT_IDENTITY",
+        value_name = "ID"
+    )]
+    pub leader_elect_identity: Option<String>,
 }
 
 impl RunArgs {
@@ -336,20 +414,14 @@ pub async fn run_with(
         controller_namespace: own_namespace,
         clock,
     } = env;
-    let seconds = |flag: &str, v: f64| match Duration::try_from_secs_f64(v) {
-        Ok(d) if v > 0.0 => Ok(d),
-        _ => Err(RunError::Arguments(format!(
-            "--{flag} must be a positive number of seconds"
-        ))),
-    };
-    let poll = seconds("reboot-poll-interval", args.reboot_poll_interval)?;
+    let poll = args.reboot_poll_interval.0;
     let plan_settings = plan::PlanSettings {
         poll,
-        reboot_timeout: seconds("reboot-timeout", args.reboot_timeout)?,
-        stall_recheck: seconds("stall-recheck-interval", args.stall_recheck_interval)?,
+        reboot_timeout: args.reboot_timeout.0,
+        stall_recheck: args.stall_recheck_interval.0,
     };
-    let reconcile_timeout = seconds("reconcile-timeout", args.reconcile_timeout)?;
-    let resync_interval = seconds("resync-interval", args.resync_interval)?;
+    let reconcile_timeout = args.reconcile_timeout.0;
+    let resync_interval = args.resync_interval.0;
     args.check_endpoints()?;
     let metrics = Arc::new(Metrics::new());
     let health = Health::new();
@@ -359,24 +431,34 @@ pub async fn run_with(
     ecs_config.sts_endpoint = Some(args.exchange_config().sts_endpoint);
     // The controller backs off per object; within one call, retry briefly only, and never wait
     // out throttling in a worker: a throttled object is looked at again when its bucket has room.
-    ecs_config.retry.max_retries = ecs_config.retry.max_retries.min(2);
+    ecs_config.retry.max_retries = match args.ecs.ecs_max_retries {
+        None => 2,
+        Some(n) if n > 2 => {
+            tracing::warn!(
+                ecs_max_retries = n,
+                "run retries an ECS call at most 2 times (objects are retried with backoff instead); --ecs-max-retries is taken as 2"
+            );
+            2
+        }
+        Some(n) => n,
+    };
     ecs_config.retry.retry_throttled = false;
     let leader = if args.leader_elect {
         let config = LeaderConfig {
-            lease_name: args.lease_name.clone(),
+            lease_name: args.leader_elect_resource_name.clone(),
             namespace: args
-                .lease_namespace
+                .leader_elect_resource_namespace
                 .clone()
                 .filter(|n| !n.trim().is_empty())
                 .unwrap_or_else(|| own_namespace.clone()),
             identity: args
-                .leader_identity
+                .leader_elect_identity
                 .clone()
                 .filter(|i| !i.trim().is_empty())
                 .unwrap_or_else(leader::default_identity),
-            lease_duration: seconds("lease-duration", args.lease_duration)?,
-            renew_deadline: seconds("renew-deadline", args.renew_deadline)?,
-            retry_period: seconds("retry-period", args.retry_period)?,
+            lease_duration: args.leader_elect_lease_duration.0,
+            renew_deadline: args.leader_elect_renew_deadline.0,
+            retry_period: args.leader_elect_retry_period.0,
         };
         config.validate().map_err(RunError::Arguments)?;
         // Fencing by time: a leader that cannot renew stops at its renew deadline (dropping every
@@ -385,9 +467,9 @@ pub async fn run_with(
         // deadline must be over within lease-duration - renew-deadline (5 s by default).
         let margin = config.fencing_margin();
         if ecs_config.request_timeout > margin {
-            tracing::info!(
+            tracing::warn!(
                 ecs_timeout_s = margin.as_secs_f64(),
-                "--leader-elect: one ECS attempt is cut off after lease-duration - renew-deadline"
+                "--leader-elect: one ECS attempt is cut off after leader-elect-lease-duration - leader-elect-renew-deadline, shorter than --ecs-timeout"
             );
             ecs_config.request_timeout = margin;
         }
@@ -420,6 +502,16 @@ pub async fn run_with(
             source,
         })?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(args.metrics_addr), "serving /metrics, /healthz, /readyz");
+    let probe_listener = match args.health_probe_addr {
+        Some(addr) if addr != args.metrics_addr => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Metrics { addr, source })?;
+            tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /healthz, /readyz");
+            Some(listener)
+        }
+        _ => None,
+    };
 
     let reporter = Reporter {
         controller: "ecs-vnc-controller".into(),
@@ -438,7 +530,7 @@ pub async fn run_with(
         plan: plan_settings,
         reconcile_timeout,
         resync_interval,
-        concurrency: usize::from(args.concurrency.max(1)),
+        concurrency: usize::from(args.concurrency),
         clock,
     };
     // A fresh Context (per-object memory, instance cache) for every term of leadership: nothing
@@ -467,12 +559,29 @@ pub async fn run_with(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        tokio::spawn(crate::http::serve(
+        let probes = probe_listener.map(|listener| {
+            let mut stop = stop_rx.clone();
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            tokio::spawn(crate::http::serve_router(
+                listener,
+                crate::http::probe_router(health.clone()),
+                shutdown,
+            ))
+        });
+        let metrics_server = tokio::spawn(crate::http::serve(
             listener,
             metrics.clone(),
             health.clone(),
             shutdown,
-        ))
+        ));
+        async move {
+            if let Some(probes) = probes {
+                let _ = probes.await;
+            }
+            metrics_server.await
+        }
     };
     // SIGTERM (or the caller's trigger) as a flag every part can wait on.
     let (term_tx, term_rx) = tokio::sync::watch::channel(false);
@@ -509,12 +618,15 @@ pub async fn run_with(
                 recorder: Recorder::new(client.clone(), leader_reporter),
                 lease: lease_reference(&config),
                 identity: config.identity.clone(),
+                publishing: Default::default(),
             });
             let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Candidate);
             let (resign_tx, resign_rx) = tokio::sync::watch::channel(false);
-            let elector = tokio::spawn(
-                leader::Elector::new(client.clone(), config).run(role_tx, resign_rx, observer),
-            );
+            let elector = tokio::spawn(leader::Elector::new(client.clone(), config).run(
+                role_tx,
+                resign_rx,
+                observer.clone(),
+            ));
             loop {
                 let leading = {
                     let mut role = role_rx.clone();
@@ -555,6 +667,7 @@ pub async fn run_with(
             // next try instead of after the lease duration.
             let _ = resign_tx.send(true);
             let _ = elector.await;
+            observer.flush(Duration::from_secs(5)).await;
             metrics.set_leader(false);
         }
     }
@@ -802,6 +915,18 @@ struct LeaderObserver {
     recorder: Recorder,
     lease: ObjectReference,
     identity: String,
+    /// The Events being published, awaited before the process exits (a LeaderLost on SIGTERM
+    /// would otherwise die with it).
+    publishing: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl LeaderObserver {
+    /// Waits up to `limit` for the Events still being published.
+    async fn flush(&self, limit: Duration) {
+        let pending: Vec<_> =
+            std::mem::take(&mut *self.publishing.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = tokio::time::timeout(limit, futures::future::join_all(pending)).await;
+    }
 }
 
 impl leader::Observer for LeaderObserver {
@@ -834,11 +959,14 @@ impl leader::Observer for LeaderObserver {
         };
         let recorder = self.recorder.clone();
         let lease = self.lease.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = recorder.publish(&event, &lease).await {
                 tracing::warn!(error = %e, "could not publish the leadership Event");
             }
         });
+        let mut publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        publishing.retain(|t| !t.is_finished());
+        publishing.push(task);
     }
 
     /// /readyz says the process serves and reaches the API server, whether or not it leads: a
@@ -926,6 +1054,47 @@ async fn update_gauges(
 mod tests {
     use super::*;
     use futures::StreamExt;
+
+    #[test]
+    fn duration_flags_take_go_durations_and_the_former_leader_flag_names() {
+        let new = RunArgs::from_flags([
+            "--leader-elect-lease-duration=20s",
+            "--leader-elect-renew-deadline=15s",
+            "--leader-elect-retry-period=500ms",
+            "--leader-elect-resource-name=l",
+            "--reboot-timeout=15m",
+        ])
+        .unwrap();
+        let old = RunArgs::from_flags([
+            "--lease-duration=20",
+            "--renew-deadline=15",
+            "--retry-period=0.5",
+            "--lease-name=l",
+            "--reboot-timeout=900",
+        ])
+        .unwrap();
+        for a in [&new, &old] {
+            assert_eq!(a.leader_elect_lease_duration.0, Duration::from_secs(20));
+            assert_eq!(a.leader_elect_renew_deadline.0, Duration::from_secs(15));
+            assert_eq!(a.leader_elect_retry_period.0, Duration::from_millis(500));
+            assert_eq!(a.leader_elect_resource_name, "l");
+            assert_eq!(a.reboot_timeout.0, Duration::from_secs(900));
+        }
+        let defaults = RunArgs::from_flags(Vec::<String>::new()).unwrap();
+        assert_eq!(defaults.reboot_timeout.0, Duration::from_secs(900));
+        assert_eq!(defaults.resync_interval.0, Duration::from_secs(600));
+        assert_eq!(defaults.health_probe_addr, None);
+        for refused in [
+            "--reboot-timeout=0s",
+            "--reboot-timeout=15 minutes",
+            "--concurrency=0",
+        ] {
+            assert!(
+                RunArgs::from_flags([refused]).is_err(),
+                "{refused} was taken"
+            );
+        }
+    }
 
     /// A trigger for an object the store does not hold yet (created during a relist) is asked for
     /// again shortly, through the index's wake queue, and given up after its attempts.

@@ -8,18 +8,19 @@ line of this file.
 {{- $v := .Values -}}
 - run
 - {{ printf "--metrics-addr=0.0.0.0:%d" (int $v.metrics.port) | quote }}
+- {{ printf "--health-probe-addr=0.0.0.0:%d" (int $v.healthProbe.port) | quote }}
 - {{ printf "--log-format=%s" $v.log.format | quote }}
 {{- if eq (include "ecs-vnc-controller.leaderElection" .) "true" }}
 # Only the holder of the Lease reconciles; the others stand by.
 - "--leader-elect"
 {{- with $v.leaderElection.leaseDurationSeconds }}
-- {{ printf "--lease-duration=%v" . | quote }}
+- {{ printf "--leader-elect-lease-duration=%vs" . | quote }}
 {{- end }}
 {{- with $v.leaderElection.renewDeadlineSeconds }}
-- {{ printf "--renew-deadline=%v" . | quote }}
+- {{ printf "--leader-elect-renew-deadline=%vs" . | quote }}
 {{- end }}
 {{- with $v.leaderElection.retryPeriodSeconds }}
-- {{ printf "--retry-period=%v" . | quote }}
+- {{ printf "--leader-elect-retry-period=%vs" . | quote }}
 {{- end }}
 {{- end }}
 {{- with $v.watchNamespaces }}
@@ -56,7 +57,7 @@ line of this file.
 - {{ printf "--oidc-provider-arn=%s" . | quote }}
 {{- end }}
 {{- with $v.rebootTimeoutSeconds }}
-- {{ printf "--reboot-timeout=%v" . | quote }}
+- {{ printf "--reboot-timeout=%vs" . | quote }}
 {{- end }}
 {{- if $v.allowInsecureHttp }}
 - "--allow-insecure-http"
