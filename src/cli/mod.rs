@@ -45,22 +45,14 @@ pub struct EcsArgs {
     /// instead and takes at most 2 (with a warning when this asks for more).
     #[arg(long, env = "ECS_VNC_ECS_MAX_RETRIES", value_name = "N")]
     pub ecs_max_retries: Option<u32>,
-    /// How long to wait for a TCP/TLS connection (a Go duration: 5s, 500ms).
-    #[arg(
-        long,
-        env = "ECS_VNC_ECS_CONNECT_TIMEOUT",
-        default_value = "5s",
-        value_name = "DURATION"
-    )]
-    pub ecs_connect_timeout: FlagDuration,
-    /// How long one HTTP attempt may take in all.
-    #[arg(
-        long,
-        env = "ECS_VNC_ECS_TIMEOUT",
-        default_value = "20s",
-        value_name = "DURATION"
-    )]
-    pub ecs_timeout: FlagDuration,
+    /// How long to wait for a TCP/TLS connection (a Go duration; default 5s). With `run
+    /// --leader-elect`, at most the lease duration minus the renew deadline (see README).
+    #[arg(long, env = "ECS_VNC_ECS_CONNECT_TIMEOUT", value_name = "DURATION")]
+    pub ecs_connect_timeout: Option<FlagDuration>,
+    /// How long one HTTP attempt may take in all (default 20s). With `run --leader-elect`, at most
+    /// the lease duration minus the renew deadline (5s by default; see README).
+    #[arg(long, env = "ECS_VNC_ECS_TIMEOUT", value_name = "DURATION")]
+    pub ecs_timeout: Option<FlagDuration>,
     /// Request signature: v1 (HMAC-SHA1 RPC signature, "V2" in Alibaba's newer documents) or v3
     /// (ACS3-HMAC-SHA256, which Alibaba recommends).
     #[arg(long, env = "ECS_VNC_ECS_SIGNATURE", value_enum, default_value_t = SignatureVersion::V1)]
@@ -73,11 +65,16 @@ pub struct EcsArgs {
 }
 
 impl EcsArgs {
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const TIMEOUT: Duration = Duration::from_secs(20);
+
     pub fn client_config(&self) -> Result<ClientConfig, String> {
         Ok(ClientConfig {
             endpoint: self.ecs_endpoint.clone().filter(|e| !e.trim().is_empty()),
-            connect_timeout: self.ecs_connect_timeout.0,
-            request_timeout: self.ecs_timeout.0,
+            connect_timeout: self
+                .ecs_connect_timeout
+                .map_or(Self::CONNECT_TIMEOUT, |d| d.0),
+            request_timeout: self.ecs_timeout.map_or(Self::TIMEOUT, |d| d.0),
             qps: self.ecs_qps.clone(),
             burst: self.ecs_burst,
             retry: RetryPolicy {

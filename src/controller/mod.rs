@@ -466,14 +466,31 @@ pub async fn run_with(
         // lease duration after that leader's last renew. So one ECS attempt started just before the
         // deadline must be over within lease-duration - renew-deadline (5 s by default).
         let margin = config.fencing_margin();
-        if ecs_config.request_timeout > margin {
-            tracing::warn!(
-                ecs_timeout_s = margin.as_secs_f64(),
-                "--leader-elect: one ECS attempt is cut off after leader-elect-lease-duration - leader-elect-renew-deadline, shorter than --ecs-timeout"
-            );
-            ecs_config.request_timeout = margin;
+        for (flag, set, timeout) in [
+            (
+                "--ecs-timeout",
+                args.ecs.ecs_timeout.is_some(),
+                &mut ecs_config.request_timeout,
+            ),
+            (
+                "--ecs-connect-timeout",
+                args.ecs.ecs_connect_timeout.is_some(),
+                &mut ecs_config.connect_timeout,
+            ),
+        ] {
+            if *timeout > margin {
+                // The defaults are documented as capped; a value the operator set is not capped
+                // silently.
+                if set {
+                    tracing::warn!(
+                        flag,
+                        cut_off_s = margin.as_secs_f64(),
+                        "--leader-elect: an ECS attempt is cut off after leader-elect-lease-duration - leader-elect-renew-deadline, shorter than this flag"
+                    );
+                }
+                *timeout = margin;
+            }
         }
-        ecs_config.connect_timeout = ecs_config.connect_timeout.min(margin);
         Some(config)
     } else {
         None
