@@ -530,18 +530,17 @@ async fn reboot_herd(client: &Client, binary: &Path, kubeconfig: &Path, args: &A
     create_namespaces(client, namespaces.iter().map(String::as_str)).await;
     let instance = |i: usize| format!("i-herd{i:09}");
     let sim = simulator(args, (0..n).map(|i| (instance(i), false))).await;
-    // The window opens at a whole minute, time enough after the apply wave; it lasts two hours.
-    let apply_time = Duration::from_secs_f64(n as f64 / args.qps) + Duration::from_secs(90);
-    let opens = {
-        let t = jiff::Timestamp::now() + jiff::SignedDuration::try_from(apply_time).unwrap();
+    // Created with a window twelve hours away; once every object is applied and waits for it, the
+    // window is moved to open at the next whole minute (at least a minute ahead) for everyone, so
+    // the measurement starts with the whole herd waiting however long the apply wave took.
+    let window_at = |t: jiff::Timestamp| {
         let s = t.as_second();
-        jiff::Timestamp::from_second(s - s.rem_euclid(60) + 60).unwrap()
+        let opens = jiff::Timestamp::from_second(s - s.rem_euclid(60) + 60).unwrap();
+        let at = opens.to_zoned(jiff::tz::TimeZone::UTC);
+        (opens, format!("{} {} * * *", at.minute(), at.hour()))
     };
-    let at = opens.to_zoned(jiff::tz::TimeZone::UTC);
-    let schedule = format!("{} {} * * *", at.minute(), at.hour());
-    println!(
-        "creating {n} Automatic VncPasswords; their shared window opens at {opens} ({schedule} UTC, 2h) ..."
-    );
+    let (_, schedule) = window_at(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(12));
+    println!("creating {n} Automatic VncPasswords, their shared window closed ...");
     let place = |i: usize| (namespaces[i % namespaces.len()].clone(), format!("vm-{i}"));
     futures::stream::iter(0..n)
         .for_each_concurrent(32, |i| {
@@ -594,11 +593,40 @@ async fn reboot_herd(client: &Client, binary: &Path, kubeconfig: &Path, args: &A
                 .unwrap_or(0)
         }
     };
-    wait_until_async(Duration::from_secs(600), || async {
-        count("RebootRequired").await == n
-    })
-    .await;
-    println!("all {n} applied and waiting for the window; waiting for it to open ...");
+    let waiting = || {
+        let all = all.clone();
+        async move {
+            all.list(&Default::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .filter(|o| {
+                            o.status
+                                .as_ref()
+                                .is_some_and(|s| s.is_true(condition::REBOOT_REQUIRED))
+                        })
+                        .count()
+                })
+                .unwrap_or(0)
+        }
+    };
+    wait_until_async(Duration::from_secs(1800), || async { waiting().await == n }).await;
+    let (opens, schedule) = window_at(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60));
+    futures::stream::iter(0..n)
+        .for_each_concurrent(32, |i| {
+            let (ns, name) = place(i);
+            let vncpw: Api<VncPassword> = Api::namespaced(client.clone(), &ns);
+            let schedule = schedule.clone();
+            async move {
+                let patch = json!({"spec": {"rebootWindows": [{"schedule": schedule, "duration": "2h", "timeZone": "UTC"}]}});
+                vncpw.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("window");
+            }
+        })
+        .await;
+    println!(
+        "all {n} applied and waiting; their window now opens at {opens} ({schedule} UTC, 2h) ..."
+    );
     let before = apiserver_requests(client).await;
     let reconciles = scrape_sum(metrics_addr, "ecs_vnc_reconciles_total{");
     let until_open = opens.duration_since(jiff::Timestamp::now());
