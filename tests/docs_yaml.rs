@@ -411,27 +411,28 @@ fn check_build_references(objects: &[Value]) -> Vec<String> {
         let namespace = str_at(vnc, &["metadata", "namespace"]);
         let spec = vnc.get("spec");
         let generated = spec.and_then(|s| s.get("passwordGeneration")).is_some();
-        if let Some(name) = str_at(vnc, &["spec", "passwordSecretRef", "name"]) {
-            if !generated && !has("Secret", namespace, name) {
-                errors.push(format!(
+        if let Some(name) = str_at(vnc, &["spec", "passwordSecretRef", "name"])
+            && !generated
+            && !has("Secret", namespace, name)
+        {
+            errors.push(format!(
                     "VncPassword {namespace:?}/{:?} names the Secret {name:?}, which the build does not hold",
                     str_at(vnc, &["metadata", "name"])
                 ));
-            }
         }
-        if let Some(name) = str_at(vnc, &["spec", "credentials", "secretRef", "name"]) {
-            if !has("Secret", namespace, name) {
-                errors.push(format!(
-                    "credentials.secretRef {name:?} is not in the build"
-                ));
-            }
+        if let Some(name) = str_at(vnc, &["spec", "credentials", "secretRef", "name"])
+            && !has("Secret", namespace, name)
+        {
+            errors.push(format!(
+                "credentials.secretRef {name:?} is not in the build"
+            ));
         }
-        if let Some(name) = str_at(vnc, &["spec", "credentials", "serviceAccountRef", "name"]) {
-            if !has("ServiceAccount", namespace, name) {
-                errors.push(format!(
-                    "credentials.serviceAccountRef {name:?} is not in the build"
-                ));
-            }
+        if let Some(name) = str_at(vnc, &["spec", "credentials", "serviceAccountRef", "name"])
+            && !has("ServiceAccount", namespace, name)
+        {
+            errors.push(format!(
+                "credentials.serviceAccountRef {name:?} is not in the build"
+            ));
         }
     }
     errors
@@ -444,10 +445,10 @@ fn create_namespaces(objects: &[Value]) {
         if let Some(ns) = str_at(o, &["metadata", "namespace"]) {
             names.insert(ns.to_string());
         }
-        if kind_of(o) == ("v1".to_string(), "Namespace".to_string()) {
-            if let Some(name) = str_at(o, &["metadata", "name"]) {
-                names.insert(name.to_string());
-            }
+        if kind_of(o) == ("v1".to_string(), "Namespace".to_string())
+            && let Some(name) = str_at(o, &["metadata", "name"])
+        {
+            names.insert(name.to_string());
         }
     }
     for name in names {
