@@ -637,3 +637,81 @@ fn yaml_blocks_are_extracted_with_their_indentation_removed() {
     );
     assert!(yaml_blocks("```yaml\na: 1\n").is_err());
 }
+
+/// GitHub's anchor of a heading: lower case, punctuation other than `-` and `_` dropped, spaces
+/// as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (outside code blocks).
+fn anchors(markdown: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut in_code = false;
+    for line in markdown.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            in_code = !in_code;
+        } else if !in_code && trimmed.starts_with('#') {
+            out.insert(anchor(
+                trimmed.trim_start_matches('#').replace('`', "").as_str(),
+            ));
+        }
+    }
+    out
+}
+
+/// Every relative link `](target)` of the user documentation and the root files this test
+/// covers points at a file that exists, and at a heading of it when it names one.
+#[test]
+fn every_relative_link_of_the_docs_resolves() {
+    let root = support::repo_root();
+    let mut pages = files_under(&root.join("docs"), "md");
+    for file in ["examples/README.md", "SECURITY.md", "CONTRIBUTING.md"] {
+        pages.push(root.join(file));
+    }
+    let mut errors = Vec::new();
+    for page in &pages {
+        let text = std::fs::read_to_string(page).expect("read a page");
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (file, fragment) = match target.split_once('#') {
+                Some((file, fragment)) => (file, Some(fragment)),
+                None => (target, None),
+            };
+            let path = if file.is_empty() {
+                page.clone()
+            } else {
+                page.parent().unwrap().join(file)
+            };
+            if !path.exists() {
+                errors.push(format!("{}: {target}: no such file", relative(page)));
+                continue;
+            }
+            if let Some(fragment) = fragment
+                && path.extension().is_some_and(|e| e == "md")
+            {
+                let text = std::fs::read_to_string(&path).expect("read a linked page");
+                if !anchors(&text).contains(fragment) {
+                    errors.push(format!("{}: {target}: no such heading", relative(page)));
+                }
+            }
+        }
+    }
+    assert!(errors.is_empty(), "broken links:\n{}", errors.join("\n"));
+}
