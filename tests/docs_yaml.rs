@@ -416,9 +416,10 @@ fn check_build_references(objects: &[Value]) -> Vec<String> {
             && !has("Secret", namespace, name)
         {
             errors.push(format!(
-                    "VncPassword {namespace:?}/{:?} names the Secret {name:?}, which the build does not hold",
-                    str_at(vnc, &["metadata", "name"])
-                ));
+                "VncPassword {}/{} names the Secret {name:?}, which the build does not hold",
+                namespace.unwrap_or(""),
+                str_at(vnc, &["metadata", "name"]).unwrap_or("")
+            ));
         }
         if let Some(name) = str_at(vnc, &["spec", "credentials", "secretRef", "name"])
             && !has("Secret", namespace, name)
