@@ -733,3 +733,44 @@ fn every_relative_link_of_the_docs_resolves() {
     }
     assert!(errors.is_empty(), "broken links:\n{}", errors.join("\n"));
 }
+
+/// Every annotation and label `src/api.rs` declares, and the ECS tag of `src/controller/tenancy.rs`,
+/// is in the reference page `docs/reference/annotations.md` (a new one fails here until listed).
+#[test]
+fn the_annotations_reference_lists_every_annotation_and_label() {
+    let root = support::repo_root();
+    let page = std::fs::read_to_string(root.join("docs/reference/annotations.md"))
+        .expect("docs/reference/annotations.md");
+    let mut declared = Vec::new();
+    for file in ["src/api.rs", "src/controller/tenancy.rs"] {
+        let source = std::fs::read_to_string(root.join(file)).expect("read the source");
+        for line in source.lines() {
+            let line = line.trim();
+            let Some(rest) = line.strip_prefix("pub const ") else {
+                continue;
+            };
+            let is_key = ["ANNOTATION_", "LABEL_", "NAMESPACE_TAG"]
+                .iter()
+                .any(|p| rest.starts_with(p));
+            if let Some(value) = rest
+                .split_once("&str = \"")
+                .and_then(|(_, v)| v.strip_suffix("\";"))
+                .filter(|_| is_key)
+            {
+                declared.push(value.to_string());
+            }
+        }
+    }
+    assert!(
+        declared.len() >= 12,
+        "only {declared:?} found in src/api.rs: is the scan broken?"
+    );
+    let missing: Vec<&String> = declared
+        .iter()
+        .filter(|key| !page.contains(&format!("`{key}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/reference/annotations.md does not list {missing:?}"
+    );
+}
