@@ -764,8 +764,8 @@ pub struct StoredStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `InEffect`, `Applied`, `RebootRequired`, `Reconciling`, `Stalled` (see the
-    /// README's "Status, conditions, and what to do about them").
+    /// `Ready`, `InEffect`, `Applied`, `RebootRequired`, `Reconciling`, `Stalled` (see
+    /// docs/reference/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Option<Vec<Condition>>,

@@ -464,7 +464,7 @@ fn deploy_is_rendered_from_the_chart() {
             == read(&helm::chart_dir().join("crds/vncpassword.yaml")),
         "charts/ecs-vnc-controller/crds/vncpassword.yaml differs from crds/: run scripts/render-deploy"
     );
-    // kustomize still builds the base, as the README says (`kubectl apply -k deploy/`).
+    // kustomize still builds the base, as docs/installation.md says (`kubectl apply -k deploy/`).
     let built = Command::new("kubectl")
         .args(["kustomize", deploy.to_str().expect("UTF-8 path")])
         .output()

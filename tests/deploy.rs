@@ -368,7 +368,7 @@ async fn the_shipped_rbac_allows_nothing_more() {
         ("patch", "vncpasswords.ecsvnc.io/status", Some(team)),
         ("get", "secrets", Some(team)),
         ("watch", "secrets", None),
-        // What remains (README, "Tenancy and security"): the metadata-only Secret watch needs
+        // What remains (docs/concepts/security.md): the metadata-only Secret watch needs
         // list, and RBAC's list returns data.
         ("list", "secrets", None),
         ("create", "events.events.k8s.io", Some(team)),
@@ -640,7 +640,7 @@ fn holds(cidr: &str, ip: std::net::Ipv4Addr) -> bool {
 }
 
 /// The NetworkPolicy of the controller's Pods, as written (enforcement is the CNI's; the test
-/// node has none that enforces, see README): it selects the Deployment's Pods, admits only the
+/// node has none that enforces, see docs/concepts/security.md): it selects the Deployment's Pods, admits only the
 /// metrics/health port, and lets out only DNS, the API server's ports and HTTPS, never to the ECS
 /// metadata address.
 #[test]

@@ -689,12 +689,18 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
 }
 
 /// Every relative link `](target)` of the user documentation and the root files this test
-/// covers points at a file that exists, and at a heading of it when it names one.
+/// covers (README.md among them) points at a file that exists, and at a heading of it when it names
+/// one.
 #[test]
 fn every_relative_link_of_the_docs_resolves() {
     let root = support::repo_root();
     let mut pages = files_under(&root.join("docs"), "md");
-    for file in ["examples/README.md", "SECURITY.md", "CONTRIBUTING.md"] {
+    for file in [
+        "README.md",
+        "examples/README.md",
+        "SECURITY.md",
+        "CONTRIBUTING.md",
+    ] {
         pages.push(root.join(file));
     }
     let mut errors = Vec::new();

@@ -12,7 +12,7 @@
 //! message tells a person to do (a new `ecsvnc.io/force-apply-requested-at`), after checking that
 //! ECS really received no reboot for that password. Such objects are counted and printed.
 //!
-//! Figures (kills, ECS calls, time to converge) are printed; the README shows them.
+//! Figures (kills, ECS calls, time to converge) are printed; docs/development/benchmarks.md shows them.
 
 mod support;
 

@@ -1,7 +1,7 @@
 //! Leader election against the real API server and the ECS simulator: two controllers at once never
 //! both call ECS, and killing the leader (SIGKILL, a real child process) hands over to the standby
 //! without a duplicate RebootInstance. Short lease timings (3 s / 2 s / 0.5 s) keep the run short;
-//! the failover times printed scale with them (see README, "High availability").
+//! the failover times printed scale with them (see docs/operations/high-availability.md).
 
 mod support;
 

@@ -151,7 +151,7 @@ fn promtool_checks_the_alerts_and_their_unit_tests_pass() {
             }
         }
     }
-    let readme = read(&support::repo_root().join("README.md"));
+    let runbooks = read(&support::repo_root().join("docs/operations/runbooks.md"));
     let mut names = BTreeSet::new();
     for rule in alert_rules() {
         let name = rule["alert"].as_str().expect("alert name").to_string();
@@ -165,11 +165,11 @@ fn promtool_checks_the_alerts_and_their_unit_tests_pass() {
                 "{name} has no {annotation}"
             );
         }
-        let anchor = format!("README.md#{}", name.to_lowercase());
+        let anchor = format!("docs/operations/runbooks.md#{}", name.to_lowercase());
         assert_eq!(rule["annotations"]["runbook"], anchor.as_str());
         assert!(
-            readme.contains(&format!("\n#### {name}\n")),
-            "README.md has no runbook section #### {name}"
+            runbooks.contains(&format!("\n#### {name}\n")),
+            "docs/operations/runbooks.md has no runbook section #### {name}"
         );
         assert!(
             metrics_in(rule["expr"].as_str().unwrap()).is_subset(&exported_metrics()),

@@ -1,7 +1,7 @@
 //! The shipped manifests as real Pods: the image scripts/image builds (no Docker daemon) is
 //! imported into a real node's containerd (`tests/control-plane/start DIR --with-node`: kubelet,
 //! containerd + runc + CNI bridge, kube-proxy, controller-manager, scheduler), `deploy/` is applied
-//! with kustomize as the README's install section says, and the Deployment's two Pods run the
+//! with kustomize as docs/installation.md says, and the Deployment's two Pods run the
 //! controller under the Deployment's own constraints (uid 65532, read-only root, no capabilities,
 //! the mounted ServiceAccount token, the in-cluster API address through the kubernetes Service,
 //! POD_NAMESPACE/POD_NAME from the downward API, the probes).

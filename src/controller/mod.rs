@@ -502,7 +502,7 @@ pub async fn run_with(
         && default_credentials.is_none()
     {
         tracing::warn!(
-            "--default-credentials-namespaces is set but the controller has no credentials of its own (see the credentials chain in the README): VncPasswords without spec.credentials will be Stalled"
+            "--default-credentials-namespaces is set but the controller has no credentials of its own (see the credentials chain in docs/configuration/credentials.md): VncPasswords without spec.credentials will be Stalled"
         );
     }
     // Temporary credentials are refreshed ahead of expiry, in the background.

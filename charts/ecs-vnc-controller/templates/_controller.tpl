@@ -83,7 +83,7 @@ line of this file.
 # The controller's own Alibaba Cloud credentials, optional: the Secret
 # {{ .Values.defaultCredentials.secretName }} of this namespace, key `credentials` (an Alibaba
 # credentials file), mounted below and read again at every use, so a rotated key needs no restart.
-# See README, "The controller's own credentials".
+# See docs/configuration/credentials.md, "The controller's own credentials".
 - name: ALIBABA_CLOUD_CREDENTIALS_FILE
   value: /etc/ecs-vnc/default-credentials/credentials
 # The ECS instance's RAM role (the metadata service, last in the credentials chain):
