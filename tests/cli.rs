@@ -621,3 +621,34 @@ fn plain_http_to_a_host_that_is_not_loopback_needs_allow_insecure_http() {
         assert!(stderr.contains("--allow-insecure-http"), "{flag}: {stderr}");
     }
 }
+
+/// docs/reference/cli.md holds `run --help` as the binary prints it (no environment variable set,
+/// so no value shows); UPDATE_GENERATED=1 rewrites it.
+#[test]
+fn run_help_in_the_cli_reference_is_the_binarys() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ecs-vnc-controller"))
+        .args(["run", "--help"])
+        .env_clear()
+        .output()
+        .expect("run --help");
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).expect("UTF-8");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/cli.md");
+    let page = std::fs::read_to_string(&path).expect("docs/reference/cli.md");
+    let heading = page
+        .find("### `run --help`")
+        .expect("the run --help section");
+    let start = heading + page[heading..].find("```text\n").expect("its text block") + 8;
+    let end = start + page[start..].find("\n```").expect("the block's end") + 1;
+    if page[start..end] == help {
+        return;
+    }
+    if std::env::var_os("UPDATE_GENERATED").is_some() {
+        let updated = format!("{}{help}{}", &page[..start], &page[end..]);
+        std::fs::write(&path, updated).expect("write docs/reference/cli.md");
+        return;
+    }
+    panic!(
+        "docs/reference/cli.md's run --help is stale: run UPDATE_GENERATED=1 cargo test --test cli run_help"
+    );
+}
