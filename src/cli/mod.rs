@@ -46,11 +46,11 @@ pub struct EcsArgs {
     #[arg(long, env = "ECS_VNC_ECS_MAX_RETRIES", value_name = "N")]
     pub ecs_max_retries: Option<u32>,
     /// How long to wait for a TCP/TLS connection (a Go duration; default 5s). With `run
-    /// --leader-elect`, at most the lease duration minus the renew deadline (see README).
+    /// --leader-elect`, at most the lease duration minus the renew deadline (docs/operations/high-availability.md).
     #[arg(long, env = "ECS_VNC_ECS_CONNECT_TIMEOUT", value_name = "DURATION")]
     pub ecs_connect_timeout: Option<FlagDuration>,
     /// How long one HTTP attempt may take in all (default 20s). With `run --leader-elect`, at most
-    /// the lease duration minus the renew deadline (5s by default; see README).
+    /// the lease duration minus the renew deadline (5s by default; docs/operations/high-availability.md).
     #[arg(long, env = "ECS_VNC_ECS_TIMEOUT", value_name = "DURATION")]
     pub ecs_timeout: Option<FlagDuration>,
     /// Request signature: v1 (HMAC-SHA1 RPC signature, "V2" in Alibaba's newer documents) or v3

@@ -83,7 +83,7 @@ pub struct RunArgs {
     #[arg(long, env = "ECS_VNC_METADATA_ENDPOINT", value_name = "URL", default_value = crate::ecs::metadata::DEFAULT_ENDPOINT)]
     pub metadata_endpoint: String,
     /// Namespaces whose VncPasswords may use the controller's own credentials (Alibaba's default
-    /// credentials chain, see README) when they name no credentials Secret: a comma list, or '*'
+    /// credentials chain, docs/configuration/credentials.md) when they name no credentials Secret: a comma list, or '*'
     /// for all.
     /// Default: none.
     #[arg(
