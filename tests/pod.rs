@@ -86,7 +86,7 @@ fn lease_holder() -> Option<String> {
 /// Waits for the rollout and for two Running, Ready Pods (not counting those being deleted);
 /// returns them.
 async fn wait_two_ready_pods() -> BTreeMap<String, Value> {
-    kubectl_ok(&[
+    let rollout = support::kubectl(&[
         "-n",
         NS,
         "rollout",
@@ -94,6 +94,25 @@ async fn wait_two_ready_pods() -> BTreeMap<String, Value> {
         "deployment/ecs-vnc-controller",
         "--timeout=180s",
     ]);
+    if !rollout.status.success() {
+        // What the kubelet saw: the Pods' conditions, probes and Events, and the controllers' logs.
+        let describe = support::kubectl(&["-n", NS, "describe", "pods"]);
+        let logs = support::kubectl(&[
+            "-n",
+            NS,
+            "logs",
+            "-l",
+            "app.kubernetes.io/name=ecs-vnc-controller",
+            "--tail=30",
+            "--prefix",
+        ]);
+        panic!(
+            "the rollout did not finish: {}\n{}\n{}",
+            String::from_utf8_lossy(&rollout.stderr),
+            String::from_utf8_lossy(&describe.stdout),
+            String::from_utf8_lossy(&logs.stdout)
+        );
+    }
     support::eventually(
         "two Running and Ready controller Pods",
         Duration::from_secs(120),
