@@ -35,7 +35,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use ecs_vnc_controller::api::{VncPassword, condition};
+use ecs_vnc_controller::api::{VncPassword, VncPasswordStatus, condition};
 use ecs_vnc_controller::simulator::{
     AccessKeyConfig, FaultConfig, InstanceConfig, RunningSimulator, Simulator, SimulatorConfig,
 };
@@ -574,7 +574,8 @@ async fn reboot_herd(client: &Client, binary: &Path, kubeconfig: &Path, args: &A
         .collect();
     let mut controller = spawn_controller(binary, kubeconfig, &flags);
     let all: Api<VncPassword> = Api::all(client.clone());
-    let count = |reason: &'static str| {
+    // How many objects' status `holds`.
+    let count_where = |holds: fn(&VncPasswordStatus, &str) -> bool, arg: &'static str| {
         let all = all.clone();
         async move {
             all.list(&Default::default())
@@ -582,35 +583,18 @@ async fn reboot_herd(client: &Client, binary: &Path, kubeconfig: &Path, args: &A
                 .map(|l| {
                     l.items
                         .iter()
-                        .filter(|o| {
-                            o.status
-                                .as_ref()
-                                .and_then(|s| s.condition(condition::READY))
-                                .is_some_and(|c| c.reason == reason)
-                        })
+                        .filter(|o| o.status.as_ref().is_some_and(|s| holds(s, arg)))
                         .count()
                 })
                 .unwrap_or(0)
         }
     };
-    let waiting = || {
-        let all = all.clone();
-        async move {
-            all.list(&Default::default())
-                .await
-                .map(|l| {
-                    l.items
-                        .iter()
-                        .filter(|o| {
-                            o.status
-                                .as_ref()
-                                .is_some_and(|s| s.is_true(condition::REBOOT_REQUIRED))
-                        })
-                        .count()
-                })
-                .unwrap_or(0)
-        }
+    let by_reason = |s: &VncPasswordStatus, reason: &str| {
+        s.condition(condition::READY)
+            .is_some_and(|c| c.reason == reason)
     };
+    let count = |reason: &'static str| count_where(by_reason, reason);
+    let waiting = || count_where(|s, _| s.is_true(condition::REBOOT_REQUIRED), "");
     wait_until_async(Duration::from_secs(1800), || async { waiting().await == n }).await;
     let (opens, schedule) = window_at(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60));
     futures::stream::iter(0..n)
