@@ -797,12 +797,28 @@ fn start_controller(
     sim: &RunningSimulator,
     args: &Args,
     metrics: SocketAddr,
-) -> Child {
+) -> ControllerProcess {
     spawn_controller(binary, kubeconfig, &controller_flags(sim, args, metrics))
 }
 
-fn spawn_controller(binary: &Path, kubeconfig: &Path, flags: &[String]) -> Child {
-    Command::new(binary)
+/// The controller's process, killed when dropped: a scenario that panics must not leave it running.
+struct ControllerProcess(Child);
+
+impl ControllerProcess {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_controller(binary: &Path, kubeconfig: &Path, flags: &[String]) -> ControllerProcess {
+    let child = Command::new(binary)
         .arg("run")
         .args(flags)
         .env("KUBECONFIG", kubeconfig)
@@ -813,16 +829,17 @@ fn spawn_controller(binary: &Path, kubeconfig: &Path, flags: &[String]) -> Child
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
-        .expect("start the controller")
+        .expect("start the controller");
+    ControllerProcess(child)
 }
 
 /// SIGTERM, then wait for the exit.
-fn stop(child: &mut Child) {
+fn stop(controller: &mut ControllerProcess) {
     let _ = Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(controller.id().to_string())
         .status();
-    let _ = child.wait();
+    let _ = controller.0.wait();
 }
 
 fn free_addr() -> SocketAddr {
