@@ -152,9 +152,8 @@ async fn main() {
 
     let instance = |i: usize| format!("i-scale{i:08}");
     let non_io = |i: usize| i % 100 < args.non_io_percent;
-    let sim = simulator(&args, (0..n).map(|i| (instance(i), !non_io(i)))).await;
-
     let place = |i: usize| (namespaces[i % namespaces.len()].clone(), format!("vm-{i}"));
+    let sim = simulator(&args, (0..n).map(|i| (instance(i), !non_io(i), place(i).0))).await;
     println!(
         "creating {n} Secrets and VncPasswords in {} namespaces ...",
         namespaces.len()
@@ -384,7 +383,11 @@ async fn hostile_secrets(client: &Client, binary: &Path, kubeconfig: &Path, args
     let ns = "hostile-0";
     create_namespaces(client, [ns].into_iter()).await;
     let instance = |i: usize| format!("i-hostile{i:07}");
-    let sim = simulator(args, (0..OBJECTS).map(|i| (instance(i), true))).await;
+    let sim = simulator(
+        args,
+        (0..OBJECTS).map(|i| (instance(i), true, ns.to_string())),
+    )
+    .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let vncpw: Api<VncPassword> = Api::namespaced(client.clone(), ns);
     println!(
@@ -529,7 +532,8 @@ async fn reboot_herd(client: &Client, binary: &Path, kubeconfig: &Path, args: &A
         .collect();
     create_namespaces(client, namespaces.iter().map(String::as_str)).await;
     let instance = |i: usize| format!("i-herd{i:09}");
-    let sim = simulator(args, (0..n).map(|i| (instance(i), false))).await;
+    let place = |i: usize| (namespaces[i % namespaces.len()].clone(), format!("vm-{i}"));
+    let sim = simulator(args, (0..n).map(|i| (instance(i), false, place(i).0))).await;
     // Created with a window twelve hours away; once every object is applied and waits for it, the
     // window is moved to open at the next whole minute (at least a minute ahead) for everyone, so
     // the measurement starts with the whole herd waiting however long the apply wave took.
@@ -541,7 +545,6 @@ async fn reboot_herd(client: &Client, binary: &Path, kubeconfig: &Path, args: &A
     };
     let (_, schedule) = window_at(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(12));
     println!("creating {n} Automatic VncPasswords, their shared window closed ...");
-    let place = |i: usize| (namespaces[i % namespaces.len()].clone(), format!("vm-{i}"));
     futures::stream::iter(0..n)
         .for_each_concurrent(32, |i| {
             let (ns, name) = place(i);
@@ -657,11 +660,13 @@ async fn reboot_herd(client: &Client, binary: &Path, kubeconfig: &Path, args: &A
     stop(&mut controller);
 }
 
-/// The ECS simulator with these instances (ID, I/O-optimized) in cn-hangzhou, limiting each API
-/// per account to --qps and adding --latency-ms to every call.
+/// The ECS simulator with these instances (ID, I/O-optimized, the namespace whose VncPassword names
+/// it) in cn-hangzhou, limiting each API per account to --qps and adding --latency-ms to every call.
+/// Each instance carries the ECS tag `ecsvnc.io/namespace` of its namespace, which the controller's
+/// default credentials (what the benchmark uses) require.
 async fn simulator(
     args: &Args,
-    instances: impl Iterator<Item = (String, bool)>,
+    instances: impl Iterator<Item = (String, bool, String)>,
 ) -> RunningSimulator {
     Simulator::start(
         SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -673,12 +678,12 @@ async fn simulator(
                 account_id: None,
             }],
             instances: instances
-                .map(|(id, io_optimized)| InstanceConfig {
+                .map(|(id, io_optimized, namespace)| InstanceConfig {
                     id,
                     region: "cn-hangzhou".into(),
                     io_optimized,
                     status: "Running".into(),
-                    tags: Default::default(),
+                    tags: [("ecsvnc.io/namespace".to_string(), namespace)].into(),
                 })
                 .collect(),
             faults: FaultConfig {
