@@ -212,16 +212,20 @@ mod tests {
         }
     }
 
+    /// A Secret's data as the reader `from_secret_data` takes.
+    fn data(
+        pairs: &'static [(&'static str, &'static str)],
+    ) -> impl Fn(&str) -> Option<Vec<u8>> + Clone {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.as_bytes().to_vec())
+        }
+    }
+
     #[test]
     fn secret_data_needs_id_and_secret_token_optional() {
-        let data = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.as_bytes().to_vec())
-            }
-        };
         let c = from_secret_data(
             "c",
             data(&[
@@ -243,14 +247,6 @@ mod tests {
 
     #[test]
     fn key_selectors_and_a_credentials_file_name_where_the_credentials_are() {
-        let data = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.as_bytes().to_vec())
-            }
-        };
         let selected = CredentialsSecretRef {
             name: "c".into(),
             access_key_id_key: Some("id".into()),
