@@ -115,15 +115,9 @@ impl Run<'_> {
                 "ownerReferences": if owners.is_empty() { serde_json::Value::Null } else { json!(owners) },
             },
         });
-        let written = match api
-            .patch(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(s) => s,
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
-                return Ok(Flow::Done(Action::requeue(Duration::from_secs(1)), "retry"));
-            }
-            Err(e) => return Err(write_err(e)),
+        let Some(written) = patch_if_unchanged(&api, &self.namespace, &r.name, &patch).await?
+        else {
+            return Ok(Flow::Done(Action::requeue(Duration::from_secs(1)), "retry"));
         };
         let version = written.metadata.resource_version.unwrap_or_default();
         if let PasswordInput::Usable { secret, .. } = &mut self.inputs.password {
@@ -157,22 +151,9 @@ impl Run<'_> {
             "data": {PREVIOUS_KEY: null},
         });
         let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let written = match api
-            .patch(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(s) => s,
-            // Changed meanwhile: its watch event brings the reconcile that sees it.
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
-                return Ok(Flow::Done(Action::requeue(Duration::from_secs(1)), "retry"));
-            }
-            Err(source) => {
-                return Err(ReconcileError::WriteSecret {
-                    namespace: self.namespace.clone(),
-                    name: r.name.clone(),
-                    source,
-                });
-            }
+        let Some(written) = patch_if_unchanged(&api, &self.namespace, &r.name, &patch).await?
+        else {
+            return Ok(Flow::Done(Action::requeue(Duration::from_secs(1)), "retry"));
         };
         let version = written.metadata.resource_version.unwrap_or_default();
         if let PasswordInput::Usable { secret, .. } = &mut self.inputs.password {
@@ -600,13 +581,9 @@ async fn write_generated(
             "metadata": {"resourceVersion": rv, "annotations": annotations},
             "data": data,
         });
-        match api
-            .patch(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(s) => s,
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => return Ok(None),
-            Err(e) => return Err(write_err(e)),
+        match patch_if_unchanged(&api, namespace, &r.name, &patch).await? {
+            Some(s) => s,
+            None => return Ok(None),
         }
     } else {
         // Known as this VncPassword's by the annotation; owned (and so deleted with it) only
@@ -660,6 +637,28 @@ async fn write_generated(
             .any(|o| o.uid == run.uid),
     };
     Ok(Some((password, identity, generated)))
+}
+
+/// A merge patch of Secret `name` that carries its resourceVersion as precondition: `None` when the
+/// Secret changed or went meanwhile (its watch event brings the reconcile that sees it).
+async fn patch_if_unchanged(
+    api: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+    patch: &serde_json::Value,
+) -> Result<Option<Secret>, ReconcileError> {
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(s) => Ok(Some(s)),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(None),
+        Err(source) => Err(ReconcileError::WriteSecret {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source,
+        }),
+    }
 }
 
 fn secret_deletion_policy(obj: &VncPassword) -> SecretDeletionPolicy {
