@@ -7,6 +7,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod set;
+pub use set::*;
+
 pub const GROUP: &str = "ecsvnc.io";
 /// Field manager for every write the controller makes.
 pub const FIELD_MANAGER: &str = "ecs-vnc-controller";

@@ -30,10 +30,26 @@ struct Cli {
 enum Command {
     /// Run the controller (kubeconfig from KUBECONFIG or in-cluster).
     Run(Box<RunArgs>),
-    /// Print the VncPassword CustomResourceDefinition as YAML (crds/vncpassword.yaml is this output).
-    Crd,
+    /// Print a CustomResourceDefinition as YAML (crds/vncpassword.yaml is this output;
+    /// crds/vncpasswordset.yaml is that of `--kind VncPasswordSet`).
+    Crd(CrdArgs),
     /// Set one instance's VNC password now (password from --password-file or standard input).
     ModifyVncPassword(ModifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CrdArgs {
+    /// Which kind's CRD.
+    #[arg(long, value_enum, default_value = "VncPassword")]
+    kind: CrdKind,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CrdKind {
+    #[value(name = "VncPassword")]
+    VncPassword,
+    #[value(name = "VncPasswordSet")]
+    VncPasswordSet,
 }
 
 fn main() -> ExitCode {
@@ -64,7 +80,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Crd => match ecs_vnc_controller::api::crd_yaml() {
+        Command::Crd(args) => match match args.kind {
+            CrdKind::VncPassword => ecs_vnc_controller::api::crd_yaml(),
+            CrdKind::VncPasswordSet => ecs_vnc_controller::api::set_crd_yaml(),
+        } {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

@@ -29,6 +29,7 @@ pub mod schedule;
 pub mod secret_cache;
 pub mod secret_read;
 pub mod service_account;
+pub mod sets;
 pub mod slots;
 pub mod tenancy;
 pub mod watch_backoff;
@@ -45,12 +46,12 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::utils::PredicateConfig;
-use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, ResourceExt};
 
-use crate::api::{VncPassword, condition};
+use crate::api::{VncPassword, VncPasswordSet, condition};
 use crate::cli::{EcsArgs, FlagDuration};
 use crate::ecs::{CallObserver, CredentialsProvider, EcsClient, ProviderConfig};
 use crate::http::Health;
@@ -741,12 +742,22 @@ async fn run_controller(
     // rotate-requested-at annotations, deletion) and the
     // Secrets it reads do;
     // requeues it asked for still come.
+    // Sets are woken by their children's changes and by Node changes through this queue. Bounded:
+    // a wake that does not fit is dropped, as the set looks again on its own (`sets::plan`'s
+    // rechecks) and the kube queue holds one entry per set anyway.
+    let (set_wake_tx, set_wake_rx) = tokio::sync::mpsc::channel::<ObjectRef<VncPasswordSet>>(1024);
     let objects = {
         let index = index.clone();
+        let set_wakes = set_wake_tx.clone();
         vncpasswords
             .modify(slim)
             .map_ok(move |event| {
                 index.apply(&event);
+                if let watcher::Event::Apply(obj) | watcher::Event::Delete(obj) = &event
+                    && let Some(set) = sets::owning_set(obj)
+                {
+                    let _ = set_wakes.try_send(set);
+                }
                 event
             })
             .reflect(writer)
@@ -822,12 +833,44 @@ async fn run_controller(
         }
     };
     let gauges = update_gauges(store.clone(), metrics.clone(), ctx.clone(), done_rx);
+    // The VncPasswordSet controller, in the same term and namespaces.
+    let (set_store, set_writer) = reflector::store::<VncPasswordSet>();
+    let set_events =
+        namespaces::watch::<VncPasswordSet>(client, watched, config(), set_store.clone())
+            .reflect(set_writer)
+            .applied_objects()
+            .predicate_filter(predicates::generation, PredicateConfig::default());
+    let node_cache = watched.is_all().then(|| {
+        let set_store = set_store.clone();
+        let wakes = set_wake_tx.clone();
+        sets::nodes::NodeCache::new(
+            client.clone(),
+            Arc::new(move || {
+                for set in sets::node_sets(&set_store) {
+                    let _ = wakes.try_send(set);
+                }
+            }),
+        )
+    });
+    let set_ctx = Arc::new(sets::SetContext::new(ctx.clone(), node_cache));
+    let (set_stop_tx, set_stop_rx) = tokio::sync::watch::channel(false);
+    let set_controller = sets::run(
+        set_ctx,
+        set_events,
+        set_store,
+        tokio_stream_of(set_wake_rx),
+        async move {
+            let mut stop = set_stop_rx;
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    );
     let late = Arc::new(LateObjects::new(late_index));
     // On shutdown the reconciles waiting for a slot end at once; those holding one finish.
     let shutdown = {
         let ctx = ctx.clone();
         async move {
             shutdown.await;
+            let _ = set_stop_tx.send(true);
             ctx.slots.close();
         }
     };
@@ -861,7 +904,14 @@ async fn run_controller(
             .await;
         let _ = done_tx.send(true);
     };
-    futures::join!(run, readiness, gauges);
+    futures::join!(run, readiness, gauges, set_controller);
+}
+
+/// The receiving end of a bounded queue as a stream.
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Objects a trigger named that the store did not hold: asked for again every

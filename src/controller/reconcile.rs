@@ -8,7 +8,7 @@
 //! intent with the object's resourceVersion as precondition: a conflict means someone else (or a
 //! newer version of this object) got there first, and nothing is called.
 
-mod inputs;
+pub(crate) mod inputs;
 mod report;
 mod steps;
 
@@ -447,7 +447,7 @@ impl<'a> Run<'a> {
             && self.inputs.credentials_identity.is_ok()
             && inputs::needs_credentials(step)
         {
-            match inputs::credentials(self.ctx, self.obj, &self.namespace).await? {
+            match inputs::credentials(self.ctx, &self.obj.spec, &self.namespace).await? {
                 Ok((c, id)) => {
                     self.inputs.credentials = Some(c);
                     self.inputs.credentials_identity = Ok(id);

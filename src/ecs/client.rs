@@ -517,6 +517,59 @@ impl EcsClient {
         Ok(found)
     }
 
+    /// The instances of one region that carry every tag of `tags` (key, value; an empty value
+    /// matches any value of the key), from DescribeInstances' `Tag.N.Key`/`Tag.N.Value` filters
+    /// (N from 1 to 20), 100 a page, following `NextToken`. ECS lists at most
+    /// [`MAX_TAGGED_INSTANCES`] instances for tag filters ("up to 1,000 resources",
+    /// https://www.alibabacloud.com/help/en/ecs/developer-reference/api-ecs-2014-05-26-describeinstances):
+    /// `truncated` says the answer reached that many, so more may carry the tags.
+    pub async fn describe_instances_by_tags(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        tags: &[(String, String)],
+    ) -> Result<TaggedInstances, EcsError> {
+        let names: Vec<(String, String)> = (1..=tags.len())
+            .map(|n| (format!("Tag.{n}.Key"), format!("Tag.{n}.Value")))
+            .collect();
+        let mut found: Vec<Instance> = Vec::new();
+        let mut next_token: Option<String> = None;
+        // 1,000 instances are 10 pages of 100; one more tells an endless NextToken apart.
+        for _ in 0..=MAX_TAGGED_INSTANCES / 100 {
+            let mut params: Vec<(&str, &str)> = vec![("RegionId", region), ("MaxResults", "100")];
+            for ((key_name, value_name), (key, value)) in names.iter().zip(tags) {
+                params.push((key_name, key));
+                if !value.is_empty() {
+                    params.push((value_name, value));
+                }
+            }
+            if let Some(token) = next_token.as_deref() {
+                params.push(("NextToken", token));
+            }
+            let response: DescribeInstancesResponse = self
+                .call(credentials, region, "DescribeInstances", &params)
+                .await?;
+            let got = response.instances.instance.len();
+            found.extend(response.instances.instance);
+            match response.next_token.filter(|t| !t.is_empty()) {
+                Some(token)
+                    if got > 0
+                        && found.len() < MAX_TAGGED_INSTANCES
+                        && next_token.as_deref() != Some(token.as_str()) =>
+                {
+                    next_token = Some(token);
+                }
+                _ => break,
+            }
+        }
+        found.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        found.dedup_by(|a, b| a.instance_id == b.instance_id);
+        Ok(TaggedInstances {
+            truncated: found.len() >= MAX_TAGGED_INSTANCES,
+            instances: found,
+        })
+    }
+
     /// One action with retries. `params` are the action's own parameters; common parameters and the
     /// signature are added here, afresh for every attempt.
     pub async fn call<T: DeserializeOwned>(
@@ -796,6 +849,17 @@ impl EcsClient {
 }
 
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
+
+/// The most instances DescribeInstances lists for tag filters.
+pub const MAX_TAGGED_INSTANCES: usize = 1000;
+
+/// What [`EcsClient::describe_instances_by_tags`] found.
+#[derive(Debug, Clone)]
+pub struct TaggedInstances {
+    pub instances: Vec<Instance>,
+    /// ECS's limit for tag filters was reached: more instances may carry the tags.
+    pub truncated: bool,
+}
 
 /// DescribeInstances pages followed for one call's 100 IDs (one page holds them all).
 pub const MAX_PAGES: usize = 5;

@@ -159,15 +159,15 @@ fn install_crds(kubeconfig: &Path) {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let crd = crds.join("vncpassword.yaml");
-    let crd = crd.to_string_lossy();
-    run(&["apply", "--server-side", "--force-conflicts", "-f", &crd]);
-    run(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/vncpasswords.ecsvnc.io",
-    ]);
+    for (file, name) in [
+        ("vncpassword.yaml", "crd/vncpasswords.ecsvnc.io"),
+        ("vncpasswordset.yaml", "crd/vncpasswordsets.ecsvnc.io"),
+    ] {
+        let crd = crds.join(file);
+        let crd = crd.to_string_lossy();
+        run(&["apply", "--server-side", "--force-conflicts", "-f", &crd]);
+        run(&["wait", "--for=condition=Established", "--timeout=60s", name]);
+    }
 }
 
 /// A client for the test cluster (one per test: a client is tied to the runtime that made it).

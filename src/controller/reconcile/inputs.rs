@@ -211,7 +211,7 @@ pub(super) async fn observe(
         ),
         Err(f) => (PasswordInput::Unusable(f), None),
     };
-    let (credentials, credentials_identity) = match credentials(ctx, obj, namespace).await? {
+    let (credentials, credentials_identity) = match credentials(ctx, &obj.spec, namespace).await? {
         Ok((c, id)) => (Some(c), Ok(id)),
         Err(failure) => (None, Err(failure)),
     };
@@ -287,13 +287,13 @@ pub(super) fn password(
 
 /// The credentials to use with their identity (the Secret's uid and resourceVersion, or the
 /// default AccessKeyId: never a secret), or why none.
-pub(super) async fn credentials(
+pub(crate) async fn credentials(
     ctx: &Context,
-    obj: &VncPassword,
+    spec: &crate::api::VncPasswordSpec,
     namespace: &str,
 ) -> Result<Result<(Credentials, String), Failure>, ReconcileError> {
-    if let Some(r) = obj.spec.credentials_service_account() {
-        if obj.spec.credentials_secret().is_some() {
+    if let Some(r) = spec.credentials_service_account() {
+        if spec.credentials_secret().is_some() {
             // The CRD schema refuses both; an object stored before that rule still gets a clear
             // answer.
             return Ok(Err(Failure::stalled(
@@ -317,7 +317,7 @@ pub(super) async fn credentials(
             }),
         };
     }
-    match &obj.spec.credentials_secret() {
+    match &spec.credentials_secret() {
         None => {
             let provider = match default_credentials(ctx, namespace) {
                 Ok(p) => p,

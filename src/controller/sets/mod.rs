@@ -1,0 +1,598 @@
+//! VncPasswordSet: one child VncPassword per instance a selector matches (Nodes by label, or ECS
+//! instances by tag). Each pass observes the selection and the children, plans (`plan`, pure),
+//! then creates, puts back, marks or deletes children and writes the counts to the status. The
+//! children are ordinary VncPasswords: claims, tenancy, rotation and reboots are theirs.
+//!
+//! What must survive a restart lives in the cluster: the children themselves (the selection
+//! between two tag resyncs), the annotation `ecsvnc.io/unselected-since` on a child whose instance
+//! left, and `status.lastSelectionTime`.
+
+pub mod nodes;
+pub mod plan;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::api::{
+    ANNOTATION_UNSELECTED_SINCE, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_SET, MANAGED_BY,
+    SET_FIELD_MANAGER, SetReason, VncPassword, VncPasswordSet, VncPasswordSetStatus,
+    VncPasswordSpec, condition,
+};
+use crate::controller::context::Context;
+use crate::controller::decide::{self, Failure};
+use crate::controller::{conditions, schedule, tenancy};
+use plan::{Child, ChildState, Selection, Step};
+
+/// A set's status is written at most once per this long while only its counts change.
+pub const STATUS_PACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetError {
+    #[error("the object has no namespace, name or uid")]
+    Unnamed,
+    #[error("{what} VncPassword {name}: {source}")]
+    Child {
+        what: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status: {0}")]
+    WriteStatus(#[source] kube::Error),
+    #[error("reading credentials: {0}")]
+    Credentials(String),
+}
+
+/// What the set controller shares across its reconciles (one per term of leadership).
+pub struct SetContext {
+    /// The VncPassword controller's context: the API client, ECS, credentials, work slots and the
+    /// VncPassword cache the children are read from.
+    pub ctx: Arc<Context>,
+    /// Nodes, for `selector.nodes`; `None` when the controller watches only some namespaces (it
+    /// then has no cluster-wide read of Nodes).
+    pub nodes: Option<nodes::NodeCache>,
+    /// When each set's status was last written (pacing only: a restart merely writes once more).
+    written: Mutex<HashMap<String, Instant>>,
+}
+
+impl SetContext {
+    pub fn new(ctx: Arc<Context>, nodes: Option<nodes::NodeCache>) -> Self {
+        Self {
+            ctx,
+            nodes,
+            written: Mutex::default(),
+        }
+    }
+}
+
+/// The set that controls `obj`, if a VncPasswordSet does.
+pub fn owning_set(obj: &VncPassword) -> Option<ObjectRef<VncPasswordSet>> {
+    let owner = obj
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "VncPasswordSet")?;
+    Some(ObjectRef::new(&owner.name).within(obj.namespace()?.as_str()))
+}
+
+/// The sets with a node selector, to wake on a Node change.
+pub fn node_sets(store: &Store<VncPasswordSet>) -> Vec<ObjectRef<VncPasswordSet>> {
+    store
+        .state()
+        .iter()
+        .filter(|s| s.spec.selector.nodes.is_some())
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+pub async fn reconcile(
+    set: Arc<VncPasswordSet>,
+    sctx: Arc<SetContext>,
+) -> Result<Action, SetError> {
+    let (Some(namespace), Some(uid)) = (set.namespace(), set.uid()) else {
+        return Err(SetError::Unnamed);
+    };
+    let name = set.name_any();
+    if set.meta().deletion_timestamp.is_some() {
+        // The children go with it (their ownerReference).
+        return Ok(Action::await_change());
+    }
+    let ctx = sctx.ctx.clone();
+    // A set's pass takes a work slot of its namespace, like one of its children's reconciles.
+    let Some(_slot) = ctx.slots.acquire(&namespace).await else {
+        return Ok(Action::await_change());
+    };
+    let now = ctx.now();
+    let status = set.status.clone().unwrap_or_default();
+    let fresh_spec = status.observed_generation != set.meta().generation;
+
+    let mut children = children_of(&ctx.watched.objects, &namespace, &uid);
+    let mut last_selection_time = status.last_selection_time.clone();
+    let (selection, grace) = match durations(&set) {
+        Err(message) => (
+            Selection::Failed {
+                reason: SetReason::InvalidSpec,
+                message,
+                transient: false,
+            },
+            jiff::SignedDuration::ZERO,
+        ),
+        Ok((grace, resync)) => {
+            let selection = if let Some(selector) = &set.spec.selector.nodes {
+                match &sctx.nodes {
+                    None => Selection::Failed {
+                        reason: SetReason::NodesNotWatched,
+                        message: "selector.nodes needs the controller's cluster-wide read of Nodes, which it does not have when it watches only some namespaces (--watch-namespaces): use selector.instanceTags".to_string(),
+                        transient: false,
+                    },
+                    Some(cache) => {
+                        let store = cache.store().await;
+                        match nodes::select(&store.state(), selector, &set.spec.region_id) {
+                            Ok((ids, _)) => Selection::Instances(ids),
+                            Err(e) => Selection::Failed {
+                                reason: SetReason::InvalidSpec,
+                                message: format!("selector.nodes: {e}"),
+                                transient: false,
+                            },
+                        }
+                    }
+                }
+            } else {
+                let due = last_selection_time
+                    .as_deref()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .and_then(|t| t.checked_add(resync).ok())
+                    .is_none_or(|due| due <= now);
+                if fresh_spec || due {
+                    let selection = tagged(&ctx, &set, &namespace).await?;
+                    if matches!(selection, Selection::Instances(_)) {
+                        last_selection_time = Some(now.to_string());
+                    }
+                    selection
+                } else {
+                    Selection::Unchanged
+                }
+            };
+            (
+                selection,
+                jiff::SignedDuration::try_from(grace).unwrap_or(jiff::SignedDuration::MAX),
+            )
+        }
+    };
+
+    children.extend(name_collisions(
+        &ctx.watched.objects,
+        &name,
+        &namespace,
+        &selection,
+        &children,
+    ));
+    let plan = plan::plan(&plan::Inputs {
+        set_name: &name,
+        spec: &set.spec,
+        selection,
+        children: &children,
+        grace,
+        now,
+    });
+    let api = Api::<VncPassword>::namespaced(ctx.client.clone(), &namespace);
+    for step in &plan.steps {
+        perform(&api, &set, &uid, step, now).await?;
+    }
+
+    let mut requeue = plan.requeue;
+    let new_status = VncPasswordSetStatus {
+        observed_generation: set.meta().generation,
+        selected: plan.counts.selected,
+        ready: plan.counts.ready,
+        reboot_required: plan.counts.reboot_required,
+        stalled: plan.counts.stalled,
+        pending_removal: plan.counts.pending_removal,
+        last_selection_time,
+        conditions: conditions::merge(
+            &status.conditions,
+            &plan.conditions,
+            set.meta().generation,
+            now,
+        ),
+    };
+    if !same_status(&status, &new_status) {
+        let urgent = fresh_spec
+            || new_status.last_selection_time != status.last_selection_time
+            || condition_changed(&status, &new_status, condition::READY)
+            || condition_changed(&status, &new_status, condition::STALLED);
+        let since = sctx
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&uid)
+            .map(Instant::elapsed);
+        match since {
+            Some(since) if !urgent && since < STATUS_PACE => {
+                requeue = requeue.min(STATUS_PACE - since);
+            }
+            _ => {
+                write_status(&ctx, &namespace, &name, &new_status).await?;
+                sctx.written
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(uid.clone(), Instant::now());
+            }
+        }
+    }
+    Ok(Action::requeue(requeue))
+}
+
+/// `removalGracePeriod` and `resyncInterval`, or what is wrong with them.
+fn durations(set: &VncPasswordSet) -> Result<(Duration, Duration), String> {
+    let grace = schedule::parse_go_duration(&set.spec.removal_grace_period)
+        .map_err(|e| format!("spec.removalGracePeriod: {e}"))?;
+    let resync = schedule::parse_go_duration(&set.spec.resync_interval)
+        .map_err(|e| format!("spec.resyncInterval: {e}"))?;
+    if resync < Duration::from_secs(60) {
+        return Err("spec.resyncInterval must be at least 1m".to_string());
+    }
+    Ok((grace, resync))
+}
+
+/// The set's children as the cache holds them (one pass over the cache).
+fn children_of(store: &Store<VncPassword>, namespace: &str, uid: &str) -> Vec<Child> {
+    store
+        .state()
+        .iter()
+        .filter(|o| o.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|o| owned_by(o, uid))
+        .map(|o| child(o, true))
+        .collect()
+}
+
+/// VncPasswords that have the name of a selected instance's child but another owner (written by
+/// hand): never touched, counted as stalled.
+fn name_collisions(
+    store: &Store<VncPassword>,
+    set_name: &str,
+    namespace: &str,
+    selection: &Selection,
+    children: &[Child],
+) -> Vec<Child> {
+    let Selection::Instances(ids) = selection else {
+        return Vec::new();
+    };
+    let own: BTreeSet<&str> = children.iter().map(|c| c.name.as_str()).collect();
+    ids.iter()
+        .map(|id| plan::child_name(set_name, id))
+        .filter(|name| !own.contains(name.as_str()))
+        .filter_map(|name| store.get(&ObjectRef::new(&name).within(namespace)))
+        .map(|o| child(&o, false))
+        .collect()
+}
+
+fn owned_by(obj: &VncPassword, uid: &str) -> bool {
+    obj.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+fn child(obj: &VncPassword, owned: bool) -> Child {
+    let status = obj.status.as_ref();
+    let state = ChildState {
+        observed: status.is_some_and(|s| s.observed_generation == obj.metadata.generation),
+        ready: status.is_some_and(|s| s.is_true(condition::READY)),
+        reboot_required: status.is_some_and(|s| s.is_true(condition::REBOOT_REQUIRED)),
+        stalled: status
+            .and_then(|s| s.condition(condition::STALLED))
+            .filter(|c| c.status == "True")
+            .map(|c| c.reason.clone()),
+    };
+    Child {
+        name: obj.name_any(),
+        instance_id: obj.spec.instance_id.clone(),
+        spec: obj.spec.clone(),
+        owned,
+        unselected_since: obj
+            .annotations()
+            .get(ANNOTATION_UNSELECTED_SINCE)
+            .and_then(|t| t.parse().ok()),
+        state,
+    }
+}
+
+/// The instances carrying the set's tags (and, with the controller's own credentials, the
+/// namespace tag), with the template's credentials.
+async fn tagged(
+    ctx: &Context,
+    set: &VncPasswordSet,
+    namespace: &str,
+) -> Result<Selection, SetError> {
+    let template = &set.spec.template;
+    // The credentials resolve exactly as a child's would.
+    let probe = plan::child_spec(&set.spec, "probe", "i-00000000");
+    let probe = VncPasswordSpec {
+        credentials: template.credentials.clone(),
+        ..probe
+    };
+    let credentials =
+        match crate::controller::reconcile::inputs::credentials(ctx, &probe, namespace).await {
+            Err(e) => return Err(SetError::Credentials(e.to_string())),
+            Ok(Err(failure)) => return Ok(failed(&failure)),
+            Ok(Ok((credentials, _))) => credentials,
+        };
+    let mut tags: Vec<(String, String)> = set
+        .spec
+        .selector
+        .instance_tags
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    if template.credentials.is_none() && ctx.settings.allowed_default_credentials.shared() {
+        // Shared credentials act only on instances tagged for this namespace: list only those.
+        tags.retain(|(k, _)| k != tenancy::NAMESPACE_TAG);
+        tags.push((tenancy::NAMESPACE_TAG.to_string(), namespace.to_string()));
+    }
+    match ctx
+        .ecs
+        .describe_instances_by_tags(&credentials, &set.spec.region_id, &tags)
+        .await
+    {
+        Ok(found) if found.truncated => Ok(Selection::Failed {
+            reason: SetReason::SelectionTooLarge,
+            message: format!(
+                "the tags match {} instances or more, the most DescribeInstances lists for tag filters: add a tag to narrow the selection, or split it into several sets",
+                crate::ecs::client::MAX_TAGGED_INSTANCES
+            ),
+            transient: false,
+        }),
+        Ok(found) => Ok(Selection::Instances(
+            found.instances.into_iter().map(|i| i.instance_id).collect(),
+        )),
+        Err(e) => Ok(failed(&decide::failure_from_ecs(
+            &e,
+            &set.spec.region_id,
+            "",
+        ))),
+    }
+}
+
+/// A credentials or ECS failure of the selector.
+fn failed(failure: &Failure) -> Selection {
+    let (reason, message, transient) = match failure {
+        Failure::Stalled { reason, message } => (
+            SetReason::SelectorFailed,
+            format!("{reason}: {message}"),
+            false,
+        ),
+        Failure::Retry {
+            reason, message, ..
+        } => (
+            SetReason::SelectorUnavailable,
+            format!("{reason}: {message}"),
+            true,
+        ),
+    };
+    Selection::Failed {
+        reason,
+        message,
+        transient,
+    }
+}
+
+async fn perform(
+    api: &Api<VncPassword>,
+    set: &VncPasswordSet,
+    uid: &str,
+    step: &Step,
+    now: jiff::Timestamp,
+) -> Result<(), SetError> {
+    let err = |what: &'static str, name: &str| {
+        let name = name.to_string();
+        move |source| SetError::Child { what, name, source }
+    };
+    match step {
+        Step::Apply { name, spec } => {
+            let object = json!({
+                "apiVersion": "ecsvnc.io/v1alpha1",
+                "kind": "VncPassword",
+                "metadata": {
+                    "name": name,
+                    "labels": {LABEL_SET: set.name_any(), LABEL_MANAGED_BY: MANAGED_BY},
+                    "ownerReferences": [{
+                        "apiVersion": "ecsvnc.io/v1alpha1",
+                        "kind": "VncPasswordSet",
+                        "name": set.name_any(),
+                        "uid": uid,
+                        "controller": true,
+                    }],
+                },
+                "spec": spec,
+            });
+            // A new child is created (POST: a VncPassword of that name written by hand meanwhile
+            // makes it fail, and is never taken over); an existing one, the set's own, gets its
+            // fields back by server-side apply.
+            let exists = api.get_opt(name).await.map_err(err("reading", name))?;
+            let applied = match exists {
+                None => {
+                    let object: VncPassword =
+                        serde_json::from_value(object).expect("a VncPassword");
+                    match api
+                        .create(
+                            &PostParams {
+                                field_manager: Some(SET_FIELD_MANAGER.to_string()),
+                                ..PostParams::default()
+                            },
+                            &object,
+                        )
+                        .await
+                    {
+                        Ok(created) => created,
+                        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(()),
+                        Err(e) => return Err(err("creating", name)(e)),
+                    }
+                }
+                Some(existing) if !owned_by(&existing, uid) => return Ok(()),
+                Some(_) => api
+                    .patch(
+                        name,
+                        &PatchParams::apply(SET_FIELD_MANAGER).force(),
+                        &Patch::Apply(&object),
+                    )
+                    .await
+                    .map_err(err("applying", name))?,
+            };
+            if applied.spec != *spec {
+                // Fields someone else added (another field manager) stay under an apply: the spec
+                // is replaced, on the version just read (a conflict: the next pass looks again).
+                let mut replaced = applied;
+                replaced.spec = spec.clone();
+                replaced.status = None;
+                let params = PostParams {
+                    field_manager: Some(SET_FIELD_MANAGER.to_string()),
+                    ..PostParams::default()
+                };
+                match api.replace(name, &params, &replaced).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => return Err(err("replacing the spec of", name)(e)),
+                }
+            }
+        }
+        Step::MarkUnselected { name } | Step::Unmark { name } => {
+            let value = match step {
+                Step::MarkUnselected { .. } => json!(now.to_string()),
+                _ => serde_json::Value::Null,
+            };
+            let patch = json!({"metadata": {"annotations": {ANNOTATION_UNSELECTED_SINCE: value}}});
+            match api
+                .patch(
+                    name,
+                    &PatchParams {
+                        field_manager: Some(SET_FIELD_MANAGER.to_string()),
+                        ..PatchParams::default()
+                    },
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(err("marking", name)(e)),
+            }
+        }
+        Step::Delete { name } => {
+            let child_uid = api
+                .get_opt(name)
+                .await
+                .map_err(err("reading", name))?
+                .filter(|c| owned_by(c, uid))
+                .and_then(|c| c.uid());
+            let Some(child_uid) = child_uid else {
+                return Ok(());
+            };
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(child_uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::background()
+            };
+            match api.delete(name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => return Err(err("deleting", name)(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Equal but for the conditions' transition times.
+fn same_status(a: &VncPasswordSetStatus, b: &VncPasswordSetStatus) -> bool {
+    let strip = |s: &VncPasswordSetStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time =
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+fn condition_changed(a: &VncPasswordSetStatus, b: &VncPasswordSetStatus, type_: &str) -> bool {
+    let key = |s: &VncPasswordSetStatus| {
+        s.condition(type_)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    key(a) != key(b)
+}
+
+async fn write_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &VncPasswordSetStatus,
+) -> Result<(), SetError> {
+    let patch = json!({
+        "apiVersion": "ecsvnc.io/v1alpha1",
+        "kind": "VncPasswordSet",
+        "status": status,
+    });
+    Api::<VncPasswordSet>::namespaced(ctx.client.clone(), namespace)
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map(|_| ())
+        .map_err(SetError::WriteStatus)
+}
+
+/// Kubernetes-side failures: per-set backoff, 5 s doubling to 5 min.
+pub fn error_policy(set: Arc<VncPasswordSet>, error: &SetError, sctx: Arc<SetContext>) -> Action {
+    let failures = set.uid().map(|uid| sctx.ctx.failed(&uid)).unwrap_or(1);
+    let delay = decide::backoff(failures, decide::Pace::Normal, rand::random());
+    tracing::warn!(namespace = ?set.namespace(), name = %set.name_any(), error = %error, failures, retry_in_ms = delay.as_millis() as u64, "VncPasswordSet reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+/// Runs the set controller until `shutdown`: a watch of VncPasswordSets, woken by their children's
+/// changes (`child_wakes`) and, for node sets, by Node changes.
+pub async fn run(
+    sctx: Arc<SetContext>,
+    sets: impl futures::Stream<Item = Result<VncPasswordSet, kube::runtime::watcher::Error>>
+    + Send
+    + 'static,
+    store: Store<VncPasswordSet>,
+    wakes: impl futures::Stream<Item = ObjectRef<VncPasswordSet>> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    use kube::runtime::Controller;
+    use kube::runtime::controller::Config as ControllerConfig;
+    Controller::for_stream(sets, store)
+        .with_config(ControllerConfig::default().concurrency(0))
+        .trigger_backoff(crate::controller::watch_backoff::Unpaced)
+        .reconcile_on(wakes)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, sctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                use kube::runtime::controller::Error as ControllerError;
+                match e {
+                    ControllerError::ReconcilerFailed(..) | ControllerError::ObjectNotFound(_) => {}
+                    e => tracing::warn!(error = %e, "VncPasswordSet watch or queue error; retrying with backoff"),
+                }
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,386 @@
+//! What a VncPasswordSet does next, decided from what was observed: which children to create or
+//! put back, mark, unmark or delete, and the status. Pure; `sets::reconcile` performs it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::api::{PasswordSecretRef, SetReason, VncPasswordSetSpec, VncPasswordSpec, condition};
+use crate::controller::conditions::Desired;
+
+/// Children created or put back per pass: a set of 5,000 instances creates its children at most
+/// this many per [`NEXT_BATCH`], so it cannot flood the API server or the work slots.
+pub const APPLIES_PER_PASS: usize = 50;
+/// The pause between two batches of applies.
+pub const NEXT_BATCH: Duration = Duration::from_secs(1);
+/// While children are still working, the set looks again at least this often (their changes
+/// wake it sooner).
+pub const PROGRESS_RECHECK: Duration = Duration::from_secs(30);
+/// A settled set (nothing to do but wait for a selection change) looks again this often.
+pub const SETTLED_RECHECK: Duration = Duration::from_secs(300);
+
+/// The instances the selector matches, as far as this pass knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Exactly these instance IDs.
+    Instances(BTreeSet<String>),
+    /// Not evaluated in this pass (tags between two resyncs): the children stand for it.
+    Unchanged,
+    /// The selector cannot be evaluated; the children are left as they are.
+    Failed {
+        reason: SetReason,
+        message: String,
+        /// Whether trying again may help without a change (ECS or STS unreachable).
+        transient: bool,
+    },
+}
+
+/// One child VncPassword as observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Child {
+    pub name: String,
+    pub instance_id: String,
+    pub spec: VncPasswordSpec,
+    /// Whether this set is its controlling owner (a VncPassword of the same name written by hand
+    /// is never touched).
+    pub owned: bool,
+    pub unselected_since: Option<jiff::Timestamp>,
+    pub state: ChildState,
+}
+
+/// A child's conditions, as the set counts them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChildState {
+    /// Its status describes its current spec.
+    pub observed: bool,
+    pub ready: bool,
+    pub reboot_required: bool,
+    /// `Stalled=True`: its reason.
+    pub stalled: Option<String>,
+}
+
+/// One change to make.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Create the child, or put its spec back.
+    Apply { name: String, spec: VncPasswordSpec },
+    /// Its instance left the selection: note since when.
+    MarkUnselected { name: String },
+    /// Its instance is selected again.
+    Unmark { name: String },
+    /// The grace period has passed.
+    Delete { name: String },
+}
+
+/// The status counts and conditions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub selected: i64,
+    pub ready: i64,
+    pub reboot_required: i64,
+    pub stalled: i64,
+    pub pending_removal: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub counts: Counts,
+    pub conditions: Vec<Desired>,
+    /// When to look again at the latest.
+    pub requeue: Duration,
+}
+
+/// A child's name: `<set>-<instance-id>`, or, when that is longer than 63 characters (so it
+/// stays a valid label value and DNS label), the set's name cut short with 8 hex digits of its
+/// hash between it and the instance ID.
+pub fn child_name(set: &str, instance_id: &str) -> String {
+    const MAX: usize = 63;
+    let full = format!("{set}-{instance_id}");
+    if full.len() <= MAX {
+        return full;
+    }
+    use sha2::Digest;
+    let hash = hex::encode(&sha2::Sha256::digest(set.as_bytes())[..4]);
+    let room = MAX.saturating_sub(instance_id.len() + hash.len() + 2);
+    let prefix = set[..room.min(set.len())].trim_end_matches(['-', '.']);
+    let name = if prefix.is_empty() {
+        format!("{hash}-{instance_id}")
+    } else {
+        format!("{prefix}-{hash}-{instance_id}")
+    };
+    name.chars().take(MAX).collect()
+}
+
+/// The spec every child gets: the template, the set's region, its instance, and a Secret named
+/// like the child.
+pub fn child_spec(set: &VncPasswordSetSpec, name: &str, instance_id: &str) -> VncPasswordSpec {
+    VncPasswordSpec {
+        region_id: set.region_id.clone(),
+        instance_id: instance_id.to_string(),
+        password_secret_ref: PasswordSecretRef {
+            name: name.to_string(),
+            key: "password".to_string(),
+        },
+        password_generation: Some(set.template.password_generation.clone()),
+        credentials: set.template.credentials.clone(),
+        reboot_policy: set.template.reboot_policy,
+        reboot_windows: set.template.reboot_windows.clone(),
+        generate_password: false,
+        rotation_interval: None,
+        credentials_secret_ref: None,
+        credentials_service_account_ref: None,
+    }
+}
+
+/// Everything one pass decides from.
+pub struct Inputs<'a> {
+    pub set_name: &'a str,
+    pub spec: &'a VncPasswordSetSpec,
+    pub selection: Selection,
+    pub children: &'a [Child],
+    pub grace: jiff::SignedDuration,
+    pub now: jiff::Timestamp,
+}
+
+pub fn plan(inputs: &Inputs) -> Plan {
+    let by_name: BTreeMap<&str, &Child> = inputs
+        .children
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    // Under `Unchanged`, the selection is the children not marked as left.
+    let selected: BTreeSet<String> = match &inputs.selection {
+        Selection::Instances(ids) => ids.clone(),
+        Selection::Unchanged | Selection::Failed { .. } => inputs
+            .children
+            .iter()
+            .filter(|c| c.owned && c.unselected_since.is_none())
+            .map(|c| c.instance_id.clone())
+            .collect(),
+    };
+    let evaluated = matches!(inputs.selection, Selection::Instances(_));
+    let mut steps = Vec::new();
+    let mut applies = 0usize;
+    let mut more_applies = false;
+    let mut counts = Counts {
+        selected: selected.len() as i64,
+        ..Counts::default()
+    };
+    let mut working = 0i64;
+    let mut first_stalled: Option<(String, String)> = None;
+    for id in &selected {
+        let name = child_name(inputs.set_name, id);
+        let desired = child_spec(inputs.spec, &name, id);
+        let child = by_name.get(name.as_str()).copied();
+        match child {
+            Some(c) if !c.owned => {
+                // A VncPassword of that name written by hand: never touched.
+                counts.stalled += 1;
+                first_stalled.get_or_insert((c.name.clone(), "NotOwnedBySet".to_string()));
+            }
+            Some(c) => {
+                if c.unselected_since.is_some() && evaluated {
+                    steps.push(Step::Unmark {
+                        name: c.name.clone(),
+                    });
+                }
+                if c.spec != desired {
+                    if applies < APPLIES_PER_PASS {
+                        applies += 1;
+                        steps.push(Step::Apply {
+                            name: c.name.clone(),
+                            spec: desired,
+                        });
+                    } else {
+                        more_applies = true;
+                    }
+                    working += 1;
+                    continue;
+                }
+                match &c.state {
+                    s if !s.observed => working += 1,
+                    s if s.stalled.is_some() => {
+                        counts.stalled += 1;
+                        first_stalled
+                            .get_or_insert((c.name.clone(), s.stalled.clone().unwrap_or_default()));
+                    }
+                    s if s.ready => {
+                        counts.ready += 1;
+                        if s.reboot_required {
+                            counts.reboot_required += 1;
+                        }
+                    }
+                    _ => working += 1,
+                }
+            }
+            None => {
+                working += 1;
+                if applies < APPLIES_PER_PASS {
+                    applies += 1;
+                    steps.push(Step::Apply {
+                        name,
+                        spec: desired,
+                    });
+                } else {
+                    more_applies = true;
+                }
+            }
+        }
+    }
+    // Children whose instance is no longer selected.
+    let mut next_removal: Option<jiff::Timestamp> = None;
+    for c in inputs.children.iter().filter(|c| c.owned) {
+        if selected.contains(&c.instance_id)
+            && c.name == child_name(inputs.set_name, &c.instance_id)
+        {
+            continue;
+        }
+        counts.pending_removal += 1;
+        match c.unselected_since {
+            None => steps.push(Step::MarkUnselected {
+                name: c.name.clone(),
+            }),
+            Some(since) => {
+                let due = since.checked_add(inputs.grace).unwrap_or(since);
+                if due <= inputs.now {
+                    steps.push(Step::Delete {
+                        name: c.name.clone(),
+                    });
+                } else {
+                    next_removal = Some(next_removal.map_or(due, |t| t.min(due)));
+                }
+            }
+        }
+    }
+    if inputs
+        .children
+        .iter()
+        .any(|c| c.owned && c.unselected_since.is_none())
+        && inputs.grace.is_zero()
+    {
+        // With a grace period of 0s a child marked now is deleted in the next pass.
+        next_removal.get_or_insert(inputs.now);
+    }
+
+    let (ready, reconciling, stalled, requeue) = match &inputs.selection {
+        Selection::Failed {
+            reason,
+            message,
+            transient,
+        } => {
+            let requeue = if *transient {
+                Duration::from_secs(60)
+            } else {
+                SETTLED_RECHECK
+            };
+            let failed = (reason.as_str().to_string(), message.clone());
+            if *transient {
+                (
+                    Desired::new(condition::READY, false, failed.0.clone(), failed.1.clone()),
+                    Some(failed),
+                    None,
+                    requeue,
+                )
+            } else {
+                (
+                    Desired::new(condition::READY, false, failed.0.clone(), failed.1.clone()),
+                    None,
+                    Some(failed),
+                    requeue,
+                )
+            }
+        }
+        _ if selected.is_empty() => {
+            let message = "the selector matches no instance: check selector (Node labels, or instance tags in this region)".to_string();
+            (
+                Desired::new(
+                    condition::READY,
+                    false,
+                    SetReason::NothingSelected.as_str(),
+                    message.clone(),
+                ),
+                None,
+                Some((SetReason::NothingSelected.as_str().to_string(), message)),
+                SETTLED_RECHECK,
+            )
+        }
+        _ if working > 0 || !steps.is_empty() => {
+            let message = format!(
+                "{} of {} instances ready, {} in progress",
+                counts.ready, counts.selected, working
+            );
+            let requeue = if more_applies {
+                NEXT_BATCH
+            } else {
+                PROGRESS_RECHECK
+            };
+            (
+                Desired::new(
+                    condition::READY,
+                    false,
+                    SetReason::Progressing.as_str(),
+                    message.clone(),
+                ),
+                Some((SetReason::Progressing.as_str().to_string(), message)),
+                None,
+                requeue,
+            )
+        }
+        _ if counts.stalled > 0 => {
+            let (name, reason) = first_stalled.clone().unwrap_or_default();
+            let message = format!(
+                "{} of {} instances stalled (e.g. VncPassword {name}: {reason}); {} ready",
+                counts.stalled, counts.selected, counts.ready
+            );
+            (
+                Desired::new(
+                    condition::READY,
+                    false,
+                    SetReason::ChildrenStalled.as_str(),
+                    message.clone(),
+                ),
+                None,
+                Some((SetReason::ChildrenStalled.as_str().to_string(), message)),
+                SETTLED_RECHECK,
+            )
+        }
+        _ => (
+            Desired::new(
+                condition::READY,
+                true,
+                SetReason::AllReady.as_str(),
+                format!("all {} instances ready", counts.selected),
+            ),
+            None,
+            None,
+            SETTLED_RECHECK,
+        ),
+    };
+    let mut requeue = requeue;
+    if let Some(due) = next_removal {
+        let wait = inputs.now.duration_until(due).unsigned_abs();
+        requeue = requeue.min(wait.max(Duration::from_secs(1)));
+    }
+    let conditions = vec![
+        ready,
+        match reconciling {
+            Some((reason, message)) => Desired::new(condition::RECONCILING, true, reason, message),
+            None => Desired::new(
+                condition::RECONCILING,
+                false,
+                SetReason::AllReady.as_str(),
+                "",
+            ),
+        },
+        match stalled {
+            Some((reason, message)) => Desired::new(condition::STALLED, true, reason, message),
+            None => Desired::new(condition::STALLED, false, SetReason::AllReady.as_str(), ""),
+        },
+    ];
+    Plan {
+        steps,
+        counts,
+        conditions,
+        requeue,
+    }
+}
