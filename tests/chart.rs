@@ -459,11 +459,12 @@ fn deploy_is_rendered_from_the_chart() {
             file.display()
         );
     }
-    assert!(
-        read(&root.join("crds/vncpassword.yaml"))
-            == read(&helm::chart_dir().join("crds/vncpassword.yaml")),
-        "charts/ecs-vnc-controller/crds/vncpassword.yaml differs from crds/: run scripts/render-deploy"
-    );
+    for crd in ["vncpassword.yaml", "vncpasswordset.yaml"] {
+        assert!(
+            read(&root.join("crds").join(crd)) == read(&helm::chart_dir().join("crds").join(crd)),
+            "charts/ecs-vnc-controller/crds/{crd} differs from crds/: run scripts/render-deploy"
+        );
+    }
     // kustomize still builds the base, as docs/installation.md says (`kubectl apply -k deploy/`).
     let built = Command::new("kubectl")
         .args(["kustomize", deploy.to_str().expect("UTF-8 path")])
@@ -588,6 +589,7 @@ fn the_packaged_chart_holds_everything_and_renders_the_same() {
         "values.schema.json",
         "README.md",
         "crds/vncpassword.yaml",
+        "crds/vncpasswordset.yaml",
         "files/alerts.yaml",
         "files/dashboard.json",
         "templates/_controller.tpl",

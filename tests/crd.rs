@@ -15,6 +15,17 @@ fn checked_in_crd_matches_the_generated_one() {
 }
 
 #[test]
+fn checked_in_set_crd_matches_the_generated_one() {
+    let generated = ecs_vnc_controller::api::set_crd_yaml().expect("render CRD");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/vncpasswordset.yaml");
+    let checked_in = std::fs::read_to_string(path).expect("crds/vncpasswordset.yaml exists");
+    assert!(
+        generated == checked_in,
+        "crds/vncpasswordset.yaml is stale: run `cargo run --bin ecs-vnc-controller -- crd --kind VncPasswordSet > crds/vncpasswordset.yaml`"
+    );
+}
+
+#[test]
 fn the_crd_subcommand_prints_the_crd() {
     let out = Command::new(env!("CARGO_BIN_EXE_ecs-vnc-controller"))
         .arg("crd")

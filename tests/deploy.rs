@@ -321,6 +321,16 @@ async fn the_shipped_rbac_is_exactly_what_the_controller_uses() {
         // The VncPassword watch (list + watch; the controller never GETs one: it reads its cache).
         ("vncpasswords.ecsvnc.io", "", &["list", "watch"]),
         ("vncpasswords.ecsvnc.io/status", "", &["patch"]),
+        // VncPasswordSets: the watch, the status, and their children (never a GET).
+        ("vncpasswordsets.ecsvnc.io", "", &["list", "watch"]),
+        ("vncpasswordsets.ecsvnc.io/status", "", &["patch"]),
+        (
+            "vncpasswords.ecsvnc.io",
+            "",
+            &["create", "patch", "update", "delete"],
+        ),
+        // selector.nodes: the Node watch (cluster-scoped).
+        ("nodes", "", &["list", "watch"]),
         // get: the Secrets a VncPassword names; list + watch: the metadata-only Secret watch (RBAC
         // cannot tell it from a list with data); create + patch: passwordGeneration (narrowed by
         // secret-policy.yaml).
@@ -366,6 +376,12 @@ async fn the_shipped_rbac_allows_nothing_more() {
         ("list", "vncpasswords.ecsvnc.io", None),
         ("watch", "vncpasswords.ecsvnc.io", None),
         ("patch", "vncpasswords.ecsvnc.io/status", Some(team)),
+        // VncPasswordSets and their children.
+        ("watch", "vncpasswordsets.ecsvnc.io", None),
+        ("patch", "vncpasswordsets.ecsvnc.io/status", Some(team)),
+        ("create", "vncpasswords.ecsvnc.io", Some(team)),
+        ("delete", "vncpasswords.ecsvnc.io", Some(team)),
+        ("list", "nodes", None),
         ("get", "secrets", Some(team)),
         ("watch", "secrets", None),
         // What remains (docs/concepts/security.md): the metadata-only Secret watch needs
@@ -467,12 +483,12 @@ async fn the_shipped_rbac_allows_nothing_more() {
         ("update", "serviceaccounts", Some(team)),
         ("patch", "serviceaccounts", Some(team)),
         ("delete", "serviceaccounts", Some(team)),
-        ("update", "vncpasswords.ecsvnc.io", Some(team)),
-        ("delete", "vncpasswords.ecsvnc.io", Some(team)),
-        ("create", "vncpasswords.ecsvnc.io", Some(team)),
+        ("update", "vncpasswordsets.ecsvnc.io", Some(team)),
+        ("delete", "vncpasswordsets.ecsvnc.io", Some(team)),
+        ("get", "nodes", None),
+        ("update", "nodes", None),
         ("create", "pods", Some(team)),
         ("get", "configmaps", Some(team)),
-        ("list", "nodes", None),
         ("create", "deployments.apps", Some("ecs-vnc-system")),
         ("update", "clusterroles.rbac.authorization.k8s.io", None),
         ("*", "*", None),

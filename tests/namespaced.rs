@@ -425,6 +425,13 @@ async fn namespaced_mode_grants_the_watched_namespaces_and_nothing_else() {
     let watched = rule_set(&[
         ("vncpasswords.ecsvnc.io", "", &["list", "watch"]),
         ("vncpasswords.ecsvnc.io/status", "", &["patch"]),
+        ("vncpasswordsets.ecsvnc.io", "", &["list", "watch"]),
+        ("vncpasswordsets.ecsvnc.io/status", "", &["patch"]),
+        (
+            "vncpasswords.ecsvnc.io",
+            "",
+            &["create", "patch", "update", "delete"],
+        ),
         ("secrets", "", &["get", "list", "watch", "create", "patch"]),
         ("serviceaccounts", "", &["get", "list", "watch"]),
         ("serviceaccounts/token", "", &["create"]),

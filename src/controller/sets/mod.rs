@@ -293,6 +293,7 @@ fn child(obj: &VncPassword, owned: bool) -> Child {
     };
     Child {
         name: obj.name_any(),
+        uid: obj.uid().unwrap_or_default(),
         instance_id: obj.spec.instance_id.clone(),
         spec: obj.spec.clone(),
         owned,
@@ -396,7 +397,11 @@ async fn perform(
         move |source| SetError::Child { what, name, source }
     };
     match step {
-        Step::Apply { name, spec } => {
+        Step::Apply {
+            name,
+            spec,
+            uid: child_uid,
+        } => {
             let object = json!({
                 "apiVersion": "ecsvnc.io/v1alpha1",
                 "kind": "VncPassword",
@@ -414,38 +419,40 @@ async fn perform(
                 "spec": spec,
             });
             // A new child is created (POST: a VncPassword of that name written by hand meanwhile
-            // makes it fail, and is never taken over); an existing one, the set's own, gets its
-            // fields back by server-side apply.
-            let exists = api.get_opt(name).await.map_err(err("reading", name))?;
-            let applied = match exists {
-                None => {
-                    let object: VncPassword =
-                        serde_json::from_value(object).expect("a VncPassword");
-                    match api
-                        .create(
-                            &PostParams {
-                                field_manager: Some(SET_FIELD_MANAGER.to_string()),
-                                ..PostParams::default()
-                            },
-                            &object,
-                        )
-                        .await
-                    {
-                        Ok(created) => created,
-                        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(()),
-                        Err(e) => return Err(err("creating", name)(e)),
-                    }
-                }
-                Some(existing) if !owned_by(&existing, uid) => return Ok(()),
-                Some(_) => api
+            // makes it fail, and is never taken over); an existing one, the set's own as the cache
+            // says, gets its fields back by server-side apply.
+            let applied = if let Some(child_uid) = child_uid {
+                // The uid makes the API server refuse (409) the apply if the name now belongs to
+                // another object.
+                let mut object = object;
+                object["metadata"]["uid"] = json!(child_uid);
+                match api
                     .patch(
                         name,
                         &PatchParams::apply(SET_FIELD_MANAGER).force(),
                         &Patch::Apply(&object),
                     )
                     .await
-                    .map_err(err("applying", name))?,
+                {
+                    Ok(applied) => applied,
+                    Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => return Ok(()),
+                    Err(e) => return Err(err("applying", name)(e)),
+                }
+            } else {
+                let object: VncPassword = serde_json::from_value(object).expect("a VncPassword");
+                let params = PostParams {
+                    field_manager: Some(SET_FIELD_MANAGER.to_string()),
+                    ..PostParams::default()
+                };
+                match api.create(&params, &object).await {
+                    Ok(created) => created,
+                    Err(kube::Error::Api(e)) if e.code == 409 => return Ok(()),
+                    Err(e) => return Err(err("creating", name)(e)),
+                }
             };
+            if !owned_by(&applied, uid) {
+                return Ok(());
+            }
             if applied.spec != *spec {
                 // Fields someone else added (another field manager) stay under an apply: the spec
                 // is replaced, on the version just read (a conflict: the next pass looks again).
@@ -485,16 +492,12 @@ async fn perform(
                 Err(e) => return Err(err("marking", name)(e)),
             }
         }
-        Step::Delete { name } => {
-            let child_uid = api
-                .get_opt(name)
-                .await
-                .map_err(err("reading", name))?
-                .filter(|c| owned_by(c, uid))
-                .and_then(|c| c.uid());
-            let Some(child_uid) = child_uid else {
-                return Ok(());
-            };
+        Step::Delete {
+            name,
+            uid: child_uid,
+        } => {
+            // Only that child: a VncPassword of the same name made since is not deleted.
+            let child_uid = child_uid.clone();
             let params = DeleteParams {
                 preconditions: Some(Preconditions {
                     uid: Some(child_uid),

@@ -38,6 +38,7 @@ pub enum Selection {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Child {
     pub name: String,
+    pub uid: String,
     pub instance_id: String,
     pub spec: VncPasswordSpec,
     /// Whether this set is its controlling owner (a VncPassword of the same name written by hand
@@ -61,14 +62,18 @@ pub struct ChildState {
 /// One change to make.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// Create the child, or put its spec back.
-    Apply { name: String, spec: VncPasswordSpec },
+    /// Create the child (`uid: None`), or put the spec of the child of that uid back.
+    Apply {
+        name: String,
+        spec: VncPasswordSpec,
+        uid: Option<String>,
+    },
     /// Its instance left the selection: note since when.
     MarkUnselected { name: String },
     /// Its instance is selected again.
     Unmark { name: String },
-    /// The grace period has passed.
-    Delete { name: String },
+    /// The grace period has passed: delete the child of this uid.
+    Delete { name: String, uid: String },
 }
 
 /// The status counts and conditions.
@@ -190,6 +195,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
                         steps.push(Step::Apply {
                             name: c.name.clone(),
                             spec: desired,
+                            uid: Some(c.uid.clone()),
                         });
                     } else {
                         more_applies = true;
@@ -220,6 +226,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
                     steps.push(Step::Apply {
                         name,
                         spec: desired,
+                        uid: None,
                     });
                 } else {
                     more_applies = true;
@@ -245,6 +252,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
                 if due <= inputs.now {
                     steps.push(Step::Delete {
                         name: c.name.clone(),
+                        uid: c.uid.clone(),
                     });
                 } else {
                     next_removal = Some(next_removal.map_or(due, |t| t.min(due)));

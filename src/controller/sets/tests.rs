@@ -32,6 +32,7 @@ fn now() -> jiff::Timestamp {
 fn child(id: &str, state: ChildState) -> Child {
     let name = child_name("s", id);
     Child {
+        uid: format!("uid-{id}"),
         spec: child_spec(&spec(), &name, id),
         name,
         instance_id: id.into(),
@@ -114,7 +115,7 @@ fn a_child_edited_by_hand_is_put_back() {
     edited.spec.reboot_policy = crate::api::RebootPolicy::Automatic;
     let plan = run(ids(&["i-aaaaaaaa01"]), &[edited], 600);
     assert!(
-        matches!(&plan.steps[..], [Step::Apply { spec, .. }] if spec.reboot_policy == crate::api::RebootPolicy::Manual)
+        matches!(&plan.steps[..], [Step::Apply { spec, uid: Some(_), .. }] if spec.reboot_policy == crate::api::RebootPolicy::Manual)
     );
 }
 
