@@ -445,14 +445,16 @@ fn the_argocd_cm_patch_carries_health_lua_verbatim() {
     let patch: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
     assert_eq!(patch["kind"].as_str(), Some("ConfigMap"));
     assert_eq!(patch["metadata"]["name"].as_str(), Some("argocd-cm"));
-    let script = patch["data"]["resource.customizations.health.ecsvnc.io_VncPassword"]
-        .as_str()
-        .expect("the health key Argo CD reads for ecsvnc.io/VncPassword");
-    assert!(
-        script == health_script(),
-        "deploy/argocd/argocd-cm-patch.yaml differs from deploy/argocd/health.lua: \
-         copy health.lua into the patch (indented by 4 spaces)"
-    );
+    for kind in ["VncPassword", "VncPasswordSet"] {
+        let script = patch["data"][format!("resource.customizations.health.ecsvnc.io_{kind}")]
+            .as_str()
+            .unwrap_or_else(|| panic!("the health key Argo CD reads for ecsvnc.io/{kind}"));
+        assert!(
+            script == health_script(),
+            "deploy/argocd/argocd-cm-patch.yaml differs from deploy/argocd/health.lua for {kind}: \
+             copy health.lua into the patch (indented by 4 spaces)"
+        );
+    }
 }
 
 #[test]

@@ -1,4 +1,4 @@
--- Argo CD health check for ecsvnc.io/VncPassword (resource.customizations.health.ecsvnc.io_VncPassword).
+-- Argo CD health check for ecsvnc.io/VncPassword and ecsvnc.io/VncPasswordSet (resource.customizations.health.ecsvnc.io_<Kind>).
 -- Argo CD runs this with the live object in the global `obj` and reads the returned table's
 -- `status` and `message`. See README.md beside this file for how to install it and why each state
 -- maps as it does.

@@ -453,11 +453,11 @@ async fn perform(
             if !owned_by(&applied, uid) {
                 return Ok(());
             }
-            if applied.spec != *spec {
+            if applied.spec != **spec {
                 // Fields someone else added (another field manager) stay under an apply: the spec
                 // is replaced, on the version just read (a conflict: the next pass looks again).
                 let mut replaced = applied;
-                replaced.spec = spec.clone();
+                replaced.spec = (**spec).clone();
                 replaced.status = None;
                 let params = PostParams {
                     field_manager: Some(SET_FIELD_MANAGER.to_string()),

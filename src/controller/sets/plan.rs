@@ -65,7 +65,7 @@ pub enum Step {
     /// Create the child (`uid: None`), or put the spec of the child of that uid back.
     Apply {
         name: String,
-        spec: VncPasswordSpec,
+        spec: Box<VncPasswordSpec>,
         uid: Option<String>,
     },
     /// Its instance left the selection: note since when.
@@ -194,7 +194,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
                         applies += 1;
                         steps.push(Step::Apply {
                             name: c.name.clone(),
-                            spec: desired,
+                            spec: Box::new(desired),
                             uid: Some(c.uid.clone()),
                         });
                     } else {
@@ -225,7 +225,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
                     applies += 1;
                     steps.push(Step::Apply {
                         name,
-                        spec: desired,
+                        spec: Box::new(desired),
                         uid: None,
                     });
                 } else {

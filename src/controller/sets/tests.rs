@@ -76,7 +76,7 @@ fn new_instances_get_children_and_the_set_progresses() {
     let plan = run(ids(&["i-aaaaaaaa01", "i-aaaaaaaa02"]), &[], 600);
     assert_eq!(plan.steps.len(), 2);
     assert!(
-        matches!(&plan.steps[0], Step::Apply { name, spec } if name == "s-i-aaaaaaaa01" && spec.instance_id == "i-aaaaaaaa01" && spec.password_secret_ref.name == "s-i-aaaaaaaa01" && spec.password_generation.is_some())
+        matches!(&plan.steps[0], Step::Apply { name, spec, uid: None } if name == "s-i-aaaaaaaa01" && spec.instance_id == "i-aaaaaaaa01" && spec.password_secret_ref.name == "s-i-aaaaaaaa01" && spec.password_generation.is_some())
     );
     assert_eq!(reason(&plan, "Ready"), (false, "Progressing".into()));
     assert_eq!(reason(&plan, "Reconciling"), (true, "Progressing".into()));
@@ -165,7 +165,8 @@ fn an_instance_that_leaves_is_marked_then_deleted_after_the_grace_period() {
     assert_eq!(
         plan.steps,
         vec![Step::Delete {
-            name: "s-i-aaaaaaaa02".into()
+            name: "s-i-aaaaaaaa02".into(),
+            uid: "uid-i-aaaaaaaa02".into(),
         }]
     );
 }
