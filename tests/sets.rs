@@ -238,7 +238,7 @@ async fn node_set(client: Client, sim: &Sim, ns: String) {
         "pool",
         json!({"regionId": "cn-hangzhou",
                "selector": {"nodes": {"matchLabels": {"alibabacloud.com/nodepool-id": pool}}},
-               "template": {"passwordGeneration": {"secretDeletionPolicy": "Delete"}},
+               "template": {"passwordGeneration": {}},
                "removalGracePeriod": "0s"}),
     )
     .await;
@@ -255,7 +255,10 @@ async fn node_set(client: Client, sim: &Sim, ns: String) {
     )
     .await;
 
-    // A Node deleted: its child goes.
+    // A Node deleted and its instance released (a scale-in): its child goes, and with it its
+    // Secret, whose password is live nowhere now (made owned by the child before the child is
+    // deleted, so Kubernetes' garbage collector deletes it; this control plane runs none).
+    sim.set_status(&instances[0], "Released");
     Api::<Node>::all(client.clone())
         .delete(&nodes[0], &DeleteParams::default())
         .await
@@ -268,6 +271,20 @@ async fn node_set(client: Client, sim: &Sim, ns: String) {
         |s, kids| ready_count(s) == (2, 2, Some("True/AllReady".into())) && kids.len() == 2,
     )
     .await;
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .get(&format!("pool-{}", instances[0]))
+        .await
+        .expect("the released instance's Secret (no garbage collector here)");
+    assert!(
+        secret
+            .owner_references()
+            .iter()
+            .any(|o| o.kind == "VncPassword"
+                && o.name == format!("pool-{}", instances[0])
+                && o.controller == Some(true)),
+        "the Secret of a released instance goes with its child: {:?}",
+        secret.owner_references()
+    );
     for name in &nodes[1..] {
         let _ = Api::<Node>::all(client.clone())
             .delete(name, &DeleteParams::default())

@@ -27,6 +27,7 @@ use crate::api::{
 use crate::controller::context::Context;
 use crate::controller::decide::{self, Failure, Phase};
 use crate::controller::plan::{self, Observed, Requeue, Round, Step};
+use crate::controller::sets;
 use inputs::Inputs;
 
 /// More steps than any plan takes (a read of the Secrets, generate, apply, describe, intent,
@@ -95,13 +96,15 @@ fn result_label(phase: &Phase, applied_now: bool) -> &'static str {
     }
 }
 
-/// Waits for a work slot (served in turn per namespace, see `slots`), then reconciles the object
+/// Waits for a work slot (served in turn per namespace, and within a namespace between the sets'
+/// children and the other VncPasswords, see `slots` and `sets::share`), then reconciles the object
 /// as the watch shows it by then. Every due object waits here, so this part is kept small: the
 /// object and the context (both shared) and one queue entry; the reconcile's own state is
 /// allocated only once it has its slot.
 pub async fn reconcile(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
-    let Some(_slot) = ctx.slots.acquire(namespace).await else {
+    let share = sets::share(namespace, sets::owning_set(&obj).is_some());
+    let Some(_slot) = ctx.slots.acquire(&share).await else {
         // Shutting down: what has not started does not start.
         return Ok(Action::await_change());
     };

@@ -23,8 +23,7 @@ use serde_json::json;
 
 use crate::api::{
     ANNOTATION_UNSELECTED_SINCE, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_SET, MANAGED_BY,
-    SET_FIELD_MANAGER, SetReason, VncPassword, VncPasswordSet, VncPasswordSetStatus,
-    VncPasswordSpec, condition,
+    SET_FIELD_MANAGER, SetReason, VncPassword, VncPasswordSet, VncPasswordSetStatus, condition,
 };
 use crate::controller::context::Context;
 use crate::controller::decide::{self, Failure};
@@ -82,6 +81,19 @@ pub fn owning_set(obj: &VncPassword) -> Option<ObjectRef<VncPasswordSet>> {
     Some(ObjectRef::new(&owner.name).within(obj.namespace()?.as_str()))
 }
 
+/// The work-slot share (`slots`) of a reconcile in `namespace`: the sets' work (their passes and
+/// their children's reconciles) has a share of its own beside the namespace's other VncPasswords,
+/// so a set of thousands never starves a VncPassword written by hand, and a namespace gains at
+/// most one more share however many sets it makes.
+pub fn share(namespace: &str, set_work: bool) -> std::borrow::Cow<'_, str> {
+    if set_work {
+        // `/` cannot appear in a namespace name.
+        format!("{namespace}/sets").into()
+    } else {
+        namespace.into()
+    }
+}
+
 /// The sets with a node selector, to wake on a Node change.
 pub fn node_sets(store: &Store<VncPasswordSet>) -> Vec<ObjectRef<VncPasswordSet>> {
     store
@@ -105,15 +117,16 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     let ctx = sctx.ctx.clone();
-    // A set's pass takes a work slot of its namespace, like one of its children's reconciles.
-    let Some(_slot) = ctx.slots.acquire(&namespace).await else {
+    // A set's pass takes a work slot of its namespace's set share, like its children's reconciles.
+    let share = share(&namespace, true);
+    let Some(_slot) = ctx.slots.acquire(&share).await else {
         return Ok(Action::await_change());
     };
     let now = ctx.now();
     let status = set.status.clone().unwrap_or_default();
     let fresh_spec = status.observed_generation != set.meta().generation;
 
-    let mut children = children_of(&ctx.watched.objects, &namespace, &uid);
+    let mut children = children_of(&ctx, &namespace, &uid);
     let mut last_selection_time = status.last_selection_time.clone();
     let (selection, grace) = match durations(&set) {
         Err(message) => (
@@ -168,12 +181,15 @@ pub async fn reconcile(
     };
 
     children.extend(name_collisions(
-        &ctx.watched.objects,
-        &name,
-        &namespace,
-        &selection,
-        &children,
+        &ctx, &name, &namespace, &selection, &children,
     ));
+    let gone = gone_instances(
+        &ctx,
+        &set,
+        &namespace,
+        plan::due_retained(&children, grace, now),
+    )
+    .await;
     let plan = plan::plan(&plan::Inputs {
         set_name: &name,
         spec: &set.spec,
@@ -181,6 +197,7 @@ pub async fn reconcile(
         children: &children,
         grace,
         now,
+        gone: &gone,
     });
     let api = Api::<VncPassword>::namespaced(ctx.client.clone(), &namespace);
     for step in &plan.steps {
@@ -243,20 +260,21 @@ fn durations(set: &VncPasswordSet) -> Result<(Duration, Duration), String> {
 }
 
 /// The set's children as the cache holds them (one pass over the cache).
-fn children_of(store: &Store<VncPassword>, namespace: &str, uid: &str) -> Vec<Child> {
-    store
+fn children_of(ctx: &Context, namespace: &str, uid: &str) -> Vec<Child> {
+    ctx.watched
+        .objects
         .state()
         .iter()
         .filter(|o| o.metadata.namespace.as_deref() == Some(namespace))
         .filter(|o| owned_by(o, uid))
-        .map(|o| child(o, true))
+        .map(|o| child(ctx, o, true))
         .collect()
 }
 
 /// VncPasswords that have the name of a selected instance's child but another owner (written by
 /// hand): never touched, counted as stalled.
 fn name_collisions(
-    store: &Store<VncPassword>,
+    ctx: &Context,
     set_name: &str,
     namespace: &str,
     selection: &Selection,
@@ -269,8 +287,12 @@ fn name_collisions(
     ids.iter()
         .map(|id| plan::child_name(set_name, id))
         .filter(|name| !own.contains(name.as_str()))
-        .filter_map(|name| store.get(&ObjectRef::new(&name).within(namespace)))
-        .map(|o| child(&o, false))
+        .filter_map(|name| {
+            ctx.watched
+                .objects
+                .get(&ObjectRef::new(&name).within(namespace))
+        })
+        .map(|o| child(ctx, &o, false))
         .collect()
 }
 
@@ -280,8 +302,21 @@ fn owned_by(obj: &VncPassword, uid: &str) -> bool {
         .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
-fn child(obj: &VncPassword, owned: bool) -> Child {
+fn child(ctx: &Context, obj: &VncPassword, owned: bool) -> Child {
     let status = obj.status.as_ref();
+    let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
+    let secret_goes_with_it = match ctx
+        .watched
+        .secret(namespace, &obj.spec.password_secret_ref.name)
+    {
+        None => true,
+        Some(secret) => secret
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == obj.metadata.uid.as_ref()),
+    };
     let state = ChildState {
         observed: status.is_some_and(|s| s.observed_generation == obj.metadata.generation),
         ready: status.is_some_and(|s| s.is_true(condition::READY)),
@@ -290,6 +325,7 @@ fn child(obj: &VncPassword, owned: bool) -> Child {
             .and_then(|s| s.condition(condition::STALLED))
             .filter(|c| c.status == "True")
             .map(|c| c.reason.clone()),
+        secret_goes_with_it,
     };
     Child {
         name: obj.name_any(),
@@ -313,18 +349,10 @@ async fn tagged(
     namespace: &str,
 ) -> Result<Selection, SetError> {
     let template = &set.spec.template;
-    // The credentials resolve exactly as a child's would.
-    let probe = plan::child_spec(&set.spec, "probe", "i-00000000");
-    let probe = VncPasswordSpec {
-        credentials: template.credentials.clone(),
-        ..probe
+    let credentials = match set_credentials(ctx, set, namespace).await? {
+        Err(failure) => return Ok(failed(&failure)),
+        Ok(credentials) => credentials,
     };
-    let credentials =
-        match crate::controller::reconcile::inputs::credentials(ctx, &probe, namespace).await {
-            Err(e) => return Err(SetError::Credentials(e.to_string())),
-            Ok(Err(failure)) => return Ok(failed(&failure)),
-            Ok(Ok((credentials, _))) => credentials,
-        };
     let mut tags: Vec<(String, String)> = set
         .spec
         .selector
@@ -359,6 +387,51 @@ async fn tagged(
             &set.spec.region_id,
             "",
         ))),
+    }
+}
+
+/// The template's credentials, resolved exactly as a child's would be.
+async fn set_credentials(
+    ctx: &Context,
+    set: &VncPasswordSet,
+    namespace: &str,
+) -> Result<Result<crate::ecs::Credentials, Failure>, SetError> {
+    let probe = plan::child_spec(&set.spec, "probe", "i-00000000");
+    match crate::controller::reconcile::inputs::credentials(ctx, &probe, namespace).await {
+        Err(e) => Err(SetError::Credentials(e.to_string())),
+        Ok(Err(failure)) => Ok(Err(failure)),
+        Ok(Ok((credentials, _))) => Ok(Ok(credentials)),
+    }
+}
+
+/// Which of `ids` ECS no longer knows (released instances are absent from DescribeInstances).
+/// When that cannot be learnt, none: their Secrets are kept.
+async fn gone_instances(
+    ctx: &Context,
+    set: &VncPasswordSet,
+    namespace: &str,
+    ids: Vec<String>,
+) -> BTreeSet<String> {
+    if ids.is_empty() {
+        return BTreeSet::new();
+    }
+    let credentials = match set_credentials(ctx, set, namespace).await {
+        Ok(Ok(c)) => c,
+        _ => return BTreeSet::new(),
+    };
+    match ctx
+        .ecs
+        .describe_instances(&credentials, &set.spec.region_id, &ids)
+        .await
+    {
+        Ok(found) => {
+            let found: BTreeSet<String> = found.into_iter().map(|i| i.instance_id).collect();
+            ids.into_iter().filter(|id| !found.contains(id)).collect()
+        }
+        Err(e) => {
+            tracing::info!(namespace, set = %set.name_any(), error = %e, "cannot tell whether removed instances still exist; their Secrets are kept");
+            BTreeSet::new()
+        }
     }
 }
 

@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::api::{PasswordSecretRef, SetReason, VncPasswordSetSpec, VncPasswordSpec, condition};
+use crate::api::{
+    PasswordSecretRef, SecretDeletionPolicy, SetReason, VncPasswordSetSpec, VncPasswordSpec,
+    condition,
+};
 use crate::controller::conditions::Desired;
 
 /// Children created or put back per pass: a set of 5,000 instances creates its children at most
@@ -17,6 +20,10 @@ pub const NEXT_BATCH: Duration = Duration::from_secs(1);
 pub const PROGRESS_RECHECK: Duration = Duration::from_secs(30);
 /// A settled set (nothing to do but wait for a selection change) looks again this often.
 pub const SETTLED_RECHECK: Duration = Duration::from_secs(300);
+/// How long a child whose instance is gone is kept past its grace period for its Secret to be
+/// handed over (made owned by the child, so that it goes too); then it is deleted regardless and
+/// its Secret stays.
+pub const SECRET_HANDOVER_WAIT: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
 
 /// The instances the selector matches, as far as this pass knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +64,16 @@ pub struct ChildState {
     pub reboot_required: bool,
     /// `Stalled=True`: its reason.
     pub stalled: Option<String>,
+    /// Its generated Secret is owned by it (an ownerReference: it goes with the child), or does
+    /// not exist.
+    pub secret_goes_with_it: bool,
+}
+
+impl ChildState {
+    /// The child found its instance gone (released): its password is live nowhere.
+    pub fn instance_gone(&self) -> bool {
+        self.stalled.as_deref() == Some(crate::api::Reason::InstanceNotFound.as_str())
+    }
 }
 
 /// One change to make.
@@ -145,6 +162,32 @@ pub struct Inputs<'a> {
     pub children: &'a [Child],
     pub grace: jiff::SignedDuration,
     pub now: jiff::Timestamp,
+    /// Instances ECS no longer knows, among those [`due_retained`] named.
+    pub gone: &'a BTreeSet<String>,
+}
+
+/// Whether the child's grace period has passed.
+fn due(c: &Child, grace: jiff::SignedDuration, now: jiff::Timestamp) -> bool {
+    c.unselected_since
+        .is_some_and(|since| since.checked_add(grace).unwrap_or(since) <= now)
+}
+
+fn retains_secret(c: &Child) -> bool {
+    c.spec.generation().map(|g| g.secret_deletion_policy) == Some(SecretDeletionPolicy::Retain)
+}
+
+/// The instances of children due for deletion whose Secret would stay (`Retain`): whether they
+/// still exist decides whether their Secret goes too (ask ECS, then plan with [`Inputs::gone`]).
+pub fn due_retained(
+    children: &[Child],
+    grace: jiff::SignedDuration,
+    now: jiff::Timestamp,
+) -> Vec<String> {
+    children
+        .iter()
+        .filter(|c| c.owned && due(c, grace, now) && retains_secret(c))
+        .map(|c| c.instance_id.clone())
+        .collect()
 }
 
 pub fn plan(inputs: &Inputs) -> Plan {
@@ -249,13 +292,42 @@ pub fn plan(inputs: &Inputs) -> Plan {
             }),
             Some(since) => {
                 let due = since.checked_add(inputs.grace).unwrap_or(since);
-                if due <= inputs.now {
+                let handover_until = due.checked_add(SECRET_HANDOVER_WAIT).unwrap_or(due);
+                let retained = retains_secret(c);
+                let gone = c.state.instance_gone() || inputs.gone.contains(&c.instance_id);
+                if due > inputs.now {
+                    next_removal = Some(next_removal.map_or(due, |t| t.min(due)));
+                } else if gone && retained && inputs.now < handover_until {
+                    // Its instance is gone, so its password is live nowhere: the Secret is handed
+                    // to the child (policy Delete: the child's reconcile adds the ownerReference)
+                    // and goes with it, instead of staying forever under Retain.
+                    let mut spec = c.spec.clone();
+                    if let Some(g) = spec.password_generation.as_mut() {
+                        g.secret_deletion_policy = SecretDeletionPolicy::Delete;
+                    }
+                    steps.push(Step::Apply {
+                        name: c.name.clone(),
+                        spec: Box::new(spec),
+                        uid: Some(c.uid.clone()),
+                    });
+                    next_removal = Some(next_removal.map_or(inputs.now, |t| t.min(inputs.now)));
+                } else if !retained
+                    && inputs
+                        .spec
+                        .template
+                        .password_generation
+                        .secret_deletion_policy
+                        == SecretDeletionPolicy::Retain
+                    && !c.state.secret_goes_with_it
+                    && inputs.now < handover_until
+                {
+                    // Handed over; waiting for the child's reconcile to take the Secret.
+                    next_removal = Some(next_removal.map_or(inputs.now, |t| t.min(inputs.now)));
+                } else {
                     steps.push(Step::Delete {
                         name: c.name.clone(),
                         uid: c.uid.clone(),
                     });
-                } else {
-                    next_removal = Some(next_removal.map_or(due, |t| t.min(due)));
                 }
             }
         }

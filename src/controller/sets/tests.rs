@@ -55,7 +55,12 @@ fn ids(list: &[&str]) -> Selection {
 }
 
 fn run(selection: Selection, children: &[Child], grace_s: i64) -> Plan {
+    run_gone(selection, children, grace_s, &[])
+}
+
+fn run_gone(selection: Selection, children: &[Child], grace_s: i64, gone: &[&str]) -> Plan {
     let spec = spec();
+    let gone: BTreeSet<String> = gone.iter().map(|s| s.to_string()).collect();
     plan(&Inputs {
         set_name: "s",
         spec: &spec,
@@ -63,6 +68,7 @@ fn run(selection: Selection, children: &[Child], grace_s: i64) -> Plan {
         children,
         grace: jiff::SignedDuration::from_secs(grace_s),
         now: now(),
+        gone: &gone,
     })
 }
 
@@ -280,4 +286,76 @@ fn long_names_are_cut_with_a_hash_and_keep_the_instance() {
         child_name(&"a".repeat(62), "i-bp67acfmxazb4ph0001aaaaaaaaaaa")
     );
     assert_eq!(child_name("pool", "i-1234567890"), "pool-i-1234567890");
+}
+
+#[test]
+fn the_secret_of_a_released_instance_goes_with_its_child() {
+    use crate::api::SecretDeletionPolicy::{Delete, Retain};
+    let mut leaving = child("i-aaaaaaaa02", ready());
+    leaving.unselected_since = Some(now() - jiff::SignedDuration::from_secs(600));
+    let kept = [child("i-aaaaaaaa01", ready()), leaving.clone()];
+    // Due, Retain: ask ECS whether the instance still exists.
+    assert_eq!(
+        due_retained(&kept, jiff::SignedDuration::from_secs(600), now()),
+        vec!["i-aaaaaaaa02".to_string()]
+    );
+    // It exists: the child goes, its Secret stays (its password may be live).
+    let plan = run_gone(ids(&["i-aaaaaaaa01"]), &kept, 600, &[]);
+    assert!(matches!(&plan.steps[..], [Step::Delete { .. }]));
+    // It is gone: first the Secret is handed to the child (policy Delete), nothing deleted yet.
+    let plan = run_gone(ids(&["i-aaaaaaaa01"]), &kept, 600, &["i-aaaaaaaa02"]);
+    assert!(
+        matches!(&plan.steps[..], [Step::Apply { spec, uid: Some(_), .. }] if spec.password_generation.as_ref().unwrap().secret_deletion_policy == Delete)
+    );
+    // Handed over, the Secret not yet owned by the child: wait.
+    let mut handed = leaving.clone();
+    handed
+        .spec
+        .password_generation
+        .as_mut()
+        .unwrap()
+        .secret_deletion_policy = Delete;
+    assert!(
+        due_retained(
+            &[handed.clone()],
+            jiff::SignedDuration::from_secs(600),
+            now()
+        )
+        .is_empty()
+    );
+    let plan = run(
+        ids(&["i-aaaaaaaa01"]),
+        &[child("i-aaaaaaaa01", ready()), handed.clone()],
+        600,
+    );
+    assert!(plan.steps.is_empty(), "{:?}", plan.steps);
+    // Owned by the child now: the child goes, and the Secret with it.
+    handed.state.secret_goes_with_it = true;
+    let plan = run(
+        ids(&["i-aaaaaaaa01"]),
+        &[child("i-aaaaaaaa01", ready()), handed.clone()],
+        600,
+    );
+    assert!(matches!(&plan.steps[..], [Step::Delete { .. }]));
+    // Never taken within the wait: the child goes anyway (its Secret stays).
+    handed.state.secret_goes_with_it = false;
+    handed.unselected_since =
+        Some(now() - jiff::SignedDuration::from_secs(600) - SECRET_HANDOVER_WAIT);
+    let plan = run(
+        ids(&["i-aaaaaaaa01"]),
+        &[child("i-aaaaaaaa01", ready()), handed],
+        600,
+    );
+    assert!(matches!(&plan.steps[..], [Step::Delete { .. }]));
+    let _ = Retain;
+}
+
+#[test]
+fn set_work_has_its_own_share_in_the_namespace() {
+    assert_eq!(super::share("team-a", false), "team-a");
+    assert_eq!(super::share("team-a", true), "team-a/sets");
+    assert_ne!(
+        super::share("team-a", true),
+        super::share("team-a-sets", false)
+    );
 }
