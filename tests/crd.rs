@@ -1,5 +1,5 @@
-//! The checked-in CRD is exactly what `ecs-vnc-controller crd` prints, and it carries what users
-//! and the API server rely on.
+//! The checked-in CRD is exactly what `ecs-vnc-controller crd` prints, it carries what users and
+//! the API server rely on, and `docs/reference/api.md` is generated from it.
 
 use std::process::Command;
 
@@ -12,6 +12,89 @@ fn checked_in_crd_matches_the_generated_one() {
         generated == checked_in,
         "crds/vncpassword.yaml is stale: run `cargo run --bin ecs-vnc-controller -- crd > crds/vncpassword.yaml`"
     );
+}
+
+/// `docs/reference/api.md` after its intro is generated from every CRD in `crds/`
+/// (`support::api_reference`); it fails when they differ, and `UPDATE_GENERATED=1` rewrites it.
+#[test]
+fn api_reference_matches_the_checked_in_crds() {
+    let root = support::repo_root();
+    let path = root.join("docs/reference/api.md");
+    let page = std::fs::read_to_string(&path).expect("docs/reference/api.md exists");
+    let marker = support::api_reference::MARKER;
+    let intro_end = page.find(marker).unwrap_or_else(|| {
+        panic!("docs/reference/api.md lacks the line that starts its generated part:\n{marker}")
+    }) + marker.len();
+    let generated = support::api_reference::render(&root.join("crds"), "../../");
+    if page[intro_end..] == generated {
+        return;
+    }
+    if std::env::var_os("UPDATE_GENERATED").is_some() {
+        std::fs::write(&path, format!("{}{generated}", &page[..intro_end]))
+            .expect("write docs/reference/api.md");
+        return;
+    }
+    panic!(
+        "docs/reference/api.md is stale (it is generated from crds/*.yaml): run UPDATE_GENERATED=1 cargo test --test crd api_reference"
+    );
+}
+
+/// The generator takes every CustomResourceDefinition of the directory's `*.yaml` files in
+/// file-name order (a second kind, several versions, a cluster scope), and nothing else.
+#[test]
+fn api_reference_renders_every_crd_in_file_name_order() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let crds = dir.path().join("crds");
+    std::fs::create_dir(&crds).expect("crds/");
+    std::fs::write(
+        crds.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [b.yaml]\n",
+    )
+    .unwrap();
+    // JSON is YAML.
+    let schema = serde_json::json!({"type": "object", "properties": {"spec": {
+        "type": "object",
+        "x-kubernetes-validations": [{"rule": "self.n > 0", "messageExpression": "\"n: \" + string(self.n)"}],
+        "properties": {"n": {"type": "integer", "minimum": 1, "x-kubernetes-validations": [{"rule": "self < 9"}]}},
+    }}});
+    let crd = |kind: &str, scope: &str, versions: &[&str]| {
+        let versions: Vec<_> = versions
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                serde_json::json!({"name": name, "served": true, "storage": i == 0,
+                    "schema": {"openAPIV3Schema": schema}})
+            })
+            .collect();
+        serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "x"},
+            "spec": {"group": "example.com", "scope": scope, "versions": versions,
+                "names": {"kind": kind, "plural": kind.to_lowercase()}},
+        })
+        .to_string()
+    };
+    std::fs::write(crds.join("b.yaml"), crd("Beta", "Cluster", &["v1", "v2"])).unwrap();
+    std::fs::write(crds.join("a.yaml"), crd("Alpha", "Namespaced", &["v1"])).unwrap();
+    let page = support::api_reference::render(&crds, "../");
+    let alpha = page.find("\n## Alpha\n").expect("Alpha rendered");
+    let beta = page.find("\n## Beta\n").expect("Beta rendered");
+    assert!(alpha < beta, "file-name order:\n{page}");
+    assert!(!page.contains("Kustomization"), "{page}");
+    assert!(page.contains("| scope | Cluster |"), "{page}");
+    assert!(page.contains("[crds/b.yaml](../crds/b.yaml)"), "{page}");
+    // With several versions each heading names its version, so anchors stay apart.
+    assert!(page.contains("#### `Beta.spec` (v1)") && page.contains("#### `Beta.spec` (v2)"));
+    assert!(page.contains("#### `Alpha.spec`\n"), "{page}");
+    assert!(
+        page.contains("| `spec.n` | integer; minimum 1 | no |"),
+        "{page}"
+    );
+    assert!(
+        page.contains("- (message computed by `\"n: \" + string(self.n)`)"),
+        "{page}"
+    );
+    assert!(page.contains("- `n`: failed rule: `self < 9`"), "{page}");
 }
 
 #[test]

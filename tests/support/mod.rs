@@ -8,6 +8,7 @@
 //! skip.
 #![allow(dead_code)]
 
+pub mod api_reference;
 pub mod case;
 pub mod controller;
 pub mod helm;
