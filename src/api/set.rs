@@ -161,8 +161,8 @@ pub struct SetSelector {
 pub struct VncPasswordTemplate {
     /// Each child generates (and rotates) its instance's password in its own Secret, as
     /// `passwordGeneration` of a VncPassword. `secretDeletionPolicy: Delete` deletes a child's
-    /// Secret with the child; with `Retain` (default) it stays, unless the child found its
-    /// instance gone (`InstanceNotFound`).
+    /// Secret with the child; with `Retain` (default) it stays when the child is removed, unless
+    /// ECS no longer knows the instance (released: its password is live nowhere).
     pub password_generation: PasswordGeneration,
 
     /// Credentials for the children and for listing tagged instances, as `credentials` of a
