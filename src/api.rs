@@ -351,8 +351,13 @@ pub struct VncPasswordSpec {
 }
 
 /// The controller generates (and optionally rotates) the password Secret.
+///
+/// Atomic for server-side apply: applying `passwordGeneration: {}` over an earlier
+/// `{secretDeletionPolicy: Delete}` then means `{}` (the defaults), where a granular object left
+/// `null` behind, which turned generation off.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-map-type" = "atomic"))]
 #[x_kube(validation = Rule::new("!has(self.rotationInterval) || (duration(self.rotationInterval) >= duration('1h') && duration(self.rotationInterval) <= duration('8784h'))").message("rotationInterval must be between 1h and 8784h (366 days)"))]
 pub struct PasswordGeneration {
     /// Generate and apply a new password when this long has passed since the last one was

@@ -402,3 +402,52 @@ async fn the_api_server_admits_the_new_shape_and_refuses_mixed_or_invalid_specs(
     }
     ns.delete().await;
 }
+
+/// `passwordGeneration` is atomic for server-side apply: a GitOps tool that applies
+/// `passwordGeneration: {}` after `{secretDeletionPolicy: Delete}` keeps generation on, with the
+/// default policy (a granular object was left `null`, which turned generation off).
+#[tokio::test]
+async fn applying_an_emptied_password_generation_keeps_it_on() {
+    use kube::api::{Patch, PatchParams};
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "crd-ssa").await;
+    let api: Api<ecs_vnc_controller::api::VncPassword> = Api::namespaced(client.clone(), &ns.name);
+    let apply = |generation: serde_json::Value| {
+        serde_json::json!({
+            "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword",
+            "metadata": {"name": "web"},
+            "spec": {"regionId": "cn-hangzhou", "instanceId": "i-bp67acfmxazb4ph0001",
+                     "passwordSecretRef": {"name": "web-vnc"}, "passwordGeneration": generation},
+        })
+    };
+    let params = PatchParams::apply("gitops");
+    let mut seen = Vec::new();
+    for generation in [
+        serde_json::json!({"secretDeletionPolicy": "Delete"}),
+        serde_json::json!({}),
+        serde_json::json!({"rotationInterval": "24h"}),
+        serde_json::json!({}),
+    ] {
+        let obj = api
+            .patch("web", &params, &Patch::Apply(apply(generation)))
+            .await
+            .expect("server-side apply");
+        seen.push(obj.spec.password_generation.clone());
+    }
+    use ecs_vnc_controller::api::{PasswordGeneration, SecretDeletionPolicy::*};
+    let g = |rotation: Option<&str>, policy| {
+        Some(PasswordGeneration {
+            rotation_interval: rotation.map(str::to_string),
+            secret_deletion_policy: policy,
+        })
+    };
+    assert_eq!(
+        seen,
+        vec![
+            g(None, Delete),
+            g(None, Retain),
+            g(Some("24h"), Retain),
+            g(None, Retain)
+        ]
+    );
+}
