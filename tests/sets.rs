@@ -82,7 +82,7 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|k| format!("i-{prefix}{k:08}")).collect()
 }
 
-async fn tag_set(client: Client, sim: &Sim, ns: String) {
+async fn tag_set(client: Client, sim: &Sim, ns: String) -> VncPasswordSet {
     let instances = ids("tagset", 50);
     for id in &instances {
         sim.add_tagged_instance(id, true, &[("pool", "web"), ("ecsvnc.io/namespace", &ns)]);
@@ -120,7 +120,8 @@ async fn tag_set(client: Client, sim: &Sim, ns: String) {
         .await
         .expect("the child's generated Secret");
     assert!(secret.data.unwrap_or_default().contains_key("password"));
-    let selected_at = set.status.unwrap().last_selection_time;
+    let selected_at = set.status.clone().unwrap().last_selection_time;
+    let all_ready = set;
 
     // A newly tagged instance gets its child within one resync (1m).
     sim.add_tagged_instance(
@@ -192,6 +193,7 @@ async fn tag_set(client: Client, sim: &Sim, ns: String) {
         (owner.kind.as_str(), owner.name.as_str(), owner.controller),
         ("VncPasswordSet", "web", Some(true))
     );
+    all_ready
 }
 
 async fn node(client: &Client, name: &str, pool: &str, provider_id: &str) {
@@ -207,7 +209,7 @@ async fn node(client: &Client, name: &str, pool: &str, provider_id: &str) {
         .expect("create the Node");
 }
 
-async fn node_set(client: Client, sim: &Sim, ns: String) {
+async fn node_set(client: Client, sim: &Sim, ns: String) -> VncPasswordSet {
     let pool = format!("np-{}", &ns[ns.len() - 8..]);
     let instances = ids("nodeset", 4);
     let mut nodes = Vec::new();
@@ -298,7 +300,8 @@ async fn node_set(client: Client, sim: &Sim, ns: String) {
             .is_some_and(|c| c.status == "True" && c.reason == "NothingSelected")
     })
     .await;
-    assert_eq!(set.status.unwrap().selected, 0);
+    assert_eq!(set.status.as_ref().unwrap().selected, 0);
+    set
 }
 
 #[tokio::test]
@@ -313,9 +316,17 @@ async fn sets_follow_tags_and_node_pools() {
         ..ControllerOptions::new(client.clone(), sim.url())
     })
     .await;
-    tokio::join!(
+    let (all_ready, nothing_selected) = tokio::join!(
         tag_set(client.clone(), &sim, tags_ns.name.clone()),
         node_set(client.clone(), &sim, nodes_ns.name.clone()),
     );
     controller.stop().await;
+    // kstatus itself (what Flux and `kubectl wait` use) reads the sets as the docs say: all ready
+    // is Current, a selector that matches nothing is Failed at once.
+    let verdicts = support::kstatus::judge(&[
+        serde_json::to_value(&all_ready).unwrap(),
+        serde_json::to_value(&nothing_selected).unwrap(),
+    ]);
+    let statuses: Vec<&str> = verdicts.iter().map(|v| v.status.as_str()).collect();
+    assert_eq!(statuses, ["Current", "Failed"], "{verdicts:?}");
 }
