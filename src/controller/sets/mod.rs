@@ -30,6 +30,9 @@ use crate::controller::decide::{self, Failure};
 use crate::controller::{conditions, schedule, tenancy};
 use plan::{Child, ChildState, Selection, Step};
 
+/// Child writes one pass has in flight at once.
+const WRITES_AT_ONCE: usize = 8;
+
 /// A set's status is written at most once per this long while only its counts change.
 pub const STATUS_PACE: Duration = Duration::from_secs(3);
 
@@ -200,8 +203,16 @@ pub async fn reconcile(
         gone: &gone,
     });
     let api = Api::<VncPassword>::namespaced(ctx.client.clone(), &namespace);
-    for step in &plan.steps {
-        perform(&api, &set, &uid, step, now).await?;
+    // A batch is at most `plan::APPLIES_PER_PASS` writes to the API server, a few at a time.
+    for batch in plan.steps.chunks(WRITES_AT_ONCE) {
+        let mut writes = Vec::with_capacity(batch.len());
+        for step in batch {
+            writes.push(perform(&api, &set, &uid, step, now));
+        }
+        futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .collect::<Result<(), SetError>>()?;
     }
 
     let mut requeue = plan.requeue;
