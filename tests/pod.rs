@@ -429,6 +429,76 @@ async fn the_shipped_deployment_runs_as_real_pods() {
     );
     eprintln!(">> VncPassword Ready {:.0?} after create", t.elapsed());
 
+    // --- a VncPasswordSet, run by the Pod with the shipped RBAC; deleted with its children -------
+    // Its children and their Secrets (secretDeletionPolicy Delete) go through ownerReferences, by
+    // this cluster's garbage collector (kube-controller-manager).
+    for id in ["i-podset00000001", "i-podset00000002"] {
+        sim.state()
+            .add_instance(ecs_vnc_controller::simulator::InstanceConfig {
+                id: id.into(),
+                region: "cn-hangzhou".into(),
+                io_optimized: true,
+                status: "Running".into(),
+                tags: [("fleet".to_string(), "pod".to_string())].into(),
+            });
+    }
+    let set = json!({
+        "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPasswordSet",
+        "metadata": {"name": "fleet", "namespace": ns.name},
+        "spec": {"regionId": "cn-hangzhou", "selector": {"instanceTags": {"fleet": "pod"}},
+                 "template": {"passwordGeneration": {"secretDeletionPolicy": "Delete"},
+                              "credentials": {"secretRef": {"name": "aliyun-credentials"}}}},
+    });
+    let sets: Api<ecs_vnc_controller::api::VncPasswordSet> =
+        Api::namespaced(client.clone(), &ns.name);
+    sets.create(
+        &kube::api::PostParams::default(),
+        &serde_json::from_value(set).unwrap(),
+    )
+    .await
+    .expect("create the VncPasswordSet");
+    let t = Instant::now();
+    support::eventually(
+        "the set Ready with 2 children",
+        Duration::from_secs(90),
+        || async {
+            let status = sets.get("fleet").await.ok()?.status?;
+            let ready = status.condition("Ready")?;
+            (ready.status == "True" && status.selected == 2 && status.ready == 2).then_some(())
+        },
+    )
+    .await;
+    eprintln!(">> VncPasswordSet Ready {:.0?} after create", t.elapsed());
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        secrets
+            .get_opt("fleet-i-podset00000001")
+            .await
+            .unwrap()
+            .is_some(),
+        "a child's generated Secret"
+    );
+    sets.delete("fleet", &Default::default())
+        .await
+        .expect("delete the set");
+    let children: Api<ecs_vnc_controller::api::VncPassword> =
+        Api::namespaced(client.clone(), &ns.name);
+    support::eventually(
+        "the set's children and their Secrets garbage-collected",
+        Duration::from_secs(60),
+        || async {
+            let kids = children
+                .list(&kube::api::ListParams::default().labels("ecsvnc.io/set=fleet"))
+                .await
+                .ok()?;
+            let secret = secrets.get_opt("fleet-i-podset00000001").await.ok()?;
+            (kids.items.is_empty() && secret.is_none()).then_some(())
+        },
+    )
+    .await;
+    eprintln!(">> VncPasswordSet deleted: children and Secrets gone");
+
     // --- delete the leader Pod: a clean exit within the grace period, the standby takes over -----
     let standby = first.keys().find(|n| **n != leader).unwrap().clone();
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), NS);
