@@ -121,6 +121,20 @@ async fn tag_set(client: Client, sim: &Sim, ns: String) -> VncPasswordSet {
         .expect("the child's generated Secret");
     assert!(secret.data.unwrap_or_default().contains_key("password"));
     let selected_at = set.status.clone().unwrap().last_selection_time;
+    // `kubectl describe` tells the story: children created, then all ready.
+    let reasons: Vec<String> =
+        Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().fields("involvedObject.kind=VncPasswordSet"))
+            .await
+            .expect("list Events")
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+    assert!(
+        reasons.iter().any(|r| r == "ChildrenCreated") && reasons.iter().any(|r| r == "AllReady"),
+        "{reasons:?}"
+    );
     let all_ready = set;
 
     // A newly tagged instance gets its child within one resync (1m).

@@ -2124,3 +2124,105 @@ async fn the_clients_buckets_are_per_account_and_a_copied_key_id_shares_nothing(
     // One GetCallerIdentity per credential, however many calls: A1, role, A2, B, junk.
     assert_eq!(sim.state().caller_identity_calls(), 5);
 }
+
+/// The client's tag discovery (VncPasswordSet's `instanceTags`) follows `NextToken` through every
+/// page, keeps only instances with all the tags (an empty value: any value of the key), and says
+/// when ECS's 1,000-instance limit for tag filters was reached.
+#[tokio::test]
+async fn tag_discovery_pages_through_every_tagged_instance_and_flags_the_limit() {
+    let mut instances: Vec<InstanceConfig> = (0..250)
+        .map(|n| {
+            tagged(
+                &format!("i-pool{n:06}"),
+                "cn-hangzhou",
+                "Running",
+                &[("pool", "web"), ("env", "prod")],
+            )
+        })
+        .collect();
+    instances.push(tagged(
+        "i-poolother1",
+        "cn-hangzhou",
+        "Running",
+        &[("pool", "db"), ("env", "prod")],
+    ));
+    instances.push(tagged(
+        "i-poolgone01",
+        "cn-hangzhou",
+        "Released",
+        &[("pool", "web"), ("env", "prod")],
+    ));
+    instances.extend((0..1000).map(|n| {
+        tagged(
+            &format!("i-big{n:07}"),
+            "cn-hangzhou",
+            "Running",
+            &[("big", "yes")],
+        )
+    }));
+    let sim = Simulator::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimulatorConfig {
+            access_keys: vec![AccessKeyConfig {
+                id: KEY.into(),
+                secret: SECRET.into(),
+                security_token: None,
+                account_id: None,
+            }],
+            instances,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("simulator");
+    ecs_vnc_controller::ecs::client::install_crypto_provider();
+    let client = EcsClient::new(ClientConfig {
+        endpoint: Some(sim.url()),
+        qps: ecs_vnc_controller::ecs::ratelimit::QpsLimits::uniform(1000.0),
+        burst: 100,
+        ..ClientConfig::default()
+    })
+    .expect("client");
+    let creds = Credentials::new(KEY, SecretString::new(SECRET), None);
+    let tags = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let before = sim.state().calls("DescribeInstances");
+    let web = client
+        .describe_instances_by_tags(
+            &creds,
+            "cn-hangzhou",
+            &tags(&[("pool", "web"), ("env", "")]),
+        )
+        .await
+        .expect("tagged instances");
+    assert_eq!(
+        sim.state().calls("DescribeInstances") - before,
+        3,
+        "250 instances are 3 pages of 100"
+    );
+    assert!(!web.truncated);
+    let ids: Vec<String> = web
+        .instances
+        .iter()
+        .map(|i| i.instance_id.clone())
+        .collect();
+    assert_eq!(ids.len(), 250);
+    assert_eq!(ids.first().map(String::as_str), Some("i-pool000000"));
+    assert!(
+        !ids.iter()
+            .any(|id| id == "i-poolother1" || id == "i-poolgone01")
+    );
+    let big = client
+        .describe_instances_by_tags(&creds, "cn-hangzhou", &tags(&[("big", "yes")]))
+        .await
+        .expect("tagged instances");
+    assert_eq!(big.instances.len(), 1000);
+    assert!(
+        big.truncated,
+        "1,000 is ECS's most for tag filters: more may carry the tags"
+    );
+}

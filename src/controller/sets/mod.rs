@@ -215,6 +215,7 @@ pub async fn reconcile(
             .collect::<Result<(), SetError>>()?;
     }
 
+    publish(&ctx, &set, &status, &plan).await;
     let mut requeue = plan.requeue;
     let new_status = VncPasswordSetStatus {
         observed_generation: set.meta().generation,
@@ -256,6 +257,90 @@ pub async fn reconcile(
         }
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Events on the set: how many children a pass created and removed, and the transitions of
+/// `Ready` and `Stalled` (reason as the condition's).
+async fn publish(
+    ctx: &Context,
+    set: &VncPasswordSet,
+    before: &VncPasswordSetStatus,
+    plan: &plan::Plan,
+) {
+    use kube::runtime::events::{Event, EventType};
+    let event = |type_, reason: &str, note: String, action: &str| Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    };
+    let created = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Apply { uid: None, .. }))
+        .count();
+    let removed = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Delete { .. }))
+        .count();
+    let mut events = Vec::new();
+    if created > 0 {
+        events.push(event(
+            EventType::Normal,
+            "ChildrenCreated",
+            format!("created {created} VncPasswords for newly selected instances"),
+            "Create",
+        ));
+    }
+    if removed > 0 {
+        events.push(event(
+            EventType::Normal,
+            "ChildrenRemoved",
+            format!("deleted {removed} VncPasswords whose instances left the selection"),
+            "Delete",
+        ));
+    }
+    let was = |type_: &str| {
+        before
+            .condition(type_)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    for desired in &plan.conditions {
+        let now = (
+            if desired.status { "True" } else { "False" }.to_string(),
+            desired.reason.clone(),
+        );
+        if was(desired.type_).as_ref() == Some(&now) || !desired.status {
+            continue;
+        }
+        match desired.type_ {
+            condition::STALLED => events.push(event(
+                EventType::Warning,
+                &desired.reason,
+                desired.message.clone(),
+                "Select",
+            )),
+            condition::READY => events.push(event(
+                EventType::Normal,
+                &desired.reason,
+                desired.message.clone(),
+                "Select",
+            )),
+            _ => {}
+        }
+    }
+    if events.is_empty() {
+        return;
+    }
+    let reference = set.object_ref(&());
+    let recorder = ctx.recorder();
+    for e in events {
+        if let Err(error) = recorder.publish(&e, &reference).await {
+            tracing::warn!(namespace = ?set.namespace(), name = %set.name_any(), %error, "could not publish an Event");
+        }
+    }
 }
 
 /// `removalGracePeriod` and `resyncInterval`, or what is wrong with them.
