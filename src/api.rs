@@ -39,6 +39,11 @@ pub const PREVIOUS_KEY: &str = "previous";
 /// Retain` (no ownerReference) this, with the label below, is how the controller knows the Secret
 /// as that VncPassword's own.
 pub const ANNOTATION_OWNER_UID: &str = "ecsvnc.io/owner-uid";
+/// On a generated Secret: the instance its password was generated for, `<regionId>/<instanceId>`.
+/// A Secret kept (`secretDeletionPolicy: Retain`) after its VncPassword was deleted is adopted
+/// by a new VncPassword of the same name only if that one names this same instance, so a
+/// password is never reused for another instance.
+pub const ANNOTATION_INSTANCE: &str = "ecsvnc.io/instance";
 /// Label of every Secret the controller creates (and of nothing else it writes): names the
 /// VncPassword it was generated for.
 pub const LABEL_VNCPASSWORD: &str = "ecsvnc.io/vncpassword";

@@ -1171,10 +1171,7 @@ async fn the_secret_deletion_policy_decides_who_owns_the_generated_secret() {
     let secret = secret_of(&case, "web-vnc").await.expect("Secret");
     assert!(owned(&secret), "Delete: owned by the VncPassword");
     let password = password_in(&secret);
-    // To Retain: the ownerReference goes, the password stays, ECS is not called again. Said
-    // explicitly: a server-side apply of `passwordGeneration: {}` over the manager's own
-    // `{secretDeletionPolicy: Delete}` removes passwordGeneration altogether (the API server drops
-    // the map it emptied), which would turn generation off.
+    // To Retain: the ownerReference goes, the password stays, ECS is not called again.
     case.vncpw(
         "web",
         "i-ownership0001",
@@ -1206,12 +1203,57 @@ async fn the_secret_deletion_policy_decides_who_owns_the_generated_secret() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(secret_of(&case, "web-vnc").await.is_some());
-    // A new VncPassword of that name (another uid) does not take the old Secret for its own.
-    case.vncpw("web", "i-ownership0001", json!({"passwordGeneration": {}}))
+    // A new VncPassword of that name for another instance does not take the old Secret for its
+    // own: a password is never reused for another instance.
+    case.sim.add_instance("i-ownership0002", true);
+    case.vncpw("web", "i-ownership0002", json!({"passwordGeneration": {}}))
         .await;
     case.wait("web", "Stalled", "True", Some("SecretNotOwned"))
         .await;
     assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 1);
+    assert_eq!(case.sim.set_password("i-ownership0002"), None);
+    Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
+        .delete("web", &Default::default())
+        .await
+        .expect("delete");
+    eventually("the VncPassword gone", WAIT, || async {
+        Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
+            .get_opt("web")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Re-created for the same instance (a `kubectl delete -k` and apply): the kept Secret is
+    // adopted, its password kept and applied again; nothing stalls.
+    case.vncpw("web", "i-ownership0001", json!({"passwordGeneration": {}}))
+        .await;
+    case.wait("web", "Ready", "True", Some("Applied")).await;
+    let secret = secret_of(&case, "web-vnc").await.expect("Secret");
+    assert_eq!(
+        password_in(&secret),
+        password,
+        "the kept password is the one in effect"
+    );
+    assert_eq!(
+        case.sim.set_password("i-ownership0001").as_deref(),
+        Some(password.as_str())
+    );
+    let new_uid = Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
+        .get("web")
+        .await
+        .expect("web")
+        .metadata
+        .uid;
+    assert_eq!(
+        secret
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("ecsvnc.io/owner-uid"),
+        new_uid.as_ref()
+    );
     case.finish().await;
 }
 

@@ -207,6 +207,59 @@ async fn tag_set(client: Client, sim: &Sim, ns: String) -> VncPasswordSet {
         (owner.kind.as_str(), owner.name.as_str(), owner.controller),
         ("VncPasswordSet", "web", Some(true))
     );
+
+    // A VncPassword written by hand for one of the instances: the set leaves the instance to it
+    // (its child goes) and counts it as stalled, with the reason.
+    support::controller::put_vncpassword(
+        &client,
+        &ns,
+        "by-hand",
+        json!({"regionId": "cn-hangzhou", "instanceId": "i-tagset00000004",
+               "passwordSecretRef": {"name": "by-hand-vnc"}}),
+    )
+    .await;
+    let set = wait_set(
+        &client,
+        &ns,
+        "web",
+        "the instance left to the VncPassword written by hand",
+        |s, kids| {
+            let status = s.status.clone().unwrap_or_default();
+            status.stalled == 1
+                && !kids.iter().any(|(_, id)| id == "i-tagset00000004")
+                && status.condition("Stalled").is_some_and(|c| {
+                    c.status == "True"
+                        && c.reason == "ChildrenStalled"
+                        && c.message.contains("by-hand")
+                })
+        },
+    )
+    .await;
+    let status = set.status.unwrap();
+    assert_eq!(status.ready, 49);
+    assert_eq!(
+        status.left_to_others,
+        [ecs_vnc_controller::api::LeftInstance {
+            instance_id: "i-tagset00000004".into(),
+            vnc_password: "by-hand".into()
+        }]
+    );
+    // Deleted again: the instance is the set's again, at once (not at the next resync).
+    Api::<VncPassword>::namespaced(client.clone(), &ns)
+        .delete("by-hand", &DeleteParams::default())
+        .await
+        .expect("delete the VncPassword written by hand");
+    wait_set(
+        &client,
+        &ns,
+        "web",
+        "the instance back in the set",
+        |s, kids| {
+            ready_count(s) == (50, 50, Some("True/AllReady".into()))
+                && kids.iter().any(|(_, id)| id == "i-tagset00000004")
+        },
+    )
+    .await;
     all_ready
 }
 

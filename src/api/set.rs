@@ -203,6 +203,11 @@ pub struct VncPasswordSetStatus {
     /// Children whose instance left the selection, kept until `removalGracePeriod` has passed.
     #[serde(default)]
     pub pending_removal: i64,
+    /// Selected instances the set leaves to a VncPassword of its namespace written by hand (which
+    /// then sets their password), at most 100 (all are counted in `stalled`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub left_to_others: Vec<LeftInstance>,
     /// With `instanceTags`: when ECS was last asked for the tagged instances (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
@@ -211,6 +216,14 @@ pub struct VncPasswordSetStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A selected instance and the VncPassword written by hand that names it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeftInstance {
+    pub instance_id: String,
+    pub vnc_password: String,
 }
 
 impl VncPasswordSetStatus {

@@ -254,6 +254,12 @@ impl Index {
     }
 
     /// Objects indexed, for tests of bounded memory.
+    /// Whether a live VncPassword has this uid.
+    pub fn knows(&self, uid: &str) -> bool {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.by_uid.contains_key(uid)
+    }
+
     pub fn len(&self) -> usize {
         self.inner
             .read()

@@ -746,17 +746,21 @@ async fn run_controller(
     // a wake that does not fit is dropped, as the set looks again on its own (`sets::plan`'s
     // rechecks) and the kube queue holds one entry per set anyway.
     let (set_wake_tx, set_wake_rx) = tokio::sync::mpsc::channel::<ObjectRef<VncPasswordSet>>(1024);
+    let (set_store, set_writer) = reflector::store::<VncPasswordSet>();
     let objects = {
         let index = index.clone();
         let set_wakes = set_wake_tx.clone();
+        let set_store = set_store.clone();
         vncpasswords
             .modify(slim)
             .map_ok(move |event| {
                 index.apply(&event);
-                if let watcher::Event::Apply(obj) | watcher::Event::Delete(obj) = &event
-                    && let Some(set) = sets::owning_set(obj)
-                {
-                    let _ = set_wakes.try_send(set);
+                if let watcher::Event::Apply(obj) | watcher::Event::Delete(obj) = &event {
+                    // A child wakes its set; a VncPassword written by hand wakes the sets of its
+                    // namespace (it may name one of their instances, which they then leave to it).
+                    for set in sets::to_wake(&set_store, obj) {
+                        let _ = set_wakes.try_send(set);
+                    }
                 }
                 event
             })
@@ -834,7 +838,6 @@ async fn run_controller(
     };
     let gauges = update_gauges(store.clone(), metrics.clone(), ctx.clone(), done_rx);
     // The VncPasswordSet controller, in the same term and namespaces.
-    let (set_store, set_writer) = reflector::store::<VncPasswordSet>();
     let set_events =
         namespaces::watch::<VncPasswordSet>(client, watched, config(), set_store.clone())
             .reflect(set_writer)

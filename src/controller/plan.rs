@@ -69,6 +69,9 @@ pub enum GeneratedSecret {
         /// It carries this VncPassword's ownerReference (so it goes with it). Otherwise it is
         /// known as this VncPassword's by its annotation `ecsvnc.io/owner-uid`.
         owner_reference: bool,
+        /// Generated for an earlier VncPassword of this name that no longer exists: made this
+        /// one's (its uid, its deletion policy) before anything else.
+        adopt: bool,
     },
 }
 
@@ -464,10 +467,11 @@ fn generation_step(o: &Observed) -> Option<Step> {
             rotate_token,
             previous_kept,
             owner_reference,
+            adopt,
         } => {
             let delete = o.spec.generation().map(|g| g.secret_deletion_policy)
                 == Some(SecretDeletionPolicy::Delete);
-            if *owner_reference != delete {
+            if *adopt || *owner_reference != delete {
                 return Some(Step::SetSecretOwnership);
             }
             let interval = match rotation_interval(o) {

@@ -235,6 +235,7 @@ fn generated() -> impl Strategy<Value = Option<GeneratedSecret>> {
                         rotate_token,
                         previous_kept,
                         owner_reference,
+                        adopt: false,
                     })
                 }
             ),

@@ -780,6 +780,7 @@ fn ours(at: &str) -> GeneratedSecret {
         rotate_token: None,
         previous_kept: false,
         owner_reference: false,
+        adopt: false,
     }
 }
 
@@ -851,6 +852,7 @@ fn no_rotation_starts_that_could_lose_the_password_in_effect() {
         rotate_token: None,
         previous_kept: true,
         owner_reference: false,
+        adopt: false,
     });
     assert!(matches!(
         phase(s.plan()),
@@ -888,6 +890,7 @@ fn the_previous_password_is_forgotten_once_the_new_one_is_in_effect() {
         rotate_token: None,
         previous_kept: true,
         owner_reference: false,
+        adopt: false,
     };
     // I/O-optimized: in effect once applied.
     let mut s = generating(None)
@@ -920,6 +923,7 @@ fn a_rotate_token_rotates_once() {
         rotate_token: Some("now".into()),
         previous_kept: true,
         owner_reference: false,
+        adopt: false,
     });
     // The Secret's new version: applied next, and no second rotation.
     s.password = PasswordInput::Usable {
@@ -1199,6 +1203,7 @@ fn the_generated_secret_gets_the_ownership_its_deletion_policy_says() {
             rotate_token: None,
             previous_kept: false,
             owner_reference,
+            adopt: false,
         });
         let step = s.plan();
         assert_eq!(
@@ -1218,6 +1223,7 @@ fn the_generated_secret_gets_the_ownership_its_deletion_policy_says() {
         rotate_token: None,
         previous_kept: false,
         owner_reference: true,
+        adopt: false,
     });
     assert_eq!(s.plan(), Step::SetSecretOwnership);
 }

@@ -6,7 +6,8 @@ use kube::ResourceExt;
 
 use crate::api::{
     ANNOTATION_GENERATED_AT, ANNOTATION_OWNER_UID, ANNOTATION_PREVIOUS_IN_EFFECT,
-    ANNOTATION_ROTATE_TOKEN, AppliedSecret, Reason, VncPassword, VncPasswordStatus,
+    ANNOTATION_ROTATE_TOKEN, AppliedSecret, LABEL_MANAGED_BY, LABEL_VNCPASSWORD, MANAGED_BY,
+    Reason, VncPassword, VncPasswordStatus,
 };
 use crate::controller::context::Context;
 use crate::controller::decide::Failure;
@@ -98,6 +99,44 @@ pub(super) fn generated_secret(
             .get(ANNOTATION_PREVIOUS_IN_EFFECT)
             .is_some_and(|v| v == "true"),
         owner_reference,
+        adopt: false,
+    }
+}
+
+/// Whether `secret` is one the controller generated for an earlier VncPassword of the same name
+/// in this namespace that no longer exists (deleted under `secretDeletionPolicy: Retain`, which
+/// keeps the Secret), for the same instance: its labels name this VncPassword and say the
+/// controller made it, its `ecsvnc.io/instance` is this object's instance (a password is never
+/// reused for another), its `ecsvnc.io/owner-uid` is the uid of no live VncPassword, and nothing
+/// controls it. Such a Secret
+/// is adopted, so that re-creating a VncPassword (a `kubectl delete -k` and apply, an instance
+/// that comes back to a VncPasswordSet) keeps its password instead of stalling on
+/// `SecretNotOwned`.
+fn orphaned(obj: &VncPassword, secret: &SecretData, alive: impl Fn(&str) -> bool) -> bool {
+    let name = obj.metadata.name.as_deref().unwrap_or_default();
+    secret.labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
+        && secret.labels.get(LABEL_VNCPASSWORD).map(String::as_str) == Some(name)
+        && secret.controllers.is_empty()
+        && secret.annotations.get(crate::api::ANNOTATION_INSTANCE)
+            == Some(&super::steps::instance_annotation(&obj.spec))
+        && secret
+            .annotations
+            .get(ANNOTATION_OWNER_UID)
+            .is_some_and(|owner| !owner.is_empty() && !alive(owner))
+}
+
+/// An orphaned generated Secret as this VncPassword's, to be made its own first.
+fn adopted(annotations: &std::collections::BTreeMap<String, String>) -> GeneratedSecret {
+    GeneratedSecret::Ours {
+        generated_at: annotations
+            .get(ANNOTATION_GENERATED_AT)
+            .and_then(|t| t.parse().ok()),
+        rotate_token: annotations.get(ANNOTATION_ROTATE_TOKEN).cloned(),
+        previous_kept: annotations
+            .get(ANNOTATION_PREVIOUS_IN_EFFECT)
+            .is_some_and(|v| v == "true"),
+        owner_reference: false,
+        adopt: true,
     }
 }
 
@@ -186,10 +225,16 @@ pub(super) async fn observe(
     // Too large: nothing is known of it but that, so nothing is generated over it either.
     let generated = match &secret {
         SecretRead::TooLarge => None,
-        SecretRead::Found(s) => obj
-            .spec
-            .generates_password()
-            .then(|| generated_secret(obj, Some((s.controllers.as_slice(), &s.annotations)))),
+        SecretRead::Found(s) => obj.spec.generates_password().then(|| {
+            let generated = generated_secret(obj, Some((s.controllers.as_slice(), &s.annotations)));
+            if generated == GeneratedSecret::NotOurs
+                && orphaned(obj, s, |uid| ctx.watched.index.knows(uid))
+            {
+                adopted(&s.annotations)
+            } else {
+                generated
+            }
+        }),
         SecretRead::Missing => obj
             .spec
             .generates_password()
@@ -397,6 +442,7 @@ pub(super) struct SecretData {
     /// uids of its controlling owners.
     pub(super) controllers: Vec<String>,
     pub(super) annotations: std::collections::BTreeMap<String, String>,
+    pub(super) labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A Secret as read.
@@ -458,6 +504,7 @@ pub(super) async fn read_secret(
             .map(|o| o.uid)
             .collect();
         let annotations = s.metadata.annotations.clone().unwrap_or_default();
+        let labels = s.metadata.labels.clone().unwrap_or_default();
         let mut data: std::collections::BTreeMap<String, Vec<u8>> = s
             .data
             .unwrap_or_default()
@@ -474,6 +521,7 @@ pub(super) async fn read_secret(
             resource_version,
             controllers,
             annotations,
+            labels,
         }
     }))
 }

@@ -111,7 +111,10 @@ impl Run<'_> {
             "metadata": {
                 "resourceVersion": rv,
                 "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_VNCPASSWORD: self.name},
-                "annotations": {ANNOTATION_OWNER_UID: self.uid},
+                "annotations": {
+                    ANNOTATION_OWNER_UID: self.uid,
+                    crate::api::ANNOTATION_INSTANCE: instance_annotation(&self.obj.spec),
+                },
                 "ownerReferences": if owners.is_empty() { serde_json::Value::Null } else { json!(owners) },
             },
         });
@@ -125,10 +128,13 @@ impl Run<'_> {
         }
         self.inputs.secret_version = Some(version);
         if let Some(GeneratedSecret::Ours {
-            owner_reference, ..
+            owner_reference,
+            adopt,
+            ..
         }) = &mut self.inputs.generated
         {
             *owner_reference = delete;
+            *adopt = false;
         }
         tracing::info!(
             secret = %r.name,
@@ -507,6 +513,11 @@ impl Run<'_> {
     }
 }
 
+/// The value of `ecsvnc.io/instance` for a Secret generated for `spec`'s instance.
+pub(super) fn instance_annotation(spec: &crate::api::VncPasswordSpec) -> String {
+    format!("{}/{}", spec.region_id, spec.instance_id)
+}
+
 /// Creates (or, for a rotation, rewrites with the observed resourceVersion as precondition) the
 /// password Secret with a new random password. `None` when the Secret changed or appeared
 /// meanwhile (nothing written).
@@ -522,10 +533,13 @@ async fn write_generated(
     let r = &obj.spec.password_secret_ref;
     let password = Password::generate();
     let generated_at = crate::ecs::signer::format_timestamp(now);
-    let mut annotations = std::collections::BTreeMap::from([(
-        ANNOTATION_GENERATED_AT.to_string(),
-        generated_at.clone(),
-    )]);
+    let mut annotations = std::collections::BTreeMap::from([
+        (ANNOTATION_GENERATED_AT.to_string(), generated_at.clone()),
+        (
+            crate::api::ANNOTATION_INSTANCE.to_string(),
+            instance_annotation(&obj.spec),
+        ),
+    ]);
     if let Some(token) = rotate_token {
         annotations.insert(ANNOTATION_ROTATE_TOKEN.to_string(), token.to_string());
     }
@@ -635,6 +649,7 @@ async fn write_generated(
             .iter()
             .flatten()
             .any(|o| o.uid == run.uid),
+        adopt: false,
     };
     Ok(Some((password, identity, generated)))
 }

@@ -30,6 +30,9 @@ use crate::controller::decide::{self, Failure};
 use crate::controller::{conditions, schedule, tenancy};
 use plan::{Child, ChildState, Selection, Step};
 
+/// Sets whose last status write is remembered before old entries are dropped.
+const WRITTEN_REMEMBERED: usize = 4096;
+
 /// Child writes one pass has in flight at once.
 const WRITES_AT_ONCE: usize = 8;
 
@@ -61,8 +64,9 @@ pub struct SetContext {
     /// Nodes, for `selector.nodes`; `None` when the controller watches only some namespaces (it
     /// then has no cluster-wide read of Nodes).
     pub nodes: Option<nodes::NodeCache>,
-    /// When each set's status was last written (pacing only: a restart merely writes once more).
-    written: Mutex<HashMap<String, Instant>>,
+    /// When each set's status was last written (pacing only: a restart merely writes once more),
+    /// and the resourceVersion that write made: a cached set older than that is not acted on.
+    written: Mutex<HashMap<String, (Instant, u64)>>,
 }
 
 impl SetContext {
@@ -82,6 +86,21 @@ pub fn owning_set(obj: &VncPassword) -> Option<ObjectRef<VncPasswordSet>> {
         .iter()
         .find(|o| o.controller == Some(true) && o.kind == "VncPasswordSet")?;
     Some(ObjectRef::new(&owner.name).within(obj.namespace()?.as_str()))
+}
+
+/// The sets a change of `obj` concerns: its own set, or, for a VncPassword written by hand, the
+/// sets of its namespace.
+pub fn to_wake(store: &Store<VncPasswordSet>, obj: &VncPassword) -> Vec<ObjectRef<VncPasswordSet>> {
+    if let Some(set) = owning_set(obj) {
+        return vec![set];
+    }
+    let namespace = obj.metadata.namespace.as_deref();
+    store
+        .state()
+        .iter()
+        .filter(|s| s.metadata.namespace.as_deref() == namespace)
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
 }
 
 /// The work-slot share (`slots`) of a reconcile in `namespace`: the sets' work (their passes and
@@ -120,6 +139,21 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     let ctx = sctx.ctx.clone();
+    // Never act on a cache older than the last status write: the status is the selection's memory
+    // (`leftToOthers`, `lastSelectionTime`). The watch brings the write shortly.
+    let cached_version = set
+        .resource_version()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let behind = sctx
+        .written
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&uid)
+        .is_some_and(|(_, written)| cached_version < *written);
+    if behind {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     // A set's pass takes a work slot of its namespace's set share, like its children's reconciles.
     let share = share(&namespace, true);
     let Some(_slot) = ctx.slots.acquire(&share).await else {
@@ -130,6 +164,7 @@ pub async fn reconcile(
     let fresh_spec = status.observed_generation != set.meta().generation;
 
     let mut children = children_of(&ctx, &namespace, &uid);
+    let taken = written_by_hand(&ctx, &namespace, &set.spec.region_id);
     let mut last_selection_time = status.last_selection_time.clone();
     let (selection, grace) = match durations(&set) {
         Err(message) => (
@@ -166,7 +201,13 @@ pub async fn reconcile(
                     .and_then(|t| t.parse::<jiff::Timestamp>().ok())
                     .and_then(|t| t.checked_add(resync).ok())
                     .is_none_or(|due| due <= now);
-                if fresh_spec || due {
+                // An instance left to a VncPassword written by hand that no longer names it may
+                // belong to the set again: ask ECS now.
+                let released = status
+                    .left_to_others
+                    .iter()
+                    .any(|l| taken.get(&l.instance_id) != Some(&l.vnc_password));
+                if fresh_spec || due || released {
                     let selection = tagged(&ctx, &set, &namespace).await?;
                     if matches!(selection, Selection::Instances(_)) {
                         last_selection_time = Some(now.to_string());
@@ -193,6 +234,11 @@ pub async fn reconcile(
         plan::due_retained(&children, grace, now),
     )
     .await;
+    let left_before: Vec<String> = status
+        .left_to_others
+        .iter()
+        .map(|l| l.instance_id.clone())
+        .collect();
     let plan = plan::plan(&plan::Inputs {
         set_name: &name,
         spec: &set.spec,
@@ -201,6 +247,8 @@ pub async fn reconcile(
         grace,
         now,
         gone: &gone,
+        taken: &taken,
+        left_before: &left_before,
     });
     let api = Api::<VncPassword>::namespaced(ctx.client.clone(), &namespace);
     // A batch is at most `plan::APPLIES_PER_PASS` writes to the API server, a few at a time.
@@ -224,6 +272,14 @@ pub async fn reconcile(
         reboot_required: plan.counts.reboot_required,
         stalled: plan.counts.stalled,
         pending_removal: plan.counts.pending_removal,
+        left_to_others: plan
+            .left_to_others
+            .iter()
+            .map(|(id, name)| crate::api::LeftInstance {
+                instance_id: id.clone(),
+                vnc_password: name.clone(),
+            })
+            .collect(),
         last_selection_time,
         conditions: conditions::merge(
             &status.conditions,
@@ -242,17 +298,20 @@ pub async fn reconcile(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&uid)
-            .map(Instant::elapsed);
+            .map(|(at, _)| at.elapsed());
         match since {
             Some(since) if !urgent && since < STATUS_PACE => {
                 requeue = requeue.min(STATUS_PACE - since);
             }
             _ => {
-                write_status(&ctx, &namespace, &name, &new_status).await?;
-                sctx.written
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(uid.clone(), Instant::now());
+                let version = write_status(&ctx, &namespace, &name, &new_status).await?;
+                let mut written = sctx.written.lock().unwrap_or_else(|p| p.into_inner());
+                if written.len() >= WRITTEN_REMEMBERED {
+                    // Bounded: deleted sets' entries go once they are old (a set written in the
+                    // last minutes keeps its own).
+                    written.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(600));
+                }
+                written.insert(uid.clone(), (Instant::now(), version));
             }
         }
     }
@@ -364,6 +423,22 @@ fn children_of(ctx: &Context, namespace: &str, uid: &str) -> Vec<Child> {
         .filter(|o| o.metadata.namespace.as_deref() == Some(namespace))
         .filter(|o| owned_by(o, uid))
         .map(|o| child(ctx, o, true))
+        .collect()
+}
+
+/// Instance → name of the VncPasswords of `namespace` in `region` that no set controls.
+fn written_by_hand(
+    ctx: &Context,
+    namespace: &str,
+    region: &str,
+) -> std::collections::BTreeMap<String, String> {
+    ctx.watched
+        .objects
+        .state()
+        .iter()
+        .filter(|o| o.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|o| o.spec.region_id == region && owning_set(o).is_none())
+        .map(|o| (o.spec.instance_id.clone(), o.name_any()))
         .collect()
 }
 
@@ -710,7 +785,7 @@ async fn write_status(
     namespace: &str,
     name: &str,
     status: &VncPasswordSetStatus,
-) -> Result<(), SetError> {
+) -> Result<u64, SetError> {
     let patch = json!({
         "apiVersion": "ecsvnc.io/v1alpha1",
         "kind": "VncPasswordSet",
@@ -723,7 +798,12 @@ async fn write_status(
             &Patch::Apply(&patch),
         )
         .await
-        .map(|_| ())
+        .map(|written| {
+            written
+                .resource_version()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        })
         .map_err(SetError::WriteStatus)
 }
 

@@ -107,6 +107,9 @@ pub struct Counts {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub steps: Vec<Step>,
+    /// Selected instances left to a VncPassword written by hand: (instance, its name), sorted, at
+    /// most [`LEFT_LISTED`].
+    pub left_to_others: Vec<(String, String)>,
     pub counts: Counts,
     pub conditions: Vec<Desired>,
     /// When to look again at the latest.
@@ -165,7 +168,16 @@ pub struct Inputs<'a> {
     pub now: jiff::Timestamp,
     /// Instances ECS no longer knows, among those [`due_retained`] named.
     pub gone: &'a BTreeSet<String>,
+    /// Instances of the set's region that a VncPassword of the namespace written by hand (not a
+    /// set's child) names, and its name: the set leaves them to it.
+    pub taken: &'a BTreeMap<String, String>,
+    /// The selected instances the last status says were left to such VncPasswords: part of the
+    /// selection between two tag resyncs, like the children.
+    pub left_before: &'a [String],
 }
+
+/// How many instances left to others the status lists by name.
+pub const LEFT_LISTED: usize = 100;
 
 /// Whether the child's grace period has passed.
 fn due(c: &Child, grace: jiff::SignedDuration, now: jiff::Timestamp) -> bool {
@@ -205,6 +217,13 @@ pub fn plan(inputs: &Inputs) -> Plan {
             .iter()
             .filter(|c| c.owned && c.unselected_since.is_none())
             .map(|c| c.instance_id.clone())
+            .chain(
+                inputs
+                    .left_before
+                    .iter()
+                    .filter(|id| inputs.taken.contains_key(*id))
+                    .cloned(),
+            )
             .collect(),
     };
     let evaluated = matches!(inputs.selection, Selection::Instances(_));
@@ -217,8 +236,22 @@ pub fn plan(inputs: &Inputs) -> Plan {
     };
     let mut working = 0i64;
     let mut first_stalled: Option<(String, String)> = None;
+    // A selected instance that a VncPassword written by hand names is left to that one: no child
+    // (an existing child is removed like one whose instance left), counted as stalled.
+    let yielded: BTreeMap<&str, &str> = selected
+        .iter()
+        .filter_map(|id| inputs.taken.get(id).map(|n| (id.as_str(), n.as_str())))
+        .collect();
     for id in &selected {
         let name = child_name(inputs.set_name, id);
+        if let Some(owner) = yielded.get(id.as_str()) {
+            counts.stalled += 1;
+            first_stalled.get_or_insert((
+                name,
+                format!("InstanceClaimed, the instance is left to VncPassword {owner}"),
+            ));
+            continue;
+        }
         let desired = child_spec(inputs.spec, &name, id);
         let child = by_name.get(name.as_str()).copied();
         match child {
@@ -282,6 +315,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
     let mut next_removal: Option<jiff::Timestamp> = None;
     for c in inputs.children.iter().filter(|c| c.owned) {
         if selected.contains(&c.instance_id)
+            && !yielded.contains_key(c.instance_id.as_str())
             && c.name == child_name(inputs.set_name, &c.instance_id)
         {
             continue;
@@ -458,8 +492,14 @@ pub fn plan(inputs: &Inputs) -> Plan {
             None => Desired::new(condition::STALLED, false, SetReason::AllReady.as_str(), ""),
         },
     ];
+    let left_to_others = yielded
+        .iter()
+        .take(LEFT_LISTED)
+        .map(|(id, name)| (id.to_string(), name.to_string()))
+        .collect();
     Plan {
         steps,
+        left_to_others,
         counts,
         conditions,
         requeue,

@@ -59,8 +59,18 @@ fn run(selection: Selection, children: &[Child], grace_s: i64) -> Plan {
 }
 
 fn run_gone(selection: Selection, children: &[Child], grace_s: i64, gone: &[&str]) -> Plan {
-    let spec = spec();
     let gone: BTreeSet<String> = gone.iter().map(|s| s.to_string()).collect();
+    run_with(selection, children, grace_s, &gone, &Default::default())
+}
+
+fn run_with(
+    selection: Selection,
+    children: &[Child],
+    grace_s: i64,
+    gone: &BTreeSet<String>,
+    taken: &std::collections::BTreeMap<String, String>,
+) -> Plan {
+    let spec = spec();
     plan(&Inputs {
         set_name: "s",
         spec: &spec,
@@ -68,7 +78,9 @@ fn run_gone(selection: Selection, children: &[Child], grace_s: i64, gone: &[&str
         children,
         grace: jiff::SignedDuration::from_secs(grace_s),
         now: now(),
-        gone: &gone,
+        gone,
+        taken,
+        left_before: &[],
     })
 }
 
@@ -358,4 +370,81 @@ fn set_work_has_its_own_share_in_the_namespace() {
         super::share("team-a", true),
         super::share("team-a-sets", false)
     );
+}
+
+#[test]
+fn an_instance_named_by_a_vncpassword_written_by_hand_is_left_to_it() {
+    let taken = [("i-aaaaaaaa02".to_string(), "by-hand".to_string())].into();
+    // No child for it; counted as stalled with the reason.
+    let plan = run_with(
+        ids(&["i-aaaaaaaa01", "i-aaaaaaaa02"]),
+        &[child("i-aaaaaaaa01", ready())],
+        600,
+        &BTreeSet::new(),
+        &taken,
+    );
+    assert!(plan.steps.is_empty(), "{:?}", plan.steps);
+    assert_eq!(
+        (plan.counts.selected, plan.counts.ready, plan.counts.stalled),
+        (2, 1, 1)
+    );
+    let (status, why) = reason(&plan, "Stalled");
+    assert!(status && why == "ChildrenStalled");
+    let message = &plan
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap()
+        .message;
+    assert!(message.contains("by-hand"), "{message}");
+    // A child made before the VncPassword written by hand goes, as if its instance had left.
+    let children = [
+        child("i-aaaaaaaa01", ready()),
+        child("i-aaaaaaaa02", ready()),
+    ];
+    let plan = run_with(
+        ids(&["i-aaaaaaaa01", "i-aaaaaaaa02"]),
+        &children,
+        600,
+        &BTreeSet::new(),
+        &taken,
+    );
+    assert_eq!(
+        plan.steps,
+        vec![Step::MarkUnselected {
+            name: "s-i-aaaaaaaa02".into()
+        }]
+    );
+    assert_eq!(
+        plan.left_to_others,
+        vec![("i-aaaaaaaa02".to_string(), "by-hand".to_string())]
+    );
+    // Between two resyncs the status remembers it: still selected, still counted.
+    let spec = spec();
+    let later = super::plan::plan(&Inputs {
+        set_name: "s",
+        spec: &spec,
+        selection: Selection::Unchanged,
+        children: &[child("i-aaaaaaaa01", ready())],
+        grace: jiff::SignedDuration::from_secs(600),
+        now: now(),
+        gone: &BTreeSet::new(),
+        taken: &taken,
+        left_before: &["i-aaaaaaaa02".to_string()],
+    });
+    assert_eq!((later.counts.selected, later.counts.stalled), (2, 1));
+    // No longer named by hand: it is not remembered (the set asks ECS again, see `reconcile`).
+    let none = Default::default();
+    let freed = super::plan::plan(&Inputs {
+        set_name: "s",
+        spec: &spec,
+        selection: Selection::Unchanged,
+        children: &[child("i-aaaaaaaa01", ready())],
+        grace: jiff::SignedDuration::from_secs(600),
+        now: now(),
+        gone: &BTreeSet::new(),
+        taken: &none,
+        left_before: &["i-aaaaaaaa02".to_string()],
+    });
+    assert_eq!((freed.counts.selected, freed.counts.stalled), (1, 0));
 }
