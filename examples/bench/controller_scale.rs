@@ -116,25 +116,30 @@ async fn main() {
         }
     };
     let client = client(&kubeconfig).await;
-    let crd: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("crds/vncpassword.yaml")).unwrap())
-            .unwrap();
+    // Both CRDs: the controller watches VncPasswordSets too, whatever the scenario.
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client.clone());
-    crds.patch(
-        "vncpasswords.ecsvnc.io",
-        &PatchParams::apply("scale").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("CRD");
-    kube::runtime::wait::await_condition(
-        crds,
-        "vncpasswords.ecsvnc.io",
-        kube::runtime::wait::conditions::is_crd_established(),
-    )
-    .await
-    .expect("CRD established");
+    for (file, name) in [
+        ("crds/vncpassword.yaml", "vncpasswords.ecsvnc.io"),
+        ("crds/vncpasswordset.yaml", "vncpasswordsets.ecsvnc.io"),
+    ] {
+        let crd: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(root.join(file)).unwrap()).unwrap();
+        crds.patch(
+            name,
+            &PatchParams::apply("scale").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("CRD");
+        kube::runtime::wait::await_condition(
+            crds.clone(),
+            name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        )
+        .await
+        .expect("CRD established");
+    }
     if args.scenario == Scenario::HostileSecrets {
         hostile_secrets(&client, &binary, &kubeconfig, &args).await;
         stop_control_plane(&root, cp_dir);
