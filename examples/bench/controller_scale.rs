@@ -19,6 +19,13 @@
 //! of 0.9 MB that is changed 5 times, and 100 other Secrets carrying a 200 KB annotation each, all
 //! in one namespace and created before the controller starts; it prints the time each round took
 //! to settle, the Secret reads per round and the controller's peak RSS.
+//!
+//! `--scenario set` runs issue 24's fleet: N simulated instances (5,000 unless --objects says
+//! otherwise) and as many Nodes of one node pool, then ONE VncPasswordSet selecting them by Node
+//! label; it prints the time from the set's creation until it reports `Ready=True`/`AllReady` with
+//! every instance selected and ready, its ratio to N / QPS, the status writes to the set and per
+//! child, API requests and ECS calls per child, whether every instance got its password exactly
+//! once, and the controller's peak RSS.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -29,13 +36,13 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use ecs_vnc_controller::api::{VncPassword, VncPasswordStatus, condition};
+use ecs_vnc_controller::api::{VncPassword, VncPasswordSet, VncPasswordStatus, condition};
 use ecs_vnc_controller::simulator::{
     AccessKeyConfig, FaultConfig, InstanceConfig, RunningSimulator, Simulator, SimulatorConfig,
 };
@@ -45,9 +52,10 @@ const KEY_SECRET: &str = "scale-secret";
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// VncPasswords (each with its own Secret and instance).
-    #[arg(long, default_value_t = 1000)]
-    objects: usize,
+    /// VncPasswords (each with its own Secret and instance); with `set`, the instances and Nodes
+    /// the one set selects. Default 1,000, 5,000 with `set`.
+    #[arg(long)]
+    objects: Option<usize>,
     /// Namespaces they are spread over.
     #[arg(long, default_value_t = 10)]
     namespaces: usize,
@@ -70,7 +78,9 @@ struct Args {
     extra: Vec<String>,
     /// `wave` (the above), `hostile-secrets` (issue 20, item 7; ignores --objects and
     /// --namespaces) or `reboot-herd` (every object Automatic on an instance that is not
-    /// I/O-optimized, one reboot window shared by all, RebootInstance limited to --reboot-qps).
+    /// I/O-optimized, one reboot window shared by all, RebootInstance limited to --reboot-qps)
+    /// or `set` (issue 24: one VncPasswordSet over N Nodes; ignores --namespaces,
+    /// --non-io-percent and --rotations).
     #[arg(long, value_enum, default_value = "wave")]
     scenario: Scenario,
     /// With `reboot-herd`: RebootInstance calls per second for the account (the controller's
@@ -84,6 +94,7 @@ enum Scenario {
     Wave,
     HostileSecrets,
     RebootHerd,
+    Set,
 }
 
 /// What the benchmark's own watch has seen.
@@ -98,7 +109,7 @@ struct Seen {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let n = args.objects;
+    let n = args.objects.unwrap_or(1000);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let binary = build_controller(&root);
     ecs_vnc_controller::ecs::client::install_crypto_provider();
@@ -116,27 +127,37 @@ async fn main() {
         }
     };
     let client = client(&kubeconfig).await;
-    let crd: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("crds/vncpassword.yaml")).unwrap())
-            .unwrap();
+    // Both CRDs: the controller watches VncPasswordSets too, whatever the scenario.
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client.clone());
-    crds.patch(
-        "vncpasswords.ecsvnc.io",
-        &PatchParams::apply("scale").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("CRD");
-    kube::runtime::wait::await_condition(
-        crds,
-        "vncpasswords.ecsvnc.io",
-        kube::runtime::wait::conditions::is_crd_established(),
-    )
-    .await
-    .expect("CRD established");
+    for (file, name) in [
+        ("crds/vncpassword.yaml", "vncpasswords.ecsvnc.io"),
+        ("crds/vncpasswordset.yaml", "vncpasswordsets.ecsvnc.io"),
+    ] {
+        let crd: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(root.join(file)).unwrap()).unwrap();
+        crds.patch(
+            name,
+            &PatchParams::apply("scale").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("CRD");
+        kube::runtime::wait::await_condition(
+            crds.clone(),
+            name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        )
+        .await
+        .expect("CRD established");
+    }
     if args.scenario == Scenario::HostileSecrets {
         hostile_secrets(&client, &binary, &kubeconfig, &args).await;
+        stop_control_plane(&root, cp_dir);
+        return;
+    }
+    if args.scenario == Scenario::Set {
+        set_scenario(&client, &binary, &kubeconfig, &args).await;
         stop_control_plane(&root, cp_dir);
         return;
     }
@@ -526,7 +547,7 @@ async fn hostile_secrets(client: &Client, binary: &Path, kubeconfig: &Path, args
 /// Prints the time from the window's opening until every object is Ready, its ratio to
 /// N / reboot-qps, reboots per instance, and what the controller spent on the way.
 async fn reboot_herd(client: &Client, binary: &Path, kubeconfig: &Path, args: &Args) {
-    let n = args.objects;
+    let n = args.objects.unwrap_or(1000);
     let namespaces: Vec<String> = (0..args.namespaces.max(1))
         .map(|i| format!("herd-{i}"))
         .collect();
@@ -657,6 +678,374 @@ async fn reboot_herd(client: &Client, binary: &Path, kubeconfig: &Path, args: &A
         describe(&diff(&before, &after), n),
         peak_rss(controller.id())
     );
+    stop(&mut controller);
+}
+
+/// Issue 24's fleet: N I/O-optimized instances behind N Nodes of one node pool (created before
+/// the controller starts), then ONE VncPasswordSet selecting them by Node label, created once the
+/// controller runs. Prints the time from the set's creation until its status says
+/// `Ready=True`/`AllReady` with all N selected and ready, its ratio to N / QPS (the children's
+/// ModifyInstanceVncPasswd under ECS's limit), status writes to the set and per child, API
+/// requests and ECS calls per child, whether every instance got its own password exactly once, a
+/// timeline of the wave, and the controller's peak RSS.
+async fn set_scenario(client: &Client, binary: &Path, kubeconfig: &Path, args: &Args) {
+    const POOL: &str = "np-bench";
+    const SET: &str = "bench";
+    const MODIFY: &str = "ModifyInstanceVncPasswd";
+    let n = args.objects.unwrap_or(5000);
+    let ns = "fleet-0";
+    create_namespaces(client, [ns].into_iter()).await;
+    let instance = |i: usize| format!("i-fleet{i:08}");
+    let sim = simulator(args, (0..n).map(|i| (instance(i), true, ns.to_string()))).await;
+    println!("creating {n} Nodes of node pool {POOL} ...");
+    let created = Instant::now();
+    let nodes: Api<Node> = Api::all(client.clone());
+    futures::stream::iter(0..n)
+        .for_each_concurrent(32, |i| {
+            let nodes = nodes.clone();
+            async move {
+                let node: Node = serde_json::from_value(json!({
+                    "metadata": {"name": format!("fleet-node-{i}"),
+                                 "labels": {"alibabacloud.com/nodepool-id": POOL}},
+                    "spec": {"providerID": format!("cn-hangzhou.{}", instance(i))},
+                }))
+                .expect("a Node");
+                match nodes.create(&PostParams::default(), &node).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => panic!("creating a Node: {e}"),
+                }
+            }
+        })
+        .await;
+    println!("  created in {:.1} s", created.elapsed().as_secs_f64());
+
+    let metrics_addr = free_addr();
+    let flags = controller_flags(&sim, args, metrics_addr);
+    let mut controller = spawn_controller(binary, kubeconfig, &flags);
+    wait_until(Duration::from_secs(60), || {
+        scrape(metrics_addr)
+            .lines()
+            .any(|l| l == "ecs_vnc_leader 1")
+    })
+    .await;
+    // Its watches' initial lists (nothing of the namespace exists yet).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let sets: Api<VncPasswordSet> = Api::namespaced(client.clone(), ns);
+    let set: VncPasswordSet = serde_json::from_value(json!({
+        "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPasswordSet", "metadata": {"name": SET},
+        "spec": {"regionId": "cn-hangzhou",
+                 "selector": {"nodes": {"matchLabels": {"alibabacloud.com/nodepool-id": POOL}}},
+                 "template": {"passwordGeneration": {}}},
+    }))
+    .expect("a VncPasswordSet");
+    let before = apiserver_requests(client).await;
+    let latency_before = apiserver_latency(client).await;
+    // CPU seconds of each process during the wave, and of the whole machine.
+    let cp_dir = kubeconfig.parent().expect("the control plane's directory");
+    let pids: Vec<(&str, Option<u32>)> = vec![
+        ("controller", Some(controller.id())),
+        ("kube-apiserver", pid_in(cp_dir, "kube-apiserver")),
+        ("etcd", pid_in(cp_dir, "etcd")),
+        ("benchmark and simulator", Some(std::process::id())),
+    ];
+    let cpu_before: Vec<f64> = pids
+        .iter()
+        .map(|(_, p)| p.map_or(0.0, cpu_seconds))
+        .collect();
+    let machine_before = machine_cpu();
+    let wall0 = jiff::Timestamp::now();
+    let started = Instant::now();
+    sets.create(&PostParams::default(), &set)
+        .await
+        .expect("create the VncPasswordSet");
+
+    // Poll the set's status (and the controller's gauges, and the simulator's call count) until
+    // it says AllReady with every instance selected and ready.
+    struct Sample {
+        at: f64,
+        children_ready: f64,
+        waiting: f64,
+        modify: usize,
+        selected: i64,
+        ready: i64,
+        ready_condition: String,
+    }
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut milestones: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut set_polls = 0;
+    let deadline = started + Duration::from_secs(1800);
+    loop {
+        let status = sets
+            .get(SET)
+            .await
+            .expect("get the set")
+            .status
+            .unwrap_or_default();
+        set_polls += 1;
+        let at = started.elapsed().as_secs_f64();
+        let ready_condition = status
+            .condition(condition::READY)
+            .map(|c| format!("{}/{}", c.status, c.reason))
+            .unwrap_or_default();
+        let text = scrape(metrics_addr);
+        let ready_gauge = || -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("ecs_vnc_vncpasswords{{namespace=\"{ns}\"")))
+                .filter(|l| l.contains("ready_reason=\"Applied\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let waiting = text
+            .lines()
+            .find(|l| l.starts_with("ecs_vnc_reconciles_waiting "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let sample = Sample {
+            at,
+            children_ready: ready_gauge(),
+            waiting,
+            modify: sim.state().calls_with_code(MODIFY, "Success"),
+            selected: status.selected,
+            ready: status.ready,
+            ready_condition,
+        };
+        let n_f = n as f64;
+        for (name, reached) in [
+            ("set selects all", sample.selected as usize >= n),
+            ("all passwords applied (ECS)", sample.modify >= n),
+            ("all children Ready (gauge)", sample.children_ready >= n_f),
+        ] {
+            if reached {
+                milestones.entry(name).or_insert(at);
+            }
+        }
+        let done = sample.selected as usize == n
+            && sample.ready as usize == n
+            && sample.ready_condition == "True/AllReady";
+        samples.push(sample);
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the set was not AllReady within 30 minutes: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let t_ready = started.elapsed().as_secs_f64();
+    let cpu: Vec<f64> = pids
+        .iter()
+        .zip(&cpu_before)
+        .map(|((_, p), b)| p.map_or(0.0, cpu_seconds) - b)
+        .collect();
+    let machine = {
+        let (busy, total) = machine_cpu();
+        (busy - machine_before.0, total - machine_before.1)
+    };
+    let after = apiserver_requests(client).await;
+    let latency_after = apiserver_latency(client).await;
+    let rss = peak_rss(controller.id());
+    // When each child was created (one list once done; creationTimestamp has whole seconds).
+    let created_at: Vec<f64> = Api::<VncPassword>::namespaced(client.clone(), ns)
+        .list_metadata(&kube::api::ListParams::default().labels(&format!("ecsvnc.io/set={SET}")))
+        .await
+        .expect("list the children")
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0.duration_since(wall0).as_secs_f64())
+        .collect();
+    let created_by = |at: f64| created_at.iter().filter(|c| **c <= at).count();
+    if let Some(last) = created_at.iter().copied().reduce(f64::max) {
+        milestones.insert(
+            "all children created (creationTimestamp, whole seconds)",
+            last,
+        );
+    }
+    let reconciles = scrape_sum(metrics_addr, "ecs_vnc_reconciles_total{");
+    let calls = sim.state().counts();
+    let log = sim.state().call_log();
+    let bound = n as f64 / args.qps;
+    let per = |x: f64| x / n as f64;
+
+    println!(
+        "\nVncPasswordSet over {n} Nodes: ECS limit {} QPS per API, {} ms per call, controller flags {flags:?}",
+        args.qps, args.latency_ms
+    );
+    println!(
+        "  set AllReady (selected {n}, ready {n}) {t_ready:.1} s after its creation = {:.2} x N/QPS ({bound:.1} s: {n} ModifyInstanceVncPasswd at {} QPS)",
+        t_ready / bound,
+        args.qps
+    );
+    // The ECS side of the same wave, from the simulator's call log (its clock is the wall clock).
+    let modify_times: Vec<f64> = log
+        .iter()
+        .filter(|c| c.action == MODIFY && c.code == "Success")
+        .filter_map(|c| c.time.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.duration_since(wall0).as_secs_f64())
+        .collect();
+    if let (Some(first), Some(last)) = (
+        modify_times.iter().copied().reduce(f64::min),
+        modify_times.iter().copied().reduce(f64::max),
+    ) {
+        println!(
+            "  ModifyInstanceVncPasswd: first at {first:.1} s, last at {last:.1} s ({:.1} per second between them)",
+            (modify_times.len().saturating_sub(1)) as f64 / (last - first).max(0.001)
+        );
+    }
+    for (name, at) in &milestones {
+        println!("  {name} at {at:.1} s");
+    }
+    for (action, codes) in &calls {
+        let total: u64 = codes.values().sum();
+        let throttled: u64 = codes
+            .iter()
+            .filter(|(c, _)| c.starts_with("Throttling"))
+            .map(|(_, v)| v)
+            .sum();
+        println!(
+            "  ECS {action}: {total} calls ({:.3} per instance), {throttled} throttled",
+            per(total as f64)
+        );
+    }
+    // Exactly once: every instance has a password, they differ, and ECS accepted N of them.
+    let mut passwords = std::collections::HashSet::new();
+    let mut without = 0;
+    for i in 0..n {
+        match sim
+            .state()
+            .instance(&instance(i))
+            .and_then(|v| v.set_password)
+        {
+            Some(p) => {
+                passwords.insert(p);
+            }
+            None => without += 1,
+        }
+    }
+    let accepted = calls
+        .get(MODIFY)
+        .and_then(|c| c.get("Success"))
+        .copied()
+        .unwrap_or(0);
+    let mut per_instance: HashMap<String, u32> = HashMap::new();
+    for c in log
+        .iter()
+        .filter(|c| c.action == MODIFY && c.code == "Success")
+    {
+        *per_instance
+            .entry(c.instance_id.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    let histogram: BTreeMap<u32, usize> =
+        per_instance.values().fold(BTreeMap::new(), |mut m, count| {
+            *m.entry(*count).or_default() += 1;
+            m
+        });
+    println!(
+        "  passwords: {} distinct over {n} instances, {without} without one; ECS accepted {accepted} (instances by accepted calls, from the call log: {histogram:?}): {}",
+        passwords.len(),
+        if without == 0 && passwords.len() == n && accepted == n as u64 {
+            "each applied exactly once"
+        } else {
+            "NOT exactly once"
+        }
+    );
+    let delta = diff(&before, &after);
+    let set_status_writes = ["APPLY", "PATCH", "PUT"]
+        .iter()
+        .filter_map(|v| delta.get(&format!("{v} vncpasswordsets/status")))
+        .sum::<f64>();
+    // The benchmark's own requests: its create and its polls of the set.
+    let controller_delta: BTreeMap<String, f64> = delta
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "GET vncpasswordsets" | "POST vncpasswordsets"))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    println!(
+        "  status writes to the set: {set_status_writes:.0} in {t_ready:.0} s (one per {:.1} s); status writes per child: {:.2}; VncPassword reconciles per child: {:.2}",
+        t_ready / set_status_writes.max(1.0),
+        per(status_writes(&delta)),
+        per(reconciles)
+    );
+    println!(
+        "  Kubernetes API requests per child (the benchmark's {set_polls} polls of the set left out): {:.2} ({})",
+        per(controller_delta.values().sum()),
+        describe(&controller_delta, n)
+    );
+    println!("  controller peak RSS (VmHWM): {rss}");
+    println!(
+        "  CPU during the wave (s of one core; the machine has {}): {}; the whole machine {:.0} % busy ({:.0} of {:.0} core-seconds), load average now {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        pids.iter()
+            .zip(&cpu)
+            .map(|((name, _), c)| format!("{name} {c:.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        100.0 * machine.0 / machine.1.max(1.0),
+        machine.0,
+        machine.1,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let mean_latency = |key: &str| {
+        let (s1, c1) = latency_after.get(key).copied().unwrap_or_default();
+        let (s0, c0) = latency_before.get(key).copied().unwrap_or_default();
+        if c1 > c0 {
+            format!("{key} {:.1} ms", 1000.0 * (s1 - s0) / (c1 - c0))
+        } else {
+            format!("{key} -")
+        }
+    };
+    println!(
+        "  API server's mean latency in the wave: {}",
+        [
+            "POST vncpasswords",
+            "APPLY vncpasswords/status",
+            "POST secrets",
+            "GET secrets",
+            "POST events",
+            "APPLY vncpasswordsets/status"
+        ]
+        .map(mean_latency)
+        .join(", ")
+    );
+    // Children created per second of the wave (the set's passes: at most 100 each, one a second).
+    let mut per_second: BTreeMap<i64, usize> = BTreeMap::new();
+    for c in &created_at {
+        *per_second.entry(c.round() as i64).or_default() += 1;
+    }
+    let last_second = per_second.keys().copied().max().unwrap_or(0);
+    println!(
+        "  children created per second: {}",
+        (per_second.keys().copied().min().unwrap_or(0)..=last_second)
+            .map(|s| per_second.get(&s).copied().unwrap_or(0).to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "  timeline (s: children created, children Ready by the controller's gauge (updated every 5 s), ModifyInstanceVncPasswd accepted, reconciles waiting for a slot | the set's status selected/ready, Ready):"
+    );
+    let mut next = 0.0;
+    for s in &samples {
+        if s.at >= next || std::ptr::eq(s, samples.last().unwrap()) {
+            println!(
+                "    {:6.1}: {:5} {:5.0} {:5} {:5.0} | {}/{} {}",
+                s.at,
+                created_by(s.at),
+                s.children_ready,
+                s.modify,
+                s.waiting,
+                s.selected,
+                s.ready,
+                s.ready_condition
+            );
+            next = s.at + 5.0;
+        }
+    }
     stop(&mut controller);
 }
 
@@ -923,6 +1312,92 @@ async fn apiserver_requests(client: &Client) -> BTreeMap<String, f64> {
         *out.entry(key).or_default() += value;
     }
     out
+}
+
+/// `apiserver_request_duration_seconds` (sum, count) by "VERB resource[/subresource]".
+async fn apiserver_latency(client: &Client) -> BTreeMap<String, (f64, f64)> {
+    let request = axum::http::Request::get("/metrics")
+        .body(Vec::new())
+        .unwrap();
+    let text = client.request_text(request).await.expect("/metrics");
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for (prefix, count) in [
+        ("apiserver_request_duration_seconds_sum{", false),
+        ("apiserver_request_duration_seconds_count{", true),
+    ] {
+        for line in text.lines().filter(|l| l.starts_with(prefix)) {
+            let label = |name: &str| {
+                let start = line.find(&format!(",{name}=\""))? + name.len() + 3;
+                let end = line[start..].find('"')? + start;
+                Some(line[start..end].to_string())
+            };
+            let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else {
+                continue;
+            };
+            let sub = label("subresource").unwrap_or_default();
+            let key = if sub.is_empty() {
+                format!("{verb} {resource}")
+            } else {
+                format!("{verb} {resource}/{sub}")
+            };
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            let entry = out.entry(key).or_default();
+            if count {
+                entry.1 += value;
+            } else {
+                entry.0 += value;
+            }
+        }
+    }
+    out
+}
+
+/// The pid the test control plane recorded for `name` (`DIR/name.pid`).
+fn pid_in(dir: &Path, name: &str) -> Option<u32> {
+    std::fs::read_to_string(dir.join(format!("{name}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// User and system CPU seconds of a process so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the command; 100 Hz.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The machine's (busy, total) CPU seconds so far, all cores.
+fn machine_cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: f64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0.0) + fields.get(4).copied().unwrap_or(0.0);
+    ((total - idle) / 100.0, total / 100.0)
 }
 
 /// Server-side apply shows as verb APPLY, other patches as PATCH.
