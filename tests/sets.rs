@@ -61,11 +61,19 @@ async fn wait_set(
         if check(&set, &kids) {
             return set;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {WAIT:?}; status {:?}, children {kids:?}",
-            set.status
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let logs = support::leaks::captured_logs();
+            let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+            let passes: Vec<&str> = logs
+                .lines()
+                .filter(|l| l.contains("set pass") && l.contains(ns))
+                .collect();
+            panic!(
+                "{what}: not within {WAIT:?}; status {:?}, children {kids:?}\nlast passes:\n{}",
+                set.status,
+                passes[passes.len().saturating_sub(30)..].join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

@@ -35,7 +35,8 @@ pub enum SetReason {
     /// The instances could not be listed with the template's credentials (the message says why:
     /// no credentials, not allowed, refused by ECS).
     SelectorFailed,
-    /// ECS or STS could not be reached to list the instances; retried.
+    /// ECS or STS could not be reached to list the instances, or the Node watch has not listed
+    /// the Nodes yet; retried.
     SelectorUnavailable,
     /// Some children are Stalled and none is still working: a person must act on them.
     ChildrenStalled,

@@ -3,9 +3,10 @@
 //! then creates, puts back, marks or deletes children and writes the counts to the status. The
 //! children are ordinary VncPasswords: claims, tenancy, rotation and reboots are theirs.
 //!
-//! What must survive a restart lives in the cluster: the children themselves (the selection
-//! between two tag resyncs), the annotation `ecsvnc.io/unselected-since` on a child whose instance
-//! left, and `status.lastSelectionTime`.
+//! What must survive a restart lives in the cluster: the children themselves, the annotation
+//! `ecsvnc.io/unselected-since` on a child whose instance left, `status.leftToOthers` and
+//! `status.lastSelectionTime` (when the next tag resync is due). ECS's last answer for a tag set is
+//! only cached in memory until that resync: a restarted controller asks again.
 
 pub mod nodes;
 pub mod plan;
@@ -56,6 +57,9 @@ pub enum SetError {
     Credentials(String),
 }
 
+/// A tag set's last answer from ECS: the spec generation asked for, and the instance IDs.
+type CachedSelection = (i64, Arc<BTreeSet<String>>);
+
 /// What the set controller shares across its reconciles (one per term of leadership).
 pub struct SetContext {
     /// The VncPassword controller's context: the API client, ECS, credentials, work slots and the
@@ -67,6 +71,12 @@ pub struct SetContext {
     /// When each set's status was last written (pacing only: a restart merely writes once more),
     /// and the resourceVersion that write made: a cached set older than that is not acted on.
     written: Mutex<HashMap<String, (Instant, u64)>>,
+    /// When each set's last batch of child writes started (pacing only).
+    batches: Mutex<HashMap<String, Instant>>,
+    /// Each tag set's last answer from ECS (spec generation, instance IDs), until its next resync:
+    /// a cache of what ECS said, asked again after a restart (`status.lastSelectionTime` says
+    /// when the next resync is due, not what was found).
+    selections: Mutex<HashMap<String, CachedSelection>>,
 }
 
 impl SetContext {
@@ -75,7 +85,28 @@ impl SetContext {
             ctx,
             nodes,
             written: Mutex::default(),
+            batches: Mutex::default(),
+            selections: Mutex::default(),
         }
+    }
+
+    /// The tag set's cached selection for this spec generation.
+    fn selection(&self, uid: &str, generation: i64) -> Option<Arc<BTreeSet<String>>> {
+        self.selections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(uid)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, ids)| ids.clone())
+    }
+
+    fn remember_selection(&self, uid: &str, generation: i64, ids: BTreeSet<String>) {
+        let mut selections = self.selections.lock().unwrap_or_else(|p| p.into_inner());
+        if selections.len() >= WRITTEN_REMEMBERED && !selections.contains_key(uid) {
+            // Bounded: a set whose entry went asks ECS again at its next pass.
+            selections.clear();
+        }
+        selections.insert(uid.to_string(), (generation, Arc::new(ids)));
     }
 }
 
@@ -139,6 +170,17 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     let ctx = sctx.ctx.clone();
+    // The children are read from the VncPassword cache: not before it has listed them all (an
+    // empty cache would look like a set without children).
+    if tokio::time::timeout(
+        Duration::from_secs(5),
+        ctx.watched.objects.wait_until_ready(),
+    )
+    .await
+    .is_err()
+    {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     // Never act on a cache older than the last status write: the status is the selection's memory
     // (`leftToOthers`, `lastSelectionTime`). The watch brings the write shortly.
     let cached_version = set
@@ -183,17 +225,21 @@ pub async fn reconcile(
                         message: "selector.nodes needs the controller's cluster-wide read of Nodes, which it does not have when it watches only some namespaces (--watch-namespaces): use selector.instanceTags".to_string(),
                         transient: false,
                     },
-                    Some(cache) => {
-                        let store = cache.store().await;
-                        match nodes::select(&store.state(), selector, &set.spec.region_id) {
+                    Some(cache) => match cache.store().await {
+                        None => Selection::Failed {
+                            reason: SetReason::SelectorUnavailable,
+                            message: "the Node watch has not listed the Nodes yet (the controller needs list and watch on nodes); the children are left as they are".to_string(),
+                            transient: true,
+                        },
+                        Some(store) => match nodes::select(&store.state(), selector, &set.spec.region_id) {
                             Ok((ids, _)) => Selection::Instances(ids),
                             Err(e) => Selection::Failed {
                                 reason: SetReason::InvalidSpec,
                                 message: format!("selector.nodes: {e}"),
                                 transient: false,
                             },
-                        }
-                    }
+                        },
+                    },
                 }
             } else {
                 let due = last_selection_time
@@ -207,14 +253,20 @@ pub async fn reconcile(
                     .left_to_others
                     .iter()
                     .any(|l| taken.get(&l.instance_id) != Some(&l.vnc_password));
-                if fresh_spec || due || released {
-                    let selection = tagged(&ctx, &set, &namespace).await?;
-                    if matches!(selection, Selection::Instances(_)) {
-                        last_selection_time = Some(now.to_string());
+                let generation = set.meta().generation.unwrap_or_default();
+                let cached = sctx.selection(&uid, generation);
+                match cached {
+                    Some(ids) if !(fresh_spec || due || released) => {
+                        Selection::Instances((*ids).clone())
                     }
-                    selection
-                } else {
-                    Selection::Unchanged
+                    _ => {
+                        let selection = tagged(&ctx, &set, &namespace).await?;
+                        if let Selection::Instances(ids) = &selection {
+                            last_selection_time = Some(now.to_string());
+                            sctx.remember_selection(&uid, generation, ids.clone());
+                        }
+                        selection
+                    }
                 }
             };
             (
@@ -239,6 +291,14 @@ pub async fn reconcile(
         .iter()
         .map(|l| l.instance_id.clone())
         .collect();
+    let batch_wait = sctx
+        .batches
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&uid)
+        .map(Instant::elapsed)
+        .filter(|since| *since < plan::NEXT_BATCH)
+        .map(|since| plan::NEXT_BATCH - since);
     let plan = plan::plan(&plan::Inputs {
         set_name: &name,
         spec: &set.spec,
@@ -249,22 +309,46 @@ pub async fn reconcile(
         gone: &gone,
         taken: &taken,
         left_before: &left_before,
+        batch_wait,
     });
+    tracing::debug!(
+        %namespace, set = %name, resource_version = cached_version,
+        taken = taken.len(), left_before = ?left_before, left = ?plan.left_to_others,
+        selected = plan.counts.selected, steps = plan.steps.len(),
+        "set pass"
+    );
     let api = Api::<VncPassword>::namespaced(ctx.client.clone(), &namespace);
     // A batch is at most `plan::APPLIES_PER_PASS` writes to the API server, a few at a time.
-    for batch in plan.steps.chunks(WRITES_AT_ONCE) {
-        let mut writes = Vec::with_capacity(batch.len());
-        for step in batch {
-            writes.push(perform(&api, &set, &uid, step, now));
+    if plan.steps.iter().any(|s| matches!(s, Step::Apply { .. })) {
+        let mut batches = sctx.batches.lock().unwrap_or_else(|p| p.into_inner());
+        if batches.len() >= WRITTEN_REMEMBERED {
+            batches.retain(|_, at| at.elapsed() < plan::NEXT_BATCH);
         }
-        futures::future::join_all(writes)
-            .await
-            .into_iter()
-            .collect::<Result<(), SetError>>()?;
+        batches.insert(uid.clone(), Instant::now());
     }
-
+    let writes: Vec<_> = plan
+        .steps
+        .iter()
+        .map(|step| perform(&api, &set, &uid, step, now))
+        .collect();
+    let results: Vec<Result<(), SetError>> = futures::stream::iter(writes)
+        .buffer_unordered(WRITES_AT_ONCE)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<(), SetError>>()?;
     publish(&ctx, &set, &status, &plan).await;
     let mut requeue = plan.requeue;
+    // A tag set looks again when its next resync is due.
+    if set.spec.selector.instance_tags.is_some()
+        && let Ok((_, resync)) = durations(&set)
+        && let Some(last) = last_selection_time
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    {
+        let due = last.checked_add(resync).unwrap_or(last);
+        let wait = Duration::try_from(now.duration_until(due)).unwrap_or(Duration::ZERO);
+        requeue = requeue.min(wait.max(Duration::from_secs(1)));
+    }
     let new_status = VncPasswordSetStatus {
         observed_generation: set.meta().generation,
         selected: plan.counts.selected,
@@ -289,8 +373,11 @@ pub async fn reconcile(
         ),
     };
     if !same_status(&status, &new_status) {
+        // What the status remembers (the selection's memory) is written at once; only counts
+        // and messages wait for the pace.
         let urgent = fresh_spec
             || new_status.last_selection_time != status.last_selection_time
+            || new_status.left_to_others != status.left_to_others
             || condition_changed(&status, &new_status, condition::READY)
             || condition_changed(&status, &new_status, condition::STALLED);
         let since = sctx

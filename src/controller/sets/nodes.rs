@@ -36,8 +36,11 @@ impl NodeCache {
         }
     }
 
-    /// The store, once it has listed (or after 30 s); starts the watch on the first call.
-    pub async fn store(&self) -> Store<Node> {
+    /// The store once it has listed all Nodes, or `None` when it has not within a few seconds
+    /// (the first list of a large cluster, or no RBAC to list Nodes): a selection must never be
+    /// read from a store that has not listed, where every Node would look deleted. Starts the
+    /// watch on the first call.
+    pub async fn store(&self) -> Option<Store<Node>> {
         let (store, _) = self.watch.get_or_init(|| {
             let (store, writer) = reflector::store();
             let on_change = self.on_change.clone();
@@ -77,9 +80,12 @@ impl NodeCache {
             (store, task.abort_handle())
         });
         let store = store.clone();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), store.wait_until_ready())
-            .await;
-        store
+        match tokio::time::timeout(std::time::Duration::from_secs(5), store.wait_until_ready())
+            .await
+        {
+            Ok(Ok(())) => Some(store),
+            _ => None,
+        }
     }
 }
 

@@ -10,11 +10,12 @@ use crate::api::{
 };
 use crate::controller::conditions::Desired;
 
-/// Children created or put back per pass: a set of 5,000 instances creates its children at most
+/// Children created or put back per batch: a set of 5,000 instances writes its children at most
 /// this many per [`NEXT_BATCH`] (faster than ECS's default quota of ModifyInstanceVncPasswd takes
 /// them), so it cannot flood the API server or the work slots.
 pub const APPLIES_PER_PASS: usize = 100;
-/// The pause between two batches of applies.
+/// The least time from the start of one batch of child writes to the start of the next (passes
+/// woken sooner by the children's changes write nothing until then).
 pub const NEXT_BATCH: Duration = Duration::from_secs(1);
 /// While children are still working, the set looks again at least this often (their changes
 /// wake it sooner).
@@ -31,9 +32,8 @@ pub const SECRET_HANDOVER_WAIT: jiff::SignedDuration = jiff::SignedDuration::fro
 pub enum Selection {
     /// Exactly these instance IDs.
     Instances(BTreeSet<String>),
-    /// Not evaluated in this pass (tags between two resyncs): the children stand for it.
-    Unchanged,
-    /// The selector cannot be evaluated; the children are left as they are.
+    /// The selector cannot be evaluated; the children are left as they are, and they (with the
+    /// instances the status says were left to others) stand for the selection.
     Failed {
         reason: SetReason,
         message: String,
@@ -172,8 +172,10 @@ pub struct Inputs<'a> {
     /// set's child) names, and its name: the set leaves them to it.
     pub taken: &'a BTreeMap<String, String>,
     /// The selected instances the last status says were left to such VncPasswords: part of the
-    /// selection between two tag resyncs, like the children.
+    /// selection while the selector fails, like the children.
     pub left_before: &'a [String],
+    /// How long until another batch of child writes may start (`None`: now).
+    pub batch_wait: Option<Duration>,
 }
 
 /// How many instances left to others the status lists by name.
@@ -209,10 +211,11 @@ pub fn plan(inputs: &Inputs) -> Plan {
         .iter()
         .map(|c| (c.name.as_str(), c))
         .collect();
-    // Under `Unchanged`, the selection is the children not marked as left.
+    // When the selector fails, the selection is the children not marked as left, and the
+    // instances left to others.
     let selected: BTreeSet<String> = match &inputs.selection {
         Selection::Instances(ids) => ids.clone(),
-        Selection::Unchanged | Selection::Failed { .. } => inputs
+        Selection::Failed { .. } => inputs
             .children
             .iter()
             .filter(|c| c.owned && c.unselected_since.is_none())
@@ -230,6 +233,12 @@ pub fn plan(inputs: &Inputs) -> Plan {
     let mut steps = Vec::new();
     let mut applies = 0usize;
     let mut more_applies = false;
+    // Within [`NEXT_BATCH`] of the last batch: no child writes in this pass.
+    let budget = if inputs.batch_wait.is_some() {
+        0
+    } else {
+        APPLIES_PER_PASS
+    };
     let mut counts = Counts {
         selected: selected.len() as i64,
         ..Counts::default()
@@ -267,7 +276,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
                     });
                 }
                 if c.spec != desired {
-                    if applies < APPLIES_PER_PASS {
+                    if applies < budget {
                         applies += 1;
                         steps.push(Step::Apply {
                             name: c.name.clone(),
@@ -298,7 +307,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
             }
             None => {
                 working += 1;
-                if applies < APPLIES_PER_PASS {
+                if applies < budget {
                     applies += 1;
                     steps.push(Step::Apply {
                         name,
@@ -367,11 +376,10 @@ pub fn plan(inputs: &Inputs) -> Plan {
             }
         }
     }
-    if inputs
-        .children
-        .iter()
-        .any(|c| c.owned && c.unselected_since.is_none())
-        && inputs.grace.is_zero()
+    if inputs.grace.is_zero()
+        && steps
+            .iter()
+            .any(|s| matches!(s, Step::MarkUnselected { .. }))
     {
         // With a grace period of 0s a child marked now is deleted in the next pass.
         next_removal.get_or_insert(inputs.now);
@@ -425,7 +433,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
                 counts.ready, counts.selected, working
             );
             let requeue = if more_applies {
-                NEXT_BATCH
+                inputs.batch_wait.unwrap_or(NEXT_BATCH)
             } else {
                 PROGRESS_RECHECK
             };
@@ -473,7 +481,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
     };
     let mut requeue = requeue;
     if let Some(due) = next_removal {
-        let wait = inputs.now.duration_until(due).unsigned_abs();
+        let wait = Duration::try_from(inputs.now.duration_until(due)).unwrap_or(Duration::ZERO);
         requeue = requeue.min(wait.max(Duration::from_secs(1)));
     }
     let conditions = vec![

@@ -50,6 +50,15 @@ fn ready() -> ChildState {
     }
 }
 
+/// ECS could not be asked (a transient failure): the children stand for the selection.
+fn unavailable() -> Selection {
+    Selection::Failed {
+        reason: SetReason::SelectorUnavailable,
+        message: "EcsUnavailable".into(),
+        transient: true,
+    }
+}
+
 fn ids(list: &[&str]) -> Selection {
     Selection::Instances(list.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>())
 }
@@ -81,6 +90,7 @@ fn run_with(
         gone,
         taken,
         left_before: &[],
+        batch_wait: None,
     })
 }
 
@@ -99,6 +109,26 @@ fn new_instances_get_children_and_the_set_progresses() {
     assert_eq!(reason(&plan, "Ready"), (false, "Progressing".into()));
     assert_eq!(reason(&plan, "Reconciling"), (true, "Progressing".into()));
     assert_eq!(plan.counts.selected, 2);
+}
+
+#[test]
+fn a_pass_within_a_second_of_the_last_batch_writes_no_child() {
+    let spec = spec();
+    let plan = plan(&Inputs {
+        set_name: "s",
+        spec: &spec,
+        selection: ids(&["i-aaaaaaaa01"]),
+        children: &[],
+        grace: jiff::SignedDuration::from_secs(600),
+        now: now(),
+        gone: &BTreeSet::new(),
+        taken: &Default::default(),
+        left_before: &[],
+        batch_wait: Some(std::time::Duration::from_millis(300)),
+    });
+    assert!(plan.steps.is_empty());
+    assert_eq!(plan.requeue, std::time::Duration::from_millis(300));
+    assert_eq!(reason(&plan, "Ready"), (false, "Progressing".into()));
 }
 
 #[test]
@@ -203,11 +233,11 @@ fn an_instance_that_comes_back_within_the_grace_period_is_unmarked() {
 }
 
 #[test]
-fn between_resyncs_the_children_stand_for_the_selection() {
+fn while_ecs_cannot_be_asked_the_children_stand_for_the_selection() {
     let mut marked = child("i-aaaaaaaa02", ready());
     marked.unselected_since = Some(now());
     let plan = run(
-        Selection::Unchanged,
+        unavailable(),
         &[child("i-aaaaaaaa01", ready()), marked],
         600,
     );
@@ -419,18 +449,19 @@ fn an_instance_named_by_a_vncpassword_written_by_hand_is_left_to_it() {
         plan.left_to_others,
         vec![("i-aaaaaaaa02".to_string(), "by-hand".to_string())]
     );
-    // Between two resyncs the status remembers it: still selected, still counted.
+    // While ECS cannot be asked, the status remembers it: still selected, still counted.
     let spec = spec();
     let later = super::plan::plan(&Inputs {
         set_name: "s",
         spec: &spec,
-        selection: Selection::Unchanged,
+        selection: unavailable(),
         children: &[child("i-aaaaaaaa01", ready())],
         grace: jiff::SignedDuration::from_secs(600),
         now: now(),
         gone: &BTreeSet::new(),
         taken: &taken,
         left_before: &["i-aaaaaaaa02".to_string()],
+        batch_wait: None,
     });
     assert_eq!((later.counts.selected, later.counts.stalled), (2, 1));
     // No longer named by hand: it is not remembered (the set asks ECS again, see `reconcile`).
@@ -438,13 +469,21 @@ fn an_instance_named_by_a_vncpassword_written_by_hand_is_left_to_it() {
     let freed = super::plan::plan(&Inputs {
         set_name: "s",
         spec: &spec,
-        selection: Selection::Unchanged,
+        selection: unavailable(),
         children: &[child("i-aaaaaaaa01", ready())],
         grace: jiff::SignedDuration::from_secs(600),
         now: now(),
         gone: &BTreeSet::new(),
         taken: &none,
         left_before: &["i-aaaaaaaa02".to_string()],
+        batch_wait: None,
     });
     assert_eq!((freed.counts.selected, freed.counts.stalled), (1, 0));
+}
+
+#[test]
+fn a_settled_set_with_no_grace_period_does_not_spin() {
+    let plan = run(ids(&["i-aaaaaaaa01"]), &[child("i-aaaaaaaa01", ready())], 0);
+    assert!(plan.steps.is_empty());
+    assert_eq!(plan.requeue, SETTLED_RECHECK);
 }
