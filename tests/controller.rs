@@ -1151,6 +1151,16 @@ async fn a_generated_password_secret_is_created_once_and_never_overwritten() {
 /// `passwordGeneration.secretDeletionPolicy`: `Delete` owns the Secret (it goes with the
 /// VncPassword), `Retain` does not; a change of policy is applied to the existing Secret without
 /// any ECS call; deleting a `Retain` VncPassword leaves its Secret.
+/// Deletes VncPassword `name` and waits until the API server no longer has it.
+async fn delete_and_wait(case: &Case, name: &str) {
+    let api = Api::<VncPassword>::namespaced(case.client.clone(), case.ns());
+    api.delete(name, &Default::default()).await.expect("delete");
+    eventually("the VncPassword gone", WAIT, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_secret_deletion_policy_decides_who_owns_the_generated_secret() {
     let case = Case::new("ownership", &[("i-ownership0001", true)]).await;
@@ -1188,19 +1198,7 @@ async fn the_secret_deletion_policy_decides_who_owns_the_generated_secret() {
     assert_eq!(password_in(&secret), password);
     assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 1);
     // Deleting the VncPassword leaves the Secret (and the password in effect readable).
-    Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
-        .delete("web", &Default::default())
-        .await
-        .expect("delete");
-    eventually("the VncPassword gone", WAIT, || async {
-        Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
-            .get_opt("web")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    delete_and_wait(&case, "web").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(secret_of(&case, "web-vnc").await.is_some());
     // A new VncPassword of that name for another instance does not take the old Secret for its
@@ -1212,19 +1210,7 @@ async fn the_secret_deletion_policy_decides_who_owns_the_generated_secret() {
         .await;
     assert_eq!(case.sim.calls("ModifyInstanceVncPasswd"), 1);
     assert_eq!(case.sim.set_password("i-ownership0002"), None);
-    Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
-        .delete("web", &Default::default())
-        .await
-        .expect("delete");
-    eventually("the VncPassword gone", WAIT, || async {
-        Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
-            .get_opt("web")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    delete_and_wait(&case, "web").await;
     // Re-created for the same instance (a `kubectl delete -k` and apply): the kept Secret is
     // adopted, its password kept and applied again; nothing stalls.
     case.vncpw("web", "i-ownership0001", json!({"passwordGeneration": {}}))

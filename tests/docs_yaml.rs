@@ -656,20 +656,8 @@ fn yaml_blocks_are_extracted_with_their_indentation_removed() {
     assert!(yaml_blocks("```yaml\na: 1\n").is_err());
 }
 
-/// GitHub's anchor of a heading: lower case, punctuation other than `-` and `_` dropped, spaces
-/// as `-`.
-fn anchor(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter_map(|c| match c {
-            ' ' => Some('-'),
-            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-            _ => None,
-        })
-        .collect()
-}
+/// GitHub's anchor of a heading (the generated API reference makes its links the same way).
+use support::api_reference::anchor;
 
 /// The anchors of a Markdown file's headings (outside code blocks).
 fn anchors(markdown: &str) -> BTreeSet<String> {

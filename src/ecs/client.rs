@@ -493,24 +493,18 @@ impl EcsClient {
                         },
                     });
                 }
-                let mut params: Vec<(&str, &str)> = vec![
+                let params = [
                     ("RegionId", region),
-                    ("InstanceIds", &ids),
+                    ("InstanceIds", ids.as_str()),
                     ("MaxResults", "100"),
                 ];
-                if let Some(token) = next_token.as_deref() {
-                    params.push(("NextToken", token));
-                }
-                let response: DescribeInstancesResponse = self
-                    .call(credentials, region, "DescribeInstances", &params)
+                let (instances, next) = self
+                    .describe_page(credentials, region, &params, next_token.as_deref())
                     .await?;
-                let got = response.instances.instance.len();
-                found.extend(response.instances.instance);
-                match response.next_token.filter(|t| !t.is_empty()) {
-                    Some(token) if got > 0 && next_token.as_deref() != Some(token.as_str()) => {
-                        next_token = Some(token);
-                    }
-                    _ => break,
+                found.extend(instances);
+                match next {
+                    Some(token) => next_token = Some(token),
+                    None => break,
                 }
             }
         }
@@ -543,22 +537,12 @@ impl EcsClient {
                     params.push((value_name, value));
                 }
             }
-            if let Some(token) = next_token.as_deref() {
-                params.push(("NextToken", token));
-            }
-            let response: DescribeInstancesResponse = self
-                .call(credentials, region, "DescribeInstances", &params)
+            let (instances, next) = self
+                .describe_page(credentials, region, &params, next_token.as_deref())
                 .await?;
-            let got = response.instances.instance.len();
-            found.extend(response.instances.instance);
-            match response.next_token.filter(|t| !t.is_empty()) {
-                Some(token)
-                    if got > 0
-                        && found.len() < MAX_TAGGED_INSTANCES
-                        && next_token.as_deref() != Some(token.as_str()) =>
-                {
-                    next_token = Some(token);
-                }
+            found.extend(instances);
+            match next {
+                Some(token) if found.len() < MAX_TAGGED_INSTANCES => next_token = Some(token),
                 _ => break,
             }
         }
@@ -568,6 +552,30 @@ impl EcsClient {
             truncated: found.len() >= MAX_TAGGED_INSTANCES,
             instances: found,
         })
+    }
+
+    /// One DescribeInstances page after `after` (the previous page's `NextToken`): its instances
+    /// and the next page's token; `None` on the last page, and when ECS repeats the token or sends
+    /// an empty page with one (paging that would never end).
+    async fn describe_page(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        params: &[(&str, &str)],
+        after: Option<&str>,
+    ) -> Result<(Vec<Instance>, Option<String>), EcsError> {
+        let mut params = params.to_vec();
+        if let Some(token) = after {
+            params.push(("NextToken", token));
+        }
+        let response: DescribeInstancesResponse = self
+            .call(credentials, region, "DescribeInstances", &params)
+            .await?;
+        let instances = response.instances.instance;
+        let next = response
+            .next_token
+            .filter(|t| !t.is_empty() && !instances.is_empty() && Some(t.as_str()) != after);
+        Ok((instances, next))
     }
 
     /// One action with retries. `params` are the action's own parameters; common parameters and the

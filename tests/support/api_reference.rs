@@ -402,8 +402,8 @@ fn cell(text: &str) -> String {
     paragraph(text).replace('|', "\\|")
 }
 
-/// GitHub's anchor of a heading, as `tests/docs_yaml.rs` (which checks every link) computes it:
-/// code marks dropped, lower case, punctuation other than `-` and `_` dropped, spaces as `-`.
+/// GitHub's anchor of a heading (`tests/docs_yaml.rs` checks every link with it): code marks
+/// dropped, lower case, punctuation other than `-` and `_` dropped, spaces as `-`.
 pub fn anchor(heading: &str) -> String {
     heading
         .replace('`', "")

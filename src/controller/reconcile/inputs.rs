@@ -90,6 +90,15 @@ pub(super) fn generated_secret(
     if !owner_reference && !annotated {
         return GeneratedSecret::NotOurs;
     }
+    ours(annotations, owner_reference, false)
+}
+
+/// This VncPassword's generated Secret, as its annotations describe it.
+fn ours(
+    annotations: &std::collections::BTreeMap<String, String>,
+    owner_reference: bool,
+    adopt: bool,
+) -> GeneratedSecret {
     GeneratedSecret::Ours {
         generated_at: annotations
             .get(ANNOTATION_GENERATED_AT)
@@ -99,7 +108,7 @@ pub(super) fn generated_secret(
             .get(ANNOTATION_PREVIOUS_IN_EFFECT)
             .is_some_and(|v| v == "true"),
         owner_reference,
-        adopt: false,
+        adopt,
     }
 }
 
@@ -123,21 +132,6 @@ fn orphaned(obj: &VncPassword, secret: &SecretData, alive: impl Fn(&str) -> bool
             .annotations
             .get(ANNOTATION_OWNER_UID)
             .is_some_and(|owner| !owner.is_empty() && !alive(owner))
-}
-
-/// An orphaned generated Secret as this VncPassword's, to be made its own first.
-fn adopted(annotations: &std::collections::BTreeMap<String, String>) -> GeneratedSecret {
-    GeneratedSecret::Ours {
-        generated_at: annotations
-            .get(ANNOTATION_GENERATED_AT)
-            .and_then(|t| t.parse().ok()),
-        rotate_token: annotations.get(ANNOTATION_ROTATE_TOKEN).cloned(),
-        previous_kept: annotations
-            .get(ANNOTATION_PREVIOUS_IN_EFFECT)
-            .is_some_and(|v| v == "true"),
-        owner_reference: false,
-        adopt: true,
-    }
 }
 
 /// The inputs from the watch caches alone, without any API call: only when the cache shows the
@@ -230,7 +224,7 @@ pub(super) async fn observe(
             if generated == GeneratedSecret::NotOurs
                 && orphaned(obj, s, |uid| ctx.watched.index.knows(uid))
             {
-                adopted(&s.annotations)
+                ours(&s.annotations, false, true)
             } else {
                 generated
             }

@@ -94,6 +94,27 @@ fn run_with(
     })
 }
 
+/// A pass while ECS cannot be asked, with the instances the status remembers as left to others.
+fn remembering(
+    children: &[Child],
+    taken: &std::collections::BTreeMap<String, String>,
+    left_before: &[String],
+) -> Plan {
+    let spec = spec();
+    plan(&Inputs {
+        set_name: "s",
+        spec: &spec,
+        selection: unavailable(),
+        children,
+        grace: jiff::SignedDuration::from_secs(600),
+        now: now(),
+        gone: &BTreeSet::new(),
+        taken,
+        left_before,
+        batch_wait: None,
+    })
+}
+
 fn reason(plan: &Plan, type_: &str) -> (bool, String) {
     let c = plan.conditions.iter().find(|c| c.type_ == type_).unwrap();
     (c.status, c.reason.clone())
@@ -450,34 +471,15 @@ fn an_instance_named_by_a_vncpassword_written_by_hand_is_left_to_it() {
         vec![("i-aaaaaaaa02".to_string(), "by-hand".to_string())]
     );
     // While ECS cannot be asked, the status remembers it: still selected, still counted.
-    let spec = spec();
-    let later = super::plan::plan(&Inputs {
-        set_name: "s",
-        spec: &spec,
-        selection: unavailable(),
-        children: &[child("i-aaaaaaaa01", ready())],
-        grace: jiff::SignedDuration::from_secs(600),
-        now: now(),
-        gone: &BTreeSet::new(),
-        taken: &taken,
-        left_before: &["i-aaaaaaaa02".to_string()],
-        batch_wait: None,
-    });
+    let remembered = ["i-aaaaaaaa02".to_string()];
+    let later = remembering(&[child("i-aaaaaaaa01", ready())], &taken, &remembered);
     assert_eq!((later.counts.selected, later.counts.stalled), (2, 1));
     // No longer named by hand: it is not remembered (the set asks ECS again, see `reconcile`).
-    let none = Default::default();
-    let freed = super::plan::plan(&Inputs {
-        set_name: "s",
-        spec: &spec,
-        selection: unavailable(),
-        children: &[child("i-aaaaaaaa01", ready())],
-        grace: jiff::SignedDuration::from_secs(600),
-        now: now(),
-        gone: &BTreeSet::new(),
-        taken: &none,
-        left_before: &["i-aaaaaaaa02".to_string()],
-        batch_wait: None,
-    });
+    let freed = remembering(
+        &[child("i-aaaaaaaa01", ready())],
+        &Default::default(),
+        &remembered,
+    );
     assert_eq!((freed.counts.selected, freed.counts.stalled), (1, 0));
 }
 
