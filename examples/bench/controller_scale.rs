@@ -1279,36 +1279,47 @@ fn scrape_reason(addr: SocketAddr, reason: &str) -> f64 {
         .sum()
 }
 
-/// `apiserver_request_total` summed by "VERB resource[/subresource]".
-async fn apiserver_requests(client: &Client) -> BTreeMap<String, f64> {
+/// The API server's `/metrics` text.
+async fn apiserver_metrics(client: &Client) -> String {
     let request = axum::http::Request::get("/metrics")
         .body(Vec::new())
         .unwrap();
-    let text = client.request_text(request).await.expect("/metrics");
+    client.request_text(request).await.expect("/metrics")
+}
+
+/// The samples of the API server's request metric whose lines start with `prefix`, each keyed
+/// "VERB resource[/subresource]" (a sample without verb or resource is left out).
+fn request_samples<'a>(text: &'a str, prefix: &'a str) -> impl Iterator<Item = (String, f64)> + 'a {
+    text.lines()
+        .filter(move |l| l.starts_with(prefix))
+        .filter_map(|line| {
+            // A label's name follows `{` or `,`: `resource` is never found inside `subresource`.
+            let label = |name: &str| {
+                let start = [format!("{{{name}=\""), format!(",{name}=\"")]
+                    .iter()
+                    .find_map(|at| line.find(at.as_str()).map(|i| i + at.len()))?;
+                let end = line[start..].find('"')? + start;
+                Some(line[start..end].to_string())
+            };
+            let (verb, resource) = (label("verb")?, label("resource")?);
+            let key = match label("subresource").filter(|s| !s.is_empty()) {
+                Some(sub) => format!("{verb} {resource}/{sub}"),
+                None => format!("{verb} {resource}"),
+            };
+            let value = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            Some((key, value))
+        })
+}
+
+/// `apiserver_request_total` summed by "VERB resource[/subresource]".
+async fn apiserver_requests(client: &Client) -> BTreeMap<String, f64> {
+    let text = apiserver_metrics(client).await;
     let mut out = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let label = |name: &str| {
-            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
-            let end = line[start..].find('"')? + start;
-            Some(line[start..end].to_string())
-        };
-        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else {
-            continue;
-        };
-        let sub = label("subresource").unwrap_or_default();
-        let key = if sub.is_empty() {
-            format!("{verb} {resource}")
-        } else {
-            format!("{verb} {resource}/{sub}")
-        };
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
+    for (key, value) in request_samples(&text, "apiserver_request_total{") {
         *out.entry(key).or_default() += value;
     }
     out
@@ -1316,42 +1327,13 @@ async fn apiserver_requests(client: &Client) -> BTreeMap<String, f64> {
 
 /// `apiserver_request_duration_seconds` (sum, count) by "VERB resource[/subresource]".
 async fn apiserver_latency(client: &Client) -> BTreeMap<String, (f64, f64)> {
-    let request = axum::http::Request::get("/metrics")
-        .body(Vec::new())
-        .unwrap();
-    let text = client.request_text(request).await.expect("/metrics");
+    let text = apiserver_metrics(client).await;
     let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    for (prefix, count) in [
-        ("apiserver_request_duration_seconds_sum{", false),
-        ("apiserver_request_duration_seconds_count{", true),
-    ] {
-        for line in text.lines().filter(|l| l.starts_with(prefix)) {
-            let label = |name: &str| {
-                let start = line.find(&format!(",{name}=\""))? + name.len() + 3;
-                let end = line[start..].find('"')? + start;
-                Some(line[start..end].to_string())
-            };
-            let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else {
-                continue;
-            };
-            let sub = label("subresource").unwrap_or_default();
-            let key = if sub.is_empty() {
-                format!("{verb} {resource}")
-            } else {
-                format!("{verb} {resource}/{sub}")
-            };
-            let value: f64 = line
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0);
-            let entry = out.entry(key).or_default();
-            if count {
-                entry.1 += value;
-            } else {
-                entry.0 += value;
-            }
-        }
+    for (key, sum) in request_samples(&text, "apiserver_request_duration_seconds_sum{") {
+        out.entry(key).or_default().0 += sum;
+    }
+    for (key, count) in request_samples(&text, "apiserver_request_duration_seconds_count{") {
+        out.entry(key).or_default().1 += count;
     }
     out
 }
