@@ -1092,23 +1092,10 @@ async fn a_generated_password_secret_is_created_once_and_never_overwritten() {
         secret
             .metadata
             .owner_references
+            .as_ref()
             .is_none_or(|o| o.is_empty())
     );
-    let uid = Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
-        .get("web")
-        .await
-        .expect("get")
-        .metadata
-        .uid;
-    assert_eq!(
-        secret
-            .metadata
-            .annotations
-            .clone()
-            .unwrap_or_default()
-            .get("ecsvnc.io/owner-uid"),
-        uid.as_ref()
-    );
+    assert_known_by_uid(&case, &secret, "web").await;
     assert!(status.rotation.next_time.is_none());
     eventually("the DeprecatedField Event", WAIT, || async {
         case.events()
@@ -1151,6 +1138,25 @@ async fn a_generated_password_secret_is_created_once_and_never_overwritten() {
 /// `passwordGeneration.secretDeletionPolicy`: `Delete` owns the Secret (it goes with the
 /// VncPassword), `Retain` does not; a change of policy is applied to the existing Secret without
 /// any ECS call; deleting a `Retain` VncPassword leaves its Secret.
+/// The Secret's `ecsvnc.io/owner-uid` is the uid of VncPassword `name` as it is now.
+async fn assert_known_by_uid(case: &Case, secret: &k8s_openapi::api::core::v1::Secret, name: &str) {
+    let uid = Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
+        .get(name)
+        .await
+        .expect("get")
+        .metadata
+        .uid;
+    assert_eq!(
+        secret
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .get("ecsvnc.io/owner-uid"),
+        uid.as_ref()
+    );
+}
+
 /// Deletes VncPassword `name` and waits until the API server no longer has it.
 async fn delete_and_wait(case: &Case, name: &str) {
     let api = Api::<VncPassword>::namespaced(case.client.clone(), case.ns());
@@ -1226,20 +1232,7 @@ async fn the_secret_deletion_policy_decides_who_owns_the_generated_secret() {
         case.sim.set_password("i-ownership0001").as_deref(),
         Some(password.as_str())
     );
-    let new_uid = Api::<VncPassword>::namespaced(case.client.clone(), case.ns())
-        .get("web")
-        .await
-        .expect("web")
-        .metadata
-        .uid;
-    assert_eq!(
-        secret
-            .metadata
-            .annotations
-            .unwrap_or_default()
-            .get("ecsvnc.io/owner-uid"),
-        new_uid.as_ref()
-    );
+    assert_known_by_uid(&case, &secret, "web").await;
     case.finish().await;
 }
 
