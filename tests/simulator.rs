@@ -1349,6 +1349,56 @@ fn tagged(id: &str, region: &str, status: &str, tags: &[(&str, &str)]) -> Instan
 /// ones ECS would not show here (released, another region).
 async fn tagged_sim() -> RunningSimulator {
     let ns = "ecsvnc.io/namespace";
+    one_key_sim(vec![
+        tagged(
+            "i-a-prod-1",
+            "cn-hangzhou",
+            "Running",
+            &[(ns, "team-a"), ("env", "prod")],
+        ),
+        tagged(
+            "i-a-prod-2",
+            "cn-hangzhou",
+            "Stopped",
+            &[(ns, "team-a"), ("env", "prod")],
+        ),
+        tagged(
+            "i-a-dev-1",
+            "cn-hangzhou",
+            "Running",
+            &[(ns, "team-a"), ("env", "dev")],
+        ),
+        tagged(
+            "i-b-prod-1",
+            "cn-hangzhou",
+            "Running",
+            &[(ns, "team-b"), ("env", "prod")],
+        ),
+        tagged(
+            "i-b-none-1",
+            "cn-hangzhou",
+            "Running",
+            &[(ns, "team-b"), ("env", "")],
+        ),
+        tagged("i-untagged-1", "cn-hangzhou", "Running", &[]),
+        tagged(
+            "i-a-gone-1",
+            "cn-hangzhou",
+            "Released",
+            &[(ns, "team-a"), ("env", "prod")],
+        ),
+        tagged(
+            "i-a-bj-1",
+            "cn-beijing",
+            "Running",
+            &[(ns, "team-a"), ("env", "prod")],
+        ),
+    ])
+    .await
+}
+
+/// A simulator with the one access key `KEY` and these instances.
+async fn one_key_sim(instances: Vec<InstanceConfig>) -> RunningSimulator {
     Simulator::start(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         SimulatorConfig {
@@ -1358,56 +1408,12 @@ async fn tagged_sim() -> RunningSimulator {
                 security_token: None,
                 account_id: None,
             }],
-            instances: vec![
-                tagged(
-                    "i-a-prod-1",
-                    "cn-hangzhou",
-                    "Running",
-                    &[(ns, "team-a"), ("env", "prod")],
-                ),
-                tagged(
-                    "i-a-prod-2",
-                    "cn-hangzhou",
-                    "Stopped",
-                    &[(ns, "team-a"), ("env", "prod")],
-                ),
-                tagged(
-                    "i-a-dev-1",
-                    "cn-hangzhou",
-                    "Running",
-                    &[(ns, "team-a"), ("env", "dev")],
-                ),
-                tagged(
-                    "i-b-prod-1",
-                    "cn-hangzhou",
-                    "Running",
-                    &[(ns, "team-b"), ("env", "prod")],
-                ),
-                tagged(
-                    "i-b-none-1",
-                    "cn-hangzhou",
-                    "Running",
-                    &[(ns, "team-b"), ("env", "")],
-                ),
-                tagged("i-untagged-1", "cn-hangzhou", "Running", &[]),
-                tagged(
-                    "i-a-gone-1",
-                    "cn-hangzhou",
-                    "Released",
-                    &[(ns, "team-a"), ("env", "prod")],
-                ),
-                tagged(
-                    "i-a-bj-1",
-                    "cn-beijing",
-                    "Running",
-                    &[(ns, "team-a"), ("env", "prod")],
-                ),
-            ],
+            instances,
             ..Default::default()
         },
     )
     .await
-    .expect("start")
+    .expect("start the simulator")
 }
 
 /// A signed DescribeInstances in cn-hangzhou (JSON) with these extra parameters.
@@ -2160,21 +2166,7 @@ async fn tag_discovery_pages_through_every_tagged_instance_and_flags_the_limit()
             &[("big", "yes")],
         )
     }));
-    let sim = Simulator::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        SimulatorConfig {
-            access_keys: vec![AccessKeyConfig {
-                id: KEY.into(),
-                secret: SECRET.into(),
-                security_token: None,
-                account_id: None,
-            }],
-            instances,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("simulator");
+    let sim = one_key_sim(instances).await;
     ecs_vnc_controller::ecs::client::install_crypto_provider();
     let client = EcsClient::new(ClientConfig {
         endpoint: Some(sim.url()),
