@@ -205,19 +205,20 @@ pub async fn reconcile(
     let status = set.status.clone().unwrap_or_default();
     let fresh_spec = status.observed_generation != set.meta().generation;
 
-    let mut children = children_of(&ctx, &namespace, &uid);
-    let taken = written_by_hand(&ctx, &namespace, &set.spec.region_id);
+    let (mut children, taken) = children_of(&ctx, &namespace, &uid, &set.spec.region_id);
     let mut last_selection_time = status.last_selection_time.clone();
-    let (selection, grace) = match durations(&set) {
+    let durations = durations(&set);
+    let (selection, grace) = match &durations {
         Err(message) => (
             Selection::Failed {
                 reason: SetReason::InvalidSpec,
-                message,
+                message: message.clone(),
                 transient: false,
             },
             jiff::SignedDuration::ZERO,
         ),
         Ok((grace, resync)) => {
+            let (grace, resync) = (*grace, *resync);
             let selection = if let Some(selector) = &set.spec.selector.nodes {
                 match &sctx.nodes {
                     None => Selection::Failed {
@@ -340,7 +341,7 @@ pub async fn reconcile(
     let mut requeue = plan.requeue;
     // A tag set looks again when its next resync is due.
     if set.spec.selector.instance_tags.is_some()
-        && let Ok((_, resync)) = durations(&set)
+        && let Ok((_, resync)) = durations
         && let Some(last) = last_selection_time
             .as_deref()
             .and_then(|t| t.parse::<jiff::Timestamp>().ok())
@@ -501,32 +502,27 @@ fn durations(set: &VncPasswordSet) -> Result<(Duration, Duration), String> {
     Ok((grace, resync))
 }
 
-/// The set's children as the cache holds them (one pass over the cache).
-fn children_of(ctx: &Context, namespace: &str, uid: &str) -> Vec<Child> {
-    ctx.watched
-        .objects
-        .state()
-        .iter()
-        .filter(|o| o.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|o| owned_by(o, uid))
-        .map(|o| child(ctx, o, true))
-        .collect()
-}
-
-/// Instance → name of the VncPasswords of `namespace` in `region` that no set controls.
-fn written_by_hand(
+/// The set's children as the cache holds them, and (instance → name) the VncPasswords of
+/// `namespace` in `region` that no set controls: one pass over the cache.
+fn children_of(
     ctx: &Context,
     namespace: &str,
+    uid: &str,
     region: &str,
-) -> std::collections::BTreeMap<String, String> {
-    ctx.watched
-        .objects
-        .state()
-        .iter()
-        .filter(|o| o.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|o| o.spec.region_id == region && owning_set(o).is_none())
-        .map(|o| (o.spec.instance_id.clone(), o.name_any()))
-        .collect()
+) -> (Vec<Child>, std::collections::BTreeMap<String, String>) {
+    let mut children = Vec::new();
+    let mut by_hand = std::collections::BTreeMap::new();
+    for o in ctx.watched.objects.state() {
+        if o.metadata.namespace.as_deref() != Some(namespace) {
+            continue;
+        }
+        if owned_by(&o, uid) {
+            children.push(child(ctx, &o, true));
+        } else if o.spec.region_id == region && owning_set(&o).is_none() {
+            by_hand.insert(o.spec.instance_id.clone(), o.name_any());
+        }
+    }
+    (children, by_hand)
 }
 
 /// VncPasswords that have the name of a selected instance's child but another owner (written by
