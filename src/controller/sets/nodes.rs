@@ -53,13 +53,15 @@ impl NodeCache {
             let task = tokio::spawn(async move {
                 futures::pin_mut!(events);
                 // What a selection reads of each Node (a hash of labels and providerID): a Node's
-                // status updates change neither and wake nothing.
+                // status updates change neither and wake nothing. (kube's `predicate_filter` would
+                // also hold back a Delete of an unchanged Node, which must wake the sets.)
                 let mut seen: HashMap<String, u64> = HashMap::new();
                 while let Some(event) = events.next().await {
                     match event {
                         Ok(watcher::Event::Apply(node)) => {
                             let name = node.metadata.name.clone().unwrap_or_default();
-                            if seen.insert(name, selected_part(&node)) != Some(selected_part(&node)) {
+                            let part = selected_part(&node);
+                            if seen.insert(name, part) != Some(part) {
                                 on_change();
                             }
                         }
