@@ -106,7 +106,15 @@ pub struct Record {
     pub acquire_time: Option<jiff::Timestamp>,
     pub renew_time: Option<jiff::Timestamp>,
     pub transitions: i32,
+    /// The replica that asked for this Lease (annotation [`ANNOTATION_WANTED_BY`]): its holder
+    /// stops renewing it, and while it is free the asker has the first go at it.
+    pub wanted_by: Option<String>,
 }
+
+/// On a shard Lease: the identity of the replica that asks its holder to hand it over (see
+/// `crate::shard::assign`). An annotation rather than `spec.preferredHolder`, which the API server
+/// drops unless its CoordinatedLeaderElection feature gate (off by default) is on.
+pub const ANNOTATION_WANTED_BY: &str = "ecsvnc.io/shard-wanted-by";
 
 impl Record {
     pub fn from_spec(spec: Option<&LeaseSpec>) -> Self {
@@ -121,6 +129,21 @@ impl Record {
             acquire_time: spec.acquire_time.as_ref().map(|t| t.0),
             renew_time: spec.renew_time.as_ref().map(|t| t.0),
             transitions: spec.lease_transitions.unwrap_or(0),
+            wanted_by: None,
+        }
+    }
+
+    /// The record of a whole Lease: its spec and who asked for it.
+    pub fn from_lease(lease: &Lease) -> Self {
+        Self {
+            wanted_by: lease
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_WANTED_BY))
+                .filter(|w| !w.is_empty())
+                .cloned(),
+            ..Self::from_spec(lease.spec.as_ref())
         }
     }
 }
@@ -132,16 +155,32 @@ pub enum Decision {
     Acquire,
     /// Held by this process: renew it.
     Renew,
-    /// Held by another, valid until `expires` (on this process's clock) unless renewed again.
+    /// Held by another, valid until `expires` (on this process's clock) unless renewed again; or
+    /// free and asked for by `holder`, who has the first go at it until `expires`.
     Follow { holder: String, expires: Instant },
+    /// Held by this process and asked for by another: stop renewing it, so that the asker takes it
+    /// once it expires (fencing by time, as for a takeover).
+    HandOver { to: String },
 }
 
 /// The decision of client-go's `tryAcquireOrRenew`, as a pure function. `observed_at` is when this
 /// process last saw `record` change.
 pub fn decide(record: &Record, observed_at: Instant, now: Instant, me: &str) -> Decision {
+    let asked_by_another = record.wanted_by.as_deref().filter(|w| *w != me);
     match &record.holder {
-        None => Decision::Acquire,
-        Some(holder) if holder == me => Decision::Renew,
+        None => match asked_by_another {
+            Some(asker) if now < observed_at + record.lease_duration => Decision::Follow {
+                holder: asker.to_string(),
+                expires: observed_at + record.lease_duration,
+            },
+            _ => Decision::Acquire,
+        },
+        Some(holder) if holder == me => match asked_by_another {
+            Some(asker) => Decision::HandOver {
+                to: asker.to_string(),
+            },
+            None => Decision::Renew,
+        },
         Some(holder) => {
             let expires = observed_at + record.lease_duration;
             if now < expires {
@@ -199,6 +238,10 @@ pub enum Attempt {
     HeldByOther(String),
     /// Someone wrote the Lease meanwhile (409): try again.
     Conflict,
+    /// This process holds it but another asked for it ([`Decision::HandOver`]): not renewed.
+    HandOver(String),
+    /// Free or expired, but this process's gate says it holds enough Leases: not taken.
+    NotWanted,
 }
 
 /// Leadership as the rest of the controller sees it.
@@ -206,6 +249,9 @@ pub enum Attempt {
 pub enum Role {
     Candidate,
     Leader,
+    /// Still the leader (renewing), but another replica asked for the Lease: finish the work and
+    /// say so ([`Elector::with_release`]); the Lease is then released for the asker.
+    Yielding,
 }
 
 /// Told of every transition (log line, metric, Event) and of the first time the API answered.
@@ -219,6 +265,14 @@ pub struct Elector {
     api: Api<Lease>,
     config: LeaderConfig,
     observed: Option<(Record, Instant)>,
+    /// When set, a free or expired Lease is taken only while it reads true (shards: see
+    /// `crate::shard::assign`); renewing is never gated.
+    gate: Option<tokio::sync::watch::Receiver<bool>>,
+    /// When set, every record read is published here with the instant it was seen to change.
+    view: Option<tokio::sync::watch::Sender<Option<(Record, Instant)>>>,
+    /// While yielding, a new value here means "the work has stopped": release the Lease.
+    release: Option<tokio::sync::watch::Receiver<u64>>,
+    leading: bool,
 }
 
 impl Elector {
@@ -227,7 +281,52 @@ impl Elector {
             api: Api::namespaced(client, &config.namespace),
             config,
             observed: None,
+            gate: None,
+            view: None,
+            release: None,
+            leading: false,
         }
+    }
+
+    /// When this process is asked for the Lease while leading, it says [`Role::Yielding`], keeps
+    /// renewing, and releases the Lease once `release` changes (the caller has stopped its work).
+    pub fn with_release(mut self, release: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.release = Some(release);
+        self
+    }
+
+    /// Who asked for the Lease this process holds, as last read.
+    fn asked_by_another(&self) -> Option<String> {
+        self.observed
+            .as_ref()
+            .and_then(|(r, _)| r.wanted_by.clone())
+            .filter(|w| *w != self.config.identity)
+    }
+
+    /// Takes a free or expired Lease only while `gate` reads true.
+    pub fn with_gate(mut self, gate: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Publishes every record read (and when it was seen to change) on `view`.
+    pub fn with_view(
+        mut self,
+        view: tokio::sync::watch::Sender<Option<(Record, Instant)>>,
+    ) -> Self {
+        self.view = Some(view);
+        self
+    }
+
+    fn wanted(&self) -> bool {
+        self.gate.as_ref().is_none_or(|g| *g.borrow())
+    }
+
+    fn observe(&mut self, record: Record, at: Instant) {
+        if let Some(view) = &self.view {
+            view.send_replace(Some((record.clone(), at)));
+        }
+        self.observed = Some((record, at));
     }
 
     pub fn config(&self) -> &LeaderConfig {
@@ -240,6 +339,11 @@ impl Elector {
         let now = Instant::now();
         let wall = jiff::Timestamp::now();
         let Some(mut lease) = self.api.get_opt(&self.config.lease_name).await? else {
+            if !self.wanted() {
+                // Absent: free, as far as the gate's keeper is concerned.
+                self.observe(Record::default(), now);
+                return Ok(Attempt::NotWanted);
+            }
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.config.lease_name.clone()),
@@ -250,14 +354,14 @@ impl Elector {
             };
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(created) => {
-                    self.observed = Some((Record::from_spec(created.spec.as_ref()), now));
+                    self.observe(Record::from_lease(&created), now);
                     Ok(Attempt::Held(now))
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Conflict),
                 Err(e) => Err(e),
             };
         };
-        let record = Record::from_spec(lease.spec.as_ref());
+        let record = Record::from_lease(&lease);
         // A change is dated when its answer arrived (as client-go's observedTime), never earlier:
         // the holder may have sent it after this request left.
         let seen = Instant::now();
@@ -265,10 +369,21 @@ impl Elector {
             Some((known, at)) if *known == record => *at,
             _ => seen,
         };
-        self.observed = Some((record.clone(), observed_at));
-        match decide(&record, observed_at, seen, &self.config.identity) {
+        self.observe(record.clone(), observed_at);
+        let decision = decide(&record, observed_at, seen, &self.config.identity);
+        match decision {
             Decision::Follow { holder, .. } => Ok(Attempt::HeldByOther(holder)),
-            Decision::Acquire | Decision::Renew => {
+            // A candidate does not take back a Lease another asked for; the leader keeps
+            // renewing it until its work has stopped (see `run`).
+            Decision::HandOver { to } if !self.leading => Ok(Attempt::HandOver(to)),
+            Decision::Acquire if !self.wanted() => Ok(Attempt::NotWanted),
+            Decision::Acquire | Decision::Renew | Decision::HandOver { .. } => {
+                if decision == Decision::Acquire {
+                    // Taken: whoever asked for it has it now (or lost the race to it).
+                    if let Some(a) = lease.metadata.annotations.as_mut() {
+                        a.remove(ANNOTATION_WANTED_BY);
+                    }
+                }
                 lease.spec = Some(held_spec(&record, &self.config, wall));
                 match self
                     .api
@@ -276,7 +391,7 @@ impl Elector {
                     .await
                 {
                     Ok(written) => {
-                        self.observed = Some((Record::from_spec(written.spec.as_ref()), now));
+                        self.observe(Record::from_lease(&written), now);
                         Ok(Attempt::Held(now))
                     }
                     Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Conflict),
@@ -291,7 +406,7 @@ impl Elector {
         let Some(mut lease) = self.api.get_opt(&self.config.lease_name).await? else {
             return Ok(());
         };
-        let record = Record::from_spec(lease.spec.as_ref());
+        let record = Record::from_lease(&lease);
         if record.holder.as_deref() != Some(self.config.identity.as_str()) {
             return Ok(());
         }
@@ -330,7 +445,12 @@ impl Elector {
                         }
                         break at;
                     }
-                    Ok(Ok(Attempt::HeldByOther(_) | Attempt::Conflict)) => {
+                    Ok(Ok(
+                        Attempt::HeldByOther(_)
+                        | Attempt::Conflict
+                        | Attempt::HandOver(_)
+                        | Attempt::NotWanted,
+                    )) => {
                         if !reached {
                             reached = true;
                             observer.reached_api();
@@ -350,16 +470,34 @@ impl Elector {
                 }
             };
             let _ = role.send(Role::Leader);
+            self.leading = true;
             observer.transition(Role::Leader, "acquired the Lease");
 
-            // Leader: renew every retry period; step down at the renew deadline.
+            // Leader: renew every retry period; step down at the renew deadline. Asked for by
+            // another replica: yield, and release once the caller says its work has stopped.
+            let mut yielding: Option<(String, u64)> = None;
             let why = loop {
                 let deadline = renewed_at + cfg.renew_deadline;
                 let next_try = (Instant::now() + cfg.retry_period).min(deadline);
+                let released = {
+                    let release = self.release.clone();
+                    let since = yielding.as_ref().map(|(_, g)| *g);
+                    async move {
+                        match (release, since) {
+                            (Some(mut r), Some(g)) => {
+                                if r.wait_for(|v| *v != g).await.is_err() {
+                                    std::future::pending::<()>().await
+                                }
+                            }
+                            _ => std::future::pending::<()>().await,
+                        }
+                    }
+                };
                 let outcome = tokio::select! {
                     biased;
                     _ = stopped(&mut stop) => {
                         let _ = role.send(Role::Candidate);
+                        self.leading = false;
                         match tokio::time::timeout(cfg.renew_deadline, self.release()).await {
                             Ok(Ok(())) => observer.transition(Role::Candidate, "shutting down; released the Lease"),
                             Ok(Err(e)) => observer.transition(Role::Candidate, &format!("shutting down; could not release the Lease: {e}")),
@@ -367,15 +505,41 @@ impl Elector {
                         }
                         return;
                     }
-                    _ = tokio::time::sleep_until(deadline) => break "could not renew the Lease before the renew deadline",
+                    _ = tokio::time::sleep_until(deadline) => break "could not renew the Lease before the renew deadline".to_string(),
+                    _ = released => {
+                        let to = yielding.take().map(|(to, _)| to).unwrap_or_default();
+                        break match tokio::time::timeout(cfg.renew_deadline, self.release()).await {
+                            Ok(Ok(())) => format!("handed the Lease over to {to}, which asked for it"),
+                            Ok(Err(e)) => format!("asked for by {to}; could not release the Lease ({e}): it expires"),
+                            Err(_) => format!("asked for by {to}; releasing the Lease timed out: it expires"),
+                        };
+                    }
                     r = async {
                         tokio::time::sleep_until(next_try).await;
                         self.try_acquire_or_renew().await
                     } => r,
                 };
                 match outcome {
-                    Ok(Attempt::Held(at)) => renewed_at = at,
-                    Ok(Attempt::HeldByOther(_)) => break "another replica holds the Lease",
+                    Ok(Attempt::Held(at)) => {
+                        renewed_at = at;
+                        if yielding.is_none()
+                            && let Some(to) = self.asked_by_another()
+                        {
+                            let generation =
+                                self.release.as_ref().map(|r| *r.borrow()).unwrap_or(0);
+                            tracing::info!(lease = %cfg.lease_name, asked_by = %to, "asked for the Lease: finishing the work in flight, then releasing it");
+                            let _ = role.send(Role::Yielding);
+                            yielding = Some((to, generation));
+                        }
+                    }
+                    Ok(Attempt::HeldByOther(_)) => {
+                        break "another replica holds the Lease".to_string();
+                    }
+                    Ok(Attempt::HandOver(to)) => break format!("asked for by {to}"),
+                    // Only a free Lease is gated, and this one was ours.
+                    Ok(Attempt::NotWanted) => {
+                        break "the Lease was found free while leading".to_string();
+                    }
                     Ok(Attempt::Conflict) => {
                         tracing::debug!("the Lease changed while renewing it; retrying")
                     }
@@ -385,7 +549,8 @@ impl Elector {
                 }
             };
             let _ = role.send(Role::Candidate);
-            observer.transition(Role::Candidate, why);
+            self.leading = false;
+            observer.transition(Role::Candidate, &why);
         }
     }
 }
@@ -416,6 +581,7 @@ mod tests {
             acquire_time: None,
             renew_time: None,
             transitions: 3,
+            wanted_by: None,
         }
     }
 

@@ -12,7 +12,8 @@
 //! | `ecs_vnc_vncpasswords` | gauge | `namespace` (the objects' own; at most [`MAX_NAMESPACES`], the rest `_other`), `ready_reason` |
 //! | `ecs_vnc_pending_reboots` | gauge | |
 //! | `ecs_vnc_reconciles_waiting` | gauge | reconciles due and waiting for one of the `--concurrency` work slots |
-//! | `ecs_vnc_leader` | gauge | 1 while this replica leads (always 1 without `--leader-elect`), else 0 |
+//! | `ecs_vnc_leader` | gauge | 1 while this replica leads (always 1 without `--leader-elect`), else 0; with `--shards`, 1 while it holds any shard |
+//! | `ecs_vnc_shard_owned` | gauge | `shard` (0 to `--shards` - 1): 1 while this replica holds that shard's Lease and serves its objects, else 0 (only with `--shards` above 1) |
 //! | `ecs_vnc_ecs_rate_limit_qps` | gauge | `account` (the account ID STS names, or `unverified.<hash>`; never an AccessKeyId), `region`, `action`: the bucket's current rate |
 //! | `ecs_vnc_ecs_throttles_total` | counter | `account`, `region`, `action`: `Throttling*` answers |
 //! | `ecs_vnc_clock_offset_seconds` | gauge | ECS's clock (the `Date` of its latest answer) minus the controller's |
@@ -96,6 +97,11 @@ struct BucketLabels {
 const MAX_ACCOUNTS: usize = 64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, Ord, PartialOrd, EncodeLabelSet)]
+struct ShardLabel {
+    shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Ord, PartialOrd, EncodeLabelSet)]
 struct ReasonLabel {
     namespace: String,
     ready_reason: String,
@@ -132,6 +138,8 @@ pub struct Metrics {
     pending_reboots: Gauge,
     reconciles_waiting: Gauge,
     leader: Gauge,
+    shard_owned: Family<ShardLabel, Gauge>,
+    owned_shards: Mutex<BTreeSet<u16>>,
     credential_refreshes: Family<RefreshLabels, Counter>,
     rate_limit: Family<BucketLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     throttles: Family<BucketLabels, Counter>,
@@ -240,6 +248,12 @@ impl Metrics {
             "1 while this replica holds the leader Lease and reconciles (always 1 without --leader-elect), else 0",
             leader.clone(),
         );
+        let shard_owned = Family::<ShardLabel, Gauge>::default();
+        registry.register(
+            "shard_owned",
+            "With --shards above 1: 1 while this replica holds the shard's Lease and serves the objects of that shard, else 0",
+            shard_owned.clone(),
+        );
         let credential_refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register(
             "credential_refreshes",
@@ -282,6 +296,8 @@ impl Metrics {
             pending_reboots,
             reconciles_waiting,
             leader,
+            shard_owned,
+            owned_shards: Mutex::new(BTreeSet::new()),
             known_reasons: Mutex::new(KnownSeries::default()),
         }
     }
@@ -377,6 +393,23 @@ impl Metrics {
 
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Whether this replica holds shard `shard` (`--shards`); `ecs_vnc_leader` follows: 1 while it
+    /// holds any.
+    pub fn set_shard_owned(&self, shard: u16, owned: bool) {
+        self.shard_owned
+            .get_or_create(&ShardLabel {
+                shard: shard.to_string(),
+            })
+            .set(i64::from(owned));
+        let mut held = self.owned_shards.lock().unwrap_or_else(|p| p.into_inner());
+        if owned {
+            held.insert(shard);
+        } else {
+            held.remove(&shard);
+        }
+        self.leader.set(i64::from(!held.is_empty()));
     }
 
     /// The exposition of every metric, in OpenMetrics text format (ends with `# EOF`); serve it as

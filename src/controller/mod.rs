@@ -30,6 +30,7 @@ pub mod secret_cache;
 pub mod secret_read;
 pub mod service_account;
 pub mod sets;
+pub mod shards;
 pub mod slots;
 pub mod tenancy;
 pub mod watch_backoff;
@@ -231,6 +232,18 @@ pub struct RunArgs {
         value_name = "ID"
     )]
     pub leader_elect_identity: Option<String>,
+    /// Split the VncPasswords (and VncPasswordSets) into this many shards by a hash of their uid,
+    /// each with its own Lease (`<leader-elect-resource-name>-shard-<k>`): every replica serves
+    /// the shards it holds, and the replicas share them out (see docs/operations/sharding.md).
+    /// Needs --leader-elect above 1; 1 is the single leader Lease.
+    #[arg(
+        long,
+        env = "ECS_VNC_SHARDS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=64),
+        value_name = "N"
+    )]
+    pub shards: u16,
 }
 
 impl RunArgs {
@@ -424,6 +437,12 @@ pub async fn run_with(
     let reconcile_timeout = args.reconcile_timeout.0;
     let resync_interval = args.resync_interval.0;
     args.check_endpoints()?;
+    if args.shards > 1 && !args.leader_elect {
+        return Err(RunError::Arguments(
+            "--shards above 1 needs --leader-elect: each shard is served by the holder of its Lease"
+                .into(),
+        ));
+    }
     let metrics = Arc::new(Metrics::new());
     let health = Health::new();
 
@@ -607,12 +626,7 @@ pub async fn run_with(
         shutdown.await;
         let _ = term_tx.send(true);
     });
-    let terminating = |rx: &tokio::sync::watch::Receiver<bool>| {
-        let mut rx = rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let terminating = terminated;
 
     match leader {
         None => {
@@ -625,67 +639,94 @@ pub async fn run_with(
                 &metrics,
                 Some(health.clone()),
                 terminating(&term_rx),
+                None,
             )
             .await;
         }
         Some(config) => {
             metrics.set_leader(false);
-            let observer = Arc::new(LeaderObserver {
-                metrics: metrics.clone(),
-                health: health.clone(),
-                recorder: Recorder::new(client.clone(), leader_reporter),
-                lease: lease_reference(&config),
-                identity: config.identity.clone(),
-                publishing: Default::default(),
-            });
-            let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Candidate);
+            let n = args.shards.max(1);
+            let sharded = n > 1;
+            // Every shard's election takes a free shard only while the supervisor says this
+            // replica holds fewer than its share (always, for the single leader Lease).
+            let (gate_tx, gate_rx) = tokio::sync::watch::channel(!sharded);
+            // The shards this replica leads now: the union of the elections' roles.
+            let (held_tx, held_rx) = tokio::sync::watch::channel(shards::Held::new());
             let (resign_tx, resign_rx) = tokio::sync::watch::channel(false);
-            let elector = tokio::spawn(leader::Elector::new(client.clone(), config).run(
-                role_tx,
-                resign_rx,
-                observer.clone(),
-            ));
-            loop {
-                let leading = {
-                    let mut role = role_rx.clone();
-                    async move { role.wait_for(|r| *r == Role::Leader).await.is_ok() }
-                };
-                let became_leader = tokio::select! {
-                    biased;
-                    _ = terminating(&term_rx) => false,
-                    ok = leading => ok,
-                };
-                if !became_leader {
-                    break;
-                }
-                let lost = {
-                    let mut role = role_rx.clone();
-                    async move {
-                        let _ = role.wait_for(|r| *r != Role::Leader).await;
+            let mut seen = Vec::new();
+            let mut electors = Vec::new();
+            let mut observers = Vec::new();
+            let mut roles = Vec::new();
+            let mut releases = Vec::new();
+            for k in 0..n {
+                let shard_config = if sharded {
+                    metrics.set_shard_owned(k, false);
+                    LeaderConfig {
+                        lease_name: shards::lease_name(&config.lease_name, k),
+                        ..config.clone()
                     }
+                } else {
+                    config.clone()
                 };
-                // Losing the Lease drops the controller at once, reconciles in flight included:
-                // no ECS call starts after that (abandoning a reconcile is safe at any point; a
-                // reboot is only called after its intent is in the status).
-                tokio::select! {
-                    biased;
-                    _ = lost => tracing::warn!("not the leader any more: reconciling stopped"),
-                    _ = run_controller(&args, &client, &index_key, &make_ctx, &metrics, None, terminating(&term_rx)) => {}
-                }
-                // The object gauges are the leader's: a standby reports none, so that a sum over
-                // the replicas counts every object once.
-                metrics.set_ready_reasons(&BTreeMap::new());
-                metrics.set_pending_reboots(0);
-                metrics.set_reconciles_waiting(0);
-                if *term_rx.borrow() {
-                    break;
-                }
+                let (view_tx, view_rx) = tokio::sync::watch::channel(None);
+                let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Candidate);
+                seen.push(shards::Seen {
+                    view: view_rx,
+                    role: role_rx.clone(),
+                });
+                roles.push(shards::follow_role(k, role_rx, held_tx.clone()));
+                let observer = Arc::new(LeaderObserver {
+                    metrics: metrics.clone(),
+                    health: health.clone(),
+                    recorder: Recorder::new(client.clone(), leader_reporter.clone()),
+                    lease: lease_reference(&shard_config),
+                    identity: shard_config.identity.clone(),
+                    shard: sharded.then_some(k),
+                    publishing: Default::default(),
+                });
+                let (release_tx, release_rx) = tokio::sync::watch::channel(0u64);
+                releases.push(release_tx);
+                let elector = leader::Elector::new(client.clone(), shard_config)
+                    .with_gate(gate_rx.clone())
+                    .with_view(view_tx)
+                    .with_release(release_rx);
+                electors.push(tokio::spawn(elector.run(
+                    role_tx,
+                    resign_rx.clone(),
+                    observer.clone(),
+                )));
+                observers.push(observer);
             }
-            // The controller has stopped: now give the Lease up, so the standby takes over at its
-            // next try instead of after the lease duration.
-            let _ = resign_tx.send(true);
-            let _ = elector.await;
-            observer.flush(Duration::from_secs(5)).await;
+            drop(held_tx);
+            let supervisor = async {
+                if sharded {
+                    shards::supervise(
+                        client.clone(),
+                        config.clone(),
+                        seen,
+                        gate_tx,
+                        terminating(&term_rx),
+                    )
+                    .await
+                }
+            };
+            let terms = lead(
+                &args, &client, &index_key, &make_ctx, &metrics, &term_rx, held_rx, &releases,
+                sharded,
+            );
+            let run = async {
+                futures::join!(terms, supervisor);
+                // The terms have stopped: now give the Leases up, so that other replicas take
+                // over at their next try instead of after the lease duration.
+                let _ = resign_tx.send(true);
+            };
+            futures::join!(run, futures::future::join_all(roles));
+            for elector in electors {
+                let _ = elector.await;
+            }
+            for observer in observers {
+                observer.flush(Duration::from_secs(5)).await;
+            }
             metrics.set_leader(false);
         }
     }
@@ -712,6 +753,7 @@ async fn run_controller(
     metrics: &Arc<Metrics>,
     ready: Option<Arc<Health>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    scope: Option<ShardScope>,
 ) {
     // The caches: every VncPassword (with an index by Secret and by instance) and the metadata of
     // every Secret, both slimmed (see `slim`). Lists are paged (500 objects a page, the watcher's
@@ -730,7 +772,13 @@ async fn run_controller(
     // One watch per listed namespace (--watch-namespaces), or one over all (see `namespaces`).
     let watched = &args.watch_namespaces;
     let config = watcher::Config::default;
-    let vncpasswords = namespaces::watch::<VncPassword>(client, watched, config(), store.clone());
+    // With --shards, only this shard's VncPasswords and VncPasswordSets (by a hash of their uid).
+    let objects_client = scope.as_ref().map_or(client, |s| &s.objects);
+    let ranges = scope.as_ref().map(|s| s.ranges.clone());
+    let vncpasswords = shards::in_range_opt(
+        namespaces::watch::<VncPassword>(objects_client, watched, config(), store.clone()),
+        ranges.clone(),
+    );
     let secrets = namespaces::watch::<PartialObjectMeta<Secret>>(
         client,
         watched,
@@ -838,11 +886,13 @@ async fn run_controller(
     };
     let gauges = update_gauges(store.clone(), metrics.clone(), ctx.clone(), done_rx);
     // The VncPasswordSet controller, in the same term and namespaces.
-    let set_events =
-        namespaces::watch::<VncPasswordSet>(client, watched, config(), set_store.clone())
-            .reflect(set_writer)
-            .applied_objects()
-            .predicate_filter(predicates::generation, PredicateConfig::default());
+    let set_events = shards::in_range_opt(
+        namespaces::watch::<VncPasswordSet>(objects_client, watched, config(), set_store.clone()),
+        ranges,
+    )
+    .reflect(set_writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, PredicateConfig::default());
     let node_cache = watched.is_all().then(|| {
         let set_store = set_store.clone();
         let wakes = set_wake_tx.clone();
@@ -855,20 +905,31 @@ async fn run_controller(
             }),
         )
     });
-    let set_ctx = Arc::new(sets::SetContext::new(ctx.clone(), node_cache));
+    let set_ctx = Arc::new(sets::SetContext::new(
+        ctx.clone(),
+        node_cache,
+        scope.is_some(),
+    ));
     let (set_stop_tx, set_stop_rx) = tokio::sync::watch::channel(false);
-    let set_controller = sets::run(
-        set_ctx,
-        set_events,
-        set_store,
-        tokio_stream_of(set_wake_rx),
-        async move {
-            let mut stop = set_stop_rx;
-            let _ = stop.wait_for(|s| *s).await;
-        },
-    );
+    let set_never_ready = never_ready(set_store.clone(), set_stop_rx.clone());
+    let set_controller = async move {
+        tokio::select! {
+            _ = sets::run(
+                set_ctx,
+                set_events,
+                set_store,
+                tokio_stream_of(set_wake_rx),
+                async move {
+                    let mut stop = set_stop_rx;
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ) => {}
+            _ = set_never_ready => {}
+        }
+    };
     let late = Arc::new(LateObjects::new(late_index));
     // On shutdown the reconciles waiting for a slot end at once; those holding one finish.
+    let stop_seen = set_stop_tx.subscribe();
     let shutdown = {
         let ctx = ctx.clone();
         async move {
@@ -877,8 +938,9 @@ async fn run_controller(
             ctx.slots.close();
         }
     };
+    let unready_at_stop = never_ready(store.clone(), stop_seen);
     let run = async move {
-        controller
+        let controller = controller
             .graceful_shutdown_on(shutdown)
             .run(reconcile::reconcile, error_policy, ctx)
             .for_each(|result| {
@@ -903,11 +965,169 @@ async fn run_controller(
                     }
                 }
                 }
-            })
-            .await;
+            });
+        tokio::select! {
+            _ = controller => {}
+            _ = unready_at_stop => {}
+        }
         let _ = done_tx.send(true);
     };
     futures::join!(run, readiness, gauges, set_controller);
+}
+
+/// With `--shards`, which objects a term of reconciling serves: those whose uid hashes into one
+/// of the shards this replica holds.
+#[derive(Clone)]
+struct ShardScope {
+    ranges: Vec<crate::shard::ShardRange>,
+    /// The client for the VncPassword and VncPasswordSet lists and watches.
+    objects: Client,
+}
+
+/// Resolves once `rx` (SIGTERM or the caller's trigger) turns true.
+fn terminated(
+    rx: &tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// Terms of reconciling while this replica leads: one term for every shard it holds (`held`; the
+/// single leader Lease counts as shard 0 without `sharded`), started again whenever that set
+/// changes, so one watch and one cache serve all its shards. A shard asked for by another replica
+/// ([`Role::Yielding`]) is left out of the next term, and released (`releases`) once the term that
+/// served it has stopped. Until SIGTERM (`term_rx`).
+#[allow(clippy::too_many_arguments)]
+async fn lead(
+    args: &RunArgs,
+    client: &Client,
+    key: &fingerprint::FingerprintKey,
+    make_ctx: &impl Fn(context::Watched) -> Arc<Context>,
+    metrics: &Arc<Metrics>,
+    term_rx: &tokio::sync::watch::Receiver<bool>,
+    held: tokio::sync::watch::Receiver<shards::Held>,
+    releases: &[tokio::sync::watch::Sender<u64>],
+    sharded: bool,
+) {
+    use tracing::Instrument;
+    let n = args.shards.max(1);
+    // No term serves a yielding shard now: its Lease can go.
+    let release_yielding = |held: &shards::Held| {
+        for (k, role) in held {
+            if *role == Role::Yielding
+                && let Some(r) = releases.get(usize::from(*k))
+            {
+                r.send_modify(|g| *g = g.wrapping_add(1));
+            }
+        }
+    };
+    loop {
+        release_yielding(&held.borrow());
+        let leading = {
+            let mut held = held.clone();
+            async move { held.wait_for(|h| !h.is_empty()).await.is_ok() }
+        };
+        let became_leader = tokio::select! {
+            biased;
+            _ = terminated(term_rx) => false,
+            ok = leading => ok,
+        };
+        if !became_leader {
+            break;
+        }
+        let shards = shards::serving(&held.borrow());
+        if shards.is_empty() {
+            // Only shards being handed over: release them and wait for a change.
+            release_yielding(&held.borrow());
+            let mut changed = held.clone();
+            tokio::select! {
+                _ = terminated(term_rx) => break,
+                _ = changed.changed() => continue,
+            }
+        }
+        // A shard lost stops the term at once (below); any other change (a shard gained, or asked
+        // for by another replica) stops it gracefully (the reconciles in flight finish) and it
+        // starts again with the shards it serves then.
+        let lost = {
+            let mut held = held.clone();
+            let shards = shards.clone();
+            async move {
+                let _ = held
+                    .wait_for(|h| shards.iter().any(|k| !h.contains_key(k)))
+                    .await;
+            }
+        };
+        let changed = {
+            let mut held = held.clone();
+            let shards = shards.clone();
+            let term = terminated(term_rx);
+            async move {
+                tokio::select! {
+                    _ = held.wait_for(|h| shards::serving(h) != shards) => {}
+                    _ = term => {}
+                }
+            }
+        };
+        let scope = sharded.then(|| ShardScope {
+            ranges: shards
+                .iter()
+                .map(|k| crate::shard::ShardRange::of(*k, n))
+                .collect(),
+            objects: client.clone(),
+        });
+        let list = shards
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let span = if sharded {
+            tracing::info_span!("term", shards = %list)
+        } else {
+            tracing::Span::none()
+        };
+        // Losing a Lease drops the term at once, reconciles in flight included: no ECS call
+        // starts after that (abandoning a reconcile is safe at any point; a reboot is only called
+        // after its intent is in the status).
+        tokio::select! {
+            biased;
+            _ = lost => {
+                let now: Vec<u16> = held.borrow().keys().copied().collect();
+                tracing::warn!(held_before = %list, held_now = ?now, "not holding a Lease any more: reconciling stopped")
+            }
+            _ = run_controller(args, client, key, make_ctx, metrics, None, changed, scope).instrument(span) => {
+                if !*term_rx.borrow() {
+                    let now: Vec<u16> = shards::serving(&held.borrow()).into_iter().collect();
+                    tracing::info!(served_before = %list, serving_now = ?now, "the shards to serve changed: reconciling again with them");
+                }
+            }
+        }
+        // The object gauges are the leader's: a standby reports none, so that a sum over the
+        // replicas counts every object once.
+        metrics.set_ready_reasons(&BTreeMap::new());
+        metrics.set_pending_reboots(0);
+        metrics.set_reconciles_waiting(0);
+        if *term_rx.borrow() {
+            break;
+        }
+    }
+}
+
+/// Resolves when `stop` turns true while `store` has not listed everything yet. kube's graceful
+/// shutdown would then never end: its runner waits for the store to be ready before it runs
+/// anything, and the shutdown has stopped the watch that would make it ready. Nothing has run, so
+/// the controller can simply be dropped.
+async fn never_ready<K>(store: Store<K>, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt;
+    let _ = stop.wait_for(|s| *s).await;
+    if store.wait_until_ready().now_or_never().is_some() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The receiving end of a bounded queue as a stream.
@@ -985,6 +1205,8 @@ struct LeaderObserver {
     recorder: Recorder,
     lease: ObjectReference,
     identity: String,
+    /// The shard this Lease is (`--shards`), or none for the single leader Lease.
+    shard: Option<u16>,
     /// The Events being published, awaited before the process exits (a LeaderLost on SIGTERM
     /// would otherwise die with it).
     publishing: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -1002,19 +1224,29 @@ impl LeaderObserver {
 impl leader::Observer for LeaderObserver {
     fn transition(&self, role: Role, why: &str) {
         let leading = role == Role::Leader;
-        self.metrics.set_leader(leading);
+        match self.shard {
+            Some(k) => self.metrics.set_shard_owned(k, leading),
+            None => self.metrics.set_leader(leading),
+        }
+        let (became, stopped) = match self.shard {
+            Some(k) => (
+                format!("became the holder of shard {k}"),
+                format!("stopped holding shard {k}"),
+            ),
+            None => (
+                "became the leader".to_string(),
+                "stopped leading".to_string(),
+            ),
+        };
         let (reason, note) = if leading {
-            tracing::info!(identity = %self.identity, why, "became the leader: reconciling");
+            tracing::info!(identity = %self.identity, shard = ?self.shard, why, "{became}: reconciling");
             (
                 "LeaderElected",
-                format!("{} became the leader: {why}", self.identity),
+                format!("{} {became}: {why}", self.identity),
             )
         } else {
-            tracing::warn!(identity = %self.identity, why, "stopped leading");
-            (
-                "LeaderLost",
-                format!("{} stopped leading: {why}", self.identity),
-            )
+            tracing::warn!(identity = %self.identity, shard = ?self.shard, why, "{stopped}");
+            ("LeaderLost", format!("{} {stopped}: {why}", self.identity))
         };
         let event = Event {
             type_: if leading {

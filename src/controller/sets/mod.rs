@@ -55,6 +55,8 @@ pub enum SetError {
     WriteStatus(#[source] kube::Error),
     #[error("reading credentials: {0}")]
     Credentials(String),
+    #[error("listing the VncPasswords of the namespace: {0}")]
+    ListChildren(#[source] kube::Error),
 }
 
 /// A tag set's last answer from ECS: the spec generation asked for, and the instance IDs.
@@ -77,13 +79,17 @@ pub struct SetContext {
     /// a cache of what ECS said, asked again after a restart (`status.lastSelectionTime` says
     /// when the next resync is due, not what was found).
     selections: Mutex<HashMap<String, CachedSelection>>,
+    /// With `--shards`: the VncPassword cache holds only this shard's objects, while a set's
+    /// children hash into every shard, so each pass lists the namespace's VncPasswords instead.
+    list_objects: bool,
 }
 
 impl SetContext {
-    pub fn new(ctx: Arc<Context>, nodes: Option<nodes::NodeCache>) -> Self {
+    pub fn new(ctx: Arc<Context>, nodes: Option<nodes::NodeCache>, list_objects: bool) -> Self {
         Self {
             ctx,
             nodes,
+            list_objects,
             written: Mutex::default(),
             batches: Mutex::default(),
             selections: Mutex::default(),
@@ -171,13 +177,14 @@ pub async fn reconcile(
     }
     let ctx = sctx.ctx.clone();
     // The children are read from the VncPassword cache: not before it has listed them all (an
-    // empty cache would look like a set without children).
-    if tokio::time::timeout(
-        Duration::from_secs(5),
-        ctx.watched.objects.wait_until_ready(),
-    )
-    .await
-    .is_err()
+    // empty cache would look like a set without children). With shards they are listed instead.
+    if !sctx.list_objects
+        && tokio::time::timeout(
+            Duration::from_secs(5),
+            ctx.watched.objects.wait_until_ready(),
+        )
+        .await
+        .is_err()
     {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
@@ -205,7 +212,22 @@ pub async fn reconcile(
     let status = set.status.clone().unwrap_or_default();
     let fresh_spec = status.observed_generation != set.meta().generation;
 
-    let (mut children, taken) = children_of(&ctx, &namespace, &uid, &set.spec.region_id);
+    let listed = if sctx.list_objects {
+        // A consistent read (no resourceVersion): newer than any write this replica made.
+        let api: kube::Api<VncPassword> = kube::Api::namespaced(ctx.client.clone(), &namespace);
+        let list = api
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(SetError::ListChildren)?;
+        Some(list.items.into_iter().map(Arc::new).collect::<Vec<_>>())
+    } else {
+        None
+    };
+    let objects = match &listed {
+        Some(items) => items.clone(),
+        None => ctx.watched.objects.state(),
+    };
+    let (mut children, taken) = children_of(&ctx, &objects, &namespace, &uid, &set.spec.region_id);
     let mut last_selection_time = status.last_selection_time.clone();
     let durations = durations(&set);
     let (selection, grace) = match &durations {
@@ -278,7 +300,7 @@ pub async fn reconcile(
     };
 
     children.extend(name_collisions(
-        &ctx, &name, &namespace, &selection, &children,
+        &ctx, &objects, &name, &namespace, &selection, &children,
     ));
     let gone = gone_instances(
         &ctx,
@@ -506,19 +528,20 @@ fn durations(set: &VncPasswordSet) -> Result<(Duration, Duration), String> {
 /// `namespace` in `region` that no set controls: one pass over the cache.
 fn children_of(
     ctx: &Context,
+    objects: &[Arc<VncPassword>],
     namespace: &str,
     uid: &str,
     region: &str,
 ) -> (Vec<Child>, std::collections::BTreeMap<String, String>) {
     let mut children = Vec::new();
     let mut by_hand = std::collections::BTreeMap::new();
-    for o in ctx.watched.objects.state() {
+    for o in objects {
         if o.metadata.namespace.as_deref() != Some(namespace) {
             continue;
         }
-        if owned_by(&o, uid) {
-            children.push(child(ctx, &o, true));
-        } else if o.spec.region_id == region && owning_set(&o).is_none() {
+        if owned_by(o, uid) {
+            children.push(child(ctx, o, true));
+        } else if o.spec.region_id == region && owning_set(o).is_none() {
             by_hand.insert(o.spec.instance_id.clone(), o.name_any());
         }
     }
@@ -529,6 +552,7 @@ fn children_of(
 /// hand): never touched, counted as stalled.
 fn name_collisions(
     ctx: &Context,
+    objects: &[Arc<VncPassword>],
     set_name: &str,
     namespace: &str,
     selection: &Selection,
@@ -542,11 +566,12 @@ fn name_collisions(
         .map(|id| plan::child_name(set_name, id))
         .filter(|name| !own.contains(name.as_str()))
         .filter_map(|name| {
-            ctx.watched
-                .objects
-                .get(&ObjectRef::new(&name).within(namespace))
+            objects.iter().find(|o| {
+                o.metadata.name.as_deref() == Some(name.as_str())
+                    && o.metadata.namespace.as_deref() == Some(namespace)
+            })
         })
-        .map(|o| child(ctx, &o, false))
+        .map(|o| child(ctx, o, false))
         .collect()
 }
 
