@@ -688,6 +688,55 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_asked_for_is_handed_over_and_the_asker_has_the_first_go_at_it() {
+        let seen = Instant::now();
+        let mut mine = held_by("me", 15);
+        mine.wanted_by = Some("other".into());
+        // Held by this process: not renewed by a candidate, handed over by a leader.
+        assert_eq!(
+            decide(&mine, seen, seen, "me"),
+            Decision::HandOver { to: "other".into() }
+        );
+        // Released: the asker takes it at once, everybody else follows it for a lease duration.
+        let mut released =
+            Record::from_spec(Some(&released_spec(&mine, ts("2026-01-01T10:00:00Z"))));
+        released.wanted_by = Some("other".into());
+        assert_eq!(decide(&released, seen, seen, "other"), Decision::Acquire);
+        assert_eq!(
+            decide(&released, seen, seen, "third"),
+            Decision::Follow {
+                holder: "other".into(),
+                expires: seen + Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            decide(&released, seen, seen + Duration::from_secs(1), "third"),
+            Decision::Acquire
+        );
+        // Asked for by this process itself: an ordinary Lease.
+        let mut asked = held_by("me", 15);
+        asked.wanted_by = Some("me".into());
+        assert_eq!(decide(&asked, seen, seen, "me"), Decision::Renew);
+    }
+
+    #[test]
+    fn the_asker_is_read_from_the_lease_annotation() {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                annotations: Some([(ANNOTATION_WANTED_BY.to_string(), "b".to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some("a".into()),
+                ..Default::default()
+            }),
+        };
+        let record = Record::from_lease(&lease);
+        assert_eq!(record.holder.as_deref(), Some("a"));
+        assert_eq!(record.wanted_by.as_deref(), Some("b"));
+    }
+
+    #[test]
     fn the_default_identity_is_the_pod_name_or_unique() {
         // POD_NAME is not set in unit tests; two identities from one host must differ.
         if std::env::var_os("POD_NAME").is_none() {
