@@ -387,6 +387,24 @@ fn every_rendered_flag_is_accepted_by_the_controller() {
             assert_eq!(parsed.metrics_addr.port(), 9090);
             assert_eq!(parsed.concurrency, 64);
             assert!(parsed.leader_elect);
+            assert_eq!(parsed.shards, 3);
+            // The Role may read and write exactly the three shard Leases.
+            let names: Vec<String> = docs
+                .iter()
+                .filter(|d| d["kind"] == "Role")
+                .flat_map(|d| d["rules"].as_array().cloned().unwrap_or_default())
+                .filter(|r| r["resources"][0] == "leases" && r["verbs"][0] == "get")
+                .flat_map(|r| r["resourceNames"].as_array().cloned().unwrap_or_default())
+                .map(|n| n.as_str().unwrap_or_default().to_string())
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    "ecs-vnc-controller-shard-0",
+                    "ecs-vnc-controller-shard-1",
+                    "ecs-vnc-controller-shard-2"
+                ]
+            );
             assert_eq!(
                 parsed.oidc_provider_arn.as_deref(),
                 Some("acs:ram::1234567890123456:oidc-provider/ack-rrsa-c0123456789")

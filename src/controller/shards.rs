@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Patch, PatchParams};
+use kube::api::PostParams;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use tokio::sync::watch;
@@ -137,18 +137,13 @@ pub async fn supervise(
         gate.send_replace(plan.take_more);
         if let Some(k) = plan.ask_for {
             let name = lease_name(&config.lease_name, k as u16);
-            let patch =
-                serde_json::json!({"metadata": {"annotations": {ANNOTATION_WANTED_BY: me}}});
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(lease) => {
+            match ask(&api, &name, &me).await {
+                Ok(holder) => {
                     asked.insert(k, Instant::now());
-                    tracing::info!(shard = k, lease = %name, holder = ?lease.spec.and_then(|s| s.holder_identity), "holding fewer shards than my share: asked for this one");
+                    tracing::info!(shard = k, lease = %name, ?holder, "holding fewer shards than my share: asked for this one");
                 }
                 Err(e) => {
-                    tracing::warn!(shard = k, lease = %name, error = %e, "could not ask for a shard")
+                    tracing::warn!(shard = k, lease = %name, error = %e, "could not ask for a shard; trying again")
                 }
             }
         }
@@ -158,6 +153,19 @@ pub async fn supervise(
             _ = tokio::time::sleep(tick) => {}
         }
     }
+}
+
+/// Writes this replica's name into the Lease's [`ANNOTATION_WANTED_BY`] with the resourceVersion
+/// read (a PUT, like the election's own writes: the Role needs no `patch`); returns its holder.
+async fn ask(api: &Api<Lease>, name: &str, me: &str) -> Result<Option<String>, kube::Error> {
+    let mut lease = api.get(name).await?;
+    lease
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION_WANTED_BY.to_string(), me.to_string());
+    let lease = api.replace(name, &PostParams::default(), &lease).await?;
+    Ok(lease.spec.and_then(|s| s.holder_identity))
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ line of this file.
 {{- with $v.leaderElection.retryPeriodSeconds }}
 - {{ printf "--leader-elect-retry-period=%vs" . | quote }}
 {{- end }}
+{{- if gt (int ($v.leaderElection.shards | default 1)) 1 }}
+- {{ printf "--shards=%d" (int $v.leaderElection.shards) | quote }}
+{{- end }}
 {{- end }}
 {{- with $v.watchNamespaces }}
 - {{ printf "--watch-namespaces=%s" (join "," .) | quote }}
