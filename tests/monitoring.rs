@@ -127,7 +127,7 @@ fn promtool_checks_the_alerts_and_their_unit_tests_pass() {
             text(&out)
         );
         assert!(
-            text(&out).contains("SUCCESS: 8 rules found"),
+            text(&out).contains("SUCCESS: 9 rules found"),
             "{}",
             text(&out)
         );
@@ -637,7 +637,7 @@ async fn every_dashboard_panel_shows_data_from_a_real_prometheus() {
     support::eventually("every rule evaluated", Duration::from_secs(30), || async {
         let data = prometheus.get("/api/v1/rules", &[]).await;
         let rules: Vec<Value> = data["groups"][0]["rules"].as_array()?.clone();
-        (rules.len() == 8
+        (rules.len() == 9
             && rules.iter().all(|r| {
                 r["health"] == "ok"
                     && r["lastEvaluation"]
