@@ -10,5 +10,6 @@ pub mod leader;
 pub mod metrics;
 pub mod password;
 pub mod secret;
+pub mod shard;
 pub mod simulator;
 pub mod telemetry;
