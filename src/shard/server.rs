@@ -46,8 +46,9 @@ const PARAM: &str = "shardSelector";
 ///    stands: both storages read the one process-wide feature gate of the API server that served
 ///    the request.
 ///
-/// It is a point-in-time answer from whichever API server served it: behind a load balancer
-/// every kube-apiserver needs the gate, and a filtered watch is still checked client-side.
+/// It is a point-in-time answer from whichever API server served it: behind a load balancer every
+/// kube-apiserver needs the gate, and callers must still check what a filtered list or watch brings
+/// against their own ranges.
 pub async fn server_filters(client: &Client, namespace: &str) -> Result<bool, kube::Error> {
     let everything = selector(&[ShardRange::of(0, 1)]).expect("one range");
     let request = kube::core::Request::new(Lease::url_path(&(), Some(namespace)))
@@ -92,9 +93,7 @@ pub async fn server_filters(client: &Client, namespace: &str) -> Result<bool, ku
             end: 1 << 64,
         });
     }
-    let Some(others) = selector(&others) else {
-        return Ok(true);
-    };
+    let others = selector(&others).expect("a hash is never both 0 and 2^64 - 1");
     let again =
         Api::<VncPassword>::namespaced(sharded_client(client.clone(), others), &object_namespace)
             .list_metadata(
