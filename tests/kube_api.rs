@@ -93,3 +93,43 @@ async fn the_api_server_reports_the_pinned_kubernetes_version() {
         "k8s-openapi's v1_37 feature must match the control plane"
     );
 }
+
+/// Without the alpha gate `ShardedListAndWatch` (our default control plane) the API server drops
+/// `shardSelector` silently: the probe says so, and a selector excluding the one VncPassword of the
+/// namespace still returns it. (With the gate on: tests/shard_watch.rs.)
+#[tokio::test]
+async fn without_the_shard_gate_the_probe_says_the_server_does_not_filter() {
+    use ecs_vnc_controller::api::VncPassword;
+    use ecs_vnc_controller::shard::{
+        ShardRange, fnv1a64, selector, server_filters, sharded_client,
+    };
+    if std::env::var_os("TEST_KUBECONFIG").is_some() {
+        // Another cluster may run with the gate on.
+        return;
+    }
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "noshard").await;
+    support::controller::put_vncpassword(
+        &client,
+        &ns.name,
+        "p",
+        serde_json::json!({"regionId": "cn-hangzhou", "instanceId": "i-shard0000000001", "passwordSecretRef": {"name": "vnc"}}),
+    )
+    .await;
+    assert!(!server_filters(&client, &ns.name).await.expect("probe"));
+    let api: Api<VncPassword> = Api::namespaced(client.clone(), &ns.name);
+    let uid = api.get("p").await.expect("get").uid().unwrap();
+    let hash = fnv1a64(uid.as_bytes());
+    // The half of the space without the object's hash.
+    let half = (0..2)
+        .map(|k| ShardRange::of(k, 2))
+        .find(|r| !r.contains(hash))
+        .unwrap();
+    let sharded = sharded_client(client.clone(), selector(&[half]).unwrap());
+    let listed = Api::<VncPassword>::namespaced(sharded, &ns.name)
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 1);
+    ns.delete().await;
+}

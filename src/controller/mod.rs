@@ -711,8 +711,16 @@ pub async fn run_with(
                 }
             };
             let terms = lead(
-                &args, &client, &index_key, &make_ctx, &metrics, &term_rx, held_rx, &releases,
+                &args,
+                &client,
+                &index_key,
+                &make_ctx,
+                &metrics,
+                &term_rx,
+                held_rx,
+                &releases,
                 sharded,
+                &config.namespace,
             );
             let run = async {
                 futures::join!(terms, supervisor);
@@ -984,6 +992,35 @@ struct ShardScope {
     objects: Client,
 }
 
+/// The client for a term's VncPassword and VncPasswordSet lists and watches: one that asks the API
+/// server to filter by `ranges` when it does (asked at every term's start, never assumed), else the
+/// plain one. What arrives is filtered by the ranges on this side either way.
+async fn objects_client(
+    client: &Client,
+    lease_namespace: &str,
+    ranges: &[crate::shard::ShardRange],
+) -> Client {
+    let Some(selector) = crate::shard::selector(ranges) else {
+        return client.clone();
+    };
+    match crate::shard::server_filters(client, lease_namespace).await {
+        Ok(true) => {
+            tracing::info!(%selector, "the API server filters lists and watches by shard (ShardedListAndWatch): receiving only these shards' objects");
+            crate::shard::sharded_client(client.clone(), selector)
+        }
+        Ok(false) => {
+            tracing::info!(
+                "the API server does not filter by shard (no ShardedListAndWatch): receiving every object and keeping this replica's shards"
+            );
+            client.clone()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not ask the API server whether it filters by shard: filtering on this side only");
+            client.clone()
+        }
+    }
+}
+
 /// Resolves once `rx` (SIGTERM or the caller's trigger) turns true.
 fn terminated(
     rx: &tokio::sync::watch::Receiver<bool>,
@@ -1010,6 +1047,7 @@ async fn lead(
     held: tokio::sync::watch::Receiver<shards::Held>,
     releases: &[tokio::sync::watch::Sender<u64>],
     sharded: bool,
+    lease_namespace: &str,
 ) {
     use tracing::Instrument;
     let n = args.shards.max(1);
@@ -1070,13 +1108,18 @@ async fn lead(
                 }
             }
         };
-        let scope = sharded.then(|| ShardScope {
-            ranges: shards
+        let scope = if sharded {
+            let ranges: Vec<crate::shard::ShardRange> = shards
                 .iter()
                 .map(|k| crate::shard::ShardRange::of(*k, n))
-                .collect(),
-            objects: client.clone(),
-        });
+                .collect();
+            Some(ShardScope {
+                objects: objects_client(client, lease_namespace, &ranges).await,
+                ranges,
+            })
+        } else {
+            None
+        };
         let list = shards
             .iter()
             .map(u16::to_string)

@@ -16,6 +16,7 @@ pub mod image;
 pub mod kstatus;
 pub mod leaks;
 pub mod partition;
+pub mod replicas;
 pub mod sim;
 pub mod time;
 
@@ -41,6 +42,17 @@ static WITH_NODE: AtomicBool = AtomicBool::new(false);
 /// [`kubeconfig`]; with `TEST_KUBECONFIG` the named cluster is used as it is.
 pub fn with_node() {
     WITH_NODE.store(true, Ordering::SeqCst);
+}
+
+static FEATURE_GATES: OnceLock<String> = OnceLock::new();
+
+/// Asks for a kube-apiserver started with `--feature-gates=GATES` (e.g.
+/// `ShardedListAndWatch=true`; `tests/control-plane/start DIR --feature-gates=GATES`). Call it before
+/// the first [`kubeconfig`], with the same GATES from every test of the binary; with
+/// `TEST_KUBECONFIG` the named cluster is used as it is.
+pub fn with_feature_gates(gates: &str) {
+    let set = FEATURE_GATES.get_or_init(|| gates.to_string());
+    assert_eq!(set, gates, "one set of feature gates per test binary");
 }
 
 /// The directory of the control plane this test binary started (None with `TEST_KUBECONFIG`).
@@ -76,6 +88,9 @@ fn start_control_plane() -> PathBuf {
     command.arg(&dir);
     if WITH_NODE.load(Ordering::SeqCst) {
         command.arg("--with-node");
+    }
+    if let Some(gates) = FEATURE_GATES.get() {
+        command.arg(format!("--feature-gates={gates}"));
     }
     let output = command
         .stdin(Stdio::null())
