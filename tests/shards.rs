@@ -98,3 +98,74 @@ async fn replicas_share_the_shards_each_object_once_and_take_over_a_killed_ones(
     drop((a, b));
     ns.delete().await;
 }
+
+/// A VncPasswordSet's children hash into every shard: the replica serving the set lists them (it
+/// caches only its own shards), so each child is created once, each instance gets one password,
+/// applied by whichever replica serves the child, and the set counts all of them.
+#[tokio::test]
+async fn a_set_served_by_one_replica_counts_children_served_by_both() {
+    use ecs_vnc_controller::api::{VncPassword, VncPasswordSet};
+    use kube::api::{ListParams, PostParams};
+    use kube::{Api, ResourceExt};
+    let admin = support::client().await;
+    ensure_controller_namespace(&admin).await;
+    let ns = support::TestNamespace::new(&admin, "shard-set").await;
+    let sim = Sim::start(&[], &sim_keys()).await;
+    let lease = format!("shard-set-{:08x}", rand::random::<u32>());
+    let logs = LogDir::new();
+    let a = spawn(0, &lease, &ns.name, &sim.url(), logs.path());
+    let b = spawn(1, &lease, &ns.name, &sim.url(), logs.path());
+    support::eventually("two shards each", Duration::from_secs(60), || async {
+        let s = spread(&holders(&admin, &lease).await);
+        (s.get(&a.id) == Some(&2) && s.get(&b.id) == Some(&2)).then_some(())
+    })
+    .await;
+    const N: usize = 16;
+    for i in 0..N {
+        sim.add_tagged_instance(
+            &instance(i),
+            true,
+            &[("pool", "web"), ("ecsvnc.io/namespace", &ns.name)],
+        );
+    }
+    let set: VncPasswordSet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPasswordSet",
+        "metadata": {"name": "web"},
+        "spec": {"regionId": "cn-hangzhou", "selector": {"instanceTags": {"pool": "web"}},
+                 "template": {"passwordGeneration": {}}},
+    }))
+    .expect("a VncPasswordSet");
+    let sets = Api::<VncPasswordSet>::namespaced(admin.clone(), &ns.name);
+    sets.create(&PostParams::default(), &set)
+        .await
+        .expect("create the set");
+    support::eventually(
+        "the set AllReady with 16",
+        Duration::from_secs(90),
+        || async {
+            let s = sets.get("web").await.ok()?.status?;
+            let ready = s.condition("Ready")?;
+            (s.selected == N as i64 && s.ready == N as i64 && ready.reason == "AllReady")
+                .then_some(())
+        },
+    )
+    .await;
+    let children = Api::<VncPassword>::namespaced(admin.clone(), &ns.name)
+        .list(&ListParams::default().labels("ecsvnc.io/set=web"))
+        .await
+        .expect("children");
+    assert_eq!(children.items.len(), N, "one child per instance");
+    let by_key = applied_once(&sim, 0..N, &logs);
+    assert_eq!(
+        by_key.len(),
+        2,
+        "children served by both replicas: {by_key:?} ({:?})",
+        children
+            .items
+            .iter()
+            .map(|c| c.name_any())
+            .collect::<Vec<_>>()
+    );
+    drop((a, b));
+    ns.delete().await;
+}
