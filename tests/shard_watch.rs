@@ -183,37 +183,17 @@ async fn two_replicas_receive_only_their_shards_from_the_api_server() {
     let sim = support::sim::Sim::start(&[], &sim_keys()).await;
     let lease = format!("shard-watch-{:08x}", rand::random::<u32>());
     let logs = LogDir::new();
-    let a = spawn(0, &lease, &ns.name, &sim.url(), logs.path());
-    let b = spawn(1, &lease, &ns.name, &sim.url(), logs.path());
-    support::eventually("two shards each", Duration::from_secs(60), || async {
-        let s = spread(&holders(&admin, &lease).await);
-        (s.get(&a.id) == Some(&2) && s.get(&b.id) == Some(&2)).then_some(())
-    })
+    let (a, b, _) = two_replicas(&admin, &ns.name, &sim, &lease, &logs).await;
+    served_once_by_both(
+        &admin,
+        &ns.name,
+        &sim,
+        0..24,
+        &logs,
+        [&a, &b],
+        "the API server filters lists and watches by shard",
+    )
     .await;
-    const N: usize = 24;
-    for i in 0..N {
-        sim.add_instance(&instance(i), true);
-        put_object(&admin, &ns.name, i).await;
-    }
-    wait_all_ready(&admin, &ns.name, 0..N).await;
-    let by_key = applied_once(&sim, 0..N, &logs);
-    assert_eq!(
-        by_key.len(),
-        2,
-        "both replicas applied passwords: {by_key:?}"
-    );
-    for replica in [&a, &b] {
-        assert!(
-            logged(
-                &logs,
-                &replica.id,
-                "the API server filters lists and watches by shard"
-            ),
-            "{}: the API server's filtering was not detected (logs in {})",
-            replica.id,
-            logs.path().display()
-        );
-    }
     drop((a, b));
     ns.delete().await;
 }

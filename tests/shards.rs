@@ -20,38 +20,18 @@ async fn replicas_share_the_shards_each_object_once_and_take_over_a_killed_ones(
     let logs = LogDir::new();
     const FIRST: usize = 24;
     // Two replicas: two shards each.
-    let a = spawn(0, &lease, &ns.name, &sim.url(), logs.path());
-    let b = spawn(1, &lease, &ns.name, &sim.url(), logs.path());
-    let started = Instant::now();
-    let two_each = support::eventually("two shards each", Duration::from_secs(60), || async {
-        let h = holders(&admin, &lease).await;
-        let s = spread(&h);
-        (s.get(&a.id) == Some(&2) && s.get(&b.id) == Some(&2)).then_some(h)
-    })
+    let (a, b, took) = two_replicas(&admin, &ns.name, &sim, &lease, &logs).await;
+    println!("2 replicas: two shards each after {took:?}");
+    served_once_by_both(
+        &admin,
+        &ns.name,
+        &sim,
+        0..FIRST,
+        &logs,
+        [&a, &b],
+        "the API server does not filter by shard",
+    )
     .await;
-    println!("2 replicas: {two_each:?} after {:?}", started.elapsed());
-    for i in 0..FIRST {
-        sim.add_instance(&instance(i), true);
-        put_object(&admin, &ns.name, i).await;
-    }
-    wait_all_ready(&admin, &ns.name, 0..FIRST).await;
-    let by_key = applied_once(&sim, 0..FIRST, &logs);
-    assert_eq!(
-        by_key.len(),
-        2,
-        "both replicas applied passwords: {by_key:?}"
-    );
-    for replica in [&a, &b] {
-        assert!(
-            logged(
-                &logs,
-                &replica.id,
-                "the API server does not filter by shard"
-            ),
-            "{}: without ShardedListAndWatch each replica filters on its side",
-            replica.id
-        );
-    }
 
     // A third replica asks for its share: the three settle at 2, 1, 1.
     let c = spawn(2, &lease, &ns.name, &sim.url(), logs.path());
@@ -113,13 +93,7 @@ async fn a_set_served_by_one_replica_counts_children_served_by_both() {
     let sim = Sim::start(&[], &sim_keys()).await;
     let lease = format!("shard-set-{:08x}", rand::random::<u32>());
     let logs = LogDir::new();
-    let a = spawn(0, &lease, &ns.name, &sim.url(), logs.path());
-    let b = spawn(1, &lease, &ns.name, &sim.url(), logs.path());
-    support::eventually("two shards each", Duration::from_secs(60), || async {
-        let s = spread(&holders(&admin, &lease).await);
-        (s.get(&a.id) == Some(&2) && s.get(&b.id) == Some(&2)).then_some(())
-    })
-    .await;
+    let (a, b, _) = two_replicas(&admin, &ns.name, &sim, &lease, &logs).await;
     const N: usize = 16;
     for i in 0..N {
         sim.add_tagged_instance(

@@ -190,3 +190,54 @@ impl Drop for LogDir {
         }
     }
 }
+
+/// Replicas 0 and 1 on `lease`, once they hold two of the four shards each; with how long that took.
+pub async fn two_replicas(
+    admin: &Client,
+    ns: &str,
+    sim: &Sim,
+    lease: &str,
+    logs: &LogDir,
+) -> (Replica, Replica, Duration) {
+    let started = std::time::Instant::now();
+    let a = spawn(0, lease, ns, &sim.url(), logs.path());
+    let b = spawn(1, lease, ns, &sim.url(), logs.path());
+    super::eventually("two shards each", Duration::from_secs(60), || async {
+        let s = spread(&holders(admin, lease).await);
+        (s.get(&a.id) == Some(&2) && s.get(&b.id) == Some(&2)).then_some(())
+    })
+    .await;
+    (a, b, started.elapsed())
+}
+
+/// Objects `range` created and Ready, each applied exactly once, by both `replicas` between them,
+/// each of which logged `said` (what it learnt of the API server's filtering).
+pub async fn served_once_by_both(
+    admin: &Client,
+    ns: &str,
+    sim: &Sim,
+    range: std::ops::Range<usize>,
+    logs: &LogDir,
+    replicas: [&Replica; 2],
+    said: &str,
+) {
+    for i in range.clone() {
+        sim.add_instance(&instance(i), true);
+        put_object(admin, ns, i).await;
+    }
+    wait_all_ready(admin, ns, range.clone()).await;
+    let by_key = applied_once(sim, range, logs);
+    assert_eq!(
+        by_key.len(),
+        2,
+        "both replicas applied passwords: {by_key:?}"
+    );
+    for replica in replicas {
+        assert!(
+            logged(logs, &replica.id, said),
+            "{} did not log {said:?} (logs in {})",
+            replica.id,
+            logs.path().display()
+        );
+    }
+}
