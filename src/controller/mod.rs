@@ -15,6 +15,7 @@
 //! `context` (what reconciles share), `slots` (the work slots, fair per namespace),
 //! `secret_cache` (the Secret metadata watch, trimmed), `secret_read` (bounded Secret reads).
 
+pub mod claims;
 pub mod conditions;
 pub mod context;
 pub mod decide;
