@@ -278,7 +278,13 @@ impl std::fmt::Display for Reason {
     printcolumn = r#"{"name":"In-Effect","type":"string","jsonPath":".status.conditions[?(@.type==\"InEffect\")].status"}"#,
     printcolumn = r#"{"name":"Reboot-Required","type":"string","jsonPath":".status.conditions[?(@.type==\"RebootRequired\")].status"}"#,
     printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    // `--field-selector spec.instanceId=…,spec.regionId=…`: who names an instance, asked of the
+    // API server (the instance claim when this replica does not watch every object, see
+    // `controller::claims`). Kubernetes 1.31 or later serves them (beta, on by default; 1.30 has
+    // them behind a feature gate and drops them from the CRD).
+    selectable = ".spec.instanceId",
+    selectable = ".spec.regionId"
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.rotationInterval) || (has(self.generatePassword) && self.generatePassword)").message("rotationInterval needs generatePassword: true (both are deprecated: use passwordGeneration.rotationInterval)"))]

@@ -7,6 +7,7 @@
 //! | `ecs_vnc_reconciles_total` | counter | `result`: one of [`RECONCILE_RESULTS`] or `other` |
 //! | `ecs_vnc_reconcile_duration_seconds` | histogram | |
 //! | `ecs_vnc_reconcile_panics_total` | counter | reconciles that panicked (caught; the object says `InternalError`) |
+//! | `ecs_vnc_claim_lookups_total` | counter | instance claims asked of the API server (only with claims from the API server, see `controller::claims`) |
 //! | `ecs_vnc_ecs_calls_total` | counter | `action`, `code` (`Success`, an ECS error code, `NetworkError`, ...) |
 //! | `ecs_vnc_ecs_call_duration_seconds` | histogram | `action` |
 //! | `ecs_vnc_vncpasswords` | gauge | `namespace` (the objects' own; at most [`MAX_NAMESPACES`], the rest `_other`), `ready_reason` |
@@ -132,6 +133,7 @@ pub struct Metrics {
     reconciles: Family<ResultLabel, Counter>,
     reconcile_duration: Histogram,
     reconcile_panics: Counter,
+    claim_lookups: Counter,
     ecs_calls: Family<CallLabels, Counter>,
     ecs_call_duration: Family<ActionLabel, Histogram>,
     vncpasswords: Family<ReasonLabel, Gauge>,
@@ -209,6 +211,12 @@ impl Metrics {
             "reconcile_panics",
             "Reconciles that panicked (a bug): caught, logged at error level, and reported on the object as Stalled, reason InternalError; the process and other objects go on",
             reconcile_panics.clone(),
+        );
+        let claim_lookups = Counter::default();
+        registry.register(
+            "claim_lookups",
+            "Instance claims decided from the API server (a VncPassword list by field selector per served namespace set), when the controller does not watch every object",
+            claim_lookups.clone(),
         );
         let ecs_calls = Family::<CallLabels, Counter>::default();
         registry.register(
@@ -290,6 +298,7 @@ impl Metrics {
             credential_refreshes,
             reconcile_duration,
             reconcile_panics,
+            claim_lookups,
             ecs_calls,
             ecs_call_duration,
             vncpasswords,
@@ -321,6 +330,11 @@ impl Metrics {
     /// Counts one reconcile that panicked.
     pub fn reconcile_panicked(&self) {
         self.reconcile_panics.inc();
+    }
+
+    /// One instance claim was asked of the API server.
+    pub fn claim_looked_up(&self) {
+        self.claim_lookups.inc();
     }
 
     /// Replaces the snapshot of `ecs_vnc_vncpasswords`: `counts` is keyed by (namespace, Ready's

@@ -159,6 +159,11 @@ fn the_crd_has_status_subresource_columns_and_validation() {
     assert_eq!(required, ["instanceId", "passwordSecretRef", "regionId"]);
     assert!(spec["properties"]["instanceId"]["pattern"].is_string());
     assert!(spec["properties"]["regionId"]["pattern"].is_string());
+    // Who names an instance is a field-selector list (the claim, without watching every object).
+    assert_eq!(
+        version["selectableFields"],
+        serde_json::json!([{"jsonPath": ".spec.instanceId"}, {"jsonPath": ".spec.regionId"}])
+    );
     assert_eq!(
         spec["properties"]["rebootPolicy"]["enum"],
         serde_json::json!(["Manual", "Automatic"])
@@ -450,4 +455,117 @@ async fn applying_an_emptied_password_generation_keeps_it_on() {
             g(None, Retain)
         ]
     );
+}
+
+/// `spec.instanceId` and `spec.regionId` are selectable fields: the API server answers who names
+/// an instance (as the controller asks when it decides a claim without watching every object),
+/// with kubectl's `--field-selector` and with a list's `fieldSelector` alike.
+#[tokio::test]
+async fn the_api_server_lists_the_objects_naming_an_instance_by_field_selector() {
+    use kube::api::ListParams;
+    let client = support::client().await;
+    let a = support::TestNamespace::new(&client, "crd-select-a").await;
+    let b = support::TestNamespace::new(&client, "crd-select-b").await;
+    let put = |ns: String, name: &'static str, region: &'static str, instance: &'static str| {
+        let client = client.clone();
+        async move {
+            let api: Api<ecs_vnc_controller::api::VncPassword> = Api::namespaced(client, &ns);
+            let obj = serde_json::from_value(serde_json::json!({
+                "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword",
+                "metadata": {"name": name},
+                "spec": {"regionId": region, "instanceId": instance,
+                         "passwordSecretRef": {"name": "web-vnc"}},
+            }))
+            .expect("a VncPassword");
+            api.create(&PostParams::default(), &obj)
+                .await
+                .expect("create");
+        }
+    };
+    put(a.name.clone(), "one", "cn-hangzhou", "i-selected000001").await;
+    put(b.name.clone(), "two", "cn-hangzhou", "i-selected000001").await;
+    put(
+        b.name.clone(),
+        "elsewhere",
+        "cn-beijing",
+        "i-selected000001",
+    )
+    .await;
+    put(a.name.clone(), "other", "cn-hangzhou", "i-notselected0001").await;
+    let ours = |items: Vec<ecs_vnc_controller::api::VncPassword>| {
+        let mut names: Vec<String> = items
+            .into_iter()
+            .filter(|o| {
+                let ns = o.metadata.namespace.as_deref();
+                ns == Some(&a.name) || ns == Some(&b.name)
+            })
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o.metadata.namespace.unwrap(),
+                    o.metadata.name.unwrap()
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let all: Api<ecs_vnc_controller::api::VncPassword> = Api::all(client.clone());
+    let by_instance = all
+        .list(&ListParams::default().fields("spec.instanceId=i-selected000001"))
+        .await
+        .expect("list by spec.instanceId");
+    assert_eq!(
+        ours(by_instance.items),
+        [
+            format!("{}/one", a.name),
+            format!("{}/elsewhere", b.name),
+            format!("{}/two", b.name)
+        ]
+    );
+    let by_both = all
+        .list(
+            &ListParams::default()
+                .fields("spec.instanceId=i-selected000001,spec.regionId=cn-hangzhou"),
+        )
+        .await
+        .expect("list by both fields");
+    assert_eq!(
+        ours(by_both.items),
+        [format!("{}/one", a.name), format!("{}/two", b.name)]
+    );
+    let namespaced: Api<ecs_vnc_controller::api::VncPassword> =
+        Api::namespaced(client.clone(), &b.name);
+    let in_b = namespaced
+        .list(&ListParams::default().fields("spec.regionId=cn-beijing"))
+        .await
+        .expect("list in a namespace by spec.regionId");
+    assert_eq!(ours(in_b.items), [format!("{}/elsewhere", b.name)]);
+    // kubectl, as an operator would ask.
+    let out = support::kubectl_ok(&[
+        "get",
+        "vncpasswords",
+        "-A",
+        "--field-selector",
+        "spec.instanceId=i-selected000001,spec.regionId=cn-hangzhou",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{\"\\n\"}{end}",
+    ]);
+    let mut names: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [format!("{}/one", a.name), format!("{}/two", b.name)]
+    );
+    // A field that is not selectable is refused, not ignored.
+    let refused = all
+        .list(&ListParams::default().fields("spec.passwordSecretRef.name=web-vnc"))
+        .await
+        .expect_err("not a selectable field");
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 400),
+        "{refused:?}"
+    );
+    a.delete().await;
+    b.delete().await;
 }

@@ -257,3 +257,87 @@ async fn shared_credentials_act_only_on_instances_tagged_for_the_namespace() {
     a.delete().await;
     b.delete().await;
 }
+
+/// With claims decided from the API server (`--claims-from-api`, as a replica of a sharded
+/// deployment runs, whose watch does not hold every object), the claim goes the same way: the
+/// older proven object keeps the instance, the younger one is `Stalled`, `InstanceClaimed`, and
+/// makes no ModifyInstanceVncPasswd; once the owner is gone, it takes over. The controller's own
+/// index is made blind to the other objects (failpoint `claims-index-blind`, as a shard that
+/// holds none of them), so the claim rests on the API server's list alone.
+#[cfg(feature = "failpoints")]
+#[tokio::test]
+async fn claims_asked_of_the_api_server_go_to_the_oldest_proven_object() {
+    let _serial = SERIAL.lock().await;
+    let scenario = fail::FailScenario::setup();
+    fail::cfg("claims-index-blind", "return").expect("failpoint");
+    let client = support::client().await;
+    let sim = Sim::start(&[("i-apiclaimed001", true)], &[(AK, AK_SECRET, None)]).await;
+    let controller = start_controller(ControllerOptions {
+        flags: vec!["--claims-from-api".into()],
+        ..ControllerOptions::new(client.clone(), sim.url())
+    })
+    .await;
+    let old = TestNamespace::new(&client, "api-older").await;
+    let young = TestNamespace::new(&client, "api-younger").await;
+    creds_secret(&client, &old.name, AK, AK_SECRET).await;
+    vncpw(&client, &old.name, "web", "i-apiclaimed001", "Older1").await;
+    wait_ready(&client, &old.name, "web", WAIT).await;
+    // Creation times have whole seconds: the younger one is certainly younger.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    creds_secret(&client, &young.name, AK, AK_SECRET).await;
+    vncpw(&client, &young.name, "web", "i-apiclaimed001", "Young1").await;
+    let lost = wait_condition(
+        &client,
+        &young.name,
+        "web",
+        "Stalled",
+        "True",
+        Some("InstanceClaimed"),
+        WAIT,
+    )
+    .await;
+    assert!(!lost.is_true("Ready"), "{:?}", lost.conditions);
+    let message = &lost.condition("Stalled").expect("Stalled").message;
+    assert!(
+        message.contains("another namespace") && !message.contains(&old.name),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sim.calls("ModifyInstanceVncPasswd"),
+        1,
+        "only the owner's apply"
+    );
+    assert_eq!(
+        sim.set_password("i-apiclaimed001").as_deref(),
+        Some("Older1")
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", controller.metrics_addr))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let lookups: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ecs_vnc_claim_lookups_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("ecs_vnc_claim_lookups_total in\n{metrics}"));
+    assert!(lookups >= 2.0, "both objects asked: {lookups}");
+    // The young one goes on asking (every 30 s, which this test does not wait for) and writes
+    // nothing meanwhile.
+    // The owner goes: the younger one takes over.
+    kube::Api::<ecs_vnc_controller::api::VncPassword>::namespaced(client.clone(), &old.name)
+        .delete("web", &Default::default())
+        .await
+        .expect("delete the owner");
+    wait_ready(&client, &young.name, "web", WAIT).await;
+    assert_eq!(
+        sim.set_password("i-apiclaimed001").as_deref(),
+        Some("Young1")
+    );
+    controller.stop().await;
+    old.delete().await;
+    young.delete().await;
+    scenario.teardown();
+}

@@ -112,6 +112,8 @@ async fn main() {
         resync_interval: Duration::from_secs(600),
         concurrency: 1,
         clock: system_clock(),
+        claims_from_api: false,
+        served_namespaces: Default::default(),
     };
     let ctx = Arc::new(Context::new(
         client,

@@ -86,6 +86,12 @@ pub struct Settings {
     /// Reconciles running at once (`--concurrency`): the work slots.
     pub concurrency: usize,
     pub clock: Clock,
+    /// Decide instance claims from the API server (a list by field selector) rather than from the
+    /// local index alone, for a replica whose watch does not hold every object (`--shards`); see
+    /// `claims`. Off by default.
+    pub claims_from_api: bool,
+    /// The namespaces served (`--watch-namespaces`; empty: all), where claims are looked up.
+    pub served_namespaces: crate::controller::namespaces::WatchNamespaces,
 }
 
 pub struct Context {
@@ -275,9 +281,23 @@ impl Context {
         });
     }
 
-    /// The VncPassword that owns `obj`'s instance when another one does (see [`Index::claimed_by`]).
+    /// The VncPassword that owns `obj`'s instance when another one does, as far as this replica's
+    /// watch knows (see [`Index::claimed_by`]).
     pub fn claimed_by(&self, obj: &crate::api::VncPassword) -> Option<(String, String)> {
+        if index_blind() {
+            return None;
+        }
         self.watched.index.claimed_by(obj)
+    }
+
+    /// Whether another proven object applied to `obj`'s instance after `applied_at`, as far as
+    /// this replica's watch knows (see [`Index::overwritten_after`]).
+    pub fn overwritten_after(
+        &self,
+        obj: &crate::api::VncPassword,
+        applied_at: jiff::Timestamp,
+    ) -> bool {
+        !index_blind() && self.watched.index.overwritten_after(obj, applied_at)
     }
 
     /// (failure entries, written entries), for tests of bounded memory.
@@ -290,4 +310,15 @@ impl Context {
             self.written.lock().unwrap_or_else(|p| p.into_inner()).len(),
         )
     }
+}
+
+/// Tests (failpoint `claims-index-blind`) make the index know no other object naming an
+/// instance, as a replica whose watch holds only its own shard knows none of the others: the claim
+/// then rests on the API server alone (`claims`).
+fn index_blind() -> bool {
+    #[cfg(feature = "failpoints")]
+    if fail::eval("claims-index-blind", |_| ()).is_some() {
+        return true;
+    }
+    false
 }

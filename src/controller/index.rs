@@ -6,7 +6,9 @@
 //! (`status.applied.accessProof`, see `fingerprint::FingerprintKey::access_proof`), and among those the
 //! oldest wins. An object whose credentials cannot reach the instance (a squatter that knows only
 //! the instance ID) never claims it. When the proven set of an instance changes, every object
-//! naming the instance is woken ([`Index::wakes`]).
+//! naming the instance is woken ([`Index::wakes`]). The rule itself is `claims::owner` and
+//! `claims::overwritten_after`, shared with the look-up from the API server that replaces this
+//! index's answer when a replica does not watch every object (`claims`).
 //!
 //! Kept up to date from the VncPassword watch's own events, beside the reflector store, so that a
 //! Secret event or a reconcile costs a hash look-up instead of a pass over every object (at 10,000
@@ -23,29 +25,23 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
 use crate::api::VncPassword;
+use crate::controller::claims::{self, Claimant};
 use crate::controller::fingerprint::FingerprintKey;
 
-/// Who wins a claim on an instance: the oldest, then the first by namespace and name.
-type Rank = (Option<jiff::Timestamp>, String, String);
-
 struct Entry {
-    namespace: String,
-    name: String,
     /// What it references ([`secret_key`], [`service_account_key`]): the password Secret, the
     /// credentials Secret or ServiceAccount.
     refs: Vec<String>,
     /// `region/instance`, while the object is not being deleted.
     instance: Option<String>,
-    created: Option<jiff::Timestamp>,
-    /// Its status proves it reached that instance with its own credentials.
-    proven: bool,
-    /// When its password was last applied to that instance (ECS's time when known).
-    applied_at: Option<jiff::Timestamp>,
+    /// Its rank, proof and last apply, as the claim on that instance sees them (the rank also
+    /// while it is being deleted, for its namespace and name).
+    claimant: Claimant,
 }
 
 impl Entry {
-    fn rank(&self) -> Rank {
-        (self.created, self.namespace.clone(), self.name.clone())
+    fn object_ref(&self) -> ObjectRef<VncPassword> {
+        ObjectRef::new(self.claimant.name()).within(self.claimant.namespace())
     }
 }
 
@@ -139,7 +135,7 @@ impl Index {
             .iter()
             .flat_map(|instance| inner.by_instance.get(instance).into_iter().flatten())
             .filter_map(|uid| inner.by_uid.get(uid))
-            .map(|e| ObjectRef::new(&e.name).within(&e.namespace))
+            .map(Entry::object_ref)
             .collect();
         drop(inner);
         if !woken.is_empty() {
@@ -211,7 +207,7 @@ impl Index {
             .into_iter()
             .flatten()
             .filter_map(|uid| inner.by_uid.get(uid))
-            .map(|e| ObjectRef::new(&e.name).within(&e.namespace))
+            .map(Entry::object_ref)
             .collect()
     }
 
@@ -222,19 +218,7 @@ impl Index {
     pub fn claimed_by(&self, obj: &VncPassword) -> Option<(String, String)> {
         let uid = obj.uid().unwrap_or_default();
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let others = inner
-            .by_instance
-            .get(&key(&obj.spec.region_id, &obj.spec.instance_id))?;
-        let mine = rank(obj);
-        others
-            .iter()
-            .filter(|u| ***u != *uid)
-            .filter_map(|u| inner.by_uid.get(u))
-            .filter(|e| e.proven)
-            .map(Entry::rank)
-            .filter(|r| *r < mine)
-            .min()
-            .map(|(_, ns, name)| (ns, name))
+        claims::owner(&claims::rank(obj), inner.others(obj, &uid))
     }
 
     /// Whether another object with proven access applied its password to `obj`'s instance after
@@ -243,14 +227,7 @@ impl Index {
     pub fn overwritten_after(&self, obj: &VncPassword, applied_at: jiff::Timestamp) -> bool {
         let uid = obj.uid().unwrap_or_default();
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner
-            .by_instance
-            .get(&key(&obj.spec.region_id, &obj.spec.instance_id))
-            .into_iter()
-            .flatten()
-            .filter(|u| ***u != *uid)
-            .filter_map(|u| inner.by_uid.get(u))
-            .any(|e| e.proven && e.applied_at.is_some_and(|t| t > applied_at))
+        claims::overwritten_after(inner.others(obj, &uid), applied_at)
     }
 
     /// Objects indexed, for tests of bounded memory.
@@ -273,14 +250,6 @@ impl Index {
     }
 }
 
-fn rank(o: &VncPassword) -> Rank {
-    (
-        o.creation_timestamp().map(|t| t.0),
-        o.namespace().unwrap_or_default(),
-        o.name_any(),
-    )
-}
-
 fn unlink(map: &mut HashMap<String, Vec<Arc<str>>>, k: &str, uid: &str) {
     if let Some(uids) = map.get_mut(k) {
         uids.retain(|u| **u != *uid);
@@ -290,21 +259,18 @@ fn unlink(map: &mut HashMap<String, Vec<Arc<str>>>, k: &str, uid: &str) {
     }
 }
 
-/// When `o`'s password was last applied to the instance it names (ECS's time when known).
-fn applied_at(o: &VncPassword, instance: &str) -> Option<jiff::Timestamp> {
-    let status = o.status.as_ref()?;
-    if status.applied.instance.as_deref() != Some(instance) {
-        return None;
-    }
-    status
-        .applied
-        .ecs_time
-        .as_deref()
-        .or(status.applied.time.as_deref())
-        .and_then(|t| t.parse().ok())
-}
-
 impl Inner {
+    /// The other live objects naming `obj`'s instance, as claimants.
+    fn others<'a>(&'a self, obj: &VncPassword, uid: &'a str) -> impl Iterator<Item = &'a Claimant> {
+        self.by_instance
+            .get(&key(&obj.spec.region_id, &obj.spec.instance_id))
+            .into_iter()
+            .flatten()
+            .filter(move |u| ***u != *uid)
+            .filter_map(move |u| self.by_uid.get(u))
+            .map(|e| &e.claimant)
+    }
+
     /// Indexes `o`; returns the instances whose claims may have changed.
     fn upsert(&mut self, o: &VncPassword, key: Option<&FingerprintKey>) -> Vec<String> {
         let Some(uid) = o.uid() else {
@@ -313,7 +279,7 @@ impl Inner {
         let before = self
             .by_uid
             .get(uid.as_str())
-            .map(|e| (e.instance.clone(), e.proven, e.applied_at));
+            .map(|e| (e.instance.clone(), e.claimant.proven, e.claimant.applied_at));
         self.remove_quietly(&uid);
         let uid: Arc<str> = uid.into();
         let namespace = o.namespace().unwrap_or_default();
@@ -328,33 +294,30 @@ impl Inner {
         for r in &refs {
             self.by_ref.entry(r.clone()).or_default().push(uid.clone());
         }
-        let instance = o.metadata.deletion_timestamp.is_none().then(|| key_of(o));
+        // Being deleted, it claims nothing: known by its rank only (for its references).
+        let (instance, claimant) = match Claimant::of(o, key) {
+            Some(c) => (Some(key_of(o)), c),
+            None => (
+                None,
+                Claimant {
+                    rank: claims::rank(o),
+                    proven: false,
+                    applied_at: None,
+                },
+            ),
+        };
         if let Some(i) = &instance {
             self.by_instance
                 .entry(i.clone())
                 .or_default()
                 .push(uid.clone());
         }
-        let proven = match (
-            &instance,
-            key,
-            o.status
-                .as_ref()
-                .and_then(|s| s.applied.access_proof.as_deref()),
-        ) {
-            (Some(i), Some(k), Some(proof)) => k.verifies_access(proof, &uid, i),
-            _ => false,
-        };
-        let applied_at = instance.as_deref().and_then(|i| applied_at(o, i));
-        let after = (instance.clone(), proven, applied_at);
+        let proven = claimant.proven;
+        let after = (instance.clone(), proven, claimant.applied_at);
         let entry = Entry {
-            namespace,
-            name: o.name_any(),
             refs,
             instance,
-            created: o.creation_timestamp().map(|t| t.0),
-            proven,
-            applied_at,
+            claimant,
         };
         self.by_uid.insert(uid, entry);
         // Only a change of what claims depend on wakes the others: an object's own status writes
@@ -379,7 +342,7 @@ impl Inner {
         match self.remove_quietly(uid) {
             Some(Entry {
                 instance: Some(i),
-                proven: true,
+                claimant: Claimant { proven: true, .. },
                 ..
             }) => vec![i],
             _ => Vec::new(),

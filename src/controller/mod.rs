@@ -15,6 +15,7 @@
 //! `context` (what reconciles share), `slots` (the work slots, fair per namespace),
 //! `secret_cache` (the Secret metadata watch, trimmed), `secret_read` (bounded Secret reads).
 
+pub mod claims;
 pub mod conditions;
 pub mod context;
 pub mod decide;
@@ -176,6 +177,11 @@ pub struct RunArgs {
     /// (calls ECS, writes status); the others wait to take over. On in deploy/, off by default.
     #[arg(long, env = "ECS_VNC_LEADER_ELECT")]
     pub leader_elect: bool,
+    /// Decide instance claims from the API server (a list by the CRD's selectable fields
+    /// spec.instanceId and spec.regionId, Kubernetes 1.31 or later) instead of the watch's own
+    /// index, which must then not hold every object (sharding sets it). Hidden: for tests.
+    #[arg(long, env = "ECS_VNC_CLAIMS_FROM_API", hide = true)]
+    pub claims_from_api: bool,
     /// How long a standby waits, after it last saw the Lease renewed, before it takes the Lease
     /// over (whole seconds). Formerly --lease-duration.
     #[arg(
@@ -569,6 +575,8 @@ pub async fn run_with(
         resync_interval,
         concurrency: usize::from(args.concurrency),
         clock,
+        claims_from_api: args.claims_from_api,
+        served_namespaces: args.watch_namespaces.clone(),
     };
     // A fresh Context (per-object memory, instance cache) for every term of leadership: nothing
     // learnt while another replica led is trusted.

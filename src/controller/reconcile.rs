@@ -24,15 +24,17 @@ use crate::api::{
     ANNOTATION_FORCE_APPLY_REQUESTED_AT, ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT,
     ANNOTATION_ROTATE_REQUESTED_AT, VncPassword, VncPasswordStatus,
 };
+use crate::controller::claims;
 use crate::controller::context::Context;
 use crate::controller::decide::{self, Failure, Phase};
 use crate::controller::plan::{self, Observed, Requeue, Round, Step};
 use crate::controller::sets;
 use inputs::Inputs;
 
-/// More steps than any plan takes (a read of the Secrets, generate, apply, describe, intent,
-/// reboot, finish); a guard against a planner bug turning into a loop of ECS calls.
-const MAX_STEPS: usize = 10;
+/// More steps than any plan takes (a read of the Secrets, with claims from the API server the
+/// claim's list, generate, apply, describe, intent, reboot, finish); a guard against a planner bug
+/// turning into a loop of ECS calls.
+const MAX_STEPS: usize = 12;
 
 /// How long a reconcile waits, after a start, for the Secret watch to list everything before it
 /// reads the Secrets it needs from the API server instead.
@@ -64,6 +66,8 @@ pub enum ReconcileError {
     },
     #[error("writing the status: {0}")]
     WriteStatus(#[source] kube::Error),
+    #[error("listing the VncPasswords that name the instance (its claim): {0}")]
+    ClaimLookup(#[source] kube::Error),
     #[error("the object has no namespace, name or uid")]
     Unnamed,
     #[error("the reconcile took longer than {0:?} and was abandoned")]
@@ -260,6 +264,9 @@ struct Run<'a> {
     claimed_by: Option<(String, String)>,
     /// Another object with proven access applied to the instance after this one did.
     overwritten: bool,
+    /// `claimed_by` and `overwritten` come from the API server (`claims_from_api`), not from the
+    /// local index: asked at most once per reconcile.
+    claim_asked: bool,
     inputs: Inputs,
     round: Round,
     key_id: String,
@@ -298,6 +305,10 @@ async fn reconcile_inner(
     for _ in 0..MAX_STEPS {
         let (step, next_rotation) = run.plan();
         tracing::trace!(?step, "planned");
+        // An ECS write planned from the local index's claim: decided from the API server first.
+        if run.ask_claim_before(&step).await? {
+            continue;
+        }
         // Known from the caches so far: read what the step needs, then plan again with it.
         if run.read_missing_inputs(&step).await? {
             continue;
@@ -339,18 +350,32 @@ impl<'a> Run<'a> {
         let uid = obj.uid().ok_or(ReconcileError::Unnamed)?;
         let annotation = |key: &str| obj.annotations().get(key).cloned();
         let paused = annotation(ANNOTATION_PAUSED).as_deref() == Some("true");
-        let claimed_by = ctx.claimed_by(obj);
+        let mut claimed_by = ctx.claimed_by(obj);
         let previous = obj.status.clone().unwrap_or_default();
-        let overwritten = previous
-            .applied
-            .ecs_time
-            .as_deref()
-            .or(previous.applied.time.as_deref())
-            .and_then(|t| t.parse().ok())
-            .is_some_and(|at| ctx.watched.index.overwritten_after(obj, at));
+        let mut overwritten =
+            claims::own_applied_at(obj).is_some_and(|at| ctx.overwritten_after(obj, at));
         // Older than the controller's own last write (the watch has not brought that yet): the
         // plan only waits for it, so nothing is read.
         let cache_behind = ctx.is_behind(&uid, obj.resource_version().as_deref());
+        // With claims from the API server, an object that is not settled on its instance asks
+        // here, before anything is read for it (see `claims`: a settled one asks only before an
+        // ECS write, in `ask_claim_before`). A claim the index already knows needs no list: that
+        // owner is in this replica's watch, and its change wakes this object.
+        let claim_asked = ctx.settings.claims_from_api
+            && !paused
+            && !cache_behind
+            && claimed_by.is_none()
+            && claims::needs_lookup(
+                obj,
+                &ctx.key,
+                ctx.now(),
+                claims::settle(ctx.settings.reconcile_timeout),
+            );
+        if claim_asked {
+            let claim = ask_claim(ctx, obj).await?;
+            claimed_by = claim.claimed_by;
+            overwritten = claim.overwritten;
+        }
         // Paused, or another VncPassword owns the instance: the plan reads no Secret, so none is read.
         let inputs = if paused || claimed_by.is_some() || cache_behind {
             Inputs::none()
@@ -383,6 +408,7 @@ impl<'a> Run<'a> {
             rotate_token: annotation(ANNOTATION_ROTATE_REQUESTED_AT),
             claimed_by,
             overwritten,
+            claim_asked,
             inputs,
             round,
             key_id: ctx.key.id(),
@@ -437,6 +463,36 @@ impl<'a> Run<'a> {
         spec.credentials_secret().is_none()
             && spec.credentials_service_account().is_none()
             && self.ctx.settings.allowed_default_credentials.shared()
+    }
+
+    /// With claims from the API server: when `step` is a write that an object whose instance is
+    /// claimed never makes (an ECS write: an apply, or the reboot intent that leads to
+    /// RebootInstance; or a write of its generated password Secret) and the claim was not asked of
+    /// the API server in this reconcile yet, asks it and replaces the local answer. `true`: plan
+    /// again with it.
+    ///
+    /// The cheapest correct point: a reconcile that writes nothing (most of them: an object
+    /// applied long ago, a wait for a restart, whose Describe is only a read) costs no list, and
+    /// no write goes out on the local index's answer alone, which knows only this replica's objects.
+    async fn ask_claim_before(&mut self, step: &Step) -> Result<bool, ReconcileError> {
+        let writes = matches!(
+            step,
+            Step::Apply
+                | Step::RecordRebootIntent
+                | Step::Reboot
+                | Step::GeneratePassword
+                | Step::RotatePassword
+                | Step::ForgetPrevious
+                | Step::SetSecretOwnership
+        );
+        if !self.ctx.settings.claims_from_api || self.claim_asked || !writes {
+            return Ok(false);
+        }
+        let claim = ask_claim(self.ctx, self.obj).await?;
+        self.claim_asked = true;
+        self.claimed_by = claim.claimed_by;
+        self.overwritten = claim.overwritten;
+        Ok(true)
     }
 
     /// Reads the password Secret or the credentials when `step` needs them and they are known only
@@ -499,6 +555,23 @@ impl<'a> Run<'a> {
             &mut self.events,
         );
         let label = result_label(&phase, self.applied_now);
+        // With claims from the API server, an apply that may have raced another object's is looked
+        // at again once it is settled (see `claims`): no other object's change wakes this one from
+        // another shard.
+        let settle_in = self
+            .ctx
+            .settings
+            .claims_from_api
+            .then(|| {
+                claims::settle_requeue(
+                    &self.status,
+                    &self.instance_key,
+                    self.ctx.now(),
+                    claims::settle(self.ctx.settings.reconcile_timeout),
+                )
+            })
+            .flatten()
+            .map(|d| d + Duration::from_secs(1));
         let base = self.written_status.as_ref().unwrap_or(&self.previous);
         let written = report::finish(
             self.ctx,
@@ -526,27 +599,42 @@ impl<'a> Run<'a> {
                 let jitter = 1.0 + rand::random::<f64>() * 0.2;
                 Action::requeue(at.max(Duration::from_secs(1)).mul_f64(jitter))
             }
-            _ => requeue_action(self.ctx, &self.uid, requeue),
+            _ => {
+                let after = requeue_after(self.ctx, &self.uid, requeue);
+                Action::requeue(settle_in.map_or(after, |settle| after.min(settle)))
+            }
         };
         Ok((action, label))
     }
 }
 
-fn requeue_action(ctx: &Context, uid: &str, requeue: Requeue) -> Action {
+/// The claim on `obj`'s instance from the API server (see `claims`); a failed list fails the
+/// reconcile (retried with backoff), so that no ECS write goes out without the answer.
+async fn ask_claim(ctx: &Context, obj: &VncPassword) -> Result<claims::Claim, ReconcileError> {
+    ctx.metrics.claim_looked_up();
+    let listed = claims::list_naming(&ctx.client, &ctx.settings.served_namespaces, obj)
+        .await
+        .map_err(ReconcileError::ClaimLookup)?;
+    let claim = claims::decide(obj, &listed, &ctx.key);
+    tracing::debug!(listed = listed.len(), claimed_by = ?claim.claimed_by, overwritten = claim.overwritten, "claim asked of the API server");
+    Ok(claim)
+}
+
+fn requeue_after(ctx: &Context, uid: &str, requeue: Requeue) -> Duration {
     match requeue {
         Requeue::AwaitChange => {
             ctx.succeeded(uid);
             // A change wakes it sooner; this only catches an event that was lost.
             let jitter = 0.9 + rand::random::<f64>() * 0.2;
-            Action::requeue(ctx.settings.resync_interval.mul_f64(jitter))
+            ctx.settings.resync_interval.mul_f64(jitter)
         }
         Requeue::After(after) => {
             ctx.succeeded(uid);
-            Action::requeue(after.max(Duration::from_millis(100)))
+            after.max(Duration::from_millis(100))
         }
         Requeue::Backoff(pace) => {
             let n = ctx.failed(uid);
-            Action::requeue(decide::backoff(n, pace, rand::random()))
+            decide::backoff(n, pace, rand::random())
         }
     }
 }
