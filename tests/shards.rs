@@ -143,3 +143,83 @@ async fn a_set_served_by_one_replica_counts_children_served_by_both() {
     drop((a, b));
     ns.delete().await;
 }
+
+/// Two VncPasswords naming one instance, served by different replicas: the younger one's replica
+/// asks the API server who else names the instance (a field selector on spec.instanceId) and
+/// leaves it to the older one, as a single replica would; once the older is deleted, it applies.
+#[tokio::test]
+async fn a_claim_across_shards_is_decided_like_on_one_replica() {
+    use ecs_vnc_controller::api::VncPassword;
+    use ecs_vnc_controller::shard::ShardRange;
+    use kube::api::DeleteParams;
+    use kube::{Api, ResourceExt};
+    let admin = support::client().await;
+    ensure_controller_namespace(&admin).await;
+    let ns = support::TestNamespace::new(&admin, "shard-claim").await;
+    let sim = Sim::start(&[], &sim_keys()).await;
+    let lease = format!("shard-claim-{:08x}", rand::random::<u32>());
+    let logs = LogDir::new();
+    let (a, b, _) = two_replicas(&admin, &ns.name, &sim, &lease, &logs).await;
+    sim.add_instance(&instance(0), true);
+    put_object(&admin, &ns.name, 0).await;
+    wait_ready(&admin, &ns.name, "web-0", Duration::from_secs(60)).await;
+    let api = Api::<VncPassword>::namespaced(admin.clone(), &ns.name);
+    let holder_of = |uid: &str, holders: &[Option<String>]| {
+        (0..4u16)
+            .find(|k| ShardRange::of(*k, 4).contains_uid(uid))
+            .and_then(|k| holders[usize::from(k)].clone())
+    };
+    let holders = holders(&admin, &lease).await;
+    let old_uid = api.get("web-0").await.expect("web-0").uid().expect("uid");
+    let old_replica = holder_of(&old_uid, &holders).expect("web-0's shard is held");
+    // Younger objects naming the same instance, until one lands with the other replica (each
+    // try has an even chance). Named after web-0: a claim between objects created in the same
+    // second goes to the first by name.
+    put_secret(&admin, &ns.name, "vnc-late", &[("password", "Late01")]).await;
+    let mut late = None;
+    for k in 0..16 {
+        let name = format!("young-{k}");
+        put_vncpassword(
+            &admin,
+            &ns.name,
+            &name,
+            serde_json::json!({"regionId": "cn-hangzhou", "instanceId": instance(0),
+                               "passwordSecretRef": {"name": "vnc-late"}}),
+        )
+        .await;
+        let uid = api.get(&name).await.expect("young").uid().expect("uid");
+        if holder_of(&uid, &holders).as_deref() != Some(old_replica.as_str()) {
+            late = Some(name);
+            break;
+        }
+    }
+    let late = late.expect("an object in the other replica's shards");
+    wait_condition(
+        &admin,
+        &ns.name,
+        &late,
+        "Ready",
+        "False",
+        Some("InstanceClaimed"),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        appliers(&sim).get(&instance(0)).map(Vec::len),
+        Some(1),
+        "only the older object applied (logs in {})",
+        logs.path().display()
+    );
+    // The older one goes: the younger one (and its siblings in either shard) may have the instance.
+    api.delete("web-0", &DeleteParams::default())
+        .await
+        .expect("delete web-0");
+    support::eventually(
+        "a younger object applies",
+        Duration::from_secs(90),
+        || async { (sim.set_password(&instance(0)).as_deref() == Some("Late01")).then_some(()) },
+    )
+    .await;
+    drop((a, b));
+    ns.delete().await;
+}

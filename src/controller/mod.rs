@@ -575,7 +575,9 @@ pub async fn run_with(
         resync_interval,
         concurrency: usize::from(args.concurrency),
         clock,
-        claims_from_api: args.claims_from_api,
+        // With shards the watch holds only this replica's objects: who else names an instance is
+        // asked of the API server.
+        claims_from_api: args.claims_from_api || args.shards > 1,
         served_namespaces: args.watch_namespaces.clone(),
     };
     // A fresh Context (per-object memory, instance cache) for every term of leadership: nothing
