@@ -291,8 +291,14 @@ impl Inner {
             refs.push(service_account_key(&namespace, &sa.name));
         }
         refs.dedup();
+        refs.shrink_to_fit();
+        // Most Secrets and instances are named by one object: their lists start with room for one
+        // (a Vec's first push would make room for four).
         for r in &refs {
-            self.by_ref.entry(r.clone()).or_default().push(uid.clone());
+            self.by_ref
+                .entry(r.clone())
+                .or_insert_with(|| Vec::with_capacity(1))
+                .push(uid.clone());
         }
         // Being deleted, it claims nothing: known by its rank only (for its references).
         let (instance, claimant) = match Claimant::of(o, key) {
@@ -309,7 +315,7 @@ impl Inner {
         if let Some(i) = &instance {
             self.by_instance
                 .entry(i.clone())
-                .or_default()
+                .or_insert_with(|| Vec::with_capacity(1))
                 .push(uid.clone());
         }
         let proven = claimant.proven;

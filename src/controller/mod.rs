@@ -13,8 +13,10 @@
 //! `instances` (batched, shared DescribeInstances), `index` (VncPasswords by Secret,
 //! ServiceAccount and instance), `schedule` (durations, reboot windows),
 //! `context` (what reconciles share), `slots` (the work slots, fair per namespace),
-//! `secret_cache` (the Secret metadata watch, trimmed), `secret_read` (bounded Secret reads).
+//! `cache` (what the VncPassword cache keeps of an object), `secret_cache` (the Secret metadata
+//! watch, trimmed), `secret_read` (bounded Secret reads).
 
+pub mod cache;
 pub mod claims;
 pub mod conditions;
 pub mod context;
@@ -774,7 +776,7 @@ async fn run_controller(
     scope: Option<ShardScope>,
 ) {
     // The caches: every VncPassword (with an index by Secret and by instance) and the metadata of
-    // every Secret, both slimmed (see `slim`). Lists are paged (500 objects a page, the watcher's
+    // every Secret, both slimmed (see `cache`, `secret_cache`). Lists are paged (500 objects a page, the watcher's
     // default): an "any resourceVersion" list would be served from the API server's cache in one
     // piece, which at 10,000 objects is a peak of tens of MB in the controller.
     let (store, writer) = reflector::store();
@@ -818,7 +820,7 @@ async fn run_controller(
         let set_wakes = set_wake_tx.clone();
         let set_store = set_store.clone();
         vncpasswords
-            .modify(slim)
+            .modify(cache::slim_vncpassword)
             .map_ok(move |event| {
                 index.apply(&event);
                 if let watcher::Event::Apply(obj) | watcher::Event::Delete(obj) = &event {
@@ -1347,17 +1349,6 @@ fn wakes_reconcile(obj: &VncPassword) -> Option<u64> {
         annotations.get(key).hash(&mut h);
     }
     Some(h.finish())
-}
-
-/// What the caches keep of an object: not its managedFields (often most of its size), its labels
-/// (the controller selects nothing by label) nor kubectl's last-applied copy of it.
-fn slim<K: kube::Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.managed_fields = None;
-    meta.labels = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
 }
 
 /// Kubernetes-side failures (a Secret read or a status write refused, a reconcile past its deadline):

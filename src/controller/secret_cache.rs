@@ -58,8 +58,10 @@ pub fn store(
 
 /// Name, namespace, uid and resourceVersion (the store's key, and what `cached_inputs` compares
 /// with `status.applied.secret`), the controller's own annotations, and the uid of the controlling
-/// owner (whether a generated Secret is this VncPassword's); nothing else.
+/// owner (whether a generated Secret is this VncPassword's); nothing else, not even the list's
+/// `apiVersion` and `kind` (the store knows its objects are Secrets).
 pub fn keep_what_is_read(secret: &mut SecretMeta) {
+    secret.types = None;
     let meta = std::mem::take(&mut secret.metadata);
     let annotations = meta.annotations.map(|mut all| {
         all.retain(|k, _| KEPT_ANNOTATIONS.contains(&k.as_str()));

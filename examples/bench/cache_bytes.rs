@@ -1,0 +1,161 @@
+//! Heap bytes per object of the controller's caches, measured: reads `kubectl get -o json` lists of
+//! VncPasswords and of Secrets (e.g. from a `controller_scale` run), keeps every object as the
+//! controller's watches do (the VncPassword slimmed into its reflector store and its index, each
+//! Secret's metadata trimmed into the Secret metadata store) and prints the live heap bytes each
+//! cache holds per object. Bytes are counted by this process's allocator, jemalloc as in the
+//! controller's binary, as jemalloc hands them out (its size classes included, its own metadata
+//! and free pages not). No server is reached.
+//!
+//!     cargo run --release --example cache_bytes -- vncpasswords.json [secrets.json] [--previous]
+//!
+//! `--previous` keeps what the caches kept before `controller::cache` (for comparison): of a
+//! VncPassword everything but its managedFields, its labels and kubectl's last-applied
+//! annotation, with its vectors' spare capacity; of a Secret also its `apiVersion` and `kind`.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector;
+use kube::runtime::watcher::Event;
+
+use ecs_vnc_controller::api::VncPassword;
+use ecs_vnc_controller::controller::{cache, index::Index, secret_cache};
+
+/// Live heap bytes, as jemalloc's usable sizes.
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+struct Counting;
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { tikv_jemallocator::Jemalloc.alloc(layout) };
+        if !ptr.is_null() {
+            LIVE.fetch_add(
+                unsafe { tikv_jemallocator::usable_size(ptr) } as isize,
+                Ordering::Relaxed,
+            );
+        }
+        ptr
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(
+            unsafe { tikv_jemallocator::usable_size(ptr) } as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { tikv_jemallocator::Jemalloc.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let old = unsafe { tikv_jemallocator::usable_size(ptr) } as isize;
+        let new = unsafe { tikv_jemallocator::Jemalloc.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE.fetch_add(
+                unsafe { tikv_jemallocator::usable_size(new) } as isize - old,
+                Ordering::Relaxed,
+            );
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// The items of a `kubectl get -o json` list, each as its JSON text (the watcher parses each
+/// object from the API server's bytes too).
+fn items(path: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let list: serde_json::Value = serde_json::from_str(&text).expect("a JSON list");
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i.to_string())
+        .collect()
+}
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let previous = args.iter().any(|a| a == "--previous");
+    args.retain(|a| a != "--previous");
+    let mut args = args.into_iter();
+    let vnc_path = args
+        .next()
+        .expect("vncpasswords.json [secrets.json] [--previous]");
+    let secrets_path = args.next();
+
+    let vnc = items(&vnc_path);
+    let n = vnc.len();
+    let json_bytes: usize = vnc.iter().map(String::len).sum();
+    // As listed: every object parsed, nothing dropped.
+    let start = live();
+    let listed: Vec<VncPassword> = vnc
+        .iter()
+        .map(|text| serde_json::from_str(text).expect("a VncPassword"))
+        .collect();
+    let as_listed = (live() - start) / n.max(1) as isize;
+    drop(listed);
+    println!(
+        "inline sizes: VncPassword {} bytes (its status {}, its metadata {}), a Secret's metadata {} bytes",
+        std::mem::size_of::<VncPassword>(),
+        std::mem::size_of::<Option<ecs_vnc_controller::api::VncPasswordStatus>>(),
+        std::mem::size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
+        std::mem::size_of::<PartialObjectMeta<Secret>>(),
+    );
+
+    let (store, mut writer) = reflector::store::<VncPassword>();
+    let index = Index::new();
+    let start = live();
+    for text in &vnc {
+        let mut obj: VncPassword = serde_json::from_str(text).expect("a VncPassword");
+        if previous {
+            obj.metadata.managed_fields = None;
+            obj.metadata.labels = None;
+            if let Some(a) = obj.metadata.annotations.as_mut() {
+                a.remove("kubectl.kubernetes.io/last-applied-configuration");
+            }
+        } else {
+            cache::slim_vncpassword(&mut obj);
+        }
+        let event = Event::Apply(obj);
+        index.apply(&event);
+        writer.apply_watcher_event(&event);
+    }
+    let with_index = live() - start;
+    drop(index);
+    let store_only = live() - start;
+    println!(
+        "{n} VncPasswords ({} bytes of JSON each, {as_listed} bytes each as listed): store {} bytes per object, index {} bytes per object",
+        json_bytes / n.max(1),
+        store_only / n.max(1) as isize,
+        (with_index - store_only) / n.max(1) as isize,
+    );
+    assert_eq!(store.state().len(), n);
+
+    if let Some(path) = secrets_path {
+        let secrets = items(&path);
+        let m = secrets.len();
+        let (secret_store, mut secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+        let start = live();
+        for text in &secrets {
+            let mut meta: PartialObjectMeta<Secret> =
+                serde_json::from_str(text).expect("a Secret's metadata");
+            let types = meta.types.clone();
+            secret_cache::keep_what_is_read(&mut meta);
+            if previous {
+                meta.types = types;
+            }
+            secret_writer.apply_watcher_event(&Event::Apply(meta));
+        }
+        println!(
+            "{m} Secrets: metadata store {} bytes per object",
+            (live() - start) / m.max(1) as isize
+        );
+        assert_eq!(secret_store.state().len(), m);
+    }
+}
