@@ -420,7 +420,10 @@ impl Elector {
 
     /// Runs the election until `stop` turns true: publishes the role on `role` (the leader steps down
     /// the moment its renew deadline passes, even with a renew in flight), and on stop releases the
-    /// Lease if held. The caller stops its leader work *before* setting `stop`.
+    /// Lease if held. The caller stops its leader work *before* setting `stop`. A leader asked for
+    /// the Lease by another process (annotation [`ANNOTATION_WANTED_BY`]) says [`Role::Yielding`],
+    /// keeps renewing, and releases the Lease once the caller bumps [`Elector::with_release`]'s
+    /// counter (its work for this Lease has stopped).
     pub async fn run(
         mut self,
         role: tokio::sync::watch::Sender<Role>,
