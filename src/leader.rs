@@ -410,7 +410,14 @@ impl Elector {
         if record.holder.as_deref() != Some(self.config.identity.as_str()) {
             return Ok(());
         }
-        lease.spec = Some(released_spec(&record, jiff::Timestamp::now()));
+        let mut spec = released_spec(&record, jiff::Timestamp::now());
+        if self.asked_by_another().is_some() || record.wanted_by.is_some() {
+            // Handed over on request: the asker has the first go at it for a whole lease duration
+            // (it tries only every retry period), the others leave it alone meanwhile.
+            spec.lease_duration_seconds =
+                Some(self.config.lease_duration.as_secs().min(i32::MAX as u64) as i32);
+        }
+        lease.spec = Some(spec);
         self.api
             .replace(&self.config.lease_name, &PostParams::default(), &lease)
             .await?;

@@ -22,6 +22,7 @@ async fn replicas_share_the_shards_each_object_once_and_take_over_a_killed_ones(
     // Two replicas: two shards each.
     let (a, b, took) = two_replicas(&admin, &ns.name, &sim, &lease, &logs).await;
     println!("2 replicas: two shards each after {took:?}");
+    stable_holders(&admin, &lease, &logs).await;
     served_once_by_both(
         &admin,
         &ns.name,
@@ -43,6 +44,8 @@ async fn replicas_share_the_shards_each_object_once_and_take_over_a_killed_ones(
     })
     .await;
     println!("3 replicas: {three:?} after {:?}", at.elapsed());
+    // And it stays so.
+    stable_holders(&admin, &lease, &logs).await;
 
     // SIGKILL one: the survivors take its shards once its Leases expire, and serve new objects.
     let killed_id = c.id.clone();
@@ -69,7 +72,7 @@ async fn replicas_share_the_shards_each_object_once_and_take_over_a_killed_ones(
     }
     wait_all_ready(&admin, &ns.name, 0..FIRST + MORE).await;
     applied_once(&sim, 0..FIRST + MORE, &logs);
-    // Lease 3 s, retry 0.5 s: a takeover is due 3 s after the last renew the survivor saw, then
+    // Lease 4 s, retry 1.5 s: a takeover is due 4 s after the last renew the survivor saw, then
     // at its next try and the supervisor's next look.
     assert!(
         takeover < Duration::from_secs(10),

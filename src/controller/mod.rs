@@ -1087,14 +1087,15 @@ async fn lead(
         if !became_leader {
             break;
         }
-        let shards = shards::serving(&held.borrow());
+        let now_held = held.borrow().clone();
+        let shards = shards::serving(&now_held);
         if shards.is_empty() {
             // Only shards being handed over: release them and wait for a change.
-            release_yielding(&held.borrow());
+            release_yielding(&now_held);
             let mut changed = held.clone();
             tokio::select! {
                 _ = terminated(term_rx) => break,
-                _ = changed.changed() => continue,
+                _ = changed.wait_for(|h| *h != now_held) => continue,
             }
         }
         // A shard lost stops the term at once (below); any other change (a shard gained, or asked

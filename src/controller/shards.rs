@@ -117,7 +117,11 @@ pub async fn supervise(
                 Some(h) => live.then_some(h),
                 None => None,
             };
-            let mut wanted_by = record.wanted_by;
+            // An ask stands while the Lease is held, and for a lease duration after it was freed
+            // (or expired) for the asker: one nobody took by then is stale (the asker is gone).
+            let mut wanted_by = record
+                .wanted_by
+                .filter(|_| holder.is_some() || now < at + config.lease_duration);
             if wanted_by.is_none()
                 && asked
                     .get(&k)

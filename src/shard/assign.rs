@@ -22,7 +22,8 @@ use std::collections::BTreeMap;
 pub struct ShardView {
     /// Its holder, while the Lease is valid (on this replica's clock) or held by this replica.
     pub holder: Option<String>,
-    /// The replica that asked for it.
+    /// The replica that asked for it (while the ask is current: the caller drops one on a free
+    /// Lease nobody took for a lease duration).
     pub wanted_by: Option<String>,
 }
 
@@ -37,12 +38,9 @@ pub struct Plan {
 
 pub fn plan(shards: &[ShardView], me: &str) -> Plan {
     let n = shards.len();
-    // Who each shard is going to: its asker when asked for, else its holder.
-    let going_to = |s: &ShardView| -> Option<String> {
-        s.holder
-            .as_ref()
-            .map(|h| s.wanted_by.clone().unwrap_or_else(|| h.clone()))
-    };
+    // Who each shard is going to: its asker when asked for (held or already released to it),
+    // else its holder.
+    let going_to = |s: &ShardView| -> Option<String> { s.wanted_by.clone().or(s.holder.clone()) };
     let mut held: BTreeMap<String, usize> = BTreeMap::new();
     held.insert(me.to_string(), 0);
     for owner in shards.iter().filter_map(going_to) {
@@ -53,7 +51,10 @@ pub fn plan(shards: &[ShardView], me: &str) -> Plan {
     let ceil = n.div_ceil(replicas);
     let floor = n / replicas;
     let take_more = mine < ceil;
-    let free = shards.iter().any(|s| s.holder.is_none());
+    // Free for anyone: nobody holds it and nobody else asked for it.
+    let free = shards
+        .iter()
+        .any(|s| s.holder.is_none() && s.wanted_by.as_deref().is_none_or(|w| w == me));
     let ask_for = if mine < floor && !free {
         // The replica with the most shards (then the first by identity) gives up its highest one
         // nobody has asked for yet, if it holds at least two more than this replica.
@@ -159,6 +160,22 @@ mod tests {
         assert!(plan(&v, "a").take_more);
         assert!(plan(&v, "b").take_more);
         assert_eq!(plan(&v, "a").ask_for, None);
+    }
+
+    #[test]
+    fn a_shard_released_to_its_asker_stays_the_askers() {
+        // a handed shard 3 over to b: free, but asked for by b.
+        let mut v = view(&[Some("a"), Some("a"), Some("a"), None]);
+        v[3].wanted_by = Some("b".into());
+        // a counts b and does not take it back; b takes it.
+        assert!(
+            !plan(&v, "a").take_more,
+            "a holds its share of 2 ... and more"
+        );
+        assert!(plan(&v, "b").take_more);
+        // A third replica sees no free shard, and asks a for one instead.
+        let c = plan(&v, "c");
+        assert_eq!(c.ask_for, Some(2));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Controllers with `--shards` as real child processes, for tests/shards.rs (API server without
 //! sharded watch) and tests/shard_watch.rs (with it). Each replica calls ECS with an AccessKey of
 //! its own (keys of one account in the simulator), so the simulator's call log says which replica
-//! applied each password. Short lease timings (3 s / 2 s / 0.5 s) keep the runs short.
+//! applied each password. Short lease timings (4 s / 3 s / 1.5 s) keep the runs short; the retry
+//! period is above 1 s on purpose, longer than the 1 s a released Lease used to be left to its asker
+//! (a replica then took back the shard it had just handed over).
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -42,9 +44,9 @@ pub fn spawn(k: usize, lease: &str, ns: &str, ecs: &str, logs: &std::path::Path)
         .arg("run")
         .args([
             "--leader-elect".to_string(),
-            "--leader-elect-lease-duration=3s".into(),
-            "--leader-elect-renew-deadline=2s".into(),
-            "--leader-elect-retry-period=500ms".into(),
+            "--leader-elect-lease-duration=4s".into(),
+            "--leader-elect-renew-deadline=3s".into(),
+            "--leader-elect-retry-period=1500ms".into(),
             format!("--shards={SHARDS}"),
             format!("--leader-elect-resource-name={lease}"),
             format!("--namespace={ns}"),
@@ -208,6 +210,22 @@ pub async fn two_replicas(
     })
     .await;
     (a, b, started.elapsed())
+}
+
+/// The shard Leases keep the holders they have now for 6 s (a lease duration and a half, sampled
+/// every 500 ms): no shard goes back and forth once the replicas have shared them out. Returns them.
+pub async fn stable_holders(admin: &Client, lease: &str, logs: &LogDir) -> Vec<Option<String>> {
+    let settled = holders(admin, lease).await;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            holders(admin, lease).await,
+            settled,
+            "the shards changed hands after settling (logs in {})",
+            logs.path().display()
+        );
+    }
+    settled
 }
 
 /// Objects `range` created and Ready, each applied exactly once, by both `replicas` between them,
