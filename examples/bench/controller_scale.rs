@@ -26,6 +26,14 @@
 //! every instance selected and ready, its ratio to N / QPS, the status writes to the set and per
 //! child, API requests and ECS calls per child, whether every instance got its password exactly
 //! once, and the controller's peak RSS.
+//!
+//! `--scenario shards` runs issue 25's benchmark (see controller_scale/shards.rs): N VncPasswords
+//! (40,000 unless --objects says otherwise) over --accounts accounts (8; each its own limit of
+//! --qps per API, reached through a credentials Secret per namespace), served by --replicas
+//! processes (4) with `--leader-elect --shards S` (S = --shards, else --replicas); prints the wave
+//! (with the replicas' split of the shards), a restart and rotations, or with --kill-after F
+//! SIGKILLs one replica once F x N passwords are accepted and prints the takeover and every
+//! password applied more than once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -43,6 +51,9 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use ecs_vnc_controller::api::{VncPassword, VncPasswordSet, VncPasswordStatus, condition};
+#[path = "controller_scale/shards.rs"]
+mod shards;
+
 use ecs_vnc_controller::simulator::{
     AccessKeyConfig, FaultConfig, InstanceConfig, RunningSimulator, Simulator, SimulatorConfig,
 };
@@ -80,13 +91,35 @@ struct Args {
     /// --namespaces) or `reboot-herd` (every object Automatic on an instance that is not
     /// I/O-optimized, one reboot window shared by all, RebootInstance limited to --reboot-qps)
     /// or `set` (issue 24: one VncPasswordSet over N Nodes; ignores --namespaces,
-    /// --non-io-percent and --rotations).
+    /// --non-io-percent and --rotations) or `shards` (issue 25: N objects over --accounts
+    /// accounts, --replicas replicas sharing --shards).
     #[arg(long, value_enum, default_value = "wave")]
     scenario: Scenario,
     /// With `reboot-herd`: RebootInstance calls per second for the account (the controller's
     /// `--ecs-qps ...,RebootInstance=N`).
     #[arg(long, default_value_t = 5.0)]
     reboot_qps: f64,
+    /// With `shards`: controller replicas, each its own process (`--leader-elect`).
+    #[arg(long, default_value_t = 4)]
+    replicas: usize,
+    /// With `shards`: `--shards` of every replica (default: as many as --replicas).
+    #[arg(long)]
+    shards: Option<u16>,
+    /// With `shards`: Alibaba Cloud accounts the objects are spread over (one AccessKey each, in
+    /// a credentials Secret per namespace), each with its own limit of --qps per API.
+    #[arg(long, default_value_t = 8)]
+    accounts: usize,
+    /// With `shards`: SIGKILL one replica (the one holding the most shards) once this fraction of
+    /// the objects have had their password accepted by ECS; no restart or rotations then.
+    #[arg(long)]
+    kill_after: Option<f64>,
+    /// With `shards`: --leader-elect-lease-duration, -renew-deadline and -retry-period (seconds).
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    #[arg(long, default_value_t = 10)]
+    renew_deadline: u64,
+    #[arg(long, default_value_t = 2)]
+    retry_period: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,12 +128,13 @@ enum Scenario {
     HostileSecrets,
     RebootHerd,
     Set,
+    Shards,
 }
 
 /// What the benchmark's own watch has seen.
 #[derive(Default)]
 struct Seen {
-    /// uid → when Ready turned True.
+    /// (namespace/name) → when Ready turned True.
     ready: HashMap<String, Instant>,
     /// (namespace/name) → status.applied.secret.resourceVersion, when it changed.
     applied_rv: HashMap<String, (String, Instant)>,
@@ -161,6 +195,11 @@ async fn main() {
         stop_control_plane(&root, cp_dir);
         return;
     }
+    if args.scenario == Scenario::Shards {
+        shards::shards_scenario(&client, &binary, &kubeconfig, &args).await;
+        stop_control_plane(&root, cp_dir);
+        return;
+    }
     if args.scenario == Scenario::RebootHerd {
         reboot_herd(&client, &binary, &kubeconfig, &args).await;
         stop_control_plane(&root, cp_dir);
@@ -200,34 +239,7 @@ async fn main() {
     println!("  created in {:.1} s", created.elapsed().as_secs_f64());
 
     // The benchmark's own view: one watch over every VncPassword.
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let watch = {
-        let seen = seen.clone();
-        let api: Api<VncPassword> = Api::all(client.clone());
-        tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default().any_semantic())
-                .default_backoff()
-                .applied_objects();
-            futures::pin_mut!(stream);
-            while let Some(Ok(o)) = stream.next().await {
-                let now = Instant::now();
-                let mut seen = seen.lock().unwrap();
-                let status = o.status.as_ref();
-                if status.is_some_and(|s| s.is_true(condition::READY)) {
-                    seen.ready.entry(o.uid().unwrap_or_default()).or_insert(now);
-                }
-                if let Some(rv) = status
-                    .and_then(|s| s.applied.secret.as_ref())
-                    .map(|a| a.resource_version.clone())
-                {
-                    let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
-                    if seen.applied_rv.get(&key).is_none_or(|(r, _)| *r != rv) {
-                        seen.applied_rv.insert(key, (rv, now));
-                    }
-                }
-            }
-        })
-    };
+    let (seen, watch) = watch_seen(&client);
     let io_count = (0..n).filter(|i| !non_io(*i)).count();
 
     // 1. The initial wave.
@@ -329,14 +341,32 @@ async fn main() {
     );
 
     // 3. Rotations, one at a time, the other objects idle.
+    let targets: Vec<(String, String)> = (0..args.rotations.min(io_count))
+        .map(|k| {
+            let i = (0..n)
+                .filter(|i| !non_io(*i))
+                .nth(k * io_count / args.rotations.max(1))
+                .unwrap();
+            place(i)
+        })
+        .collect();
+    rotations(&client, &seen, &targets, n).await;
+    println!(
+        "controller peak RSS after the restart and the rotations (VmHWM): {}",
+        peak_rss(controller.id())
+    );
+
+    stop(&mut controller);
+    watch.abort();
+    stop_control_plane(&root, cp_dir);
+}
+
+/// Rotates the Secret `<name>-vnc` of each of these objects (namespace, name), one at a time, and
+/// prints the p50/p99/max from the Secret's update to the status naming its new resourceVersion.
+async fn rotations(client: &Client, seen: &Mutex<Seen>, targets: &[(String, String)], n: usize) {
     let mut latencies = Vec::new();
-    for k in 0..args.rotations.min(io_count) {
-        let i = (0..n)
-            .filter(|i| !non_io(*i))
-            .nth(k * io_count / args.rotations.max(1))
-            .unwrap();
-        let (ns, name) = place(i);
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for (k, (ns, name)) in targets.iter().enumerate() {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         let patch = json!({"stringData": {"password": format!("R{k:05}")}});
         let t0 = Instant::now();
         let written = secrets
@@ -374,14 +404,39 @@ async fn main() {
             latencies.last().unwrap().as_secs_f64() * 1000.0
         );
     }
-    println!(
-        "controller peak RSS after the restart and the rotations (VmHWM): {}",
-        peak_rss(controller.id())
-    );
+}
 
-    stop(&mut controller);
-    watch.abort();
-    stop_control_plane(&root, cp_dir);
+/// The benchmark's own view: one watch over every VncPassword, recording when each turned Ready
+/// and when its applied Secret version changed.
+fn watch_seen(client: &Client) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let watch = {
+        let seen = seen.clone();
+        let api: Api<VncPassword> = Api::all(client.clone());
+        tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default().any_semantic())
+                .default_backoff()
+                .applied_objects();
+            futures::pin_mut!(stream);
+            while let Some(Ok(o)) = stream.next().await {
+                let now = Instant::now();
+                let mut seen = seen.lock().unwrap();
+                let status = o.status.as_ref();
+                let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+                if status.is_some_and(|s| s.is_true(condition::READY)) {
+                    seen.ready.entry(key.clone()).or_insert(now);
+                }
+                if let Some(rv) = status
+                    .and_then(|s| s.applied.secret.as_ref())
+                    .map(|a| a.resource_version.clone())
+                    && seen.applied_rv.get(&key).is_none_or(|(r, _)| *r != rv)
+                {
+                    seen.applied_rv.insert(key, (rv, now));
+                }
+            }
+        })
+    };
+    (seen, watch)
 }
 
 fn stop_control_plane(root: &Path, dir: Option<PathBuf>) {
