@@ -1032,19 +1032,8 @@ async fn set_scenario(client: &Client, binary: &Path, kubeconfig: &Path, args: &
     );
     println!("  controller peak RSS (VmHWM): {rss}");
     println!(
-        "  CPU during the wave (s of one core; the machine has {}): {}; the whole machine {:.0} % busy ({:.0} of {:.0} core-seconds), load average now {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        pids.iter()
-            .zip(&cpu)
-            .map(|((name, _), c)| format!("{name} {c:.1}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        100.0 * machine.0 / machine.1.max(1.0),
-        machine.0,
-        machine.1,
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
+        "  {}",
+        cpu_line(pids.iter().map(|(name, _)| name.to_string()), &cpu, machine)
     );
     let mean_latency = |key: &str| {
         let (s1, c1) = latency_after.get(key).copied().unwrap_or_default();
@@ -1481,4 +1470,24 @@ fn peak_rss(pid: u32) -> String {
                 .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// What each process and the whole machine spent during a wave: CPU seconds per process (named),
+/// the machine's busy share of its core-seconds (`machine`: busy, total) and the load average.
+fn cpu_line(names: impl Iterator<Item = String>, cpu: &[f64], machine: (f64, f64)) -> String {
+    format!(
+        "CPU during the wave (s of one core; the machine has {}): {}; the whole machine {:.0} % busy ({:.0} of {:.0} core-seconds), load average now {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        names
+            .zip(cpu)
+            .map(|(name, c)| format!("{name} {c:.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        100.0 * machine.0 / machine.1.max(1.0),
+        machine.0,
+        machine.1,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    )
 }

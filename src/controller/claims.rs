@@ -126,6 +126,11 @@ fn status_applied_at(status: &VncPasswordStatus, instance: &str) -> Option<jiff:
     if status.applied.instance.as_deref() != Some(instance) {
         return None;
     }
+    applied_time(status)
+}
+
+/// When the status says its password was last applied (ECS's time when known).
+fn applied_time(status: &VncPasswordStatus) -> Option<jiff::Timestamp> {
     status
         .applied
         .ecs_time
@@ -172,13 +177,7 @@ pub struct Claim {
 
 /// When `obj`'s own apply to its instance happened, as its status says.
 pub fn own_applied_at(obj: &VncPassword) -> Option<jiff::Timestamp> {
-    let status = obj.status.as_ref()?;
-    status
-        .applied
-        .ecs_time
-        .as_deref()
-        .or(status.applied.time.as_deref())
-        .and_then(|t| t.parse().ok())
+    applied_time(obj.status.as_ref()?)
 }
 
 /// The claim on `obj`'s instance among `listed` (objects naming it, `obj` among them or not).

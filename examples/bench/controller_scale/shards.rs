@@ -545,19 +545,8 @@ pub(super) async fn shards_scenario(
         per(total_reconciles)
     );
     println!(
-        "  CPU during the wave (s of one core; the machine has {}, shared with other engineers' work): {}; the whole machine {:.0} % busy ({:.0} of {:.0} core-seconds), load average now {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        pids.iter()
-            .zip(&cpu)
-            .map(|((name, _), c)| format!("{name} {c:.1}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        100.0 * machine.0 / machine.1.max(1.0),
-        machine.0,
-        machine.1,
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
+        "  {}",
+        cpu_line(pids.iter().map(|(name, _)| name.to_string()), &cpu, machine)
     );
 
     if let Some((victim, held, killed_at, killed_wall, modified)) = &killed {
