@@ -1,16 +1,16 @@
 //! Heap bytes per object of the controller's caches, measured: reads `kubectl get -o json` lists of
 //! VncPasswords and of Secrets (e.g. from a `controller_scale` run), keeps every object as the
-//! controller's watches do (the VncPassword slimmed into its reflector store and its index, each
-//! Secret's metadata trimmed into the Secret metadata store) and prints the live heap bytes each
+//! controller's watches do (each VncPassword as a `CachedVncPassword` in its reflector store and in
+//! its index, each Secret's metadata trimmed into the Secret metadata store) and prints the live heap bytes each
 //! cache holds per object. Bytes are counted by this process's allocator, jemalloc as in the
 //! controller's binary, as jemalloc hands them out (its size classes included, its own metadata
 //! and free pages not). No server is reached.
 //!
 //!     cargo run --release --example cache_bytes -- vncpasswords.json [secrets.json] [--previous]
 //!
-//! `--previous` keeps what the caches kept before `controller::cache` (for comparison): of a
-//! VncPassword everything but its managedFields, its labels and kubectl's last-applied
-//! annotation, with its vectors' spare capacity; of a Secret also its `apiVersion` and `kind`.
+//! `--previous` keeps what the caches kept before `CachedVncPassword` (for comparison): the whole
+//! `VncPassword`, its status unpacked, without its managedFields, labels and others' annotations;
+//! of a Secret also its `apiVersion` and `kind`.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -21,7 +21,8 @@ use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 
 use ecs_vnc_controller::api::VncPassword;
-use ecs_vnc_controller::controller::{cache, index::Index, secret_cache};
+use ecs_vnc_controller::controller::cache::CachedVncPassword;
+use ecs_vnc_controller::controller::{index::Index, secret_cache};
 
 /// Live heap bytes, as jemalloc's usable sizes.
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -101,41 +102,66 @@ fn main() {
     let as_listed = (live() - start) / n.max(1) as isize;
     drop(listed);
     println!(
-        "inline sizes: VncPassword {} bytes (its status {}, its metadata {}), a Secret's metadata {} bytes",
+        "inline sizes: VncPassword {} bytes (its status {}, its metadata {}), CachedVncPassword {} bytes, a Secret's metadata {} bytes",
         std::mem::size_of::<VncPassword>(),
         std::mem::size_of::<Option<ecs_vnc_controller::api::VncPasswordStatus>>(),
         std::mem::size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
+        std::mem::size_of::<CachedVncPassword>(),
         std::mem::size_of::<PartialObjectMeta<Secret>>(),
     );
 
-    let (store, mut writer) = reflector::store::<VncPassword>();
     let index = Index::new();
     let start = live();
-    for text in &vnc {
-        let mut obj: VncPassword = serde_json::from_str(text).expect("a VncPassword");
-        if previous {
+    let (with_index, store_only, packed) = if previous {
+        // The cache before `CachedVncPassword`: the whole VncPassword, slimmed of managedFields,
+        // labels and others' annotations.
+        let (store, mut writer) = reflector::store::<VncPassword>();
+        for text in &vnc {
+            let mut obj: VncPassword = serde_json::from_str(text).expect("a VncPassword");
             obj.metadata.managed_fields = None;
             obj.metadata.labels = None;
             if let Some(a) = obj.metadata.annotations.as_mut() {
-                a.remove("kubectl.kubernetes.io/last-applied-configuration");
+                a.retain(|k, _| k.starts_with("ecsvnc.io/"));
             }
-        } else {
-            cache::slim_vncpassword(&mut obj);
+            let event = Event::Apply(obj);
+            index.apply(&event);
+            writer.apply_watcher_event(&event);
         }
-        let event = Event::Apply(obj);
-        index.apply(&event);
-        writer.apply_watcher_event(&event);
-    }
-    let with_index = live() - start;
-    drop(index);
-    let store_only = live() - start;
+        let with_index = live() - start;
+        drop(index);
+        let store_only = live() - start;
+        assert_eq!(store.state().len(), n);
+        (with_index, store_only, 0)
+    } else {
+        let (store, mut writer) = reflector::store::<CachedVncPassword>();
+        for text in &vnc {
+            let obj: CachedVncPassword = serde_json::from_str(text).expect("a VncPassword");
+            let event = Event::Apply(obj);
+            index.apply(&event);
+            writer.apply_watcher_event(&event);
+        }
+        let with_index = live() - start;
+        drop(index);
+        let store_only = live() - start;
+        assert_eq!(store.state().len(), n);
+        let packed: usize = store
+            .state()
+            .iter()
+            .filter_map(|o| o.packed_status().map(|p| p.packed_len()))
+            .sum();
+        (with_index, store_only, packed)
+    };
     println!(
-        "{n} VncPasswords ({} bytes of JSON each, {as_listed} bytes each as listed): store {} bytes per object, index {} bytes per object",
+        "{n} VncPasswords ({} bytes of JSON each, {as_listed} bytes each as listed): store {} bytes per object{}, index {} bytes per object",
         json_bytes / n.max(1),
         store_only / n.max(1) as isize,
+        if previous {
+            String::new()
+        } else {
+            format!(" (its packed status {} bytes)", packed / n.max(1))
+        },
         (with_index - store_only) / n.max(1) as isize,
     );
-    assert_eq!(store.state().len(), n);
 
     if let Some(path) = secrets_path {
         let secrets = items(&path);

@@ -1,24 +1,203 @@
 //! What the VncPassword cache (the reflector store the reconciles read) keeps of each object.
 //!
 //! The store holds every watched VncPassword for as long as it exists, so what it keeps is paid
-//! per object. The object stays a `VncPassword` (kube-runtime's `Controller` reconciles the store's
-//! own type); [`slim_vncpassword`] drops from it what no reader of the cache reads. (The store
-//! keeps a clone of each object it is given, so vectors hold no spare capacity there anyway.)
+//! per object: a [`CachedVncPassword`], not the `VncPassword` itself. Its metadata keeps what a
+//! reader of the cache reads (not managedFields, labels, nor others' annotations); its spec is
+//! kept as it is; its status, which only a reconcile reads whole, is kept packed ([`PackedStatus`]:
+//! its JSON, LZ4-compressed with a preset dictionary, about 0.4 KB instead of 2.4 KB as a
+//! `VncPasswordStatus`) beside a [`Summary`] of what the gauges and the sets read of every object.
+//! A reconcile unpacks it ([`CachedVncPassword::to_full`]): lossless, so every status write still
+//! starts from the whole status as the API server last gave it.
 
-use crate::api::VncPassword;
+use std::borrow::Cow;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use kube::core::NamespaceResourceScope;
+use serde::Deserialize;
+
+use crate::api::{VncPassword, VncPasswordSpec, VncPasswordStatus, condition};
 
 /// The prefix of every annotation the controller reads on a VncPassword: `paused`,
 /// `force-apply-requested-at` (and the deprecated `reconcile-requested-at`),
 /// `rotate-requested-at`, and a set's `unselected-since` on its children.
 const READ_ANNOTATIONS: &str = "ecsvnc.io/";
 
-/// Keeps of `obj` what the controller reads from the cache: not its managedFields (often most of
-/// its size), its labels (the controller selects no VncPassword by label), nor annotations other
-/// than its own (`ecsvnc.io/…`: kubectl's last-applied copy, GitOps tools' tracking annotations).
-/// The spec and the status are kept whole: a status write carries the whole status, starting from
-/// the cached one.
-pub fn slim_vncpassword(obj: &mut VncPassword) {
-    let meta = &mut obj.metadata;
+/// The LZ4 dictionary the statuses are packed with: typical statuses (the keys, the conditions'
+/// usual messages), so a status is mostly references into it. Changing it is safe: it is never
+/// stored outside this process.
+const DICTIONARY: &[u8] = include_bytes!("status_dictionary.json");
+
+/// A VncPassword as the cache keeps it. Read from the watch like a `VncPassword` (the same
+/// group, version and kind), converted as it is parsed.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(from = "VncPassword")]
+pub struct CachedVncPassword {
+    pub metadata: ObjectMeta,
+    pub spec: VncPasswordSpec,
+    status: Option<PackedStatus>,
+}
+
+/// A status, packed. `legacy` (read from an earlier version's flat fields) is kept beside it, as
+/// it is never serialized.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedStatus {
+    bytes: Box<[u8]>,
+    len: u32,
+    legacy: bool,
+    summary: Summary,
+}
+
+/// What is read of every cached object's status without unpacking it: by the gauges
+/// (`ecs_vnc_vncpasswords{ready_reason}`, `ecs_vnc_pending_reboots`) and by a set's pass over its
+/// children.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    pub observed_generation: Option<i64>,
+    /// The `Ready` condition's reason, when there is one.
+    pub ready_reason: Option<Box<str>>,
+    pub ready: bool,
+    pub reboot_required: bool,
+    /// The `Stalled` condition's reason while it is `True`.
+    pub stalled_reason: Option<Box<str>>,
+}
+
+impl Summary {
+    fn of(status: &VncPasswordStatus) -> Self {
+        let stalled = status.condition(condition::STALLED);
+        Self {
+            observed_generation: status.observed_generation,
+            ready_reason: status
+                .condition(condition::READY)
+                .map(|c| c.reason.as_str().into()),
+            ready: status.is_true(condition::READY),
+            reboot_required: status.is_true(condition::REBOOT_REQUIRED),
+            stalled_reason: stalled
+                .filter(|c| c.status == "True")
+                .map(|c| c.reason.as_str().into()),
+        }
+    }
+}
+
+impl PackedStatus {
+    pub fn pack(status: &VncPasswordStatus) -> Self {
+        let json = serde_json::to_vec(status).expect("a status serializes");
+        let bytes = lz4_flex::block::compress_with_dict(&json, DICTIONARY);
+        Self {
+            bytes: bytes.into_boxed_slice(),
+            // A status is bounded by the API server's request size (3 MiB by default).
+            len: u32::try_from(json.len()).unwrap_or(u32::MAX),
+            legacy: status.legacy,
+            summary: Summary::of(status),
+        }
+    }
+
+    pub fn unpack(&self) -> VncPasswordStatus {
+        let json =
+            lz4_flex::block::decompress_with_dict(&self.bytes, self.len as usize, DICTIONARY)
+                .expect("packed by this process");
+        let mut status: VncPasswordStatus =
+            serde_json::from_slice(&json).expect("serialized by this process");
+        status.legacy = self.legacy;
+        status
+    }
+
+    /// Bytes held on the heap for the packed status itself.
+    pub fn packed_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl From<VncPassword> for CachedVncPassword {
+    fn from(obj: VncPassword) -> Self {
+        let VncPassword {
+            mut metadata,
+            spec,
+            status,
+        } = obj;
+        slim_metadata(&mut metadata);
+        Self {
+            metadata,
+            spec,
+            status: status.as_ref().map(PackedStatus::pack),
+        }
+    }
+}
+
+impl CachedVncPassword {
+    /// The whole object again, its status unpacked: what a reconcile works on.
+    pub fn to_full(&self) -> VncPassword {
+        VncPassword {
+            metadata: self.metadata.clone(),
+            spec: self.spec.clone(),
+            status: self.status(),
+        }
+    }
+
+    /// The status, unpacked.
+    pub fn status(&self) -> Option<VncPasswordStatus> {
+        self.status.as_ref().map(PackedStatus::unpack)
+    }
+
+    /// What the gauges and the sets read of the status (all empty without one).
+    pub fn summary(&self) -> Cow<'_, Summary> {
+        match &self.status {
+            Some(packed) => Cow::Borrowed(&packed.summary),
+            None => Cow::Owned(Summary::default()),
+        }
+    }
+
+    pub fn packed_status(&self) -> Option<&PackedStatus> {
+        self.status.as_ref()
+    }
+}
+
+/// A VncPassword whole, from the cache's form or as it is.
+pub trait AsFull: Resource {
+    fn as_full(&self) -> Cow<'_, VncPassword>;
+}
+
+impl AsFull for VncPassword {
+    fn as_full(&self) -> Cow<'_, VncPassword> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl AsFull for CachedVncPassword {
+    fn as_full(&self) -> Cow<'_, VncPassword> {
+        Cow::Owned(self.to_full())
+    }
+}
+
+impl Resource for CachedVncPassword {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        VncPassword::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        VncPassword::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        VncPassword::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        VncPassword::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Keeps of the metadata what the controller reads from the cache: not its managedFields (often
+/// most of its size), its labels (the controller selects no VncPassword by label), nor annotations
+/// other than its own (`ecsvnc.io/…`: kubectl's last-applied copy, GitOps tools' tracking
+/// annotations).
+fn slim_metadata(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     meta.labels = None;
     if let Some(annotations) = meta.annotations.as_mut() {
@@ -35,15 +214,12 @@ mod tests {
     use kube::ResourceExt;
     use serde_json::json;
 
-    /// Only the controller's own annotations stay, managedFields and labels go, and the rest of
-    /// the object (spec, status, owner references) is unchanged.
-    #[test]
-    fn keeps_what_the_controller_reads() {
-        let full: VncPassword = serde_json::from_value(json!({
+    fn object(status: serde_json::Value) -> VncPassword {
+        serde_json::from_value(json!({
             "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword",
             "metadata": {
                 "name": "vm", "namespace": "ns", "uid": "u1", "resourceVersion": "7",
-                "generation": 2,
+                "generation": 2, "creationTimestamp": "2026-01-01T00:00:00Z",
                 "labels": {"app": "x"},
                 "annotations": {
                     "ecsvnc.io/paused": "true",
@@ -57,42 +233,120 @@ mod tests {
             },
             "spec": {"regionId": "cn-hangzhou", "instanceId": "i-1",
                      "passwordSecretRef": {"name": "vm-vnc"}},
-            "status": {"observedGeneration": 2, "conditions": [
-                {"type": "Ready", "status": "True", "reason": "Applied", "message": "m",
-                 "lastTransitionTime": "2026-01-01T00:00:00Z"}
-            ]}
+            "status": status
         }))
-        .unwrap();
-        let mut slim = full.clone();
-        slim_vncpassword(&mut slim);
-        assert_eq!(slim.metadata.managed_fields, None);
-        assert_eq!(slim.metadata.labels, None);
-        let kept: Vec<&str> = slim.annotations().keys().map(String::as_str).collect();
+        .unwrap()
+    }
+
+    /// A settled status as the controller writes it (a non-I/O-optimized instance, a reboot
+    /// requested), with fields outside the dictionary.
+    fn settled() -> serde_json::Value {
+        json!({
+            "observedGeneration": 2,
+            "applied": {"accessProof": "hmac-sha256:baa5fe1f:48NCVF", "ecsTime": "2026-12-06T06:42:13Z",
+                        "fingerprint": "hmac-sha256:baa5fe1f:Rzkcfd8I", "instance": "cn-hangzhou/i-1",
+                        "requestId": "602844D6-C729", "time": "2026-12-06T06:42:13Z",
+                        "secret": {"key": "password", "name": "vm-vnc", "resourceVersion": "229", "uid": "c1"},
+                        "forceApplyToken": "2026-12-01T00:00:00Z"},
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "RebootRequested", "message": "ünïcode ✓",
+                 "lastTransitionTime": "2026-12-06T06:42:13Z", "observedGeneration": 2},
+                {"type": "RebootRequired", "status": "True", "reason": "RebootRequested", "message": "m",
+                 "lastTransitionTime": "2026-12-06T06:42:13Z", "observedGeneration": 2},
+                {"type": "Stalled", "status": "True", "reason": "RebootNotObserved", "message": "",
+                 "lastTransitionTime": "2026-12-06T06:42:14Z"}
+            ],
+            "instance": {"ioOptimized": false, "key": "cn-hangzhou/i-1", "status": "Running",
+                         "startTimeAtApply": "2026-12-06T05:41:00Z", "leftRunningAfterApply": true},
+            "reboot": {"requestedTime": "2026-12-06T06:43:00Z", "requestedFor": "2026-12-06T06:43:00Z",
+                       "requestId": "r-1"},
+            "rotation": {"nextTime": "2027-01-01T00:00:00Z"},
+            "stall": {"inputs": "x", "checkedTime": "2026-12-06T06:42:14Z"}
+        })
+    }
+
+    /// Only the controller's own annotations stay, managedFields and labels go; the spec, the
+    /// owner references and the status come back unchanged.
+    #[test]
+    fn keeps_what_the_controller_reads_and_the_status_whole() {
+        let full = object(settled());
+        let cached = CachedVncPassword::from(full.clone());
+        assert_eq!(cached.metadata.managed_fields, None);
+        assert_eq!(cached.metadata.labels, None);
+        let kept: Vec<&str> = cached.annotations().keys().map(String::as_str).collect();
         assert_eq!(kept, ["ecsvnc.io/paused", "ecsvnc.io/unselected-since"]);
-        assert_eq!(slim.spec, full.spec);
-        assert_eq!(slim.status, full.status);
+        let back = cached.to_full();
+        assert_eq!(back.spec, full.spec);
+        assert_eq!(back.status, full.status);
         assert_eq!(
-            slim.metadata.owner_references,
+            back.metadata.owner_references,
             full.metadata.owner_references
         );
         assert_eq!(
-            (slim.metadata.uid, slim.metadata.resource_version),
-            (full.metadata.uid, full.metadata.resource_version)
+            (
+                back.uid(),
+                back.resource_version(),
+                back.metadata.generation
+            ),
+            (
+                full.uid(),
+                full.resource_version(),
+                full.metadata.generation
+            )
         );
+        assert_eq!(
+            back.metadata.creation_timestamp,
+            full.metadata.creation_timestamp
+        );
+        assert!(cached.packed_status().unwrap().packed_len() < 600);
+    }
+
+    /// Parsed straight from the API server's JSON, as the watch does.
+    #[test]
+    fn deserializes_as_a_vncpassword_does() {
+        let text = serde_json::to_string(&object(settled())).unwrap();
+        let cached: CachedVncPassword = serde_json::from_str(&text).unwrap();
+        assert_eq!(cached, CachedVncPassword::from(object(settled())));
+    }
+
+    #[test]
+    fn the_summary_is_what_the_gauges_and_sets_read() {
+        let cached = CachedVncPassword::from(object(settled()));
+        let summary = cached.summary();
+        assert_eq!(summary.observed_generation, Some(2));
+        assert_eq!(summary.ready_reason.as_deref(), Some("RebootRequested"));
+        assert!(!summary.ready);
+        assert!(summary.reboot_required);
+        assert_eq!(summary.stalled_reason.as_deref(), Some("RebootNotObserved"));
+        let none = CachedVncPassword::from(object(serde_json::Value::Null));
+        assert_eq!(*none.summary(), Summary::default());
+        assert_eq!(none.status(), None);
+    }
+
+    /// A status in an earlier version's flat shape is read as the grouped one and still says it
+    /// was legacy (its next write replaces it) once unpacked.
+    #[test]
+    fn a_legacy_status_stays_legacy() {
+        let full = object(json!({"lastAppliedTime": "2026-01-01T00:00:00Z", "ioOptimized": true}));
+        assert!(full.status.as_ref().unwrap().legacy);
+        let back = CachedVncPassword::from(full.clone()).to_full();
+        assert_eq!(back.status, full.status);
     }
 
     /// No annotation of the controller's: none kept at all.
     #[test]
     fn no_annotations_left_is_none() {
-        let mut obj: VncPassword = serde_json::from_value(json!({
-            "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword",
-            "metadata": {"name": "vm", "namespace": "ns",
-                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
-            "spec": {"regionId": "cn-hangzhou", "instanceId": "i-1",
-                     "passwordSecretRef": {"name": "vm-vnc"}}
-        }))
-        .unwrap();
-        slim_vncpassword(&mut obj);
-        assert_eq!(obj.metadata.annotations, None);
+        let mut meta = ObjectMeta {
+            annotations: Some(
+                [(
+                    "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                    "{}".into(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        slim_metadata(&mut meta);
+        assert_eq!(meta.annotations, None);
     }
 }

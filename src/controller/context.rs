@@ -27,8 +27,8 @@ use crate::metrics::Metrics;
 /// What the watches of one leadership term know, shared with its reconciles.
 #[derive(Clone)]
 pub struct Watched {
-    /// Every VncPassword, as last seen by the watch.
-    pub objects: Store<crate::api::VncPassword>,
+    /// Every VncPassword, as last seen by the watch (in the cache's form, see `cache`).
+    pub objects: Store<crate::controller::cache::CachedVncPassword>,
     /// Every VncPassword, by the Secrets it references and the instance it names.
     pub index: Arc<Index>,
     /// The metadata of every Secret, only what the controller reads: identity, its own

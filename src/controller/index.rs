@@ -25,6 +25,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
 use crate::api::VncPassword;
+use crate::controller::cache::{AsFull, CachedVncPassword};
 use crate::controller::claims::{self, Claimant};
 use crate::controller::fingerprint::FingerprintKey;
 
@@ -40,7 +41,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn object_ref(&self) -> ObjectRef<VncPassword> {
+    fn object_ref(&self) -> ObjectRef<CachedVncPassword> {
         ObjectRef::new(self.claimant.name()).within(self.claimant.namespace())
     }
 }
@@ -66,7 +67,7 @@ pub struct Index {
 /// once however often it is named before the controller takes it), drained by [`Index::wakes`].
 #[derive(Default)]
 struct Wakes {
-    pending: std::sync::Mutex<HashSet<ObjectRef<VncPassword>>>,
+    pending: std::sync::Mutex<HashSet<ObjectRef<CachedVncPassword>>>,
     notify: tokio::sync::Notify,
 }
 
@@ -96,12 +97,12 @@ impl Index {
     }
 
     /// Applies one event of the VncPassword watch.
-    pub fn apply(&self, event: &Event<VncPassword>) {
+    pub fn apply<K: AsFull>(&self, event: &Event<K>) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let key = self.key.as_ref();
         let mut changed: Vec<String> = Vec::new();
         match event {
-            Event::Apply(o) => changed.extend(inner.upsert(o, key)),
+            Event::Apply(o) => changed.extend(inner.upsert(&o.as_full(), key)),
             Event::Delete(o) => {
                 if let Some(uid) = o.uid() {
                     changed.extend(inner.remove(&uid));
@@ -109,10 +110,11 @@ impl Index {
             }
             Event::Init => inner.relisted = Some(HashSet::new()),
             Event::InitApply(o) => {
+                let o = o.as_full();
                 if let (Some(seen), Some(uid)) = (inner.relisted.as_mut(), o.uid()) {
                     seen.insert(uid.into());
                 }
-                changed.extend(inner.upsert(o, key));
+                changed.extend(inner.upsert(&o, key));
             }
             Event::InitDone => {
                 if let Some(seen) = inner.relisted.take() {
@@ -131,7 +133,7 @@ impl Index {
         if changed.is_empty() {
             return;
         }
-        let woken: Vec<ObjectRef<VncPassword>> = changed
+        let woken: Vec<ObjectRef<CachedVncPassword>> = changed
             .iter()
             .flat_map(|instance| inner.by_instance.get(instance).into_iter().flatten())
             .filter_map(|uid| inner.by_uid.get(uid))
@@ -149,7 +151,7 @@ impl Index {
     }
 
     /// Asks for a reconcile of `object` through the same queue.
-    pub fn wake(&self, object: ObjectRef<VncPassword>) {
+    pub fn wake(&self, object: ObjectRef<CachedVncPassword>) {
         self.wakes
             .pending
             .lock()
@@ -160,9 +162,11 @@ impl Index {
 
     /// The objects to reconcile because the claim on their instance changed (or that were asked
     /// for again, see [`Index::wake`]), as they come.
-    pub fn wakes(self: Arc<Self>) -> impl futures::Stream<Item = ObjectRef<VncPassword>> + Send {
+    pub fn wakes(
+        self: Arc<Self>,
+    ) -> impl futures::Stream<Item = ObjectRef<CachedVncPassword>> + Send {
         futures::stream::unfold(
-            (self, Vec::<ObjectRef<VncPassword>>::new()),
+            (self, Vec::<ObjectRef<CachedVncPassword>>::new()),
             |(index, mut ready)| async move {
                 loop {
                     if let Some(next) = ready.pop() {
@@ -186,7 +190,7 @@ impl Index {
     }
 
     /// VncPasswords in `namespace` that reference the Secret `name` (password or credentials).
-    pub fn referencing(&self, namespace: &str, name: &str) -> Vec<ObjectRef<VncPassword>> {
+    pub fn referencing(&self, namespace: &str, name: &str) -> Vec<ObjectRef<CachedVncPassword>> {
         self.by_ref(&secret_key(namespace, name))
     }
 
@@ -195,11 +199,11 @@ impl Index {
         &self,
         namespace: &str,
         name: &str,
-    ) -> Vec<ObjectRef<VncPassword>> {
+    ) -> Vec<ObjectRef<CachedVncPassword>> {
         self.by_ref(&service_account_key(namespace, name))
     }
 
-    fn by_ref(&self, k: &str) -> Vec<ObjectRef<VncPassword>> {
+    fn by_ref(&self, k: &str) -> Vec<ObjectRef<CachedVncPassword>> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         inner
             .by_ref
@@ -392,7 +396,7 @@ mod tests {
         .unwrap()
     }
 
-    fn names(refs: Vec<ObjectRef<VncPassword>>) -> Vec<String> {
+    fn names(refs: Vec<ObjectRef<CachedVncPassword>>) -> Vec<String> {
         let mut v: Vec<String> = refs.into_iter().map(|r| r.name).collect();
         v.sort();
         v
@@ -578,7 +582,7 @@ mod tests {
             "i-2",
             "t",
         )));
-        i.apply(&Event::Init);
+        i.apply(&Event::<VncPassword>::Init);
         i.apply(&Event::InitApply(obj(
             "a",
             "y",
@@ -589,7 +593,7 @@ mod tests {
         )));
         // Until the relist ends, nothing is dropped.
         assert_eq!(i.len(), 2);
-        i.apply(&Event::InitDone);
+        i.apply(&Event::<VncPassword>::InitDone);
         assert_eq!(i.len(), 1);
         assert!(i.referencing("a", "s").is_empty());
         assert_eq!(names(i.referencing("a", "t")), ["y"]);

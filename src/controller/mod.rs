@@ -55,13 +55,14 @@ use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, ResourceExt};
 
-use crate::api::{VncPassword, VncPasswordSet, condition};
+use crate::api::VncPasswordSet;
 use crate::cli::{EcsArgs, FlagDuration};
 use crate::ecs::{CallObserver, CredentialsProvider, EcsClient, ProviderConfig};
 use crate::http::Health;
 use crate::leader::{self, LeaderConfig, Role};
 use crate::metrics::Metrics;
 use crate::telemetry::LogFormat;
+use cache::CachedVncPassword;
 use context::{Clock, Context, Settings};
 use reconcile::ReconcileError;
 use tenancy::AllowedNamespaces;
@@ -796,7 +797,7 @@ async fn run_controller(
     let objects_client = scope.as_ref().map_or(client, |s| &s.objects);
     let ranges = scope.as_ref().map(|s| s.ranges.clone());
     let vncpasswords = shards::in_range_opt(
-        namespaces::watch::<VncPassword>(objects_client, watched, config(), store.clone()),
+        namespaces::watch::<CachedVncPassword>(objects_client, watched, config(), store.clone()),
         ranges.clone(),
     );
     let secrets = namespaces::watch::<PartialObjectMeta<Secret>>(
@@ -820,7 +821,6 @@ async fn run_controller(
         let set_wakes = set_wake_tx.clone();
         let set_store = set_store.clone();
         vncpasswords
-            .modify(cache::slim_vncpassword)
             .map_ok(move |event| {
                 index.apply(&event);
                 if let watcher::Event::Apply(obj) | watcher::Event::Delete(obj) = &event {
@@ -1234,7 +1234,7 @@ impl LateObjects {
             }
         }
         let index = self.index.clone();
-        let wanted = kube::runtime::reflector::ObjectRef::<VncPassword>::new(&object.name)
+        let wanted = kube::runtime::reflector::ObjectRef::<CachedVncPassword>::new(&object.name)
             .within(&namespace);
         tokio::spawn(async move {
             tokio::time::sleep(Self::RETRY).await;
@@ -1335,7 +1335,7 @@ impl leader::Observer for LeaderObserver {
 }
 
 /// What of a VncPassword, when it changes, calls for a reconcile: never its status.
-fn wakes_reconcile(obj: &VncPassword) -> Option<u64> {
+fn wakes_reconcile(obj: &CachedVncPassword) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     obj.metadata.generation.hash(&mut h);
@@ -1354,7 +1354,7 @@ fn wakes_reconcile(obj: &VncPassword) -> Option<u64> {
 
 /// Kubernetes-side failures (a Secret read or a status write refused, a reconcile past its deadline):
 /// per-object exponential backoff, 5 s doubling to 5 min, jittered.
-fn error_policy(obj: Arc<VncPassword>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+fn error_policy(obj: Arc<CachedVncPassword>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     let failures = obj.uid().map(|uid| ctx.failed(&uid)).unwrap_or(1);
     let delay = decide::backoff(failures, decide::Pace::Normal, rand::random());
     tracing::warn!(namespace = ?obj.namespace(), name = %obj.name_any(), error = %error, failures, retry_in_ms = delay.as_millis() as u64, "reconcile failed; retrying");
@@ -1364,7 +1364,7 @@ fn error_policy(obj: Arc<VncPassword>, error: &ReconcileError, ctx: Arc<Context>
 /// Keeps `ecs_vnc_vncpasswords{namespace,ready_reason}` and `ecs_vnc_pending_reboots` current.
 /// Also forgets the per-object memory of objects that no longer exist.
 async fn update_gauges(
-    store: Store<VncPassword>,
+    store: Store<CachedVncPassword>,
     metrics: Arc<Metrics>,
     ctx: Arc<Context>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -1376,14 +1376,15 @@ async fn update_gauges(
         let mut by_reason: BTreeMap<(String, String), i64> = BTreeMap::new();
         let mut pending = 0;
         for obj in store.state() {
-            let status = obj.status.as_ref();
-            let reason = status
-                .and_then(|s| s.condition(condition::READY))
-                .map(|c| c.reason.clone())
-                .unwrap_or_else(|| "Unknown".to_string());
+            let summary = obj.summary();
+            let reason = summary
+                .ready_reason
+                .as_deref()
+                .unwrap_or("Unknown")
+                .to_string();
             let namespace = obj.metadata.namespace.clone().unwrap_or_default();
             *by_reason.entry((namespace, reason)).or_default() += 1;
-            if status.is_some_and(|s| s.is_true(condition::REBOOT_REQUIRED)) {
+            if summary.reboot_required {
                 pending += 1;
             }
         }
@@ -1449,7 +1450,7 @@ mod tests {
     async fn an_object_not_in_the_store_yet_is_asked_for_again_then_given_up() {
         let index = Arc::new(index::Index::new());
         let late = LateObjects::new(index.clone());
-        let missing = kube::runtime::reflector::ObjectRef::<VncPassword>::new("web")
+        let missing = kube::runtime::reflector::ObjectRef::<CachedVncPassword>::new("web")
             .within("team-a")
             .erase();
         late.retry(&missing);

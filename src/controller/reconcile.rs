@@ -24,6 +24,7 @@ use crate::api::{
     ANNOTATION_FORCE_APPLY_REQUESTED_AT, ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT,
     ANNOTATION_ROTATE_REQUESTED_AT, VncPassword, VncPasswordStatus,
 };
+use crate::controller::cache::CachedVncPassword;
 use crate::controller::claims;
 use crate::controller::context::Context;
 use crate::controller::decide::{self, Failure, Phase};
@@ -105,9 +106,12 @@ fn result_label(phase: &Phase, applied_now: bool) -> &'static str {
 /// as the watch shows it by then. Every due object waits here, so this part is kept small: the
 /// object and the context (both shared) and one queue entry; the reconcile's own state is
 /// allocated only once it has its slot.
-pub async fn reconcile(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+pub async fn reconcile(
+    obj: Arc<CachedVncPassword>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
     let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
-    let share = sets::share(namespace, sets::owning_set(&obj).is_some());
+    let share = sets::share(namespace, sets::owning_set(obj.as_ref()).is_some());
     let Some(_slot) = ctx.slots.acquire(&share).await else {
         // Shutting down: what has not started does not start.
         return Ok(Action::await_change());
@@ -120,6 +124,8 @@ pub async fn reconcile(obj: Arc<VncPassword>, ctx: Arc<Context>) -> Result<Actio
     else {
         return Ok(Action::await_change());
     };
+    // The whole object, its status unpacked, only while its reconcile runs.
+    let obj = Arc::new(obj.to_full());
     Box::pin(reconcile_now(obj, ctx.clone())).await
 }
 

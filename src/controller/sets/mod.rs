@@ -26,6 +26,7 @@ use crate::api::{
     ANNOTATION_UNSELECTED_SINCE, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_SET, MANAGED_BY,
     SET_FIELD_MANAGER, SetReason, VncPassword, VncPasswordSet, VncPasswordSetStatus, condition,
 };
+use crate::controller::cache::CachedVncPassword;
 use crate::controller::context::Context;
 use crate::controller::decide::{self, Failure};
 use crate::controller::{conditions, schedule, tenancy};
@@ -117,7 +118,7 @@ impl SetContext {
 }
 
 /// The set that controls `obj`, if a VncPasswordSet does.
-pub fn owning_set(obj: &VncPassword) -> Option<ObjectRef<VncPasswordSet>> {
+pub fn owning_set(obj: &impl kube::Resource) -> Option<ObjectRef<VncPasswordSet>> {
     let owner = obj
         .owner_references()
         .iter()
@@ -127,11 +128,14 @@ pub fn owning_set(obj: &VncPassword) -> Option<ObjectRef<VncPasswordSet>> {
 
 /// The sets a change of `obj` concerns: its own set, or, for a VncPassword written by hand, the
 /// sets of its namespace.
-pub fn to_wake(store: &Store<VncPasswordSet>, obj: &VncPassword) -> Vec<ObjectRef<VncPasswordSet>> {
+pub fn to_wake(
+    store: &Store<VncPasswordSet>,
+    obj: &impl kube::Resource,
+) -> Vec<ObjectRef<VncPasswordSet>> {
     if let Some(set) = owning_set(obj) {
         return vec![set];
     }
-    let namespace = obj.metadata.namespace.as_deref();
+    let namespace = obj.meta().namespace.as_deref();
     store
         .state()
         .iter()
@@ -214,7 +218,8 @@ pub async fn reconcile(
 
     let listed = if sctx.list_objects {
         // A consistent read (no resourceVersion): newer than any write this replica made.
-        let api: kube::Api<VncPassword> = kube::Api::namespaced(ctx.client.clone(), &namespace);
+        let api: kube::Api<CachedVncPassword> =
+            kube::Api::namespaced(ctx.client.clone(), &namespace);
         let list = api
             .list(&kube::api::ListParams::default())
             .await
@@ -528,7 +533,7 @@ fn durations(set: &VncPasswordSet) -> Result<(Duration, Duration), String> {
 /// `namespace` in `region` that no set controls: one pass over the cache.
 fn children_of(
     ctx: &Context,
-    objects: &[Arc<VncPassword>],
+    objects: &[Arc<CachedVncPassword>],
     namespace: &str,
     uid: &str,
     region: &str,
@@ -539,9 +544,9 @@ fn children_of(
         if o.metadata.namespace.as_deref() != Some(namespace) {
             continue;
         }
-        if owned_by(o, uid) {
+        if owned_by(o.as_ref(), uid) {
             children.push(child(ctx, o, true));
-        } else if o.spec.region_id == region && owning_set(o).is_none() {
+        } else if o.spec.region_id == region && owning_set(o.as_ref()).is_none() {
             by_hand.insert(o.spec.instance_id.clone(), o.name_any());
         }
     }
@@ -552,7 +557,7 @@ fn children_of(
 /// hand): never touched, counted as stalled.
 fn name_collisions(
     ctx: &Context,
-    objects: &[Arc<VncPassword>],
+    objects: &[Arc<CachedVncPassword>],
     set_name: &str,
     namespace: &str,
     selection: &Selection,
@@ -575,14 +580,14 @@ fn name_collisions(
         .collect()
 }
 
-fn owned_by(obj: &VncPassword, uid: &str) -> bool {
+fn owned_by(obj: &impl Resource, uid: &str) -> bool {
     obj.owner_references()
         .iter()
         .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
-fn child(ctx: &Context, obj: &VncPassword, owned: bool) -> Child {
-    let status = obj.status.as_ref();
+fn child(ctx: &Context, obj: &CachedVncPassword, owned: bool) -> Child {
+    let status = obj.summary();
     let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
     let secret_goes_with_it = match ctx
         .watched
@@ -597,13 +602,11 @@ fn child(ctx: &Context, obj: &VncPassword, owned: bool) -> Child {
             .any(|o| o.controller == Some(true) && Some(&o.uid) == obj.metadata.uid.as_ref()),
     };
     let state = ChildState {
-        observed: status.is_some_and(|s| s.observed_generation == obj.metadata.generation),
-        ready: status.is_some_and(|s| s.is_true(condition::READY)),
-        reboot_required: status.is_some_and(|s| s.is_true(condition::REBOOT_REQUIRED)),
-        stalled: status
-            .and_then(|s| s.condition(condition::STALLED))
-            .filter(|c| c.status == "True")
-            .map(|c| c.reason.clone()),
+        observed: obj.packed_status().is_some()
+            && status.observed_generation == obj.metadata.generation,
+        ready: status.ready,
+        reboot_required: status.reboot_required,
+        stalled: status.stalled_reason.as_deref().map(str::to_string),
         secret_goes_with_it,
     };
     Child {
