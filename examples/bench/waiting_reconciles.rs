@@ -1,9 +1,9 @@
-//! What a reconcile waiting for a work slot costs: kube-runtime's `Controller` (unbounded
-//! concurrency, as the controller runs it) hands N objects of one namespace to the real
-//! `reconcile`, whose one slot is held, so all N wait; heap bytes are counted by this process's
-//! allocator before and while they wait. No server is reached. For comparison, `kube-queue` has
-//! them wait in kube-runtime's own queue instead (concurrency 1, the first reconcile never ends),
-//! as they did before the work slots.
+//! What a reconcile waiting for a work slot costs: kube-runtime's `Controller` (its concurrency
+//! `slots::kube_window`, as the controller runs it) hands N objects of one namespace to the real
+//! `reconcile`, whose one slot is held, so all N queue a ticket; heap bytes are counted by this
+//! process's allocator before and while they wait. No server is reached. For comparison,
+//! `kube-queue` has them wait in kube-runtime's own queue instead (concurrency 1, the first
+//! reconcile never ends), as they did before the work slots.
 //!
 //!     cargo run --release --example waiting_reconciles -- 10000 [kube-queue]
 
@@ -17,7 +17,7 @@ use kube::runtime::controller::{Action, Config};
 use kube::runtime::{Controller, reflector, watcher};
 use serde_json::json;
 
-use ecs_vnc_controller::api::VncPassword;
+use ecs_vnc_controller::controller::cache::CachedVncPassword;
 use ecs_vnc_controller::controller::context::{Context, Settings, Watched, system_clock};
 use ecs_vnc_controller::controller::fingerprint::FingerprintKey;
 use ecs_vnc_controller::controller::index::Index;
@@ -25,6 +25,7 @@ use ecs_vnc_controller::controller::instances::InstanceCache;
 use ecs_vnc_controller::controller::plan::PlanSettings;
 use ecs_vnc_controller::controller::reconcile::{ReconcileError, reconcile};
 use ecs_vnc_controller::controller::service_account::{ExchangeConfig, ServiceAccountCredentials};
+use ecs_vnc_controller::controller::slots;
 use ecs_vnc_controller::ecs::{ClientConfig, EcsClient};
 use ecs_vnc_controller::metrics::Metrics;
 
@@ -54,7 +55,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-fn object(i: usize) -> VncPassword {
+fn object(i: usize) -> CachedVncPassword {
     serde_json::from_value(json!({
         "apiVersion": "ecsvnc.io/v1alpha1", "kind": "VncPassword",
         "metadata": {"name": format!("vm-{i}"), "namespace": "flood",
@@ -66,7 +67,7 @@ fn object(i: usize) -> VncPassword {
     .expect("object")
 }
 
-fn error_policy(_: Arc<VncPassword>, _: &ReconcileError, _: Arc<Context>) -> Action {
+fn error_policy(_: Arc<CachedVncPassword>, _: &ReconcileError, _: Arc<Context>) -> Action {
     Action::await_change()
 }
 
@@ -86,7 +87,7 @@ async fn main() {
         ..ClientConfig::default()
     })
     .expect("ECS client");
-    let (store, mut writer) = reflector::store::<VncPassword>();
+    let (store, mut writer) = reflector::store::<CachedVncPassword>();
     writer.apply_watcher_event(&watcher::Event::Init);
     for i in 0..n {
         writer.apply_watcher_event(&watcher::Event::InitApply(object(i)));
@@ -115,6 +116,7 @@ async fn main() {
         claims_from_api: false,
         served_namespaces: Default::default(),
     };
+    let index = Arc::new(Index::new());
     let ctx = Arc::new(Context::new(
         client,
         ecs.clone(),
@@ -128,7 +130,7 @@ async fn main() {
         Arc::new(Metrics::new()),
         Watched {
             objects: store.clone(),
-            index: Arc::new(Index::new()),
+            index: index.clone(),
             secrets,
             secrets_synced: synced,
         },
@@ -146,7 +148,12 @@ async fn main() {
     let count = finished.clone();
     let run = tokio::spawn(
         Controller::for_stream(triggers, store)
-            .with_config(Config::default().concurrency(if kube_queue { 1 } else { 0 }))
+            .with_config(Config::default().concurrency(if kube_queue {
+                1
+            } else {
+                slots::kube_window(1)
+            }))
+            .reconcile_on(index.clone().wakes())
             .run(reconcile, error_policy, ctx.clone())
             .for_each(move |_| {
                 count.fetch_add(1, Ordering::SeqCst);
@@ -159,7 +166,7 @@ async fn main() {
             "in kube-runtime's queue (kube concurrency 1, as before the work slots)",
         )
     } else {
-        (n, "for a work slot (kube concurrency unbounded)")
+        (n, "for a work slot, as tickets (kube concurrency 2)")
     };
     while ctx.slots.waiting() < queued {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -168,7 +175,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let waiting = LIVE.load(Ordering::SeqCst) - before;
     println!(
-        "{n} reconciles waiting {where_}: {:.1} MB of heap in all, {} bytes each (the reconcile's own future while it waits: {size} bytes)",
+        "{n} reconciles waiting {where_}: {:.1} MB of heap in all, {} bytes each (the reconcile's own future: {size} bytes)",
         waiting as f64 / 1e6,
         waiting / n as isize
     );
@@ -176,7 +183,9 @@ async fn main() {
     // queueing's own CPU (kube-runtime polls every reconcile it holds whenever one wakes it).
     let started = std::time::Instant::now();
     drop(held);
-    while finished.load(Ordering::SeqCst) < n {
+    // With tickets every object is reconciled twice: queued, then run when woken.
+    let runs = if kube_queue { n } else { 2 * n };
+    while finished.load(Ordering::SeqCst) < runs {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     println!(

@@ -133,7 +133,9 @@ impl Context {
         metrics: Arc<Metrics>,
         watched: Watched,
     ) -> Self {
-        let slots = FairSlots::new(settings.concurrency);
+        // A queued reconcile's turn wakes its object through the index's wake queue.
+        let index = watched.index.clone();
+        let slots = FairSlots::new(settings.concurrency, move |ticket| index.wake(ticket));
         Self {
             client,
             ecs,

@@ -836,12 +836,17 @@ async fn run_controller(
             .applied_objects()
             .predicate_filter(wakes_reconcile, PredicateConfig::default())
     };
-    // kube's own queue only deduplicates and schedules (unbounded concurrency: every object due is
-    // handed to `reconcile` at once); `reconcile` then waits for one of the `--concurrency` work
-    // slots, which are served fairly per namespace (`slots`). A change of who may claim an
-    // instance wakes every object naming it.
+    // kube's own queue deduplicates and schedules; it hands `reconcile` a few more objects at once
+    // than there are work slots (`slots::kube_window`), and `reconcile` either takes one of the
+    // `--concurrency` work slots, served fairly per namespace, or leaves a ticket in their queue and
+    // ends at once (`slots`): every due object reaches the fair queue within moments, and kube's
+    // runner never holds thousands of reconciles. A change of who may claim an instance wakes
+    // every object naming it.
     let controller = Controller::for_stream(objects, store.clone())
-        .with_config(ControllerConfig::default().concurrency(0))
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(slots::kube_window(usize::from(args.concurrency))),
+        )
         .trigger_backoff(watch_backoff::Unpaced)
         .reconcile_on(index.clone().wakes());
     // Only Secret metadata is watched (`PartialObjectMeta`: metadata-only list and watch); a
@@ -1391,6 +1396,7 @@ async fn update_gauges(
         metrics.set_ready_reasons(&by_reason);
         metrics.set_pending_reboots(pending);
         metrics.set_reconciles_waiting(ctx.slots.waiting());
+        ctx.slots.expire();
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {},
             _ = stop.wait_for(|s| *s) => return,

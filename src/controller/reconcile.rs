@@ -30,6 +30,7 @@ use crate::controller::context::Context;
 use crate::controller::decide::{self, Failure, Phase};
 use crate::controller::plan::{self, Observed, Requeue, Round, Step};
 use crate::controller::sets;
+use crate::controller::slots::Admission;
 use inputs::Inputs;
 
 /// More steps than any plan takes (a read of the Secrets, with claims from the API server the
@@ -101,27 +102,29 @@ fn result_label(phase: &Phase, applied_now: bool) -> &'static str {
     }
 }
 
-/// Waits for a work slot (served in turn per namespace, and within a namespace between the sets'
+/// Takes a work slot (served in turn per namespace, and within a namespace between the sets'
 /// children and the other VncPasswords, see `slots` and `sets::share`), then reconciles the object
-/// as the watch shows it by then. Every due object waits here, so this part is kept small: the
-/// object and the context (both shared) and one queue entry; the reconcile's own state is
-/// allocated only once it has its slot.
+/// as the watch shows it by then. With no slot free, the object queues a ticket and this reconcile
+/// ends at once: the object is woken when its turn comes, and its next reconcile takes the slot
+/// reserved for it. So a due object costs its ticket while it waits, not a reconcile's future.
 pub async fn reconcile(
     obj: Arc<CachedVncPassword>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
     let share = sets::share(namespace, sets::owning_set(obj.as_ref()).is_some());
-    let Some(_slot) = ctx.slots.acquire(&share).await else {
+    let name = obj.metadata.name.as_deref().unwrap_or_default();
+    // Known by namespace and name only (the store's key): a ticket holds nothing more.
+    let ticket = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+    let _slot = match ctx.slots.admit(&share, &ticket) {
+        Admission::Run(slot) => slot,
+        // Woken when its turn comes (its ticket holds its place).
+        Admission::Queued => return Ok(Action::await_change()),
         // Shutting down: what has not started does not start.
-        return Ok(Action::await_change());
+        Admission::Closed => return Ok(Action::await_change()),
     };
-    // It may have waited long: a newer version (or its deletion) seen meanwhile counts.
-    let Some(obj) = ctx
-        .watched
-        .objects
-        .get(&kube::runtime::reflector::ObjectRef::from_obj(&*obj))
-    else {
+    // It may have queued long: a newer version (or its deletion) seen meanwhile counts.
+    let Some(obj) = ctx.watched.objects.get(&ticket) else {
         return Ok(Action::await_change());
     };
     // The whole object, its status unpacked, only while its reconcile runs.

@@ -2,23 +2,54 @@
 //! they are all taken, each slot that comes free goes to the waiting namespaces in turn
 //! (round-robin), so one namespace's 10,000 objects cannot hold every worker.
 //!
+//! Two kinds of wait share the queues. A VncPassword's reconcile that finds no slot free leaves a
+//! [`Ticket`] (its object's reference, about 0.2 KB) and ends at once: kube-runtime would
+//! otherwise hold every due reconcile's future (about 1.9 KB each, 19 MB for a wave or a restart
+//! of 10,000). When the ticket's turn comes, a slot is reserved for it and the object is woken
+//! (through the index's wake queue); its next reconcile takes the reserved slot. A reservation
+//! not taken within [`RESERVED_FOR`] (the object was deleted meanwhile) goes to the next in turn;
+//! the object, should it come later, queues again. A set's pass waits as a future ([`acquire`]):
+//! sets are few.
+//!
 //! Hand-written: tokio's `Semaphore` serves all waiters in one FIFO, and no well-kept crate hands
 //! out permits fairly per key.
+//!
+//! [`acquire`]: FairSlots::acquire
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures::task::AtomicWaker;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::controller::cache::CachedVncPassword;
+
+/// The object a queued reconcile is for.
+pub type Ticket = ObjectRef<CachedVncPassword>;
+
+/// How long a slot reserved for a ticket waits for its object's reconcile.
+pub const RESERVED_FOR: Duration = Duration::from_secs(5);
+
+/// How many reconciles kube-runtime's runner holds at once for `slots` work slots: those running,
+/// and as many again passing through to leave a ticket (a moment each). Bounded, because the
+/// runner keeps its reconciles in a hash table that never shrinks (about 0.9 KB each at its peak)
+/// and polls every one of them whenever one wakes.
+pub fn kube_window(slots: usize) -> u16 {
+    u16::try_from(slots.max(1).saturating_mul(2)).unwrap_or(u16::MAX)
+}
 
 /// The slots of one leadership term.
 pub struct FairSlots {
     state: Mutex<State>,
     /// Set (under the lock) by [`FairSlots::close`]; read without it by waiting polls.
     closed: AtomicBool,
+    /// Asks for a reconcile of a ticket's object (its slot is reserved).
+    wake: Box<dyn Fn(Ticket) + Send + Sync>,
 }
 
 /// One wait. kube-runtime polls every reconcile it holds whenever one of them wakes it, so a
@@ -31,50 +62,117 @@ struct Waiter {
     cancelled: AtomicBool,
 }
 
+enum Queued {
+    Waiter(Arc<Waiter>),
+    Ticket(Ticket),
+}
+
+/// Whom a freed slot went to.
+enum Next {
+    Waiter(Arc<Waiter>),
+    Ticket(Ticket),
+}
+
 #[derive(Default)]
 struct State {
     free: usize,
     /// Namespaces with waiters, in the order they are served next.
     turn: VecDeque<String>,
     /// Each namespace's waiters, first come first served.
-    waiting: HashMap<String, VecDeque<Arc<Waiter>>>,
-    /// Waiting and not given up.
+    waiting: HashMap<String, VecDeque<Queued>>,
+    /// Waiting and not given up (tickets included).
     waiters: usize,
+    /// Tickets in the queues (an object queues once).
+    ticketed: HashSet<Ticket>,
+    /// Slots reserved for woken tickets, until when.
+    reserved: HashMap<Ticket, Instant>,
 }
 
 impl State {
     /// A slot came free: to the next namespace's first waiter, or back to the pool.
-    fn hand_over(&mut self) -> Option<Arc<Waiter>> {
+    fn hand_over(&mut self, now: Instant) -> Option<Next> {
         while let Some(namespace) = self.turn.pop_front() {
             let Some(queue) = self.waiting.get_mut(&namespace) else {
                 continue;
             };
-            let next = std::iter::from_fn(|| queue.pop_front())
-                .find(|w| !w.cancelled.load(Ordering::Acquire));
+            let next = std::iter::from_fn(|| queue.pop_front()).find(|q| match q {
+                Queued::Waiter(w) => !w.cancelled.load(Ordering::Acquire),
+                Queued::Ticket(_) => true,
+            });
             if queue.is_empty() {
                 self.waiting.remove(&namespace);
             } else {
                 self.turn.push_back(namespace);
             }
-            if let Some(waiter) = next {
-                self.waiters -= 1;
-                waiter.granted.store(true, Ordering::Release);
-                return Some(waiter);
+            match next {
+                Some(Queued::Waiter(waiter)) => {
+                    self.waiters -= 1;
+                    waiter.granted.store(true, Ordering::Release);
+                    return Some(Next::Waiter(waiter));
+                }
+                Some(Queued::Ticket(ticket)) => {
+                    self.waiters -= 1;
+                    self.ticketed.remove(&ticket);
+                    self.reserved.insert(ticket.clone(), now + RESERVED_FOR);
+                    return Some(Next::Ticket(ticket));
+                }
+                None => {}
             }
         }
         self.free += 1;
         None
     }
+
+    /// Reservations not taken in time: their slots go on.
+    fn expire(&mut self, now: Instant) -> Vec<Next> {
+        let expired: Vec<Ticket> = self
+            .reserved
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(t, _)| t.clone())
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|t| {
+                self.reserved.remove(&t);
+                self.hand_over(now)
+            })
+            .collect()
+    }
+
+    fn enqueue(&mut self, namespace: &str, queued: Queued) {
+        self.waiters += 1;
+        match self.waiting.get_mut(namespace) {
+            Some(queue) => queue.push_back(queued),
+            None => {
+                self.waiting
+                    .insert(namespace.to_string(), VecDeque::from([queued]));
+                self.turn.push_back(namespace.to_string());
+            }
+        }
+    }
+}
+
+/// What [`FairSlots::admit`] answers a reconcile.
+pub enum Admission<'a> {
+    /// Run now.
+    Run(Slot<'a>),
+    /// Queued (or already queued): the object is woken when its turn comes.
+    Queued,
+    /// Shutting down: nothing more starts.
+    Closed,
 }
 
 impl FairSlots {
-    pub fn new(slots: usize) -> Self {
+    /// `slots` work slots; a ticket's turn asks `wake` for its object's reconcile.
+    pub fn new(slots: usize, wake: impl Fn(Ticket) + Send + Sync + 'static) -> Self {
         Self {
             state: Mutex::new(State {
                 free: slots.max(1),
                 ..State::default()
             }),
             closed: AtomicBool::new(false),
+            wake: Box::new(wake),
         }
     }
 
@@ -82,7 +180,34 @@ impl FairSlots {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits for a slot for an object of `namespace`; `None` once the slots are closed.
+    /// A slot for `ticket`'s reconcile (in `namespace`'s share) now, or its place in the queue.
+    pub fn admit<'a>(&'a self, namespace: &str, ticket: &Ticket) -> Admission<'a> {
+        let now = Instant::now();
+        let (admission, woken) = {
+            let mut state = self.lock();
+            if self.closed.load(Ordering::Acquire) {
+                return Admission::Closed;
+            }
+            let woken = state.expire(now);
+            let admission = if state.reserved.remove(ticket).is_some() {
+                Admission::Run(Slot { slots: self })
+            } else if state.free > 0 {
+                // Free slots only exist while nobody waits.
+                state.free -= 1;
+                Admission::Run(Slot { slots: self })
+            } else {
+                if state.ticketed.insert(ticket.clone()) {
+                    state.enqueue(namespace, Queued::Ticket(ticket.clone()));
+                }
+                Admission::Queued
+            };
+            (admission, woken)
+        };
+        self.notify(woken);
+        admission
+    }
+
+    /// Waits for a slot for work of `namespace`; `None` once the slots are closed.
     pub fn acquire<'a>(&'a self, namespace: &'a str) -> Acquire<'a> {
         Acquire {
             slots: self,
@@ -90,6 +215,17 @@ impl FairSlots {
             waiter: None,
             done: false,
         }
+    }
+
+    /// Hands on the slots of reservations not taken in time (also done by every admission and
+    /// release; this is for when nothing else happens).
+    pub fn expire(&self) {
+        self.expire_at(Instant::now());
+    }
+
+    fn expire_at(&self, now: Instant) {
+        let woken = self.lock().expire(now);
+        self.notify(woken);
     }
 
     /// Ends every wait, now and later, with `None` (shutdown: what has not started does not).
@@ -100,20 +236,44 @@ impl FairSlots {
             self.closed.store(true, Ordering::Release);
             state.turn.clear();
             state.waiters = 0;
-            state.waiting.drain().flat_map(|(_, queue)| queue).collect()
+            state.ticketed.clear();
+            state.reserved.clear();
+            state
+                .waiting
+                .drain()
+                .flat_map(|(_, queue)| queue)
+                .filter_map(|q| match q {
+                    Queued::Waiter(w) => Some(w),
+                    Queued::Ticket(_) => None,
+                })
+                .collect()
         };
         waiters.iter().for_each(|w| w.waker.wake());
     }
 
-    /// Reconciles waiting for a slot.
+    /// Reconciles waiting for a slot (tickets and reserved slots not yet taken included).
     pub fn waiting(&self) -> usize {
-        self.lock().waiters
+        let state = self.lock();
+        state.waiters + state.reserved.len()
     }
 
     fn release(&self) {
-        let next = self.lock().hand_over();
-        if let Some(waiter) = next {
-            waiter.waker.wake();
+        let now = Instant::now();
+        let woken = {
+            let mut state = self.lock();
+            let mut woken = state.expire(now);
+            woken.extend(state.hand_over(now));
+            woken
+        };
+        self.notify(woken);
+    }
+
+    fn notify(&self, woken: Vec<Next>) {
+        for next in woken {
+            match next {
+                Next::Waiter(waiter) => waiter.waker.wake(),
+                Next::Ticket(ticket) => (self.wake)(ticket),
+            }
         }
     }
 }
@@ -175,16 +335,7 @@ impl<'a> Future for Acquire<'a> {
         }
         let waiter = Arc::new(Waiter::default());
         waiter.waker.register(cx.waker());
-        state.waiters += 1;
-        match state.waiting.get_mut(this.namespace) {
-            Some(queue) => queue.push_back(waiter.clone()),
-            None => {
-                state
-                    .waiting
-                    .insert(this.namespace.to_string(), VecDeque::from([waiter.clone()]));
-                state.turn.push_back(this.namespace.to_string());
-            }
-        }
+        state.enqueue(this.namespace, Queued::Waiter(waiter.clone()));
         this.waiter = Some(waiter);
         Poll::Pending
     }
@@ -200,7 +351,7 @@ impl Drop for Acquire<'_> {
         let next = {
             let mut state = self.slots.lock();
             if waiter.granted.load(Ordering::Acquire) {
-                state.hand_over()
+                state.hand_over(Instant::now())
             } else {
                 if !self.slots.closed.load(Ordering::Acquire) {
                     state.waiters -= 1;
@@ -209,9 +360,7 @@ impl Drop for Acquire<'_> {
                 None
             }
         };
-        if let Some(next) = next {
-            next.waker.wake();
-        }
+        self.slots.notify(next.into_iter().collect());
     }
 }
 
@@ -227,7 +376,7 @@ mod tests {
 
     #[test]
     fn free_slots_are_taken_at_once_then_waiters_queue() {
-        let slots = FairSlots::new(2);
+        let slots = FairSlots::new(2, |_| {});
         let a = slots.acquire("a").now_or_never().flatten();
         let b = slots.acquire("a").now_or_never().flatten();
         assert!(a.is_some() && b.is_some());
@@ -243,7 +392,7 @@ mod tests {
     /// the namespaces in turn, not to the flood first.
     #[test]
     fn freed_slots_go_to_the_waiting_namespaces_in_turn() {
-        let slots = FairSlots::new(1);
+        let slots = FairSlots::new(1, |_| {});
         let mut held = slots.acquire("flood").now_or_never().flatten();
         assert!(held.is_some());
         let mut queued: Vec<(&str, Pin<Box<Acquire<'_>>>)> = Vec::new();
@@ -281,7 +430,7 @@ mod tests {
     /// Within a namespace, first come first served.
     #[test]
     fn a_namespace_is_served_in_arrival_order() {
-        let slots = FairSlots::new(1);
+        let slots = FairSlots::new(1, |_| {});
         let mut held = slots.acquire("a").now_or_never().flatten();
         let mut first = Box::pin(slots.acquire("a"));
         let mut second = Box::pin(slots.acquire("a"));
@@ -297,7 +446,7 @@ mod tests {
     /// A waiter that gives up leaves the queue, and a slot handed to it goes on to the next.
     #[test]
     fn a_cancelled_wait_passes_its_slot_on() {
-        let slots = FairSlots::new(1);
+        let slots = FairSlots::new(1, |_| {});
         let held = slots.acquire("a").now_or_never().flatten();
         let mut gone = Box::pin(slots.acquire("b"));
         let mut next = Box::pin(slots.acquire("c"));
@@ -317,7 +466,7 @@ mod tests {
 
     #[test]
     fn closing_ends_every_wait_but_not_the_slots_held() {
-        let slots = FairSlots::new(1);
+        let slots = FairSlots::new(1, |_| {});
         let held = slots.acquire("a").now_or_never().flatten();
         let mut waiting = Box::pin(slots.acquire("b"));
         assert!(try_now(&mut waiting).is_none());
@@ -326,6 +475,115 @@ mod tests {
         assert!(matches!(slots.acquire("c").now_or_never(), Some(None)));
         assert!(held.is_some());
         drop(held);
+        assert_eq!(slots.waiting(), 0);
+    }
+
+    fn ticket(namespace: &str, name: &str) -> Ticket {
+        ObjectRef::new(name).within(namespace)
+    }
+
+    /// Slots whose tickets' wakes are recorded.
+    fn recording(n: usize) -> (FairSlots, Arc<Mutex<Vec<String>>>) {
+        let woken = Arc::new(Mutex::new(Vec::new()));
+        let log = woken.clone();
+        let slots = FairSlots::new(n, move |t: Ticket| log.lock().unwrap().push(t.name));
+        (slots, woken)
+    }
+
+    fn run<'a>(slots: &'a FairSlots, namespace: &str, name: &str) -> Option<Slot<'a>> {
+        match slots.admit(namespace, &ticket(namespace, name)) {
+            Admission::Run(slot) => Some(slot),
+            Admission::Queued | Admission::Closed => None,
+        }
+    }
+
+    /// With no slot free a reconcile queues a ticket and ends; a freed slot is reserved for the
+    /// first ticket, whose object is woken and takes it; nobody else can.
+    #[test]
+    fn a_ticket_is_woken_and_its_reserved_slot_is_its_own() {
+        let (slots, woken) = recording(1);
+        let held = run(&slots, "a", "first");
+        assert!(held.is_some());
+        assert!(run(&slots, "a", "second").is_none());
+        assert!(run(&slots, "a", "second").is_none(), "queued once");
+        assert_eq!(slots.waiting(), 1);
+        assert!(woken.lock().unwrap().is_empty());
+        drop(held);
+        assert_eq!(*woken.lock().unwrap(), ["second"]);
+        assert!(run(&slots, "b", "other").is_none(), "the slot is reserved");
+        let second = run(&slots, "a", "second");
+        assert!(second.is_some());
+        drop(second);
+        // The slot went on to the other ticket.
+        assert_eq!(*woken.lock().unwrap(), ["second", "other"]);
+        assert!(run(&slots, "b", "other").is_some());
+    }
+
+    /// Tickets are served per namespace in turn like waiting futures, and beside them.
+    #[test]
+    fn tickets_and_waits_take_turns_per_namespace() {
+        let (slots, woken) = recording(1);
+        let mut held = run(&slots, "flood", "x");
+        for i in 0..5 {
+            assert!(run(&slots, "flood", &format!("f{i}")).is_none());
+        }
+        assert!(run(&slots, "quiet", "q").is_none());
+        let mut set_pass = Some(Box::pin(slots.acquire("sets")));
+        assert!(try_now(set_pass.as_mut().unwrap()).is_none());
+        let mut order = Vec::new();
+        for _ in 0..7 {
+            drop(held.take());
+            if let Some(slot) = set_pass.as_mut().and_then(|p| try_now(p).flatten()) {
+                order.push("sets".to_string());
+                held = Some(slot);
+                set_pass = None;
+                continue;
+            }
+            let name = woken
+                .lock()
+                .unwrap()
+                .last()
+                .cloned()
+                .expect("a ticket woken");
+            let namespace = if name == "q" { "quiet" } else { "flood" };
+            held = run(&slots, namespace, &name);
+            assert!(held.is_some());
+            order.push(name);
+        }
+        assert_eq!(order, ["f0", "q", "sets", "f1", "f2", "f3", "f4"]);
+        assert_eq!(slots.waiting(), 0);
+    }
+
+    /// A reservation nobody takes (the object was deleted) passes its slot on after
+    /// `RESERVED_FOR`; the object, should it come later, queues again.
+    #[test]
+    fn an_untaken_reservation_passes_on() {
+        let (slots, woken) = recording(1);
+        let held = run(&slots, "a", "busy");
+        assert!(run(&slots, "a", "gone").is_none());
+        assert!(run(&slots, "b", "next").is_none());
+        drop(held);
+        assert_eq!(*woken.lock().unwrap(), ["gone"]);
+        slots.expire_at(Instant::now() + RESERVED_FOR / 2);
+        assert_eq!(woken.lock().unwrap().len(), 1);
+        slots.expire_at(Instant::now() + RESERVED_FOR);
+        assert_eq!(*woken.lock().unwrap(), ["gone", "next"]);
+        assert!(run(&slots, "a", "gone").is_none(), "queued again");
+        assert!(run(&slots, "b", "next").is_some());
+    }
+
+    #[test]
+    fn closing_drops_the_tickets() {
+        let (slots, woken) = recording(1);
+        let held = run(&slots, "a", "x");
+        assert!(run(&slots, "a", "y").is_none());
+        slots.close();
+        assert!(matches!(
+            slots.admit("a", &ticket("a", "y")),
+            Admission::Closed
+        ));
+        drop(held);
+        assert!(woken.lock().unwrap().is_empty());
         assert_eq!(slots.waiting(), 0);
     }
 }
