@@ -546,8 +546,11 @@ fn children_of(
         }
         if owned_by(o.as_ref(), uid) {
             children.push(child(ctx, o, true));
-        } else if o.spec.region_id == region && owning_set(o.as_ref()).is_none() {
-            by_hand.insert(o.spec.instance_id.clone(), o.name_any());
+        } else if owning_set(o.as_ref()).is_none() {
+            let spec = o.spec();
+            if spec.region_id == region {
+                by_hand.insert(spec.instance_id, o.name_any());
+            }
         }
     }
     (children, by_hand)
@@ -588,10 +591,11 @@ fn owned_by(obj: &impl Resource, uid: &str) -> bool {
 
 fn child(ctx: &Context, obj: &CachedVncPassword, owned: bool) -> Child {
     let status = obj.summary();
+    let spec = obj.spec();
     let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
     let secret_goes_with_it = match ctx
         .watched
-        .secret(namespace, &obj.spec.password_secret_ref.name)
+        .secret(namespace, &spec.password_secret_ref.name)
     {
         None => true,
         Some(secret) => secret
@@ -612,8 +616,8 @@ fn child(ctx: &Context, obj: &CachedVncPassword, owned: bool) -> Child {
     Child {
         name: obj.name_any(),
         uid: obj.uid().unwrap_or_default(),
-        instance_id: obj.spec.instance_id.clone(),
-        spec: obj.spec.clone(),
+        instance_id: spec.instance_id.clone(),
+        spec,
         owned,
         unselected_since: obj
             .annotations()
