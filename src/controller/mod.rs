@@ -820,9 +820,19 @@ async fn run_controller(
         let index = index.clone();
         let set_wakes = set_wake_tx.clone();
         let set_store = set_store.clone();
+        let ctx = ctx.clone();
         vncpasswords
             .map_ok(move |event| {
                 index.apply(&event);
+                // A deleted object's place in the work-slot queue goes to the next.
+                if let watcher::Event::Delete(obj) = &event
+                    && let (Some(name), Some(namespace)) = (
+                        obj.metadata.name.as_deref(),
+                        obj.metadata.namespace.as_deref(),
+                    )
+                {
+                    ctx.slots.cancel(&ObjectRef::new(name).within(namespace));
+                }
                 if let watcher::Event::Apply(obj) | watcher::Event::Delete(obj) = &event {
                     // A child wakes its set; a VncPassword written by hand wakes the sets of its
                     // namespace (it may name one of their instances, which they then leave to it).

@@ -6,9 +6,10 @@
 //! [`Ticket`] (its object's reference, about 0.2 KB) and ends at once: kube-runtime would
 //! otherwise hold every due reconcile's future (about 1.9 KB each, 19 MB for a wave or a restart
 //! of 10,000). When the ticket's turn comes, a slot is reserved for it and the object is woken
-//! (through the index's wake queue); its next reconcile takes the reserved slot. A reservation
-//! not taken within [`RESERVED_FOR`] (the object was deleted meanwhile) goes to the next in turn;
-//! the object, should it come later, queues again. A set's pass waits as a future ([`acquire`]):
+//! (through the index's wake queue); its next reconcile takes the reserved slot. A deleted
+//! object's ticket is cancelled (from the watch's Delete event); a reservation not taken within
+//! [`RESERVED_FOR`] (the object went in a watch gap) goes to the next in turn, and the object,
+//! should it come later, queues again. A set's pass waits as a future ([`acquire`]):
 //! sets are few.
 //!
 //! Hand-written: tokio's `Semaphore` serves all waiters in one FIFO, and no well-kept crate hands
@@ -92,12 +93,14 @@ impl State {
     /// A slot came free: to the next namespace's first waiter, or back to the pool.
     fn hand_over(&mut self, now: Instant) -> Option<Next> {
         while let Some(namespace) = self.turn.pop_front() {
+            let ticketed = &mut self.ticketed;
             let Some(queue) = self.waiting.get_mut(&namespace) else {
                 continue;
             };
+            // Cancelled waits and tickets are skipped here rather than searched for in the queue.
             let next = std::iter::from_fn(|| queue.pop_front()).find(|q| match q {
                 Queued::Waiter(w) => !w.cancelled.load(Ordering::Acquire),
-                Queued::Ticket(_) => true,
+                Queued::Ticket(t) => ticketed.remove(t),
             });
             if queue.is_empty() {
                 self.waiting.remove(&namespace);
@@ -112,7 +115,6 @@ impl State {
                 }
                 Some(Queued::Ticket(ticket)) => {
                     self.waiters -= 1;
-                    self.ticketed.remove(&ticket);
                     self.reserved.insert(ticket.clone(), now + RESERVED_FOR);
                     return Some(Next::Ticket(ticket));
                 }
@@ -215,6 +217,23 @@ impl FairSlots {
             waiter: None,
             done: false,
         }
+    }
+
+    /// The object is gone (deleted): its ticket leaves the queue, and a slot reserved for it goes
+    /// on at once.
+    pub fn cancel(&self, ticket: &Ticket) {
+        let woken = {
+            let mut state = self.lock();
+            if state.ticketed.remove(ticket) {
+                state.waiters -= 1;
+            }
+            if state.reserved.remove(ticket).is_some() {
+                state.hand_over(Instant::now())
+            } else {
+                None
+            }
+        };
+        self.notify(woken.into_iter().collect());
     }
 
     /// Hands on the slots of reservations not taken in time (also done by every admission and
@@ -570,6 +589,25 @@ mod tests {
         assert_eq!(*woken.lock().unwrap(), ["gone", "next"]);
         assert!(run(&slots, "a", "gone").is_none(), "queued again");
         assert!(run(&slots, "b", "next").is_some());
+    }
+
+    /// A deleted object's ticket is skipped when its turn comes; a slot already reserved for it
+    /// goes on at once.
+    #[test]
+    fn a_cancelled_ticket_is_skipped_and_its_reservation_passes_on() {
+        let (slots, woken) = recording(1);
+        let held = run(&slots, "a", "busy");
+        assert!(run(&slots, "a", "deleted").is_none());
+        assert!(run(&slots, "b", "reserved").is_none());
+        assert!(run(&slots, "c", "last").is_none());
+        slots.cancel(&ticket("a", "deleted"));
+        assert_eq!(slots.waiting(), 2);
+        drop(held);
+        assert_eq!(*woken.lock().unwrap(), ["reserved"]);
+        slots.cancel(&ticket("b", "reserved"));
+        assert_eq!(*woken.lock().unwrap(), ["reserved", "last"]);
+        assert!(run(&slots, "c", "last").is_some());
+        assert_eq!(slots.waiting(), 0);
     }
 
     #[test]
