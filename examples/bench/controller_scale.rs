@@ -35,7 +35,7 @@
 //! SIGKILLs one replica once F x N passwords are accepted and prints the takeover and every
 //! password applied more than once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -138,6 +138,9 @@ struct Seen {
     ready: HashMap<String, Instant>,
     /// (namespace/name) → status.applied.secret.resourceVersion, when it changed.
     applied_rv: HashMap<String, (String, Instant)>,
+    /// Objects not I/O-optimized whose instance was looked at after the apply (the start-time
+    /// baseline a restart is judged by, `status.instance.startTimeAtApply`).
+    baselined: HashSet<String>,
 }
 
 #[tokio::main]
@@ -252,10 +255,13 @@ async fn main() {
     })
     .await;
     let t_ready = started.elapsed();
-    // The rest settle: RebootRequired for the others (no more ECS or status work pending).
-    wait_until(Duration::from_secs(600), || {
+    // The rest settle: RebootRequired for the others, and their instance looked at once after the
+    // apply (its start-time baseline, the poll `--poll-interval` later, queued behind the wave):
+    // no more ECS or status work pending.
+    wait_until(Duration::from_secs(1800), || {
         scrape_sum(metrics_addr, "ecs_vnc_vncpasswords{") as usize >= n
             && scrape_reason(metrics_addr, "RebootRequired") as usize >= n - io_count
+            && seen.lock().unwrap().baselined.len() >= n - io_count
     })
     .await;
     let t_settled = started.elapsed();
@@ -425,6 +431,12 @@ fn watch_seen(client: &Client) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>
                 let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
                 if status.is_some_and(|s| s.is_true(condition::READY)) {
                     seen.ready.entry(key.clone()).or_insert(now);
+                }
+                if status.is_some_and(|s| {
+                    s.instance.io_optimized == Some(false)
+                        && s.instance.start_time_at_apply.is_some()
+                }) {
+                    seen.baselined.insert(key.clone());
                 }
                 if let Some(rv) = status
                     .and_then(|s| s.applied.secret.as_ref())

@@ -392,12 +392,20 @@ impl InstanceCache {
 
 /// Keeps an answer unless a newer one is known: a slow batch that returns after a later one must
 /// not put an older state of the instance back.
+/// Keeps `answer` unless a newer one is kept. Of an instance's tags only the namespace tag is kept
+/// (the only one a reconcile reads): an instance may carry dozens, and an answer is kept for every
+/// instance looked up in the last `forget_after`.
 fn remember(
     answers: &mut HashMap<String, (Instant, Option<Instance>)>,
     id: &str,
     launched: Instant,
-    answer: Option<Instance>,
+    mut answer: Option<Instance>,
 ) {
+    if let Some(instance) = answer.as_mut() {
+        instance
+            .tags
+            .retain(|k, _| k == crate::controller::tenancy::NAMESPACE_TAG);
+    }
     match answers.get(id) {
         Some((newer, _)) if *newer > launched => {}
         _ => {
@@ -409,4 +417,41 @@ fn remember(
 /// Whether a batch's error may come from one of its IDs rather than from the account or ECS.
 fn may_be_one_id(error: &EcsError) -> bool {
     matches!(error.class(), ErrorClass::Terminal | ErrorClass::Unknown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_keeps_only_the_namespace_tag_and_the_newest_wins() {
+        let tagged = |id: &str| Instance {
+            instance_id: id.into(),
+            region_id: "cn-hangzhou".into(),
+            status: "Running".into(),
+            io_optimized: true,
+            start_time: None,
+            tags: [
+                (
+                    crate::controller::tenancy::NAMESPACE_TAG.to_string(),
+                    "team-a".to_string(),
+                ),
+                ("acs:ack:cluster".to_string(), "c1".to_string()),
+                ("owner".to_string(), "ops".to_string()),
+            ]
+            .into(),
+        };
+        let mut answers = HashMap::new();
+        let later = Instant::now();
+        let earlier = later - Duration::from_secs(1);
+        remember(&mut answers, "i-1", later, Some(tagged("i-1")));
+        let kept = answers["i-1"].1.as_ref().unwrap();
+        assert_eq!(
+            kept.tags.keys().collect::<Vec<_>>(),
+            [crate::controller::tenancy::NAMESPACE_TAG]
+        );
+        // An older call's answer, arriving late, does not replace it.
+        remember(&mut answers, "i-1", earlier, None);
+        assert!(answers["i-1"].1.is_some());
+    }
 }

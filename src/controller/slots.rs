@@ -65,7 +65,8 @@ struct Waiter {
 
 enum Queued {
     Waiter(Arc<Waiter>),
-    Ticket(Ticket),
+    /// Shared with `State::ticketed`: one copy of the names per queued object.
+    Ticket(Arc<Ticket>),
 }
 
 /// Whom a freed slot went to.
@@ -84,7 +85,7 @@ struct State {
     /// Waiting and not given up (tickets included).
     waiters: usize,
     /// Tickets in the queues (an object queues once).
-    ticketed: HashSet<Ticket>,
+    ticketed: HashSet<Arc<Ticket>>,
     /// Slots reserved for woken tickets, until when.
     reserved: HashMap<Ticket, Instant>,
 }
@@ -100,7 +101,7 @@ impl State {
             // Cancelled waits and tickets are skipped here rather than searched for in the queue.
             let next = std::iter::from_fn(|| queue.pop_front()).find(|q| match q {
                 Queued::Waiter(w) => !w.cancelled.load(Ordering::Acquire),
-                Queued::Ticket(t) => ticketed.remove(t),
+                Queued::Ticket(t) => ticketed.remove(&**t),
             });
             if queue.is_empty() {
                 self.waiting.remove(&namespace);
@@ -114,6 +115,7 @@ impl State {
                     return Some(Next::Waiter(waiter));
                 }
                 Some(Queued::Ticket(ticket)) => {
+                    let ticket = Arc::unwrap_or_clone(ticket);
                     self.waiters -= 1;
                     self.reserved.insert(ticket.clone(), now + RESERVED_FOR);
                     return Some(Next::Ticket(ticket));
@@ -198,8 +200,10 @@ impl FairSlots {
                 state.free -= 1;
                 Admission::Run(Slot { slots: self })
             } else {
-                if state.ticketed.insert(ticket.clone()) {
-                    state.enqueue(namespace, Queued::Ticket(ticket.clone()));
+                if !state.ticketed.contains(ticket) {
+                    let ticket = Arc::new(ticket.clone());
+                    state.ticketed.insert(ticket.clone());
+                    state.enqueue(namespace, Queued::Ticket(ticket));
                 }
                 Admission::Queued
             };
