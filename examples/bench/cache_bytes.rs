@@ -21,7 +21,7 @@ use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 
 use ecs_vnc_controller::api::VncPassword;
-use ecs_vnc_controller::controller::cache::CachedVncPassword;
+use ecs_vnc_controller::controller::cache::{AsFull, CachedVncPassword};
 use ecs_vnc_controller::controller::{index::Index, secret_cache};
 
 /// Live heap bytes, as jemalloc's usable sizes.
@@ -80,6 +80,25 @@ fn items(path: &str) -> Vec<String> {
         .collect()
 }
 
+/// Keeps every object in a reflector store and in the index, as the VncPassword watch does: the
+/// heap bytes both hold, those the store holds alone, and the store.
+fn keep<K>(objects: impl Iterator<Item = K>) -> (isize, isize, reflector::Store<K>)
+where
+    K: AsFull + kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let index = Index::new();
+    let (store, mut writer) = reflector::store::<K>();
+    let start = live();
+    for obj in objects {
+        let event = Event::Apply(obj);
+        index.apply(&event);
+        writer.apply_watcher_event(&event);
+    }
+    let with_index = live() - start;
+    drop(index);
+    (with_index, live() - start, store)
+}
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let previous = args.iter().any(|a| a == "--previous");
@@ -110,40 +129,24 @@ fn main() {
         std::mem::size_of::<PartialObjectMeta<Secret>>(),
     );
 
-    let index = Index::new();
-    let start = live();
     let (with_index, store_only, packed) = if previous {
         // The cache before `CachedVncPassword`: the whole VncPassword, slimmed of managedFields,
         // labels and others' annotations.
-        let (store, mut writer) = reflector::store::<VncPassword>();
-        for text in &vnc {
+        let (with_index, store_only, _) = keep(vnc.iter().map(|text| {
             let mut obj: VncPassword = serde_json::from_str(text).expect("a VncPassword");
             obj.metadata.managed_fields = None;
             obj.metadata.labels = None;
             if let Some(a) = obj.metadata.annotations.as_mut() {
                 a.retain(|k, _| k.starts_with("ecsvnc.io/"));
             }
-            let event = Event::Apply(obj);
-            index.apply(&event);
-            writer.apply_watcher_event(&event);
-        }
-        let with_index = live() - start;
-        drop(index);
-        let store_only = live() - start;
-        assert_eq!(store.state().len(), n);
+            obj
+        }));
         (with_index, store_only, 0)
     } else {
-        let (store, mut writer) = reflector::store::<CachedVncPassword>();
-        for text in &vnc {
-            let obj: CachedVncPassword = serde_json::from_str(text).expect("a VncPassword");
-            let event = Event::Apply(obj);
-            index.apply(&event);
-            writer.apply_watcher_event(&event);
-        }
-        let with_index = live() - start;
-        drop(index);
-        let store_only = live() - start;
-        assert_eq!(store.state().len(), n);
+        let (with_index, store_only, store) =
+            keep(vnc.iter().map(|text| {
+                serde_json::from_str::<CachedVncPassword>(text).expect("a VncPassword")
+            }));
         let packed: usize = store
             .state()
             .iter()
