@@ -15,6 +15,15 @@ use ecs_vnc_controller::controller::RunArgs;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options (https://jemalloc.net/jemalloc.3.html, "TUNING"), read when it starts;
+/// `_RJEM_MALLOC_CONF` in the environment overrides them (tikv-jemallocator prefixes jemalloc's
+/// symbols, hence the name). One arena instead of four per CPU, so the pages freed by one worker
+/// thread serve the next allocation of any; freed pages go back to the system at once (a
+/// background thread does the purging), so the resident set follows what is live. Peak RSS at
+/// 10,000 objects (README, "Scale"): 102 → 95 MB in the wave, 78 → 67 MB on a restart.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8] = b"narenas:1,background_thread:true,dirty_decay_ms:0,muzzy_decay_ms:0\0";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ecs-vnc-controller",
