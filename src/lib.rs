@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controller;
 pub mod ecs;
 pub mod http;
+pub mod kube_http;
 pub mod leader;
 pub mod metrics;
 pub mod password;

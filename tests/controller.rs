@@ -18,6 +18,57 @@ use support::leaks::captured_logs;
 use support::sim::Sim;
 use support::{TestNamespace, eventually};
 
+/// The controller's Kubernetes client (`kube_http`) speaks HTTP/2 to the API server, which offers
+/// it, and keeps kube's layers: impersonation here, so a user with no rights is refused.
+#[tokio::test]
+async fn the_kubernetes_client_speaks_http2_and_keeps_kubes_layers() {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    ecs_vnc_controller::ecs::client::install_crypto_provider();
+    let kubeconfig = Kubeconfig::read_from(support::kubeconfig()).expect("readable kubeconfig");
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("usable kubeconfig");
+    let versions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = versions.clone();
+    let layer = tower::util::MapResponseLayer::new(
+        move |response: http::Response<Box<kube::client::DynBody>>| {
+            seen.lock().unwrap().push(response.version());
+            response
+        },
+    );
+    let admin = ecs_vnc_controller::kube_http::builder(config.clone())
+        .await
+        .expect("client")
+        .with_layer(&layer)
+        .build();
+    admin.apiserver_version().await.expect("the version");
+    Api::<k8s_openapi::api::core::v1::Secret>::all(admin)
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .expect("an admin lists Secrets");
+    config.auth_info.impersonate = Some("system:serviceaccount:default:nobody-at-all".into());
+    let nobody = ecs_vnc_controller::kube_http::builder(config)
+        .await
+        .expect("client")
+        .with_layer(&layer)
+        .build();
+    let refused = Api::<k8s_openapi::api::core::v1::Secret>::all(nobody)
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .expect_err("impersonated, no rights");
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 403),
+        "{refused:?}"
+    );
+    let versions = versions.lock().unwrap().clone();
+    assert_eq!(versions.len(), 3, "{versions:?}");
+    assert!(
+        versions.iter().all(|v| *v == http::Version::HTTP_2),
+        "{versions:?}"
+    );
+}
+
 #[tokio::test]
 async fn io_optimized_instance_becomes_ready_with_exactly_one_modify_call() {
     let case = Case::new("io", &[("i-io0000000001", true)]).await;

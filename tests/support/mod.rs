@@ -214,7 +214,11 @@ async fn client_as(user: Option<(String, Vec<String>)>) -> Client {
         config.auth_info.impersonate = Some(user);
         config.auth_info.impersonate_groups = Some(groups);
     }
-    Client::try_from(config).expect("kube client")
+    // The controller's own client stack (HTTP/2 when the API server speaks it), for the test's
+    // requests and the controllers it runs alike.
+    ecs_vnc_controller::kube_http::client(config)
+        .await
+        .expect("kube client")
 }
 
 /// An admin client that records every request it sends as `METHOD /path` (no query), for tests of
@@ -236,7 +240,8 @@ pub async fn recording_client() -> (Client, std::sync::Arc<std::sync::Mutex<Vec<
             request
         },
     );
-    let client = kube::client::ClientBuilder::try_from(config)
+    let client = ecs_vnc_controller::kube_http::builder(config)
+        .await
         .expect("kube client")
         .with_layer(&layer)
         .build();
