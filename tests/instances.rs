@@ -197,7 +197,12 @@ async fn the_client_reads_the_tags_each_instance_carries() {
             .expect("described")
     };
     assert!(tags("i-cache00000000").is_empty());
-    assert_eq!(tags("i-tagged0000001"), sim.tags("i-tagged0000001"));
+    let as_map = |tags: ecs_vnc_controller::ecs::types::Tags| {
+        tags.iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(as_map(tags("i-tagged0000001")), sim.tags("i-tagged0000001"));
     assert_eq!(tags("i-tagged0000001")["ecsvnc.io/namespace"], "team-a");
     assert_eq!(tags("i-tagged0000001")["owner"], "");
 

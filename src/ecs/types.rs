@@ -1,7 +1,5 @@
 //! Response shapes of the ECS actions the controller uses (JSON, `Format=JSON`).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,12 +48,77 @@ pub struct Instance {
     /// The instance's tags, key → value, from DescribeInstances' `Tags.Tag[]` of
     /// `{TagKey, TagValue}`; absent (or `null`): none.
     #[serde(default, deserialize_with = "tags")]
-    pub tags: BTreeMap<String, String>,
+    pub tags: Tags,
 }
 
 impl Instance {
     pub fn started_at(&self) -> Option<jiff::Timestamp> {
         self.start_time.as_deref().and_then(parse_start_time)
+    }
+}
+
+/// An instance's tags, key → value, in ECS's order: a list rather than a map, since an instance
+/// carries at most a few dozen and the controller keeps one of them for every instance it looks up
+/// (a `BTreeMap` allocates a node of eleven entries for one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tags(Vec<(String, String)>);
+
+impl Tags {
+    /// The value of tag `key`.
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    /// Key and value of each tag.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// Keeps the tags `keep` accepts, without spare room.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.0.retain(|(k, v)| keep(k, v));
+        self.0.shrink_to_fit();
+    }
+}
+
+/// A key given twice keeps its last value, as a map would.
+impl FromIterator<(String, String)> for Tags {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        let mut tags: Vec<(String, String)> = Vec::new();
+        for (key, value) in iter {
+            match tags.iter_mut().find(|(k, _)| *k == key) {
+                Some(tag) => tag.1 = value,
+                None => tags.push((key, value)),
+            }
+        }
+        tags.shrink_to_fit();
+        Self(tags)
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Tags {
+    fn from(tags: [(String, String); N]) -> Self {
+        tags.into_iter().collect()
+    }
+}
+
+impl std::ops::Index<&str> for Tags {
+    type Output = String;
+
+    fn index(&self, key: &str) -> &String {
+        self.get(key).expect("no such tag")
     }
 }
 
@@ -73,7 +136,7 @@ fn io_optimized<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     })
 }
 
-fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Tags, D::Error> {
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Tags {
@@ -166,5 +229,21 @@ mod tests {
         for i in &r.instances.instance[1..] {
             assert!(i.tags.is_empty(), "{}", i.instance_id);
         }
+    }
+
+    #[test]
+    fn tags_keep_the_last_value_of_a_key_and_no_spare_room() {
+        let mut tags: Tags = [
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "2".to_string()),
+            ("a".to_string(), "3".to_string()),
+        ]
+        .into();
+        assert_eq!(tags.len(), 2);
+        assert_eq!(tags["a"], "3");
+        assert_eq!(tags.get("c"), None);
+        tags.retain(|k, _| k == "b");
+        assert_eq!(tags.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(tags.0.capacity(), 1);
     }
 }
