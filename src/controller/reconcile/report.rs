@@ -4,7 +4,6 @@
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
 use crate::api::{FIELD_MANAGER, Reason, VncPassword, VncPasswordStatus, condition};
 use crate::controller::conditions;
@@ -262,6 +261,27 @@ async fn write_fenced(
 /// Writes the whole status (server-side apply, the controller's field manager). With
 /// `precondition`, the write fails with 409 Conflict unless the object still has that
 /// resourceVersion.
+/// A status apply, serialized straight from the status (a `serde_json::Value` of it would be a
+/// tree of maps, held by each of `--concurrency` writes in flight).
+#[derive(Debug, serde::Serialize)]
+struct StatusApply<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: ApplyMeta<'a>,
+    status: &'a VncPasswordStatus,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ApplyMeta<'a> {
+    name: &'a str,
+    /// The precondition: the write fails unless the object is still at this version.
+    #[serde(rename = "resourceVersion", skip_serializing_if = "Option::is_none")]
+    resource_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<&'a str>,
+}
+
 pub(super) async fn write_status(
     ctx: &Context,
     obj: &VncPassword,
@@ -271,20 +291,17 @@ pub(super) async fn write_status(
     precondition: Option<&str>,
 ) -> Result<VncPassword, ReconcileError> {
     let api: Api<VncPassword> = Api::namespaced(ctx.client.clone(), namespace);
-    let mut metadata = json!({"name": name});
-    if let Some(rv) = precondition {
-        metadata["resourceVersion"] = json!(rv);
-    }
-    if let Some(uid) = obj.uid() {
-        // Never write a status computed for a deleted object onto its namesake.
-        metadata["uid"] = json!(uid);
-    }
-    let patch = json!({
-        "apiVersion": "ecsvnc.io/v1alpha1",
-        "kind": "VncPassword",
-        "metadata": metadata,
-        "status": status,
-    });
+    let patch = StatusApply {
+        api_version: "ecsvnc.io/v1alpha1",
+        kind: "VncPassword",
+        metadata: ApplyMeta {
+            name,
+            resource_version: precondition,
+            // Never write a status computed for a deleted object onto its namesake.
+            uid: obj.metadata.uid.as_deref(),
+        },
+        status,
+    };
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
