@@ -175,7 +175,13 @@ async fn one_namespace_relisting_keeps_the_other_namespaces_objects() {
     // Watches end after 1 s (timeoutSeconds) and are started again from where they were, so the
     // faults below reach the next watch request soon.
     let config = watcher::Config::default().timeout(1);
-    let events = namespaces::watch(&client, &watched, config, store.clone()).reflect(writer);
+    let events = namespaces::watch(
+        &client,
+        &watched,
+        config,
+        namespaces::held_in(store.clone()),
+    )
+    .reflect(writer);
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
     let b_names: BTreeSet<String> = [format!("{}/b1", b.name), format!("{}/b2", b.name)].into();
     let consumer = {

@@ -92,7 +92,7 @@ async fn main() {
         writer.apply_watcher_event(&watcher::Event::InitApply(object(i)));
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    let (secrets, _) = reflector::store();
+    let secrets = ecs_vnc_controller::controller::secret_cache::SecretDirectory::new();
     let (_synced_tx, synced) = tokio::sync::watch::channel(true);
     let settings = Settings {
         allowed_default_credentials: Default::default(),

@@ -8,15 +8,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 
 use crate::controller::fingerprint::FingerprintKey;
 use crate::controller::index::Index;
 use crate::controller::instances::InstanceCache;
 use crate::controller::plan::PlanSettings;
+use crate::controller::secret_cache::{SecretDirectory, SecretFacts};
 use crate::controller::secret_read::SecretReader;
 use crate::controller::service_account::ServiceAccountCredentials;
 use crate::controller::slots::FairSlots;
@@ -33,7 +32,7 @@ pub struct Watched {
     pub index: Arc<Index>,
     /// The metadata of every Secret, only what the controller reads: identity, its own
     /// annotations, the controlling owner's uid (see `secret_cache`).
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub secrets: Arc<SecretDirectory>,
     /// True while the store holds a complete list: false until the Secret watch has listed
     /// everything, and again during a relist (the store swaps in the new list at its end).
     pub secrets_synced: tokio::sync::watch::Receiver<bool>,
@@ -42,11 +41,11 @@ pub struct Watched {
 impl Watched {
     /// The metadata of Secret `namespace/name` as last seen by the watch; `None` when it is not
     /// known (absent, or the watch has not listed everything yet).
-    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<PartialObjectMeta<Secret>>> {
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<SecretFacts>> {
         if !*self.secrets_synced.borrow() {
             return None;
         }
-        self.secrets.get(&ObjectRef::new(name).within(namespace))
+        self.secrets.get(namespace, name)
     }
 
     /// Waits (at most `limit`) until the Secret watch has listed everything.
@@ -276,10 +275,7 @@ impl Context {
     pub fn retain_secret_versions(&self) {
         self.secret_reads.retain(|namespace, name| {
             let m = self.watched.secret(namespace, name)?;
-            Some((
-                m.metadata.uid.clone().unwrap_or_default(),
-                m.metadata.resource_version.clone().unwrap_or_default(),
-            ))
+            Some((m.uid().to_string(), m.resource_version().to_string()))
         });
     }
 

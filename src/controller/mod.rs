@@ -395,7 +395,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     }
     let env = Environment {
-        client: Client::try_default().await?,
+        client: crate::kube_http::client(
+            kube::Config::infer()
+                .await
+                .map_err(kube::Error::InferConfig)?,
+        )
+        .await?,
         default_credentials: chain.provider,
         controller_namespace: controller_namespace(),
         clock: context::system_clock(),
@@ -781,13 +786,13 @@ async fn run_controller(
     // default): an "any resourceVersion" list would be served from the API server's cache in one
     // piece, which at 10,000 objects is a peak of tens of MB in the controller.
     let (store, writer) = reflector::store();
-    let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let secret_directory = secret_cache::SecretDirectory::new();
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let index = Arc::new(index::Index::with_key(key.clone()));
     let ctx = make_ctx(context::Watched {
         objects: store.clone(),
         index: index.clone(),
-        secrets: secret_store.clone(),
+        secrets: secret_directory.clone(),
         secrets_synced: synced_rx,
     });
     // One watch per listed namespace (--watch-namespaces), or one over all (see `namespaces`).
@@ -797,14 +802,19 @@ async fn run_controller(
     let objects_client = scope.as_ref().map_or(client, |s| &s.objects);
     let ranges = scope.as_ref().map(|s| s.ranges.clone());
     let vncpasswords = shards::in_range_opt(
-        namespaces::watch::<CachedVncPassword>(objects_client, watched, config(), store.clone()),
+        namespaces::watch::<CachedVncPassword>(
+            objects_client,
+            watched,
+            config(),
+            namespaces::held_in(store.clone()),
+        ),
         ranges.clone(),
     );
     let secrets = namespaces::watch::<PartialObjectMeta<Secret>>(
         client,
         watched,
         secret_cache::config(),
-        secret_store.clone(),
+        secret_directory.held(),
     );
     // The controller's own status writes do not wake it: only what a user changes (spec, the
     // paused, force-apply-requested-at (or its deprecated reconcile-requested-at) and
@@ -821,17 +831,13 @@ async fn run_controller(
         let set_wakes = set_wake_tx.clone();
         let set_store = set_store.clone();
         let ctx = ctx.clone();
+        let trigger_ctx = ctx.clone();
         vncpasswords
             .map_ok(move |event| {
                 index.apply(&event);
                 // A deleted object's place in the work-slot queue goes to the next.
-                if let watcher::Event::Delete(obj) = &event
-                    && let (Some(name), Some(namespace)) = (
-                        obj.metadata.name.as_deref(),
-                        obj.metadata.namespace.as_deref(),
-                    )
-                {
-                    ctx.slots.cancel(&ObjectRef::new(name).within(namespace));
+                if let watcher::Event::Delete(obj) = &event {
+                    ctx.slots.cancel(&slots::ticket(obj));
                 }
                 if let watcher::Event::Apply(obj) | watcher::Event::Delete(obj) = &event {
                     // A child wakes its set; a VncPassword written by hand wakes the sets of its
@@ -845,13 +851,17 @@ async fn run_controller(
             .reflect(writer)
             .applied_objects()
             .predicate_filter(wakes_reconcile, PredicateConfig::default())
+            .try_filter(move |obj| std::future::ready(admit_trigger(&trigger_ctx.slots, obj)))
     };
-    // kube's own queue deduplicates and schedules; it hands `reconcile` a few more objects at once
-    // than there are work slots (`slots::kube_window`), and `reconcile` either takes one of the
-    // `--concurrency` work slots, served fairly per namespace, or leaves a ticket in their queue and
-    // ends at once (`slots`): every due object reaches the fair queue within moments, and kube's
-    // runner never holds thousands of reconciles. A change of who may claim an instance wakes
-    // every object naming it.
+    // A watch event (of the object, its Secret or its ServiceAccount) goes on to kube's queue only
+    // with one of the `--concurrency` work slots reserved for it; when none is free it leaves a
+    // ticket in their queue, served fairly per namespace, and its object is woken when its turn
+    // comes (`admit_trigger`, `slots`). kube's own queue deduplicates and schedules what passes;
+    // it hands `reconcile` a few more objects at once than there are work slots
+    // (`slots::kube_window`), and `reconcile` takes its slot, or (a requeue, a wake) leaves a
+    // ticket and ends at once. So neither kube's scheduler nor its runner holds thousands of
+    // objects in a wave or a restart. A change of who may claim an instance wakes every object
+    // naming it.
     let controller = Controller::for_stream(objects, store.clone())
         .with_config(
             ControllerConfig::default()
@@ -861,7 +871,7 @@ async fn run_controller(
         .reconcile_on(index.clone().wakes());
     // Only Secret metadata is watched (`PartialObjectMeta`: metadata-only list and watch); a
     // Secret's data is read only when a reconcile needs it (see reconcile::observe).
-    let secret_events = secret_cache::store(secrets, secret_writer)
+    let secret_events = secret_cache::store(secrets, secret_directory)
         .map_ok(move |event| {
             // During a relist (after a restart of the API server, a 410) the store keeps the old
             // list until InitDone, while the relisted Secrets already trigger reconciles: those wait
@@ -880,9 +890,22 @@ async fn run_controller(
         .touched_objects();
     let sa_index = index.clone();
     let late_index = index.clone();
+    let admitted = {
+        let (ctx, store) = (ctx.clone(), store.clone());
+        move |refs: Vec<ObjectRef<CachedVncPassword>>| -> Vec<ObjectRef<CachedVncPassword>> {
+            refs.into_iter()
+                .filter(|r| {
+                    store
+                        .get(r)
+                        .is_none_or(|obj| admit_trigger(&ctx.slots, &obj))
+                })
+                .collect()
+        }
+    };
+    let sa_admitted = admitted.clone();
     let controller =
         controller.watches_stream(secret_events, move |secret| match secret.namespace() {
-            Some(namespace) => index.referencing(&namespace, &secret.name_any()),
+            Some(namespace) => admitted(index.referencing(&namespace, &secret.name_any())),
             None => Vec::new(),
         });
     // ServiceAccount metadata too (its `ecsvnc.io/role-arn` annotation is metadata): one created
@@ -891,7 +914,9 @@ async fn run_controller(
         namespaces::triggers::<PartialObjectMeta<ServiceAccount>>(client, watched, config())
             .touched_objects();
     let controller = controller.watches_stream(service_accounts, move |sa| match sa.namespace() {
-        Some(namespace) => sa_index.referencing_service_account(&namespace, &sa.name_any()),
+        Some(namespace) => {
+            sa_admitted(sa_index.referencing_service_account(&namespace, &sa.name_any()))
+        }
         None => Vec::new(),
     });
 
@@ -922,7 +947,12 @@ async fn run_controller(
     let gauges = update_gauges(store.clone(), metrics.clone(), ctx.clone(), done_rx);
     // The VncPasswordSet controller, in the same term and namespaces.
     let set_events = shards::in_range_opt(
-        namespaces::watch::<VncPasswordSet>(objects_client, watched, config(), set_store.clone()),
+        namespaces::watch::<VncPasswordSet>(
+            objects_client,
+            watched,
+            config(),
+            namespaces::held_in(set_store.clone()),
+        ),
         ranges,
     )
     .reflect(set_writer)
@@ -1347,6 +1377,17 @@ impl leader::Observer for LeaderObserver {
     fn reached_api(&self) {
         self.health.set_ready(true);
     }
+}
+
+/// Whether a trigger of `obj` goes on to kube-runtime's queue now, in its share of the work slots
+/// (`slots::FairSlots::trigger`): with a slot reserved for it, or else as a ticket that wakes it
+/// when its turn comes.
+fn admit_trigger(slots: &slots::FairSlots, obj: &CachedVncPassword) -> bool {
+    let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
+    slots.trigger(
+        &sets::share(namespace, sets::owning_set(obj).is_some()),
+        &slots::ticket(obj),
+    )
 }
 
 /// What of a VncPassword, when it changes, calls for a reconcile: never its status.

@@ -13,13 +13,15 @@
 //! namespace's objects it no longer lists; other namespaces' objects are never touched.
 //!
 //! The `Delete` events name objects as the store holds them, so the stream reads the store it
-//! feeds: it must be consumed through that store's reflector (`.reflect(writer)`, with nothing in
-//! between that holds events back), which applies each event before the stream is polled again.
+//! feeds ([`Held`]): it must be consumed through that store's writer (a reflector's
+//! `.reflect(writer)`, or the Secret directory's), with nothing in between that holds events back,
+//! which applies each event before the stream is polled again.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use futures::stream::{self, BoxStream, SelectAll};
 use futures::{Stream, StreamExt};
@@ -71,16 +73,36 @@ fn is_namespace_name(n: &str) -> bool {
 }
 
 type Events<K> = BoxStream<'static, Result<Event<K>, watcher::Error>>;
+
+/// What the store fed by a merged stream holds of one namespace now (the objects a relist of that
+/// namespace may have to `Delete`).
+pub type Held<K> = Arc<dyn Fn(&str) -> Vec<K> + Send + Sync>;
+
+/// [`Held`] of a reflector store.
+pub fn held_in<K>(store: Store<K>) -> Held<K>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    Arc::new(move |namespace| {
+        store
+            .state()
+            .iter()
+            .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+            .map(|o| (**o).clone())
+            .collect()
+    })
+}
 /// One namespace's events, with its index.
 type Tagged<K> = BoxStream<'static, (usize, Result<Event<K>, watcher::Error>)>;
 
 /// The watch of `K` over `namespaces` (all when empty), with kube-runtime's default backoff, for
-/// a reflector whose store is `store` (see the module's documentation).
+/// the store that `held` reads (see the module's documentation).
 pub fn watch<K>(
     client: &Client,
     namespaces: &WatchNamespaces,
     config: watcher::Config,
-    store: Store<K>,
+    held: Held<K>,
 ) -> Events<K>
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope>
@@ -112,7 +134,7 @@ where
                     (ns.to_string(), events)
                 })
                 .collect(),
-            store,
+            held,
         )
         .boxed(),
     }
@@ -179,7 +201,7 @@ where
     /// against the store (once every event sent before has reached it), `Delete`d from it.
     sweeps: Vec<(usize, HashSet<String>)>,
     out: VecDeque<Result<Event<K>, watcher::Error>>,
-    store: Store<K>,
+    held: Held<K>,
     started: bool,
 }
 
@@ -187,7 +209,7 @@ where
 /// the module's documentation. Public for its tests.
 pub fn merge<K>(
     parts: Vec<(String, Events<K>)>,
-    store: Store<K>,
+    held: Held<K>,
 ) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
 where
     K: Resource + Clone + Debug + Send + Sync + 'static,
@@ -207,7 +229,7 @@ where
         initial: Some((0..n).map(|_| Initial::default()).collect()),
         sweeps: Vec::new(),
         out: VecDeque::new(),
-        store,
+        held,
         started: false,
     };
     stream::unfold(state, |mut s| async move {
@@ -248,14 +270,12 @@ where
     /// `Delete` for each object the store holds in a swept namespace that its list did not name.
     fn sweep(&mut self) {
         let sweeps = std::mem::take(&mut self.sweeps);
-        let state = self.store.state();
         for (i, listed) in sweeps {
             let ns = self.namespaces[i].as_str();
-            for obj in &state {
-                let meta = obj.meta();
-                if meta.namespace.as_deref() == Some(ns) && !listed.contains(&name_of(&**obj)) {
-                    tracing::debug!(namespace = ns, name = ?meta.name, "gone after the namespace's relist");
-                    self.out.push_back(Ok(Event::Delete((**obj).clone())));
+            for obj in (self.held)(ns) {
+                if !listed.contains(&name_of(&obj)) {
+                    tracing::debug!(namespace = ns, name = ?obj.meta().name, "gone after the namespace's relist");
+                    self.out.push_back(Ok(Event::Delete(obj)));
                 }
             }
         }
@@ -362,7 +382,7 @@ mod tests {
             let (b, rb) = mpsc::unbounded();
             let events = merge(
                 vec![("a".into(), ra.boxed()), ("b".into(), rb.boxed())],
-                store.clone(),
+                held_in(store.clone()),
             )
             .reflect(writer)
             .boxed();

@@ -30,7 +30,7 @@ use crate::controller::context::Context;
 use crate::controller::decide::{self, Failure, Phase};
 use crate::controller::plan::{self, Observed, Requeue, Round, Step};
 use crate::controller::sets;
-use crate::controller::slots::Admission;
+use crate::controller::slots::{self, Admission};
 use inputs::Inputs;
 
 /// More steps than any plan takes (a read of the Secrets, with claims from the API server the
@@ -113,9 +113,7 @@ pub async fn reconcile(
 ) -> Result<Action, ReconcileError> {
     let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
     let share = sets::share(namespace, sets::owning_set(obj.as_ref()).is_some());
-    let name = obj.metadata.name.as_deref().unwrap_or_default();
-    // Known by namespace and name only (the store's key): a ticket holds nothing more.
-    let ticket = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+    let ticket = slots::ticket(&obj);
     let _slot = match ctx.slots.admit(&share, &ticket) {
         Admission::Run(slot) => slot,
         // Woken when its turn comes (its ticket holds its place).

@@ -2,20 +2,24 @@
 //! they are all taken, each slot that comes free goes to the waiting namespaces in turn
 //! (round-robin), so one namespace's 10,000 objects cannot hold every worker.
 //!
-//! Two kinds of wait share the queues. A VncPassword's reconcile that finds no slot free leaves a
-//! [`Ticket`] (its object's reference, about 0.2 KB) and ends at once: kube-runtime would
-//! otherwise hold every due reconcile's future (about 1.9 KB each, 19 MB for a wave or a restart
-//! of 10,000). When the ticket's turn comes, a slot is reserved for it and the object is woken
-//! (through the index's wake queue); its next reconcile takes the reserved slot. A deleted
-//! object's ticket is cancelled (from the watch's Delete event); a reservation not taken within
-//! [`RESERVED_FOR`] (the object went in a watch gap) goes to the next in turn, and the object,
-//! should it come later, queues again. A set's pass waits as a future ([`acquire`]):
+//! Two kinds of wait share the queues. A VncPassword waits as a [`Ticket`] (its object's
+//! reference, about 0.2 KB), left by a watch event that finds no slot free ([`trigger`]) or by a
+//! reconcile that finds none ([`admit`]: requeues and wakes): kube-runtime would otherwise hold
+//! every due object in its scheduler (about 1 KB each, in tables that never shrink) and its
+//! reconcile's future in its runner (about 1.9 KB). When the ticket's turn comes, a slot is
+//! reserved for it and the object is woken (through the index's wake queue); its next reconcile
+//! takes the reserved slot. A watch event that finds a slot free reserves it the same way. A
+//! deleted object's ticket is cancelled (from the watch's Delete event); a reservation not taken
+//! within [`RESERVED_FOR`] (the object went in a watch gap) goes to the next in turn, and the
+//! object, should it come later, queues again. A set's pass waits as a future ([`acquire`]):
 //! sets are few.
 //!
 //! Hand-written: tokio's `Semaphore` serves all waiters in one FIFO, and no well-kept crate hands
 //! out permits fairly per key.
 //!
 //! [`acquire`]: FairSlots::acquire
+//! [`admit`]: FairSlots::admit
+//! [`trigger`]: FairSlots::trigger
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -32,6 +36,12 @@ use crate::controller::cache::CachedVncPassword;
 
 /// The object a queued reconcile is for.
 pub type Ticket = ObjectRef<CachedVncPassword>;
+
+/// `obj`'s ticket: its namespace and name only (the store's key).
+pub fn ticket(obj: &CachedVncPassword) -> Ticket {
+    ObjectRef::new(obj.metadata.name.as_deref().unwrap_or_default())
+        .within(obj.metadata.namespace.as_deref().unwrap_or_default())
+}
 
 /// How long a slot reserved for a ticket waits for its object's reconcile.
 pub const RESERVED_FOR: Duration = Duration::from_secs(5);
@@ -211,6 +221,41 @@ impl FairSlots {
         };
         self.notify(woken);
         admission
+    }
+
+    /// Whether a trigger of `ticket`'s object (a watch event, in `namespace`'s share) goes on to
+    /// kube-runtime's queue now. Yes with a slot reserved for its reconcile: one already is, or
+    /// one was free. Otherwise its ticket takes its place in the queue (once) and the trigger
+    /// stops here; the object is woken when its turn comes, as from [`FairSlots::admit`]. So
+    /// kube-runtime's scheduler holds about as many objects as can run, not a whole wave or a
+    /// restart's list (its tables never shrink). While closed, everything goes on.
+    pub fn trigger(&self, namespace: &str, ticket: &Ticket) -> bool {
+        let now = Instant::now();
+        let (pass, woken) = {
+            let mut state = self.lock();
+            if self.closed.load(Ordering::Acquire) {
+                return true;
+            }
+            let woken = state.expire(now);
+            let pass = if state.reserved.contains_key(ticket) {
+                true
+            } else if state.ticketed.contains(ticket) {
+                false
+            } else if state.free > 0 {
+                // Free slots only exist while nobody waits.
+                state.free -= 1;
+                state.reserved.insert(ticket.clone(), now + RESERVED_FOR);
+                true
+            } else {
+                let ticket = Arc::new(ticket.clone());
+                state.ticketed.insert(ticket.clone());
+                state.enqueue(namespace, Queued::Ticket(ticket));
+                false
+            };
+            (pass, woken)
+        };
+        self.notify(woken);
+        pass
     }
 
     /// Waits for a slot for work of `namespace`; `None` once the slots are closed.
@@ -627,5 +672,59 @@ mod tests {
         drop(held);
         assert!(woken.lock().unwrap().is_empty());
         assert_eq!(slots.waiting(), 0);
+    }
+
+    fn ticket_for(name: &str) -> Ticket {
+        ObjectRef::new(name).within("ns")
+    }
+
+    /// A trigger passes with a slot reserved while one is free; once none is, it leaves a ticket
+    /// and stops, and the ticket's turn reserves a slot and wakes the object.
+    #[test]
+    fn triggers_reserve_free_slots_then_leave_tickets() {
+        let woken = Arc::new(Mutex::new(Vec::new()));
+        let record = woken.clone();
+        let slots = FairSlots::new(1, move |t: Ticket| record.lock().unwrap().push(t.name));
+        assert!(slots.trigger("ns", &ticket_for("a")));
+        // Its second trigger passes too, on the same reservation.
+        assert!(slots.trigger("ns", &ticket_for("a")));
+        assert!(!slots.trigger("ns", &ticket_for("b")));
+        assert!(!slots.trigger("ns", &ticket_for("b")), "queued once");
+        assert_eq!(slots.waiting(), 2, "a's reservation and b's ticket");
+        let a = match slots.admit("ns", &ticket_for("a")) {
+            Admission::Run(slot) => slot,
+            _ => panic!("a's reconcile takes its reserved slot"),
+        };
+        assert!(woken.lock().unwrap().is_empty());
+        drop(a);
+        assert_eq!(*woken.lock().unwrap(), ["b"]);
+        assert!(
+            slots.trigger("ns", &ticket_for("b")),
+            "b's slot is reserved"
+        );
+        assert!(matches!(
+            slots.admit("ns", &ticket_for("b")),
+            Admission::Run(_)
+        ));
+    }
+
+    /// A reservation made by a trigger whose reconcile never comes goes on after `RESERVED_FOR`.
+    #[test]
+    fn an_untaken_trigger_reservation_goes_on() {
+        let woken = Arc::new(Mutex::new(Vec::new()));
+        let record = woken.clone();
+        let slots = FairSlots::new(1, move |t: Ticket| record.lock().unwrap().push(t.name));
+        assert!(slots.trigger("ns", &ticket_for("gone")));
+        assert!(!slots.trigger("ns", &ticket_for("next")));
+        slots.expire_at(Instant::now() + RESERVED_FOR);
+        assert_eq!(*woken.lock().unwrap(), ["next"]);
+    }
+
+    #[test]
+    fn triggers_pass_once_closed() {
+        let slots = FairSlots::new(1, |_| {});
+        assert!(slots.trigger("ns", &ticket_for("a")));
+        slots.close();
+        assert!(slots.trigger("ns", &ticket_for("b")));
     }
 }

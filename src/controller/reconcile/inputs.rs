@@ -159,10 +159,7 @@ pub(super) fn cached_inputs(
         return None;
     }
     let secret = ctx.watched.secret(namespace, &applied.name)?;
-    let meta = &secret.metadata;
-    if meta.uid.as_deref() != Some(applied.uid.as_str())
-        || meta.resource_version.as_deref() != Some(applied.resource_version.as_str())
-    {
+    if secret.uid() != applied.uid || secret.resource_version() != applied.resource_version {
         return None;
     }
     let credentials_identity = match &spec.credentials_secret() {
@@ -177,22 +174,16 @@ pub(super) fn cached_inputs(
         // with it.
         None => default_credentials(ctx, namespace).map(|p| format!("default:{}", p.identity())),
         Some(r) => {
-            let m = &ctx.watched.secret(namespace, &r.name)?.metadata;
-            Ok(secret_credentials_identity(
-                m.uid.as_deref().unwrap_or_default(),
-                m.resource_version.as_deref().unwrap_or_default(),
-            ))
+            let m = ctx.watched.secret(namespace, &r.name)?;
+            Ok(secret_credentials_identity(m.uid(), m.resource_version()))
         }
     };
-    let controllers: Vec<String> = meta
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|o| o.controller == Some(true))
-        .map(|o| o.uid.clone())
+    let controllers: Vec<String> = secret
+        .controller_uid()
+        .map(String::from)
+        .into_iter()
         .collect();
-    let no_annotations = std::collections::BTreeMap::new();
-    let annotations = meta.annotations.as_ref().unwrap_or(&no_annotations);
+    let annotations = &secret.annotations();
     Some(Inputs {
         password: PasswordInput::Usable {
             fingerprint: fingerprint.to_string(),
@@ -465,12 +456,7 @@ pub(super) async fn read_secret(
     name: &str,
 ) -> Result<SecretRead, ReconcileError> {
     let cached = ctx.watched.secret(namespace, name);
-    let version = cached.as_ref().map(|m| {
-        (
-            m.metadata.uid.as_deref().unwrap_or_default(),
-            m.metadata.resource_version.as_deref().unwrap_or_default(),
-        )
-    });
+    let version = cached.as_ref().map(|m| (m.uid(), m.resource_version()));
     let read = ctx
         .secret_reads
         .read(&ctx.client, namespace, name, version)

@@ -598,12 +598,10 @@ fn child(ctx: &Context, obj: &CachedVncPassword, owned: bool) -> Child {
         .secret(namespace, &spec.password_secret_ref.name)
     {
         None => true,
-        Some(secret) => secret
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.controller == Some(true) && Some(&o.uid) == obj.metadata.uid.as_ref()),
+        Some(secret) => {
+            secret.controller_uid().is_some()
+                && secret.controller_uid() == obj.metadata.uid.as_deref()
+        }
     };
     let state = ChildState {
         observed: obj.packed_status().is_some()
