@@ -178,18 +178,20 @@ fn main() {
             for text in &secrets {
                 let listed: PartialObjectMeta<Secret> =
                     serde_json::from_str(text).expect("a Secret's metadata");
-                let mut meta = PartialObjectMeta::<Secret>::default();
-                meta.metadata = ObjectMeta {
-                    name: listed.metadata.name,
-                    namespace: listed.metadata.namespace,
-                    uid: listed.metadata.uid,
-                    resource_version: listed.metadata.resource_version,
-                    owner_references: listed.metadata.owner_references.map(|o| {
-                        o.into_iter()
-                            .filter(|o| o.controller == Some(true))
-                            .collect()
-                    }),
-                    ..ObjectMeta::default()
+                let meta = PartialObjectMeta::<Secret> {
+                    metadata: ObjectMeta {
+                        name: listed.metadata.name,
+                        namespace: listed.metadata.namespace,
+                        uid: listed.metadata.uid,
+                        resource_version: listed.metadata.resource_version,
+                        owner_references: listed.metadata.owner_references.map(|o| {
+                            o.into_iter()
+                                .filter(|o| o.controller == Some(true))
+                                .collect()
+                        }),
+                        ..ObjectMeta::default()
+                    },
+                    ..PartialObjectMeta::default()
                 };
                 secret_writer.apply_watcher_event(&Event::Apply(meta));
             }

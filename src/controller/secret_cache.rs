@@ -229,15 +229,16 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     fn secret(ns: &str, name: &str, rv: &str) -> SecretMeta {
-        let mut s = SecretMeta::default();
-        s.metadata = ObjectMeta {
-            namespace: Some(ns.into()),
-            name: Some(name.into()),
-            uid: Some(format!("uid-{name}")),
-            resource_version: Some(rv.into()),
-            ..ObjectMeta::default()
-        };
-        s
+        SecretMeta {
+            metadata: ObjectMeta {
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                uid: Some(format!("uid-{name}")),
+                resource_version: Some(rv.into()),
+                ..ObjectMeta::default()
+            },
+            ..SecretMeta::default()
+        }
     }
 
     #[test]
