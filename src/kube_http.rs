@@ -15,7 +15,9 @@
 //! connection and every request waits for it (with both protocols offered, each request of a burst
 //! would open a connection while the first is still in its TLS handshake: 77 of them in the
 //! benchmark's wave). Otherwise, or when the probe finds no answer, the client offers both on
-//! each connection, as the probe did.
+//! each connection, as the probe did. The answer holds for the process: an API server that stops
+//! speaking HTTP/2 later (a load balancer moving it to a backend without it) fails its requests
+//! until the controller restarts.
 //!
 //! Configurations this does not cover get kube's own client (HTTP/1.1): a proxy, or an exec plugin
 //! (its certificate's expiry is kube's to track). The connection timeouts are kube's (connect,
