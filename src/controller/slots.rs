@@ -154,6 +154,15 @@ impl State {
             .collect()
     }
 
+    /// `ticket` in `namespace`'s queue, unless it is queued already (an object queues once).
+    fn queue_ticket(&mut self, namespace: &str, ticket: &Ticket) {
+        if !self.ticketed.contains(ticket) {
+            let ticket = Arc::new(ticket.clone());
+            self.ticketed.insert(ticket.clone());
+            self.enqueue(namespace, Queued::Ticket(ticket));
+        }
+    }
+
     fn enqueue(&mut self, namespace: &str, queued: Queued) {
         self.waiters += 1;
         match self.waiting.get_mut(namespace) {
@@ -210,11 +219,7 @@ impl FairSlots {
                 state.free -= 1;
                 Admission::Run(Slot { slots: self })
             } else {
-                if !state.ticketed.contains(ticket) {
-                    let ticket = Arc::new(ticket.clone());
-                    state.ticketed.insert(ticket.clone());
-                    state.enqueue(namespace, Queued::Ticket(ticket));
-                }
+                state.queue_ticket(namespace, ticket);
                 Admission::Queued
             };
             (admission, woken)
@@ -247,9 +252,7 @@ impl FairSlots {
                 state.reserved.insert(ticket.clone(), now + RESERVED_FOR);
                 true
             } else {
-                let ticket = Arc::new(ticket.clone());
-                state.ticketed.insert(ticket.clone());
-                state.enqueue(namespace, Queued::Ticket(ticket));
+                state.queue_ticket(namespace, ticket);
                 false
             };
             (pass, woken)
@@ -674,24 +677,18 @@ mod tests {
         assert_eq!(slots.waiting(), 0);
     }
 
-    fn ticket_for(name: &str) -> Ticket {
-        ObjectRef::new(name).within("ns")
-    }
-
     /// A trigger passes with a slot reserved while one is free; once none is, it leaves a ticket
     /// and stops, and the ticket's turn reserves a slot and wakes the object.
     #[test]
     fn triggers_reserve_free_slots_then_leave_tickets() {
-        let woken = Arc::new(Mutex::new(Vec::new()));
-        let record = woken.clone();
-        let slots = FairSlots::new(1, move |t: Ticket| record.lock().unwrap().push(t.name));
-        assert!(slots.trigger("ns", &ticket_for("a")));
+        let (slots, woken) = recording(1);
+        assert!(slots.trigger("ns", &ticket("ns", "a")));
         // Its second trigger passes too, on the same reservation.
-        assert!(slots.trigger("ns", &ticket_for("a")));
-        assert!(!slots.trigger("ns", &ticket_for("b")));
-        assert!(!slots.trigger("ns", &ticket_for("b")), "queued once");
+        assert!(slots.trigger("ns", &ticket("ns", "a")));
+        assert!(!slots.trigger("ns", &ticket("ns", "b")));
+        assert!(!slots.trigger("ns", &ticket("ns", "b")), "queued once");
         assert_eq!(slots.waiting(), 2, "a's reservation and b's ticket");
-        let a = match slots.admit("ns", &ticket_for("a")) {
+        let a = match slots.admit("ns", &ticket("ns", "a")) {
             Admission::Run(slot) => slot,
             _ => panic!("a's reconcile takes its reserved slot"),
         };
@@ -699,11 +696,11 @@ mod tests {
         drop(a);
         assert_eq!(*woken.lock().unwrap(), ["b"]);
         assert!(
-            slots.trigger("ns", &ticket_for("b")),
+            slots.trigger("ns", &ticket("ns", "b")),
             "b's slot is reserved"
         );
         assert!(matches!(
-            slots.admit("ns", &ticket_for("b")),
+            slots.admit("ns", &ticket("ns", "b")),
             Admission::Run(_)
         ));
     }
@@ -711,11 +708,9 @@ mod tests {
     /// A reservation made by a trigger whose reconcile never comes goes on after `RESERVED_FOR`.
     #[test]
     fn an_untaken_trigger_reservation_goes_on() {
-        let woken = Arc::new(Mutex::new(Vec::new()));
-        let record = woken.clone();
-        let slots = FairSlots::new(1, move |t: Ticket| record.lock().unwrap().push(t.name));
-        assert!(slots.trigger("ns", &ticket_for("gone")));
-        assert!(!slots.trigger("ns", &ticket_for("next")));
+        let (slots, woken) = recording(1);
+        assert!(slots.trigger("ns", &ticket("ns", "gone")));
+        assert!(!slots.trigger("ns", &ticket("ns", "next")));
         slots.expire_at(Instant::now() + RESERVED_FOR);
         assert_eq!(*woken.lock().unwrap(), ["next"]);
     }
@@ -723,8 +718,8 @@ mod tests {
     #[test]
     fn triggers_pass_once_closed() {
         let slots = FairSlots::new(1, |_| {});
-        assert!(slots.trigger("ns", &ticket_for("a")));
+        assert!(slots.trigger("ns", &ticket("ns", "a")));
         slots.close();
-        assert!(slots.trigger("ns", &ticket_for("b")));
+        assert!(slots.trigger("ns", &ticket("ns", "b")));
     }
 }

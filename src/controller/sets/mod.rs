@@ -598,10 +598,9 @@ fn child(ctx: &Context, obj: &CachedVncPassword, owned: bool) -> Child {
         .secret(namespace, &spec.password_secret_ref.name)
     {
         None => true,
-        Some(secret) => {
-            secret.controller_uid().is_some()
-                && secret.controller_uid() == obj.metadata.uid.as_deref()
-        }
+        Some(secret) => secret
+            .controller_uid()
+            .is_some_and(|uid| Some(uid) == obj.metadata.uid.as_deref()),
     };
     let state = ChildState {
         observed: obj.packed_status().is_some()
