@@ -5,6 +5,8 @@
 //! forgets them all loses nothing (the truth is in the status and the cluster).
 
 use std::collections::{HashMap, HashSet};
+
+use crate::controller::uid::Uid;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,15 +111,15 @@ pub struct Context {
     /// The work slots, served fairly per namespace.
     pub slots: FairSlots,
     /// Consecutive failures per object uid, for backoff; cleared on success.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<Uid, u32>>,
     /// resourceVersion of the controller's last status write per object uid.
-    written: Mutex<HashMap<String, u64>>,
+    written: Mutex<HashMap<Uid, u64>>,
     /// When this term applied a password per object uid: an instance's state counts for that
     /// apply only when described after it.
-    applied: Mutex<HashMap<String, std::time::Instant>>,
+    applied: Mutex<HashMap<Uid, std::time::Instant>>,
     /// RebootInstance slots reserved for objects that come back for them when they are due: an
     /// object keeps its place in the account's queue without holding a worker.
-    reboot_slots: Mutex<HashMap<String, crate::ecs::ratelimit::Reservation>>,
+    reboot_slots: Mutex<HashMap<Uid, crate::ecs::ratelimit::Reservation>>,
 }
 
 impl Context {
@@ -179,7 +181,7 @@ impl Context {
     /// Records one more failure for the object and returns the count.
     pub fn failed(&self, uid: &str) -> u32 {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = failures.entry(uid.to_string()).or_insert(0);
+        let n = failures.entry(Uid::from(uid)).or_insert(0);
         *n = n.saturating_add(1);
         *n
     }
@@ -188,14 +190,14 @@ impl Context {
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(uid);
+            .remove(&Uid::from(uid));
     }
 
     /// Remembers the resourceVersion the API server gave the controller's own status write.
     pub fn wrote(&self, uid: &str, resource_version: Option<&str>) {
         if let Some(rv) = resource_version.and_then(|v| v.parse::<u64>().ok()) {
             let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = written.entry(uid.to_string()).or_insert(rv);
+            let entry = written.entry(Uid::from(uid)).or_insert(rv);
             *entry = (*entry).max(rv);
         }
     }
@@ -205,7 +207,7 @@ impl Context {
         self.applied
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(uid.to_string(), std::time::Instant::now());
+            .insert(Uid::from(uid), std::time::Instant::now());
     }
 
     /// Keeps a RebootInstance slot for the object until it comes back for it.
@@ -213,7 +215,7 @@ impl Context {
         self.reboot_slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(uid.to_string(), slot);
+            .insert(Uid::from(uid), slot);
     }
 
     /// The slot kept for the object, unless it became due long ago (the object did not come back
@@ -223,7 +225,7 @@ impl Context {
             .reboot_slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(uid)?;
+            .remove(&Uid::from(uid))?;
         (slot.overdue() < REBOOT_SLOT_GRACE).then_some(slot)
     }
 
@@ -233,7 +235,7 @@ impl Context {
         self.applied
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(uid)
+            .get(&Uid::from(uid))
             .copied()
     }
 
@@ -247,12 +249,12 @@ impl Context {
         self.written
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(uid)
+            .get(&Uid::from(uid))
             .is_some_and(|w| rv < *w)
     }
 
     /// Forgets every object that no longer exists.
-    pub fn retain_objects(&self, live: &HashSet<String>) {
+    pub fn retain_objects(&self, live: &HashSet<Uid>) {
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -13,12 +13,15 @@
 //! Kept up to date from the VncPassword watch's own events, beside the reflector store, so that a
 //! Secret event or a reconcile costs a hash look-up instead of a pass over every object (at 10,000
 //! objects, a pass per Secret event in the initial wave is 10^8 steps). A relist (`Init` …
-//! `InitDone`) drops the objects it no longer returns. Lean on purpose (about 0.3 KB per object):
-//! keys are `namespace/name` and `region/instance` strings, objects are known by uid, and an
-//! instance's owner is ranked only when another object names the same instance.
+//! `InitDone`) drops the objects it no longer returns. Lean on purpose (about 0.55 KB per object,
+//! `cache_bytes`): keys are `namespace/name` and `region/instance` strings, each kept once and
+//! shared by the entries naming it, objects are known by their uid's 16 bytes, and an instance's
+//! owner is ranked only when another object names the same instance.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
+
+use smallvec::SmallVec;
 
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
@@ -28,13 +31,17 @@ use crate::api::VncPassword;
 use crate::controller::cache::{AsFull, CachedVncPassword};
 use crate::controller::claims::{self, Claimant};
 use crate::controller::fingerprint::FingerprintKey;
+use crate::controller::uid::Uid;
+
+/// The uids under one key: most Secrets and instances are named by one object, kept inline.
+type Uids = SmallVec<[Uid; 1]>;
 
 struct Entry {
     /// What it references ([`secret_key`], [`service_account_key`]): the password Secret, the
-    /// credentials Secret or ServiceAccount.
-    refs: Vec<String>,
-    /// `region/instance`, while the object is not being deleted.
-    instance: Option<String>,
+    /// credentials Secret or ServiceAccount. Each the very key of `by_ref` (shared, not copied).
+    refs: Box<[Arc<str>]>,
+    /// `region/instance`, while the object is not being deleted: the key of `by_instance`.
+    instance: Option<Arc<str>>,
     /// Its rank, proof and last apply, as the claim on that instance sees them (the rank also
     /// while it is being deleted, for its namespace and name).
     claimant: Claimant,
@@ -48,11 +55,11 @@ impl Entry {
 
 #[derive(Default)]
 struct Inner {
-    by_uid: HashMap<Arc<str>, Entry>,
-    by_ref: HashMap<String, Vec<Arc<str>>>,
-    by_instance: HashMap<String, Vec<Arc<str>>>,
+    by_uid: HashMap<Uid, Entry>,
+    by_ref: HashMap<Arc<str>, Uids>,
+    by_instance: HashMap<Arc<str>, Uids>,
     /// uids seen since the last `Init`, while a relist is in progress.
-    relisted: Option<HashSet<Arc<str>>>,
+    relisted: Option<HashSet<Uid>>,
 }
 
 #[derive(Default)]
@@ -105,20 +112,20 @@ impl Index {
             Event::Apply(o) => changed.extend(inner.upsert(&o.as_full(), key)),
             Event::Delete(o) => {
                 if let Some(uid) = o.uid() {
-                    changed.extend(inner.remove(&uid));
+                    changed.extend(inner.remove(&Uid::from(uid.as_str())));
                 }
             }
             Event::Init => inner.relisted = Some(HashSet::new()),
             Event::InitApply(o) => {
                 let o = o.as_full();
                 if let (Some(seen), Some(uid)) = (inner.relisted.as_mut(), o.uid()) {
-                    seen.insert(uid.into());
+                    seen.insert(Uid::from(uid.as_str()));
                 }
                 changed.extend(inner.upsert(&o, key));
             }
             Event::InitDone => {
                 if let Some(seen) = inner.relisted.take() {
-                    let gone: Vec<Arc<str>> = inner
+                    let gone: Vec<Uid> = inner
                         .by_uid
                         .keys()
                         .filter(|uid| !seen.contains(*uid))
@@ -135,7 +142,13 @@ impl Index {
         }
         let woken: Vec<ObjectRef<CachedVncPassword>> = changed
             .iter()
-            .flat_map(|instance| inner.by_instance.get(instance).into_iter().flatten())
+            .flat_map(|instance| {
+                inner
+                    .by_instance
+                    .get(instance.as_str())
+                    .into_iter()
+                    .flatten()
+            })
             .filter_map(|uid| inner.by_uid.get(uid))
             .map(Entry::object_ref)
             .collect();
@@ -220,7 +233,7 @@ impl Index {
     /// namespace and name) wins, so that two objects never take turns setting different passwords
     /// on one instance, and an object that cannot reach the instance locks nobody out.
     pub fn claimed_by(&self, obj: &VncPassword) -> Option<(String, String)> {
-        let uid = obj.uid().unwrap_or_default();
+        let uid = Uid::from(obj.uid().unwrap_or_default().as_str());
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         claims::owner(&claims::rank(obj), inner.others(obj, &uid))
     }
@@ -229,7 +242,7 @@ impl Index {
     /// `applied_at` (two objects that both applied before either proof was seen): the owner must
     /// apply again, since the instance holds the other's password.
     pub fn overwritten_after(&self, obj: &VncPassword, applied_at: jiff::Timestamp) -> bool {
-        let uid = obj.uid().unwrap_or_default();
+        let uid = Uid::from(obj.uid().unwrap_or_default().as_str());
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         claims::overwritten_after(inner.others(obj, &uid), applied_at)
     }
@@ -238,7 +251,7 @@ impl Index {
     /// Whether a live VncPassword has this uid.
     pub fn knows(&self, uid: &str) -> bool {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner.by_uid.contains_key(uid)
+        inner.by_uid.contains_key(&Uid::from(uid))
     }
 
     pub fn len(&self) -> usize {
@@ -254,9 +267,20 @@ impl Index {
     }
 }
 
-fn unlink(map: &mut HashMap<String, Vec<Arc<str>>>, k: &str, uid: &str) {
+/// Files `uid` under `k`; returns the map's own key, to be shared rather than copied.
+fn link(map: &mut HashMap<Arc<str>, Uids>, k: &str, uid: &Uid) -> Arc<str> {
+    if let Some(key) = map.get_key_value(k).map(|(key, _)| key.clone()) {
+        map.entry(key.clone()).or_default().push(uid.clone());
+        return key;
+    }
+    let key: Arc<str> = k.into();
+    map.insert(key.clone(), smallvec::smallvec![uid.clone()]);
+    key
+}
+
+fn unlink(map: &mut HashMap<Arc<str>, Uids>, k: &str, uid: &Uid) {
     if let Some(uids) = map.get_mut(k) {
-        uids.retain(|u| **u != *uid);
+        uids.retain(|u| u != uid);
         if uids.is_empty() {
             map.remove(k);
         }
@@ -265,12 +289,12 @@ fn unlink(map: &mut HashMap<String, Vec<Arc<str>>>, k: &str, uid: &str) {
 
 impl Inner {
     /// The other live objects naming `obj`'s instance, as claimants.
-    fn others<'a>(&'a self, obj: &VncPassword, uid: &'a str) -> impl Iterator<Item = &'a Claimant> {
+    fn others<'a>(&'a self, obj: &VncPassword, uid: &'a Uid) -> impl Iterator<Item = &'a Claimant> {
         self.by_instance
-            .get(&key(&obj.spec.region_id, &obj.spec.instance_id))
+            .get(key(&obj.spec.region_id, &obj.spec.instance_id).as_str())
             .into_iter()
             .flatten()
-            .filter(move |u| ***u != *uid)
+            .filter(move |u| *u != uid)
             .filter_map(move |u| self.by_uid.get(u))
             .map(|e| &e.claimant)
     }
@@ -280,12 +304,15 @@ impl Inner {
         let Some(uid) = o.uid() else {
             return Vec::new();
         };
-        let before = self
-            .by_uid
-            .get(uid.as_str())
-            .map(|e| (e.instance.clone(), e.claimant.proven, e.claimant.applied_at));
+        let uid = Uid::from(uid.as_str());
+        let before = self.by_uid.get(&uid).map(|e| {
+            (
+                e.instance.as_deref().map(str::to_string),
+                e.claimant.proven,
+                e.claimant.applied_at,
+            )
+        });
         self.remove_quietly(&uid);
-        let uid: Arc<str> = uid.into();
         let namespace = o.namespace().unwrap_or_default();
         let mut refs = vec![secret_key(&namespace, &o.spec.password_secret_ref.name)];
         if let Some(c) = &o.spec.credentials_secret() {
@@ -295,15 +322,10 @@ impl Inner {
             refs.push(service_account_key(&namespace, &sa.name));
         }
         refs.dedup();
-        refs.shrink_to_fit();
-        // Most Secrets and instances are named by one object: their lists start with room for one
-        // (a Vec's first push would make room for four).
-        for r in &refs {
-            self.by_ref
-                .entry(r.clone())
-                .or_insert_with(|| Vec::with_capacity(1))
-                .push(uid.clone());
-        }
+        let refs: Box<[Arc<str>]> = refs
+            .into_iter()
+            .map(|r| link(&mut self.by_ref, &r, &uid))
+            .collect();
         // Being deleted, it claims nothing: known by its rank only (for its references).
         let (instance, claimant) = match Claimant::of(o, key) {
             Some(c) => (Some(key_of(o)), c),
@@ -316,17 +338,11 @@ impl Inner {
                 },
             ),
         };
-        if let Some(i) = &instance {
-            self.by_instance
-                .entry(i.clone())
-                .or_insert_with(|| Vec::with_capacity(1))
-                .push(uid.clone());
-        }
         let proven = claimant.proven;
         let after = (instance.clone(), proven, claimant.applied_at);
         let entry = Entry {
             refs,
-            instance,
+            instance: instance.map(|i| link(&mut self.by_instance, &i, &uid)),
             claimant,
         };
         self.by_uid.insert(uid, entry);
@@ -348,18 +364,18 @@ impl Inner {
     }
 
     /// Forgets an object; returns its instance when it held a proven claim.
-    fn remove(&mut self, uid: &str) -> Vec<String> {
+    fn remove(&mut self, uid: &Uid) -> Vec<String> {
         match self.remove_quietly(uid) {
             Some(Entry {
                 instance: Some(i),
                 claimant: Claimant { proven: true, .. },
                 ..
-            }) => vec![i],
+            }) => vec![i.to_string()],
             _ => Vec::new(),
         }
     }
 
-    fn remove_quietly(&mut self, uid: &str) -> Option<Entry> {
+    fn remove_quietly(&mut self, uid: &Uid) -> Option<Entry> {
         let entry = self.by_uid.remove(uid)?;
         for r in &entry.refs {
             unlink(&mut self.by_ref, r, uid);

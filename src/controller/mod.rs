@@ -17,6 +17,7 @@
 //! watch, trimmed), `secret_read` (bounded Secret reads).
 
 pub mod cache;
+pub mod changes;
 pub mod claims;
 pub mod conditions;
 pub mod context;
@@ -28,6 +29,7 @@ pub mod namespaces;
 pub mod plan;
 pub mod reconcile;
 pub mod record;
+pub mod resync;
 pub mod schedule;
 pub mod secret_cache;
 pub mod secret_read;
@@ -36,6 +38,7 @@ pub mod sets;
 pub mod shards;
 pub mod slots;
 pub mod tenancy;
+pub mod uid;
 pub mod watch_backoff;
 
 use std::collections::{BTreeMap, HashSet};
@@ -166,9 +169,9 @@ pub struct RunArgs {
         value_name = "DURATION"
     )]
     pub reconcile_timeout: FlagDuration,
-    /// How often to look at an object nothing woke (jittered by ±10 % per look, so objects created
-    /// together do not come back together): a safety net for a lost event. A look at an unchanged
-    /// object makes no API or ECS call.
+    /// How often to look at every object again, whatever woke it meanwhile: a safety net for a lost
+    /// event. Each object comes back at a point of the interval fixed by its uid, so objects created
+    /// together do not come back together. A look at an unchanged object makes no API or ECS call.
     #[arg(
         long,
         env = "ECS_VNC_RESYNC_INTERVAL",
@@ -782,9 +785,10 @@ async fn run_controller(
     scope: Option<ShardScope>,
 ) {
     // The caches: every VncPassword (with an index by Secret and by instance) and the metadata of
-    // every Secret, both slimmed (see `cache`, `secret_cache`). Lists are paged (500 objects a page, the watcher's
-    // default): an "any resourceVersion" list would be served from the API server's cache in one
-    // piece, which at 10,000 objects is a peak of tens of MB in the controller.
+    // every Secret, both slimmed (see `cache`, `secret_cache`). Lists are paged (`cache::LIST_PAGE`
+    // VncPasswords a page, `secret_cache::LIST_PAGE` Secrets): an "any resourceVersion" list would
+    // be served from the API server's cache in one piece, which at 10,000 objects is a peak of tens
+    // of MB in the controller.
     let (store, writer) = reflector::store();
     let secret_directory = secret_cache::SecretDirectory::new();
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
@@ -805,7 +809,7 @@ async fn run_controller(
         namespaces::watch::<CachedVncPassword>(
             objects_client,
             watched,
-            config(),
+            config().page_size(cache::LIST_PAGE),
             namespaces::held_in(store.clone()),
         ),
         ranges.clone(),
@@ -849,8 +853,11 @@ async fn run_controller(
                 event
             })
             .reflect(writer)
+            .try_filter({
+                let mut changes = changes::Changes::new(wakes_reconcile);
+                move |event| std::future::ready(changes.admit(event))
+            })
             .applied_objects()
-            .predicate_filter(wakes_reconcile, PredicateConfig::default())
             .try_filter(move |obj| std::future::ready(admit_trigger(&trigger_ctx.slots, obj)))
     };
     // A watch event (of the object, its Secret or its ServiceAccount) goes on to kube's queue only
@@ -858,17 +865,34 @@ async fn run_controller(
     // ticket in their queue, served fairly per namespace, and its object is woken when its turn
     // comes (`admit_trigger`, `slots`). kube's own queue deduplicates and schedules what passes;
     // it hands `reconcile` a few more objects at once than there are work slots
-    // (`slots::kube_window`), and `reconcile` takes its slot, or (a requeue, a wake) leaves a
-    // ticket and ends at once. So neither kube's scheduler nor its runner holds thousands of
-    // objects in a wave or a restart. A change of who may claim an instance wakes every object
-    // naming it.
+    // (`slots::kube_window`), and `reconcile` takes its slot, or (a requeue) leaves a ticket and
+    // ends at once. Wakes pass the same gate: a change of who may claim an instance wakes every
+    // object naming it, a ticket's turn wakes its object, and every object comes back once per
+    // `--resync-interval` (`resync`). So neither kube's scheduler nor its runner holds thousands
+    // of objects in a wave or a restart (a restart's initial list wakes every proven claim).
+    let admit_ref = {
+        let (ctx, store) = (ctx.clone(), store.clone());
+        move |r: &ObjectRef<CachedVncPassword>| {
+            store
+                .get(r)
+                .is_none_or(|obj| admit_trigger(&ctx.slots, &obj))
+        }
+    };
+    let wakes = {
+        let admit_ref = admit_ref.clone();
+        futures::stream::select(
+            index.clone().wakes(),
+            resync::sweep(store.clone(), ctx.settings.resync_interval),
+        )
+        .filter(move |r| std::future::ready(admit_ref(r)))
+    };
     let controller = Controller::for_stream(objects, store.clone())
         .with_config(
             ControllerConfig::default()
                 .concurrency(slots::kube_window(usize::from(args.concurrency))),
         )
         .trigger_backoff(watch_backoff::Unpaced)
-        .reconcile_on(index.clone().wakes());
+        .reconcile_on(wakes);
     // Only Secret metadata is watched (`PartialObjectMeta`: metadata-only list and watch); a
     // Secret's data is read only when a reconcile needs it (see reconcile::observe).
     let secret_events = secret_cache::store(secrets, secret_directory)
@@ -890,18 +914,10 @@ async fn run_controller(
         .touched_objects();
     let sa_index = index.clone();
     let late_index = index.clone();
-    let admitted = {
-        let (ctx, store) = (ctx.clone(), store.clone());
+    let admitted =
         move |refs: Vec<ObjectRef<CachedVncPassword>>| -> Vec<ObjectRef<CachedVncPassword>> {
-            refs.into_iter()
-                .filter(|r| {
-                    store
-                        .get(r)
-                        .is_none_or(|obj| admit_trigger(&ctx.slots, &obj))
-                })
-                .collect()
-        }
-    };
+            refs.into_iter().filter(|r| admit_ref(r)).collect()
+        };
     let sa_admitted = admitted.clone();
     let controller =
         controller.watches_stream(secret_events, move |secret| match secret.namespace() {
@@ -1426,7 +1442,11 @@ async fn update_gauges(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        let live: HashSet<String> = store.state().iter().filter_map(|o| o.uid()).collect();
+        let live: HashSet<uid::Uid> = store
+            .state()
+            .iter()
+            .filter_map(|o| o.metadata.uid.as_deref().map(uid::Uid::from))
+            .collect();
         ctx.retain_objects(&live);
         ctx.retain_secret_versions();
         let mut by_reason: BTreeMap<(String, String), i64> = BTreeMap::new();

@@ -308,34 +308,35 @@ async fn reconcile_inner(
     {
         panic!("failpoint reconcile-panic");
     }
-    let mut run = Run::observe(obj, ctx, committed).await?;
+    // Each step's future is boxed: a reconcile holds the one it is in, not room for the largest.
+    let mut run = Box::pin(Run::observe(obj, ctx, committed)).await?;
     for _ in 0..MAX_STEPS {
         let (step, next_rotation) = run.plan();
         tracing::trace!(?step, "planned");
         // An ECS write planned from the local index's claim: decided from the API server first.
-        if run.ask_claim_before(&step).await? {
+        if Box::pin(run.ask_claim_before(&step)).await? {
             continue;
         }
         // Known from the caches so far: read what the step needs, then plan again with it.
-        if run.read_missing_inputs(&step).await? {
+        if Box::pin(run.read_missing_inputs(&step)).await? {
             continue;
         }
         let flow = match step {
-            Step::GeneratePassword => run.generate_password(false).await?,
-            Step::RotatePassword => run.generate_password(true).await?,
-            Step::ForgetPrevious => run.forget_previous().await?,
-            Step::SetSecretOwnership => run.set_secret_ownership().await?,
-            Step::Apply => run.apply().await?,
+            Step::GeneratePassword => Box::pin(run.generate_password(false)).await?,
+            Step::RotatePassword => Box::pin(run.generate_password(true)).await?,
+            Step::ForgetPrevious => Box::pin(run.forget_previous()).await?,
+            Step::SetSecretOwnership => Box::pin(run.set_secret_ownership()).await?,
+            Step::Apply => Box::pin(run.apply()).await?,
             Step::Record => {
                 run.record_identity();
                 Flow::Next
             }
-            Step::Describe => run.describe().await?,
-            Step::RecordRebootIntent => run.record_reboot_intent().await?,
-            Step::Reboot => run.reboot().await?,
+            Step::Describe => Box::pin(run.describe()).await?,
+            Step::RecordRebootIntent => Box::pin(run.record_reboot_intent()).await?,
+            Step::Reboot => Box::pin(run.reboot()).await?,
             Step::Requeue(after) => Flow::Done(Action::requeue(after), "unchanged"),
             Step::Finish { phase, requeue } => {
-                return run.finish(phase, requeue, next_rotation).await;
+                return Box::pin(run.finish(phase, requeue, next_rotation)).await;
             }
         };
         if let Flow::Done(action, label) = flow {
@@ -606,10 +607,14 @@ impl<'a> Run<'a> {
                 let jitter = 1.0 + rand::random::<f64>() * 0.2;
                 Action::requeue(at.max(Duration::from_secs(1)).mul_f64(jitter))
             }
-            _ => {
-                let after = requeue_after(self.ctx, &self.uid, requeue);
-                Action::requeue(settle_in.map_or(after, |settle| after.min(settle)))
-            }
+            _ => match (requeue_after(self.ctx, &self.uid, requeue), settle_in) {
+                (Some(after), settle) => {
+                    Action::requeue(settle.map_or(after, |settle| after.min(settle)))
+                }
+                (None, Some(settle)) => Action::requeue(settle),
+                // Back on a change, or at its resync (`resync`).
+                (None, None) => Action::await_change(),
+            },
         };
         Ok((action, label))
     }
@@ -627,21 +632,19 @@ async fn ask_claim(ctx: &Context, obj: &VncPassword) -> Result<claims::Claim, Re
     Ok(claim)
 }
 
-fn requeue_after(ctx: &Context, uid: &str, requeue: Requeue) -> Duration {
+fn requeue_after(ctx: &Context, uid: &str, requeue: Requeue) -> Option<Duration> {
     match requeue {
         Requeue::AwaitChange => {
             ctx.succeeded(uid);
-            // A change wakes it sooner; this only catches an event that was lost.
-            let jitter = 0.9 + rand::random::<f64>() * 0.2;
-            ctx.settings.resync_interval.mul_f64(jitter)
+            None
         }
         Requeue::After(after) => {
             ctx.succeeded(uid);
-            after.max(Duration::from_millis(100))
+            Some(after.max(Duration::from_millis(100)))
         }
         Requeue::Backoff(pace) => {
             let n = ctx.failed(uid);
-            decide::backoff(n, pace, rand::random())
+            Some(decide::backoff(n, pace, rand::random()))
         }
     }
 }
