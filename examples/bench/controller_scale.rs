@@ -1473,13 +1473,21 @@ fn describe(delta: &BTreeMap<String, f64>, n: usize) -> String {
         .join(", ")
 }
 
+/// VmHWM, in MiB (the goals' unit) and as the kernel gives it (kB there are KiB).
 fn peak_rss(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
+            let kib: f64 = s
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .trim_start_matches("VmHWM:")
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(format!("{:.1} MiB ({kib} kB)", kib / 1024.0))
         })
         .unwrap_or_else(|| "unknown".into())
 }
