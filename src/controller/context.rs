@@ -5,8 +5,6 @@
 //! forgets them all loses nothing (the truth is in the status and the cluster).
 
 use std::collections::{HashMap, HashSet};
-
-use crate::controller::uid::Uid;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +20,7 @@ use crate::controller::secret_read::SecretReader;
 use crate::controller::service_account::ServiceAccountCredentials;
 use crate::controller::slots::FairSlots;
 use crate::controller::tenancy::AllowedNamespaces;
+use crate::controller::uid::Uid;
 use crate::ecs::{CredentialsProvider, EcsClient};
 use crate::metrics::Metrics;
 
