@@ -14,7 +14,8 @@
 //! ServiceAccount and instance), `schedule` (durations, reboot windows),
 //! `context` (what reconciles share), `slots` (the work slots, fair per namespace),
 //! `cache` (what the VncPassword cache keeps of an object), `secret_cache` (the Secret metadata
-//! watch, trimmed), `secret_read` (bounded Secret reads).
+//! watch, trimmed), `secret_read` (bounded Secret reads), `changes` (which watch events wake a
+//! reconcile), `resync` (every object again once per `--resync-interval`), `uid` (uids as keys).
 
 pub mod cache;
 pub mod changes;
