@@ -291,7 +291,7 @@ impl Inner {
     /// The other live objects naming `obj`'s instance, as claimants.
     fn others<'a>(&'a self, obj: &VncPassword, uid: &'a Uid) -> impl Iterator<Item = &'a Claimant> {
         self.by_instance
-            .get(key(&obj.spec.region_id, &obj.spec.instance_id).as_str())
+            .get(key_of(obj).as_str())
             .into_iter()
             .flatten()
             .filter(move |u| *u != uid)

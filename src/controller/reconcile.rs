@@ -607,13 +607,14 @@ impl<'a> Run<'a> {
                 let jitter = 1.0 + rand::random::<f64>() * 0.2;
                 Action::requeue(at.max(Duration::from_secs(1)).mul_f64(jitter))
             }
-            _ => match (requeue_after(self.ctx, &self.uid, requeue), settle_in) {
-                (Some(after), settle) => {
-                    Action::requeue(settle.map_or(after, |settle| after.min(settle)))
-                }
-                (None, Some(settle)) => Action::requeue(settle),
-                // Back on a change, or at its resync (`resync`).
-                (None, None) => Action::await_change(),
+            // The sooner of the two; with neither, back on a change or at its resync (`resync`).
+            _ => match requeue_after(self.ctx, &self.uid, requeue)
+                .into_iter()
+                .chain(settle_in)
+                .min()
+            {
+                Some(after) => Action::requeue(after),
+                None => Action::await_change(),
             },
         };
         Ok((action, label))
